@@ -1,0 +1,265 @@
+//! Bookie configuration: defaults ← TOML file (`--config`) ← `STRATA_BOOKIE_*`
+//! environment variables ← command-line flags. `--print-config` shows the
+//! effective result.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BookieError, Result};
+
+/// Every bookie setting, with its default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BookieConfig {
+    /// Address the gRPC server listens on.
+    pub listen: String,
+    /// Address clients use to reach this bookie; also its id. Defaults to `listen`.
+    pub advertised_address: Option<String>,
+    /// Root of the bookie's files.
+    pub data_dir: PathBuf,
+    /// Journal directory (put it on its own disk for best latency). Default: DATA_DIR/journal.
+    pub journal_dir: Option<PathBuf>,
+    /// Entry logs and index. Default: DATA_DIR/ledgers.
+    pub ledger_dir: Option<PathBuf>,
+    /// Metadata store URL (`rocksdb:///path`, `etcd://host:port,...`).
+    /// Default: an embedded RocksDB under DATA_DIR/metadata.
+    pub metadata_url: Option<String>,
+    /// Group commit: flush once this many bytes are pending...
+    pub journal_group_bytes: usize,
+    /// ...or once the oldest pending add has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub journal_max_group_wait: Duration,
+    /// Journal files are extended by this many bytes at a time (fallocate).
+    pub journal_preallocate: u64,
+    /// A journal file is closed and a new one started past this size.
+    pub journal_max_file_size: u64,
+    /// Bytes of entries held in memory before they must be flushed to entry logs.
+    pub write_cache_bytes: usize,
+    /// Capacity of the foyer read cache in bytes.
+    pub read_cache_bytes: usize,
+    /// An entry log is closed and a new one started past this size.
+    pub entry_log_size_limit: u64,
+    /// Write cache flush (checkpoint) period.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Garbage collection period.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+    /// Entry logs whose live ratio falls below this are compacted.
+    pub gc_live_ratio: f64,
+    /// How often disk usage is checked and the registration refreshed.
+    #[serde(with = "humantime_serde")]
+    pub disk_check_interval: Duration,
+    /// Above this used fraction of a disk the bookie turns read-only...
+    pub disk_usage_threshold: f64,
+    /// ...and it becomes writable again below this one.
+    pub disk_usage_lwm: f64,
+    /// The registration vanishes this long after the bookie stops renewing it.
+    #[serde(with = "humantime_serde")]
+    pub registration_ttl: Duration,
+}
+
+impl Default for BookieConfig {
+    fn default() -> Self {
+        BookieConfig {
+            listen: "127.0.0.1:3181".into(),
+            advertised_address: None,
+            data_dir: PathBuf::from("./data/bookie"),
+            journal_dir: None,
+            ledger_dir: None,
+            metadata_url: None,
+            journal_group_bytes: 512 << 10,
+            journal_max_group_wait: Duration::from_millis(1),
+            journal_preallocate: 16 << 20,
+            journal_max_file_size: 512 << 20,
+            write_cache_bytes: 64 << 20,
+            read_cache_bytes: 64 << 20,
+            entry_log_size_limit: 256 << 20,
+            flush_interval: Duration::from_secs(1),
+            gc_interval: Duration::from_secs(60),
+            gc_live_ratio: 0.5,
+            disk_check_interval: Duration::from_secs(5),
+            disk_usage_threshold: 0.95,
+            disk_usage_lwm: 0.90,
+            registration_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BookieConfig {
+    pub fn journal_dir(&self) -> PathBuf {
+        self.journal_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("journal"))
+    }
+
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.ledger_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("ledgers"))
+    }
+
+    pub fn metadata_url(&self) -> String {
+        self.metadata_url.clone().unwrap_or_else(|| {
+            format!("rocksdb://{}", self.data_dir.join("metadata").display())
+        })
+    }
+
+    /// The bookie's id and the address clients dial.
+    pub fn bookie_id(&self) -> String {
+        self.advertised_address
+            .clone()
+            .unwrap_or_else(|| self.listen.clone())
+    }
+
+    pub fn from_file(path: &Path) -> Result<BookieConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BookieError::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| BookieError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(BookieError::Config(m));
+        if !(0.0..=1.0).contains(&self.disk_usage_threshold)
+            || !(0.0..=1.0).contains(&self.disk_usage_lwm)
+        {
+            return bad("disk_usage_threshold and disk_usage_lwm are fractions in 0..=1".into());
+        }
+        if self.disk_usage_lwm > self.disk_usage_threshold {
+            return bad(format!(
+                "disk_usage_lwm ({}) must not exceed disk_usage_threshold ({})",
+                self.disk_usage_lwm, self.disk_usage_threshold
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.gc_live_ratio) {
+            return bad("gc_live_ratio is a fraction in 0..=1".into());
+        }
+        if self.write_cache_bytes < 1 << 20 {
+            return bad("write_cache_bytes must be at least 1 MiB".into());
+        }
+        if self.journal_group_bytes == 0 {
+            return bad("journal_group_bytes must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+/// Command-line flags and `STRATA_BOOKIE_*` variables; each overrides the
+/// config file's value when given.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct BookieArgs {
+    /// TOML config file.
+    #[arg(long, env = "STRATA_BOOKIE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    #[arg(long, env = "STRATA_BOOKIE_LISTEN")]
+    pub listen: Option<String>,
+    #[arg(long, env = "STRATA_BOOKIE_ADVERTISED_ADDRESS")]
+    pub advertised_address: Option<String>,
+    #[arg(long, env = "STRATA_BOOKIE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_DIR")]
+    pub journal_dir: Option<PathBuf>,
+    #[arg(long, env = "STRATA_BOOKIE_LEDGER_DIR")]
+    pub ledger_dir: Option<PathBuf>,
+    #[arg(long, env = "STRATA_METADATA_URL")]
+    pub metadata_url: Option<String>,
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_GROUP_BYTES")]
+    pub journal_group_bytes: Option<usize>,
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_GROUP_WAIT", value_parser = humantime::parse_duration)]
+    pub journal_max_group_wait: Option<Duration>,
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_PREALLOCATE")]
+    pub journal_preallocate: Option<u64>,
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_FILE_SIZE")]
+    pub journal_max_file_size: Option<u64>,
+    #[arg(long, env = "STRATA_BOOKIE_WRITE_CACHE_BYTES")]
+    pub write_cache_bytes: Option<usize>,
+    #[arg(long, env = "STRATA_BOOKIE_READ_CACHE_BYTES")]
+    pub read_cache_bytes: Option<usize>,
+    #[arg(long, env = "STRATA_BOOKIE_ENTRY_LOG_SIZE_LIMIT")]
+    pub entry_log_size_limit: Option<u64>,
+    #[arg(long, env = "STRATA_BOOKIE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    pub flush_interval: Option<Duration>,
+    #[arg(long, env = "STRATA_BOOKIE_GC_INTERVAL", value_parser = humantime::parse_duration)]
+    pub gc_interval: Option<Duration>,
+    #[arg(long, env = "STRATA_BOOKIE_GC_LIVE_RATIO")]
+    pub gc_live_ratio: Option<f64>,
+    #[arg(long, env = "STRATA_BOOKIE_DISK_CHECK_INTERVAL", value_parser = humantime::parse_duration)]
+    pub disk_check_interval: Option<Duration>,
+    #[arg(long, env = "STRATA_BOOKIE_DISK_USAGE_THRESHOLD")]
+    pub disk_usage_threshold: Option<f64>,
+    #[arg(long, env = "STRATA_BOOKIE_DISK_USAGE_LWM")]
+    pub disk_usage_lwm: Option<f64>,
+    #[arg(long, env = "STRATA_BOOKIE_REGISTRATION_TTL", value_parser = humantime::parse_duration)]
+    pub registration_ttl: Option<Duration>,
+}
+
+impl BookieArgs {
+    /// The effective config: file (or defaults) with these overrides applied.
+    pub fn resolve(&self) -> Result<BookieConfig> {
+        let mut c = match &self.config {
+            Some(p) => BookieConfig::from_file(p)?,
+            None => BookieConfig::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
+        }
+        macro_rules! over_opt {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = Some(v.clone()); } )* };
+        }
+        over!(
+            listen, data_dir, journal_group_bytes, journal_max_group_wait, journal_preallocate,
+            journal_max_file_size, write_cache_bytes, read_cache_bytes, entry_log_size_limit,
+            flush_interval, gc_interval, gc_live_ratio, disk_check_interval, disk_usage_threshold,
+            disk_usage_lwm, registration_ttl
+        );
+        over_opt!(advertised_address, journal_dir, ledger_dir, metadata_url);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bookie.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\njournal_max_group_wait = \"2ms\"\nwrite_cache_bytes = 8388608\n",
+        )
+        .unwrap();
+        let args = BookieArgs {
+            config: Some(path.clone()),
+            write_cache_bytes: Some(16 << 20),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:4000");
+        assert_eq!(c.journal_max_group_wait, Duration::from_millis(2));
+        assert_eq!(c.write_cache_bytes, 16 << 20);
+        assert_eq!(c.bookie_id(), "127.0.0.1:4000");
+        // The printed config parses back to the same values.
+        let again: BookieConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again.write_cache_bytes, c.write_cache_bytes);
+
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("no_such_setting"), "{err}");
+
+        let bad = BookieArgs { disk_usage_lwm: Some(0.99), ..Default::default() };
+        assert!(bad.resolve().is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! Entry logs: large append-only files that hold entries once they leave the
+//! write cache. Files are `ledgers/{id:016x}.log`, a 16-byte header
+//! (`STRELOG1` + id) then records:
+//!
+//! ```text
+//! [len: u32 LE][ledger_id: u64 LE][entry_id: u64 LE][cumulative_length: u64 LE][crc32c: u32 LE][payload]
+//! ```
+//!
+//! `len` counts everything after itself. The CRC is the writer's entry CRC
+//! (see `strata_proto::entry_crc32c`), which covers the ids and length too, so
+//! a read verifies both that the bytes are intact and that the index pointed
+//! at the right record.
+//!
+//! Invariant: the index only ever points at records that were written and
+//! fsynced before the index write; a failed append truncates the file back to
+//! where it was, so later records never follow partial garbage.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{BookieError, Result};
+
+const MAGIC: &[u8; 8] = b"STRELOG1";
+const HEADER_LEN: u64 = 16;
+/// Bytes of a record before the payload.
+pub const RECORD_OVERHEAD: usize = 4 + 8 + 8 + 8 + 4;
+
+/// Where one entry lives on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub log_id: u64,
+    pub offset: u64,
+    /// Whole record length, header included.
+    pub len: u32,
+}
+
+/// One stored entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub ledger_id: u64,
+    pub entry_id: u64,
+    pub cumulative_length: u64,
+    pub crc32c: u32,
+    pub payload: Bytes,
+}
+
+impl StoredEntry {
+    pub fn verify(&self) -> Result<()> {
+        let crc = strata_proto::entry_crc32c(
+            self.ledger_id,
+            self.entry_id,
+            self.cumulative_length,
+            &self.payload,
+        );
+        if crc == self.crc32c {
+            Ok(())
+        } else {
+            Err(BookieError::Checksum {
+                ledger_id: self.ledger_id,
+                entry_id: self.entry_id,
+                what: "stored entry does not match its CRC32C",
+            })
+        }
+    }
+
+    /// Bytes this entry takes in an entry log.
+    pub fn record_len(&self) -> usize {
+        RECORD_OVERHEAD + self.payload.len()
+    }
+
+    fn encode_into(&self, buf: &mut Vec<u8>) {
+        let len = (RECORD_OVERHEAD - 4 + self.payload.len()) as u32;
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&self.ledger_id.to_le_bytes());
+        buf.extend_from_slice(&self.entry_id.to_le_bytes());
+        buf.extend_from_slice(&self.cumulative_length.to_le_bytes());
+        buf.extend_from_slice(&self.crc32c.to_le_bytes());
+        buf.extend_from_slice(&self.payload);
+    }
+
+    fn decode(data: &[u8]) -> Result<StoredEntry> {
+        if data.len() < RECORD_OVERHEAD {
+            return Err(BookieError::corrupt("entry log record", "shorter than its header"));
+        }
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&data[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let len = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if len + 4 != data.len() {
+            return Err(BookieError::corrupt(
+                "entry log record",
+                format!("length field {len} does not match index length {}", data.len()),
+            ));
+        }
+        Ok(StoredEntry {
+            ledger_id: u64_at(4),
+            entry_id: u64_at(12),
+            cumulative_length: u64_at(20),
+            crc32c: u32::from_le_bytes([data[28], data[29], data[30], data[31]]),
+            payload: Bytes::copy_from_slice(&data[RECORD_OVERHEAD..]),
+        })
+    }
+}
+
+struct Active {
+    id: u64,
+    file: Arc<File>,
+    len: u64,
+}
+
+/// The set of entry-log files of one bookie.
+pub struct EntryLogs {
+    dir: PathBuf,
+    size_limit: u64,
+    /// Open read handles; a deleted log is removed here, readers that already
+    /// hold its `Arc<File>` finish their read (unlinked files stay readable).
+    readers: RwLock<HashMap<u64, Arc<File>>>,
+    active: Mutex<Active>,
+}
+
+impl EntryLogs {
+    pub fn open(dir: &Path, size_limit: u64) -> Result<EntryLogs> {
+        fs::create_dir_all(dir).map_err(|e| BookieError::io("create entry log dir", e))?;
+        let mut readers = HashMap::new();
+        let mut max_id = 0;
+        for (id, path) in list(dir)? {
+            let file = File::open(&path).map_err(|e| BookieError::io("open entry log", e))?;
+            readers.insert(id, Arc::new(file));
+            max_id = max_id.max(id);
+        }
+        // Always write to a fresh log: an older one may end in garbage from a
+        // crash mid-flush that no index entry refers to.
+        let active = create(dir, max_id + 1)?;
+        readers.insert(active.id, active.file.clone());
+        Ok(EntryLogs {
+            dir: dir.to_path_buf(),
+            size_limit,
+            readers: RwLock::new(readers),
+            active: Mutex::new(active),
+        })
+    }
+
+    /// Id of the log new entries go to; it is never compacted.
+    pub fn active_id(&self) -> u64 {
+        self.active.lock().id
+    }
+
+    /// Ids of every log on disk.
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.readers.read().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Appends `entries` to the active log and fsyncs; returns each entry's
+    /// location, in order. Blocking.
+    pub fn append(&self, entries: &[&StoredEntry]) -> Result<Vec<Location>> {
+        let mut active = self.active.lock();
+        if active.len >= self.size_limit {
+            let next = create(&self.dir, active.id + 1)?;
+            self.readers.write().insert(next.id, next.file.clone());
+            *active = next;
+        }
+        let total: usize = entries.iter().map(|e| e.record_len()).sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut locations = Vec::with_capacity(entries.len());
+        for e in entries {
+            locations.push(Location {
+                log_id: active.id,
+                offset: active.len + buf.len() as u64,
+                len: e.record_len() as u32,
+            });
+            e.encode_into(&mut buf);
+        }
+        let written = active
+            .file
+            .write_all_at(&buf, active.len)
+            .and_then(|_| active.file.sync_data());
+        if let Err(e) = written {
+            // Cut whatever part reached the file so nothing follows garbage.
+            let _ = active.file.set_len(active.len);
+            return Err(BookieError::io("write entry log", e));
+        }
+        active.len += buf.len() as u64;
+        Ok(locations)
+    }
+
+    /// Reads and decodes one record. Blocking.
+    pub fn read(&self, loc: Location) -> Result<StoredEntry> {
+        let file = self
+            .readers
+            .read()
+            .get(&loc.log_id)
+            .cloned()
+            .ok_or_else(|| BookieError::corrupt("index", format!("entry log {} is gone", loc.log_id)))?;
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| BookieError::io("read entry log", e))?;
+        StoredEntry::decode(&buf)
+    }
+
+    /// Deletes a log file (after compaction moved its live entries). Blocking.
+    pub fn remove(&self, log_id: u64) -> Result<u64> {
+        if log_id == self.active_id() {
+            return Err(BookieError::Invalid("cannot remove the active entry log".into()));
+        }
+        self.readers.write().remove(&log_id);
+        let path = self.dir.join(name(log_id));
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(size),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(BookieError::io("remove entry log", e)),
+        }
+    }
+
+    /// Size on disk of a log file.
+    pub fn size(&self, log_id: u64) -> u64 {
+        fs::metadata(self.dir.join(name(log_id)))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+}
+
+fn name(id: u64) -> String {
+    format!("{id:016x}.log")
+}
+
+fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| BookieError::io("list entry logs", e))? {
+        let entry = entry.map_err(|e| BookieError::io("list entry logs", e))?;
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else { continue };
+        if let Some(id) = n.strip_suffix(".log").and_then(|s| u64::from_str_radix(s, 16).ok()) {
+            out.push((id, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn create(dir: &Path, id: u64) -> Result<Active> {
+    let path = dir.join(name(id));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BookieError::io("create entry log", e))?;
+    let mut header = [0u8; HEADER_LEN as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..].copy_from_slice(&id.to_le_bytes());
+    file.write_all_at(&header, 0)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| BookieError::io("write entry log header", e))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Active {
+        id,
+        file: Arc::new(file),
+        len: HEADER_LEN,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(l: u64, e: u64, payload: &[u8]) -> StoredEntry {
+        StoredEntry {
+            ledger_id: l,
+            entry_id: e,
+            cumulative_length: payload.len() as u64,
+            crc32c: strata_proto::entry_crc32c(l, e, payload.len() as u64, payload),
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn append_read_rotate_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = EntryLogs::open(dir.path(), 200).unwrap();
+        let a = entry(1, 0, &[1; 150]);
+        let b = entry(1, 1, b"second");
+        let la = logs.append(&[&a]).unwrap();
+        let lb = logs.append(&[&b]).unwrap();
+        assert_ne!(la[0].log_id, lb[0].log_id, "rotated past the size limit");
+        assert_eq!(logs.read(la[0]).unwrap(), a);
+        assert_eq!(logs.read(lb[0]).unwrap(), b);
+        logs.read(lb[0]).unwrap().verify().unwrap();
+        assert!(logs.remove(logs.active_id()).is_err());
+        logs.remove(la[0].log_id).unwrap();
+        assert!(logs.read(la[0]).is_err());
+        drop(logs);
+        let logs = EntryLogs::open(dir.path(), 200).unwrap();
+        assert_eq!(logs.read(lb[0]).unwrap(), b);
+        assert!(logs.active_id() > lb[0].log_id);
+    }
+
+    #[test]
+    fn corrupt_record_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = EntryLogs::open(dir.path(), 1 << 20).unwrap();
+        let a = entry(7, 3, b"payload-bytes");
+        let loc = logs.append(&[&a]).unwrap()[0];
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(name(loc.log_id)))
+            .unwrap();
+        f.write_all_at(b"X", loc.offset + loc.len as u64 - 1).unwrap();
+        let got = logs.read(loc).unwrap();
+        assert!(matches!(got.verify(), Err(BookieError::Checksum { .. })));
+        let bad_len = Location { len: loc.len - 1, ..loc };
+        assert!(logs.read(bad_len).is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! The Strata bookie: the hot tier. It stores ledger entries durably on local
+//! disk (journal with group commit, write cache, entry logs, RocksDB index,
+//! foyer read cache), fences ledgers, reclaims the space of deleted ledgers,
+//! watches its disks, registers itself in the metadata store, and serves all
+//! of it over gRPC (`strata_proto::bookie`).
+//!
+//! Public API: [`BookieConfig`] / [`BookieArgs`] and [`Bookie::start`].
+
+pub mod config;
+pub mod disk;
+pub mod entrylog;
+pub mod error;
+pub mod index;
+pub mod journal;
+pub mod metrics;
+pub mod service;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_common::cluster::{BookieRegistration, BookieState};
+use strata_common::metadata::{self, MetadataStore, PutOptions, Session};
+use strata_common::paths;
+use strata_proto::bookie::bookie_server::BookieServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::{BookieArgs, BookieConfig};
+pub use error::{BookieError, Result};
+
+use crate::disk::DiskState;
+use crate::metrics::Metrics;
+use crate::service::BookieService;
+use crate::storage::LedgerStorage;
+
+/// Largest gRPC message the bookie accepts or sends (a batch of adds, a read).
+pub const MAX_MESSAGE_BYTES: usize = 80 << 20;
+
+/// A running bookie. Dropping it without [`Bookie::shutdown`] stops the
+/// background tasks but skips the final flush (the journal still has it all).
+pub struct Bookie {
+    pub address: SocketAddr,
+    pub bookie_id: String,
+    pub storage: Arc<LedgerStorage>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    session: Arc<dyn Session>,
+    store: Arc<dyn MetadataStore>,
+}
+
+impl Bookie {
+    /// Opens the storage (replaying the journal), starts serving and registers.
+    pub async fn start(config: BookieConfig) -> Result<Bookie> {
+        let store = metadata::open(&config.metadata_url()).await?;
+        Self::start_with_store(config, store).await
+    }
+
+    /// Like [`Bookie::start`], with a metadata store the caller already opened
+    /// (standalone and tests share one store between components).
+    pub async fn start_with_store(
+        config: BookieConfig,
+        store: Arc<dyn MetadataStore>,
+    ) -> Result<Bookie> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::default());
+        let storage = {
+            let config = config.clone();
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || LedgerStorage::open(&config, metrics))
+                .await
+                .map_err(|e| BookieError::Config(format!("storage open task failed: {e}")))??
+        };
+        let storage = Arc::new(storage);
+        let disk = Arc::new(DiskState::new(
+            vec![config.journal_dir(), config.ledger_dir()],
+            config.disk_usage_threshold,
+            config.disk_usage_lwm,
+        ));
+        disk.check(&storage)
+            .map_err(|e| BookieError::io("measure disk usage", e))?;
+
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| BookieError::io("bind bookie listener", e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| BookieError::io("bookie listener address", e))?;
+        // With port 0 the real port is only known now.
+        let bookie_id = match &config.advertised_address {
+            Some(a) => a.clone(),
+            None => address.to_string(),
+        };
+
+        let session = store.session(config.registration_ttl).await?;
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let service = BookieService {
+            storage: storage.clone(),
+            disk: disk.clone(),
+            bookie_id: bookie_id.clone(),
+        };
+        let server = BookieServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        {
+            let cancel = cancel.clone();
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tasks.push(tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                    .add_service(server)
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+                    .await;
+                if let Err(e) = result {
+                    error!(error = %e, "bookie gRPC server failed");
+                }
+            }));
+        }
+        tasks.push(spawn_flusher(storage.clone(), config.flush_interval, cancel.clone()));
+        tasks.push(spawn_gc(storage.clone(), config.gc_interval, cancel.clone()));
+
+        let mut registrar = Registrar {
+            store: store.clone(),
+            session: session.clone(),
+            bookie_id: bookie_id.clone(),
+            ttl: config.registration_ttl,
+        };
+        registrar.register(&storage, &disk).await?;
+        tasks.push(tokio::spawn({
+            let (storage, disk, cancel) = (storage.clone(), disk.clone(), cancel.clone());
+            let interval = config.disk_check_interval;
+            async move { registrar.run(storage, disk, interval, cancel).await }
+        }));
+        info!(%address, %bookie_id, "bookie started");
+        Ok(Bookie {
+            address,
+            bookie_id,
+            storage,
+            cancel,
+            tasks,
+            session,
+            store,
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.storage.metrics
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    /// Stops serving, flushes the write cache and unregisters.
+    pub async fn shutdown(self) -> Result<()> {
+        self.cancel.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.session.close().await {
+            warn!(error = %e, "could not remove the bookie registration");
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.shutdown())
+            .await
+            .map_err(|e| BookieError::Config(format!("shutdown task failed: {e}")))??;
+        info!("bookie stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Bookie {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn spawn_flusher(
+    storage: Arc<LedgerStorage>,
+    every: Duration,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+                _ = storage.flush_wanted() => {}
+            }
+            let s = storage.clone();
+            match tokio::task::spawn_blocking(move || s.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(error = %e, "write cache flush failed; will retry");
+                    if e.is_no_space() {
+                        storage.set_read_only(Some(storage::ReadOnlyReason::Disk));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => error!(error = %e, "flush task panicked"),
+            }
+        }
+    })
+}
+
+fn spawn_gc(storage: Arc<LedgerStorage>, every: Duration, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let s = storage.clone();
+            match tokio::task::spawn_blocking(move || s.gc()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => error!(error = %e, "garbage collection failed; will retry"),
+                Err(e) => error!(error = %e, "gc task panicked"),
+            }
+        }
+    })
+}
+
+/// Keeps the bookie's registration current (and re-creates it if the
+/// session was lost, e.g. after a metadata-store outage).
+struct Registrar {
+    store: Arc<dyn MetadataStore>,
+    session: Arc<dyn Session>,
+    bookie_id: String,
+    ttl: Duration,
+}
+
+impl Registrar {
+    async fn register(&mut self, storage: &LedgerStorage, disk: &DiskState) -> Result<()> {
+        if !self.session.is_alive() {
+            self.session = self.store.session(self.ttl).await?;
+        }
+        let usage = disk.snapshot();
+        let reg = BookieRegistration {
+            bookie_id: self.bookie_id.clone(),
+            address: self.bookie_id.clone(),
+            state: if storage.read_only().is_some() {
+                BookieState::ReadOnly
+            } else {
+                BookieState::Writable
+            },
+            total_bytes: usage.total_bytes,
+            free_bytes: usage.free_bytes,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let value = serde_json::to_vec(&reg)
+            .map_err(|e| BookieError::Config(format!("registration encoding: {e}")))?;
+        self.store
+            .put(
+                &paths::bookie(&self.bookie_id),
+                value.into(),
+                PutOptions {
+                    session: Some(self.session.clone()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        storage: Arc<LedgerStorage>,
+        disk: Arc<DiskState>,
+        every: Duration,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let (s, d) = (storage.clone(), disk.clone());
+            match tokio::task::spawn_blocking(move || d.check(&s)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(error = %e, "disk usage check failed"),
+                Err(e) => warn!(error = %e, "disk check task panicked"),
+            }
+            if let Err(e) = self.register(&storage, &disk).await {
+                warn!(error = %e, "bookie registration refresh failed; will retry");
+            }
+        }
+    }
+}

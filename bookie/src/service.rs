@@ -1,0 +1,295 @@
+//! The gRPC face of the bookie. Every request is checked before it reaches
+//! the storage; a bad one gets a clear status and the server goes on.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::Stream;
+use strata_proto::bookie::bookie_server::Bookie as BookieRpc;
+use strata_proto::bookie::{
+    AddRequest, AddResponse, AddResult, AddStatus, DeleteLedgerRequest, DeleteLedgerResponse,
+    Entry, FenceRequest, FenceResponse, InfoRequest, InfoResponse, ListLedgersRequest,
+    ListLedgersResponse, ReadLacRequest, ReadLacResponse, ReadRequest, ReadResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::disk::DiskState;
+use crate::entrylog::StoredEntry;
+use crate::error::BookieError;
+use crate::storage::{AddOp, LedgerStorage};
+
+/// Most entries one read returns, and the default byte budget.
+const MAX_READ_ENTRIES: usize = 10_000;
+const DEFAULT_READ_BYTES: u64 = 4 << 20;
+const MAX_READ_BYTES: u64 = 64 << 20;
+/// Adds one stream may have in flight before the bookie stops reading it.
+const MAX_INFLIGHT_ADDS: usize = 16 * 1024;
+
+pub struct BookieService {
+    pub storage: Arc<LedgerStorage>,
+    pub disk: Arc<DiskState>,
+    pub bookie_id: String,
+}
+
+fn to_wire(e: &StoredEntry) -> Entry {
+    Entry {
+        ledger_id: e.ledger_id,
+        entry_id: e.entry_id,
+        cumulative_length: e.cumulative_length,
+        crc32c: e.crc32c,
+        payload: e.payload.clone(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BookieError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("bookie task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+type AddStream = Pin<Box<dyn Stream<Item = Result<AddResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl BookieRpc for BookieService {
+    type AddEntriesStream = AddStream;
+
+    async fn add_entries(
+        &self,
+        request: Request<Streaming<AddRequest>>,
+    ) -> Result<Response<AddStream>, Status> {
+        let mut inbound = request.into_inner();
+        let storage = self.storage.clone();
+        let (tx, rx) = mpsc::channel::<Result<AddResponse, Status>>(256);
+        tokio::spawn(async move {
+            let mut inflight = FuturesUnordered::new();
+            let mut inbound_open = true;
+            loop {
+                tokio::select! {
+                    msg = inbound.next(), if inbound_open && inflight.len() < MAX_INFLIGHT_ADDS => {
+                        match msg {
+                            Some(Ok(req)) => {
+                                for add in req.entries {
+                                    let storage = storage.clone();
+                                    inflight.push(async move { add_one(&storage, add).await });
+                                }
+                            }
+                            Some(Err(status)) => {
+                                debug!(%status, "add stream ended by client error");
+                                inbound_open = false;
+                            }
+                            None => inbound_open = false,
+                        }
+                    }
+                    Some(first) = inflight.next(), if !inflight.is_empty() => {
+                        // Everything else already done goes in the same message.
+                        let mut results = vec![first];
+                        while let Some(Some(r)) = inflight.next().now_or_never_ready() {
+                            results.push(r);
+                        }
+                        if tx.send(Ok(AddResponse { results })).await.is_err() {
+                            return;
+                        }
+                    }
+                    else => break,
+                }
+                if !inbound_open && inflight.is_empty() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn read_entries(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<ReadResponse>, Status> {
+        let req = request.into_inner();
+        let started = Instant::now();
+        let storage = self.storage.clone();
+        let metrics = storage.metrics.clone();
+        let budget = match req.max_bytes {
+            0 => DEFAULT_READ_BYTES,
+            n => n.min(MAX_READ_BYTES),
+        };
+        if req.entry_ids.len() > MAX_READ_ENTRIES {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_READ_ENTRIES} entry ids per read, got {}",
+                req.entry_ids.len()
+            )));
+        }
+        if req.entry_ids.is_empty() && req.last_entry < req.first_entry {
+            return Err(Status::invalid_argument(format!(
+                "empty range: first_entry={} > last_entry={}",
+                req.first_entry, req.last_entry
+            )));
+        }
+        let result = blocking(move || {
+            let ledger = req.ledger_id;
+            let lac = storage.lac(ledger)?.lac;
+            let mut resp = ReadResponse {
+                entries: Vec::new(),
+                missing: Vec::new(),
+                lac,
+            };
+            let mut bytes = 0u64;
+            if !req.entry_ids.is_empty() {
+                for id in req.entry_ids {
+                    match storage.read_blocking(ledger, id)? {
+                        Some(e) if bytes < budget || resp.entries.is_empty() => {
+                            bytes += e.payload.len() as u64;
+                            resp.entries.push(to_wire(&e));
+                        }
+                        Some(_) => break,
+                        None => resp.missing.push(id),
+                    }
+                }
+                return Ok(resp);
+            }
+            let mut id = req.first_entry;
+            loop {
+                match storage.read_blocking(ledger, id)? {
+                    Some(e) => {
+                        bytes += e.payload.len() as u64;
+                        resp.entries.push(to_wire(&e));
+                    }
+                    None if resp.entries.is_empty() => {
+                        return Err(BookieError::NoSuchEntry(ledger, id));
+                    }
+                    None => break,
+                }
+                if id >= req.last_entry || bytes >= budget || resp.entries.len() >= MAX_READ_ENTRIES {
+                    break;
+                }
+                id += 1;
+            }
+            Ok(resp)
+        })
+        .await;
+        metrics.read_seconds.observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics.read_errors.inc();
+        }
+        result.map(Response::new)
+    }
+
+    async fn read_lac(
+        &self,
+        request: Request<ReadLacRequest>,
+    ) -> Result<Response<ReadLacResponse>, Status> {
+        let s = self.storage.lac(request.into_inner().ledger_id)?;
+        Ok(Response::new(ReadLacResponse {
+            lac: s.lac,
+            last_entry: s.last_entry,
+            fenced: s.fenced,
+        }))
+    }
+
+    async fn fence(&self, request: Request<FenceRequest>) -> Result<Response<FenceResponse>, Status> {
+        let ledger = request.into_inner().ledger_id;
+        let storage = self.storage.clone();
+        let s = blocking(move || storage.fence_blocking(ledger)).await?;
+        Ok(Response::new(FenceResponse {
+            lac: s.lac,
+            last_entry: s.last_entry,
+        }))
+    }
+
+    async fn delete_ledger(
+        &self,
+        request: Request<DeleteLedgerRequest>,
+    ) -> Result<Response<DeleteLedgerResponse>, Status> {
+        let ledger = request.into_inner().ledger_id;
+        let storage = self.storage.clone();
+        blocking(move || storage.delete_blocking(ledger)).await?;
+        Ok(Response::new(DeleteLedgerResponse {}))
+    }
+
+    async fn list_ledgers(
+        &self,
+        request: Request<ListLedgersRequest>,
+    ) -> Result<Response<ListLedgersResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 1000,
+            n => (n as usize).min(100_000),
+        };
+        let (ledger_ids, more) = self.storage.list(req.start_after, limit);
+        Ok(Response::new(ListLedgersResponse { ledger_ids, more }))
+    }
+
+    async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let usage = self.disk.snapshot();
+        Ok(Response::new(InfoResponse {
+            bookie_id: self.bookie_id.clone(),
+            state: if self.storage.read_only().is_some() {
+                "read_only".into()
+            } else {
+                "writable".into()
+            },
+            total_bytes: usage.total_bytes,
+            free_bytes: usage.free_bytes,
+            journal_bytes_written: self.storage.metrics.journal_bytes.get(),
+            entry_log_count: self.storage.entry_log_count() as u64,
+            ledger_count: self.storage.ledger_count() as u64,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+}
+
+async fn add_one(storage: &LedgerStorage, add: strata_proto::bookie::AddEntry) -> AddResult {
+    let Some(entry) = add.entry else {
+        return AddResult {
+            ledger_id: 0,
+            entry_id: 0,
+            status: AddStatus::Invalid as i32,
+            message: "add without an entry".into(),
+        };
+    };
+    let (ledger_id, entry_id) = (entry.ledger_id, entry.entry_id);
+    let op = AddOp {
+        entry: StoredEntry {
+            ledger_id,
+            entry_id,
+            cumulative_length: entry.cumulative_length,
+            crc32c: entry.crc32c,
+            payload: entry.payload,
+        },
+        lac: add.lac,
+        recovery: add.recovery,
+    };
+    match storage.add(op).await {
+        Ok(()) => AddResult {
+            ledger_id,
+            entry_id,
+            status: AddStatus::Ok as i32,
+            message: String::new(),
+        },
+        Err(e) => {
+            storage.metrics.add_errors.inc();
+            AddResult {
+                ledger_id,
+                entry_id,
+                status: e.add_status() as i32,
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+/// Polls a stream once without waiting.
+trait NowOrNever: Stream + Unpin {
+    fn now_or_never_ready(&mut self) -> Option<Option<Self::Item>> {
+        futures::FutureExt::now_or_never(self.next())
+    }
+}
+
+impl<S: Stream + Unpin> NowOrNever for S {}

@@ -1,0 +1,89 @@
+//! `strata`: the one Strata binary.
+
+mod perf;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata_bookie::{Bookie, BookieArgs};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: Pulsar-compatible streaming with tiered storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a bookie (storage node).
+    Bookie(BookieArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Perf(perf::PerfCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Bookie(args) => run_bookie(args).await,
+            Command::Perf(cmd) => perf::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_bookie(args: BookieArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let bookie = Bookie::start(config).await?;
+    // Tests and scripts wait for this line to know the bookie is serving.
+    println!("bookie listening on {} (id {})", bookie.address, bookie.bookie_id);
+    shutdown_signal().await;
+    info!("shutting down");
+    bookie.shutdown().await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the process");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,275 @@
+//! `strata perf bookie`: append throughput and latency through the ledger
+//! client against bookies on DIR, next to the disk's own raw sequential
+//! write + fdatasync figures measured in the same run on the same directory.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use strata_bookie::{Bookie, BookieConfig};
+use strata_common::metadata::{MemoryStore, MetadataStore};
+use strata_ledger::{ClientConfig, LedgerClient};
+use tokio::sync::mpsc;
+
+#[derive(Subcommand)]
+pub enum PerfCommand {
+    /// Append through the ledger client to bookies on DIR, with fsync on.
+    Bookie(BookiePerfArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BookiePerfArgs {
+    /// Directory on the disk to measure (bookie data and the raw test file go here).
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value_t = 1024)]
+    pub entry_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: u32,
+    #[arg(long, default_value_t = 1)]
+    pub write_quorum: u32,
+    #[arg(long, default_value_t = 1)]
+    pub ack_quorum: u32,
+    /// Payload bytes in flight (unacknowledged) at most.
+    #[arg(long, default_value_t = 2 << 20)]
+    pub window_bytes: usize,
+    /// How long the raw disk baseline runs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub raw_duration: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    fn from(h: &Histogram<u64>) -> Self {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Latency {
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct BookieReport {
+    pub entry_size: usize,
+    pub ensemble: u32,
+    pub write_quorum: u32,
+    pub ack_quorum: u32,
+    pub duration_secs: f64,
+    pub entries: u64,
+    pub entries_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub add_latency_ms: Latency,
+    pub raw_fdatasync_mb_per_sec: f64,
+    pub raw_fdatasync_p99_ms: f64,
+    pub raw_fdatasync_latency_ms: Latency,
+    pub ratio: f64,
+    pub latency_ratio_p99: f64,
+    pub machine: Machine,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Machine {
+    pub cpus: usize,
+    pub os: String,
+    pub dir: String,
+}
+
+pub async fn run(cmd: PerfCommand) -> anyhow::Result<()> {
+    match cmd {
+        PerfCommand::Bookie(args) => {
+            let report = bookie_perf(&args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&report);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_report(r: &BookieReport) {
+    println!(
+        "entries/s {:.0}  MB/s {:.1}  add latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        r.entries_per_sec, r.mb_per_sec, r.add_latency_ms.p50, r.add_latency_ms.p99, r.add_latency_ms.p999, r.add_latency_ms.max
+    );
+    println!(
+        "raw 1 MiB write+fdatasync: MB/s {:.1}  p99 ms {:.2}   ratio {:.2}  p99 latency ratio {:.2}",
+        r.raw_fdatasync_mb_per_sec, r.raw_fdatasync_p99_ms, r.ratio, r.latency_ratio_p99
+    );
+}
+
+pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> {
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let raw_dir = args.dir.clone();
+    let raw_duration = args.raw_duration;
+    let (raw_mbps, raw_lat) = tokio::task::spawn_blocking(move || raw_fdatasync(&raw_dir, raw_duration)).await??;
+
+    let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
+    let mut bookies = Vec::new();
+    for i in 0..args.ensemble {
+        let config = BookieConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: args.dir.join(format!("perf-bookie-{i}")),
+            ..BookieConfig::default()
+        };
+        let _ = std::fs::remove_dir_all(&config.data_dir);
+        bookies.push(Bookie::start_with_store(config, store.clone()).await?);
+    }
+    let client = LedgerClient::new(
+        store.clone(),
+        ClientConfig {
+            max_outstanding_bytes: args.window_bytes.max(args.entry_size),
+            ..ClientConfig::default()
+        },
+    );
+    let writer = client
+        .create(args.ensemble, args.write_quorum, args.ack_quorum)
+        .await?;
+    let payload = Bytes::from((0..args.entry_size).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, _)>();
+    let collector = tokio::spawn(async move {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("static bounds");
+        let mut n = 0u64;
+        let mut failed = None;
+        while let Some((started, fut)) = rx.recv().await {
+            let fut: std::pin::Pin<Box<dyn std::future::Future<Output = strata_ledger::Result<u64>> + Send>> = fut;
+            match fut.await {
+                Ok(_) => {
+                    let _ = h.record(started.elapsed().as_micros() as u64);
+                    n += 1;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        (h, n, failed)
+    });
+    let started = Instant::now();
+    while started.elapsed() < args.duration {
+        let t = Instant::now();
+        let fut = writer.enqueue(payload.clone()).await?;
+        if tx.send((t, Box::pin(fut))).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let (hist, n, failed) = collector.await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(e) = failed {
+        anyhow::bail!("append failed during the benchmark: {e}");
+    }
+    writer.close().await?;
+    for b in bookies {
+        b.shutdown().await?;
+    }
+    for i in 0..args.ensemble {
+        let _ = std::fs::remove_dir_all(args.dir.join(format!("perf-bookie-{i}")));
+    }
+    let mb_per_sec = n as f64 * args.entry_size as f64 / elapsed / 1e6;
+    let add_latency_ms = Latency::from(&hist);
+    let raw = Latency::from(&raw_lat);
+    Ok(BookieReport {
+        entry_size: args.entry_size,
+        ensemble: args.ensemble,
+        write_quorum: args.write_quorum,
+        ack_quorum: args.ack_quorum,
+        duration_secs: elapsed,
+        entries: n,
+        entries_per_sec: n as f64 / elapsed,
+        mb_per_sec,
+        latency_ratio_p99: add_latency_ms.p99 / raw.p99.max(1e-6),
+        add_latency_ms,
+        raw_fdatasync_mb_per_sec: raw_mbps,
+        raw_fdatasync_p99_ms: raw.p99,
+        raw_fdatasync_latency_ms: raw,
+        ratio: mb_per_sec / raw_mbps.max(1e-9),
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS.to_string(),
+            dir: args.dir.display().to_string(),
+        },
+    })
+}
+
+/// Sequential 1 MiB writes, each followed by fdatasync, into a preallocated
+/// file (the same technique the journal uses). Returns MB/s and the latency
+/// histogram (µs) of each write+fdatasync.
+fn raw_fdatasync(dir: &Path, duration: Duration) -> anyhow::Result<(f64, Histogram<u64>)> {
+    const BLOCK: usize = 1 << 20;
+    const FILE: u64 = 1 << 30;
+    let path = dir.join("perf-raw-fdatasync.tmp");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let prealloc = 256 << 20;
+    file.set_len(0)?;
+    preallocate(&file, prealloc)?;
+    file.sync_all()?;
+    let block: Vec<u8> = (0..BLOCK).map(|i| (i % 253) as u8).collect();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut offset = 0u64;
+    let mut allocated = prealloc;
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    while started.elapsed() < duration {
+        if offset + BLOCK as u64 > allocated {
+            if allocated >= FILE {
+                offset = 0;
+            } else {
+                preallocate(&file, allocated + prealloc)?;
+                file.sync_all()?;
+                allocated += prealloc;
+            }
+        }
+        let t = Instant::now();
+        file.write_all_at(&block, offset)?;
+        file.sync_data()?;
+        h.record(t.elapsed().as_micros() as u64)?;
+        offset += BLOCK as u64;
+        bytes += BLOCK as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok((bytes as f64 / secs / 1e6, h))
+}
+
+fn preallocate(file: &std::fs::File, len: u64) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an fd we own.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as i64) };
+    if rc != 0 {
+        file.set_len(len)?;
+    }
+    Ok(())
+}

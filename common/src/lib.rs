@@ -1,0 +1,6 @@
+//! Shared pieces of Strata: metadata store, key layout, small helpers.
+
+pub mod cluster;
+pub mod metadata;
+pub mod metrics;
+pub mod paths;

@@ -1,0 +1,230 @@
+//! Connections to bookies. Each bookie gets one gRPC channel and one
+//! long-lived add stream shared by every ledger this client writes: adds
+//! queued while a message is being sent go out together in the next one, and
+//! results come back matched by (ledger, entry). If the stream breaks, every
+//! add in flight on it fails with `BookieUnavailable` and the next add opens
+//! a new stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use strata_proto::bookie::bookie_client::BookieClient as Rpc;
+use strata_proto::bookie::{AddEntry, AddRequest, AddStatus};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tracing::debug;
+
+use crate::error::{LedgerError, Result};
+
+/// Largest gRPC message exchanged with bookies.
+pub const MAX_MESSAGE_BYTES: usize = 80 << 20;
+/// Adds batched into one stream message at most.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The outcome of one add on one bookie.
+#[derive(Debug, Clone)]
+pub enum AddOutcome {
+    Ok,
+    Fenced,
+    /// Any other failure: the writer replaces the bookie.
+    Failed(String),
+}
+
+/// Where an add's outcome is delivered: the writer's ack channel, tagged.
+pub type AckSink = mpsc::UnboundedSender<AddAck>;
+
+#[derive(Debug)]
+pub struct AddAck {
+    pub bookie: String,
+    pub ledger_id: u64,
+    pub entry_id: u64,
+    pub outcome: AddOutcome,
+}
+
+type Pending = Arc<Mutex<HashMap<(u64, u64), Vec<AckSink>>>>;
+
+struct AddStream {
+    tx: mpsc::UnboundedSender<AddEntry>,
+    pending: Pending,
+}
+
+/// One bookie, as seen by this client.
+pub struct BookieConn {
+    pub address: String,
+    pub rpc: Rpc<Channel>,
+    stream: Mutex<Option<AddStream>>,
+}
+
+impl BookieConn {
+    fn new(address: &str, timeout: Duration) -> Result<BookieConn> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| LedgerError::BookieUnavailable {
+                bookie: address.to_string(),
+                reason: format!("bad address: {e}"),
+            })?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = endpoint.connect_lazy();
+        let rpc = Rpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(BookieConn {
+            address: address.to_string(),
+            rpc,
+            stream: Mutex::new(None),
+        })
+    }
+
+    /// Sends one add; its outcome arrives on `sink` as an [`AddAck`].
+    pub fn add(self: &Arc<Self>, add: AddEntry, sink: AckSink) {
+        let Some(entry) = add.entry.as_ref() else { return };
+        let key = (entry.ledger_id, entry.entry_id);
+        let mut guard = self.stream.lock();
+        if guard.as_ref().is_none_or(|s| s.tx.is_closed()) {
+            *guard = Some(self.open_stream());
+        }
+        let Some(stream) = guard.as_ref() else { return };
+        stream.pending.lock().entry(key).or_default().push(sink.clone());
+        if stream.tx.send(add).is_err() {
+            // The stream died between the check and the send.
+            if let Some(sinks) = stream.pending.lock().remove(&key) {
+                for s in sinks {
+                    let _ = s.send(self.ack(key, AddOutcome::Failed("add stream closed".into())));
+                }
+            }
+            *guard = None;
+        }
+    }
+
+    fn ack(&self, key: (u64, u64), outcome: AddOutcome) -> AddAck {
+        AddAck {
+            bookie: self.address.clone(),
+            ledger_id: key.0,
+            entry_id: key.1,
+            outcome,
+        }
+    }
+
+    fn open_stream(self: &Arc<Self>) -> AddStream {
+        let (tx, mut rx) = mpsc::unbounded_channel::<AddEntry>();
+        let (req_tx, req_rx) = mpsc::channel::<AddRequest>(64);
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        // Batcher: everything queued goes out in one message.
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut bytes = first.entry.as_ref().map_or(0, |e| e.payload.len());
+                let mut entries = vec![first];
+                while bytes < MAX_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(e) => {
+                            bytes += e.entry.as_ref().map_or(0, |e| e.payload.len());
+                            entries.push(e);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if req_tx.send(AddRequest { entries }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let conn = self.clone();
+        let pending2 = pending.clone();
+        tokio::spawn(async move {
+            let mut rpc = conn.rpc.clone();
+            let outbound = tokio_stream::wrappers::ReceiverStream::new(req_rx);
+            let reason = match rpc.add_entries(outbound).await {
+                Err(status) => format!("add stream refused: {}", status.message()),
+                Ok(resp) => {
+                    let mut inbound = resp.into_inner();
+                    loop {
+                        match inbound.message().await {
+                            Ok(Some(resp)) => {
+                                for r in resp.results {
+                                    let key = (r.ledger_id, r.entry_id);
+                                    let outcome = match AddStatus::try_from(r.status) {
+                                        Ok(AddStatus::Ok) => AddOutcome::Ok,
+                                        Ok(AddStatus::Fenced) => AddOutcome::Fenced,
+                                        _ => AddOutcome::Failed(r.message),
+                                    };
+                                    let sinks = pending2.lock().remove(&key);
+                                    for s in sinks.into_iter().flatten() {
+                                        let _ = s.send(conn.ack(key, outcome.clone()));
+                                    }
+                                }
+                            }
+                            Ok(None) => break "add stream closed by the bookie".to_string(),
+                            Err(status) => break format!("add stream failed: {}", status.message()),
+                        }
+                    }
+                }
+            };
+            debug!(bookie = %conn.address, %reason, "add stream ended");
+            // Fail everything still in flight on this stream. Holding the
+            // stream slot while draining means no add can join the dead
+            // stream's pending set afterwards (adds insert under that lock).
+            let drained: Vec<_> = {
+                let mut guard = conn.stream.lock();
+                let drained = pending2.lock().drain().collect();
+                if guard.as_ref().is_some_and(|s| Arc::ptr_eq(&s.pending, &pending2)) {
+                    *guard = None;
+                }
+                drained
+            };
+            for (key, sinks) in drained {
+                for s in sinks {
+                    let _ = s.send(conn.ack(key, AddOutcome::Failed(reason.clone())));
+                }
+            }
+        });
+        AddStream { tx, pending }
+    }
+}
+
+/// Connections to every bookie this client talks to.
+#[derive(Clone)]
+pub struct BookiePool {
+    conns: Arc<Mutex<HashMap<String, Arc<BookieConn>>>>,
+    timeout: Duration,
+}
+
+impl BookiePool {
+    pub fn new(timeout: Duration) -> Self {
+        BookiePool {
+            conns: Arc::new(Mutex::new(HashMap::new())),
+            timeout,
+        }
+    }
+
+    pub fn get(&self, address: &str) -> Result<Arc<BookieConn>> {
+        let mut conns = self.conns.lock();
+        if let Some(c) = conns.get(address) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(BookieConn::new(address, self.timeout)?);
+        conns.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Maps a gRPC failure from `bookie` to a ledger error.
+pub fn status_error(bookie: &str, status: tonic::Status) -> LedgerError {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            LedgerError::BookieUnavailable {
+                bookie: bookie.to_string(),
+                reason: status.message().to_string(),
+            }
+        }
+        _ => LedgerError::BookieError {
+            bookie: bookie.to_string(),
+            reason: format!("{:?}: {}", status.code(), status.message()),
+        },
+    }
+}

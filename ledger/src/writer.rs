@@ -1,0 +1,533 @@
+//! The ledger writer: pipelined, quorum-acknowledged appends.
+//!
+//! Entry `i` is sent to the write set of `i` (Qw bookies from `i mod E`). It
+//! is acknowledged to the caller once Qa bookies of its write set confirmed
+//! it *and* every earlier entry was acknowledged; the last acknowledged id is
+//! the last-add-confirmed (LAC), piggybacked on later adds.
+//!
+//! When a bookie fails, the writer replaces it for entries from LAC+1 on (an
+//! ensemble change recorded by compare-and-set on the ledger metadata), drops
+//! acks from bookies no longer in an entry's write set, and resends what is
+//! not yet acknowledged. While a change is under way no entry at or past its
+//! first entry is acknowledged, so an acknowledged entry always has Qa copies
+//! in the write set the metadata names for it.
+//!
+//! A FENCED reply, or finding the metadata no longer OPEN when writing it,
+//! means another client recovered the ledger: every pending and later append
+//! fails with [`LedgerError::Fenced`].
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use strata_common::metadata::{Expect, Version};
+use strata_proto::bookie::{AddEntry, Entry};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::ClientCtx;
+use crate::bookie_client::{AckSink, AddAck, AddOutcome};
+use crate::error::{LedgerError, Result};
+use crate::metadata::{self, Fragment, LedgerMetadata, LedgerStatus};
+
+/// Largest entry payload.
+pub const MAX_ENTRY_SIZE: usize = 5 << 20;
+
+struct Pending {
+    entry_id: u64,
+    payload: Bytes,
+    cumulative_length: u64,
+    crc32c: u32,
+    sent: HashSet<String>,
+    acked: HashSet<String>,
+    done: Option<oneshot::Sender<Result<u64>>>,
+    _permit: OwnedSemaphorePermit,
+    since: Instant,
+}
+
+struct State {
+    md: LedgerMetadata,
+    md_version: Version,
+    next_entry: u64,
+    length: u64,
+    lac: i64,
+    pending: VecDeque<Pending>,
+    failed: Option<LedgerError>,
+    closed: bool,
+    /// First entry of the ensemble change under way, if any.
+    changing_from: Option<u64>,
+    /// Bookies of the current ensemble that failed and must be replaced.
+    to_replace: HashSet<String>,
+}
+
+struct Inner {
+    ledger_id: u64,
+    ctx: ClientCtx,
+    state: Mutex<State>,
+    ack_tx: AckSink,
+    window: Arc<Semaphore>,
+    window_bytes: usize,
+    drained: Notify,
+    cancel: CancellationToken,
+}
+
+/// Appends to one ledger. Dropping it stops its background work; call
+/// [`LedgerWriter::close`] to seal the ledger.
+pub struct LedgerWriter {
+    inner: Arc<Inner>,
+}
+
+impl LedgerWriter {
+    pub(crate) fn start(ctx: ClientCtx, md: LedgerMetadata, md_version: Version) -> LedgerWriter {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let window_bytes = ctx.config.max_outstanding_bytes;
+        let inner = Arc::new(Inner {
+            ledger_id: md.ledger_id,
+            ctx,
+            state: Mutex::new(State {
+                md,
+                md_version,
+                next_entry: 0,
+                length: 0,
+                lac: -1,
+                pending: VecDeque::new(),
+                failed: None,
+                closed: false,
+                changing_from: None,
+                to_replace: HashSet::new(),
+            }),
+            ack_tx,
+            window: Arc::new(Semaphore::new(window_bytes)),
+            window_bytes,
+            drained: Notify::new(),
+            cancel: CancellationToken::new(),
+        });
+        tokio::spawn(run_acks(inner.clone(), ack_rx));
+        LedgerWriter { inner }
+    }
+
+    pub fn ledger_id(&self) -> u64 {
+        self.inner.ledger_id
+    }
+
+    /// The last entry acknowledged to callers (-1: none).
+    pub fn last_add_confirmed(&self) -> i64 {
+        self.inner.state.lock().lac
+    }
+
+    /// The ledger's metadata as this writer last wrote it.
+    pub fn metadata(&self) -> LedgerMetadata {
+        self.inner.state.lock().md.clone()
+    }
+
+    /// Queues an entry (waiting only for room in the outstanding window) and
+    /// returns a future that resolves to its entry id once acknowledged.
+    /// Entries are ordered by the order in which `enqueue` calls return.
+    pub async fn enqueue(&self, payload: Bytes) -> Result<impl Future<Output = Result<u64>> + use<>> {
+        if payload.len() > MAX_ENTRY_SIZE {
+            return Err(LedgerError::EntryTooLarge {
+                size: payload.len(),
+                max: MAX_ENTRY_SIZE,
+            });
+        }
+        let cost = payload.len().clamp(1, self.inner.window_bytes) as u32;
+        let permit = self
+            .inner
+            .window
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| LedgerError::Closed(self.inner.ledger_id))?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.inner.state.lock();
+            if let Some(e) = &st.failed {
+                return Err(LedgerError::WriterFailed(e.to_string()));
+            }
+            if st.closed {
+                return Err(LedgerError::Closed(self.inner.ledger_id));
+            }
+            let entry_id = st.next_entry;
+            st.next_entry += 1;
+            st.length += payload.len() as u64;
+            let crc32c =
+                strata_proto::entry_crc32c(self.inner.ledger_id, entry_id, st.length, &payload);
+            st.pending.push_back(Pending {
+                entry_id,
+                payload,
+                cumulative_length: st.length,
+                crc32c,
+                sent: HashSet::new(),
+                acked: HashSet::new(),
+                done: Some(tx),
+                _permit: permit,
+                since: Instant::now(),
+            });
+            if st.changing_from.is_none() {
+                let i = st.pending.len() - 1;
+                self.inner.send(&mut st, i);
+            }
+        }
+        let ledger_id = self.inner.ledger_id;
+        Ok(async move { rx.await.map_err(|_| LedgerError::Closed(ledger_id))? })
+    }
+
+    /// Appends one entry and waits for its acknowledgement.
+    pub async fn append(&self, payload: Bytes) -> Result<u64> {
+        self.enqueue(payload).await?.await
+    }
+
+    /// Waits for every queued entry, then seals the ledger in the metadata
+    /// store with its last entry and length. Returns the last entry id.
+    pub async fn close(&self) -> Result<i64> {
+        loop {
+            let notified = self.inner.drained.notified();
+            {
+                let mut st = self.inner.state.lock();
+                if let Some(e) = &st.failed {
+                    return Err(e.clone());
+                }
+                if st.pending.is_empty() {
+                    st.closed = true;
+                    break;
+                }
+            }
+            notified.await;
+        }
+        let (mut md, version, lac, length) = {
+            let st = self.inner.state.lock();
+            (st.md.clone(), st.md_version, st.lac, st.length)
+        };
+        md.status = LedgerStatus::Closed;
+        md.last_entry_id = lac;
+        md.length = length;
+        md.closed_at_ms = Some(metadata::now_ms());
+        let store = self.inner.ctx.store.as_ref();
+        let result = match metadata::write(store, &md, Expect::Version(version)).await {
+            Ok(v) => {
+                let mut st = self.inner.state.lock();
+                st.md = md;
+                st.md_version = v;
+                Ok(lac)
+            }
+            Err(e) if e.is_bad_version() => {
+                // Someone recovered the ledger: fine if they sealed it where we did.
+                let (current, _) = metadata::read(store, self.inner.ledger_id).await?;
+                if current.is_closed() && current.last_entry_id == lac {
+                    Ok(lac)
+                } else {
+                    Err(LedgerError::Fenced(self.inner.ledger_id))
+                }
+            }
+            Err(e) => Err(e.into()),
+        };
+        self.inner.cancel.cancel();
+        result
+    }
+}
+
+impl Drop for LedgerWriter {
+    fn drop(&mut self) {
+        self.inner.cancel.cancel();
+    }
+}
+
+impl Inner {
+    /// Sends pending entry `i` to the members of its write set that do not
+    /// have it yet.
+    fn send(&self, st: &mut State, i: usize) {
+        let write_set = st.md.write_set(st.pending[i].entry_id);
+        let lac = st.lac;
+        let p = &mut st.pending[i];
+        for bookie in write_set {
+            if p.sent.contains(&bookie) || p.acked.contains(&bookie) || st.to_replace.contains(&bookie) {
+                continue;
+            }
+            let conn = match self.ctx.pool.get(&bookie) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(%bookie, error = %e, "cannot reach bookie");
+                    st.to_replace.insert(bookie);
+                    continue;
+                }
+            };
+            p.sent.insert(bookie);
+            conn.add(
+                AddEntry {
+                    entry: Some(Entry {
+                        ledger_id: self.ledger_id,
+                        entry_id: p.entry_id,
+                        cumulative_length: p.cumulative_length,
+                        crc32c: p.crc32c,
+                        payload: p.payload.clone(),
+                    }),
+                    lac,
+                    recovery: false,
+                },
+                self.ack_tx.clone(),
+            );
+        }
+    }
+
+    fn on_ack(self: &Arc<Self>, ack: AddAck) {
+        let mut st = self.state.lock();
+        if st.failed.is_some() {
+            return;
+        }
+        let Some(front) = st.pending.front().map(|p| p.entry_id) else {
+            return;
+        };
+        if ack.entry_id < front {
+            return;
+        }
+        let i = (ack.entry_id - front) as usize;
+        if i >= st.pending.len() {
+            return;
+        }
+        match ack.outcome {
+            AddOutcome::Ok => {
+                let in_write_set = st.md.write_set(ack.entry_id).contains(&ack.bookie);
+                if in_write_set {
+                    st.pending[i].acked.insert(ack.bookie);
+                }
+                self.complete_ready(&mut st);
+            }
+            AddOutcome::Fenced => {
+                self.fail(&mut st, LedgerError::Fenced(self.ledger_id));
+            }
+            AddOutcome::Failed(reason) => {
+                st.pending[i].sent.remove(&ack.bookie);
+                if st.md.last_fragment().bookies.contains(&ack.bookie)
+                    && st.to_replace.insert(ack.bookie.clone())
+                {
+                    warn!(ledger_id = self.ledger_id, bookie = %ack.bookie, %reason, "bookie failed; replacing it");
+                }
+                self.start_ensemble_change(&mut st);
+            }
+        }
+    }
+
+    /// Acknowledges the longest prefix of pending entries that has quorum.
+    fn complete_ready(&self, st: &mut State) {
+        let qa = st.md.ack_quorum as usize;
+        while let Some(p) = st.pending.front() {
+            if p.acked.len() < qa || st.changing_from.is_some_and(|f| p.entry_id >= f) {
+                break;
+            }
+            let Some(mut p) = st.pending.pop_front() else { break };
+            st.lac = p.entry_id as i64;
+            if let Some(done) = p.done.take() {
+                let _ = done.send(Ok(p.entry_id));
+            }
+        }
+        if st.pending.is_empty() {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn fail(&self, st: &mut State, error: LedgerError) {
+        if st.failed.is_none() {
+            warn!(ledger_id = self.ledger_id, %error, "ledger writer failed");
+            st.failed = Some(error.clone());
+        }
+        for mut p in st.pending.drain(..) {
+            if let Some(done) = p.done.take() {
+                let _ = done.send(Err(error.clone()));
+            }
+        }
+        self.window.close();
+        self.drained.notify_waiters();
+    }
+
+    fn start_ensemble_change(self: &Arc<Self>, st: &mut State) {
+        if st.changing_from.is_some() || st.to_replace.is_empty() {
+            return;
+        }
+        st.changing_from = Some((st.lac + 1) as u64);
+        let inner = self.clone();
+        tokio::spawn(async move { inner.ensemble_change().await });
+    }
+
+    async fn ensemble_change(self: Arc<Self>) {
+        let deadline = Instant::now() + self.ctx.config.ensemble_change_timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let (md, version, first, failed) = {
+                let st = self.state.lock();
+                let first = st.changing_from.unwrap_or((st.lac + 1) as u64);
+                (st.md.clone(), st.md_version, first, st.to_replace.clone())
+            };
+            match self.try_change(&md, version, first, &failed).await {
+                Ok(Some((new_md, new_version))) => {
+                    let mut st = self.state.lock();
+                    info!(ledger_id = self.ledger_id, first, ensemble = ?new_md.last_fragment().bookies, "ensemble changed");
+                    st.md = new_md;
+                    st.md_version = new_version;
+                    for b in &failed {
+                        st.to_replace.remove(b);
+                    }
+                    self.resume(&mut st);
+                    // New failures may have come in meanwhile.
+                    if !st.to_replace.is_empty() {
+                        self.start_ensemble_change(&mut st);
+                    }
+                    return;
+                }
+                Ok(None) => {
+                    // No replacement yet: try again, or give up at the deadline.
+                    if Instant::now() >= deadline {
+                        let mut st = self.state.lock();
+                        let available = st.md.ensemble_size as usize - st.to_replace.len();
+                        self.fail(
+                            &mut st,
+                            LedgerError::NotEnoughBookies {
+                                needed: st.md.ensemble_size as usize,
+                                available,
+                            },
+                        );
+                        return;
+                    }
+                }
+                Err(LedgerError::Fenced(id)) => {
+                    let mut st = self.state.lock();
+                    self.fail(&mut st, LedgerError::Fenced(id));
+                    return;
+                }
+                Err(e) => {
+                    warn!(ledger_id = self.ledger_id, error = %e, "ensemble change attempt failed");
+                    if Instant::now() >= deadline {
+                        let mut st = self.state.lock();
+                        self.fail(&mut st, e);
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// One attempt: pick replacements and write the new metadata. `Ok(None)`
+    /// when no writable bookie can replace a failed one yet.
+    async fn try_change(
+        &self,
+        md: &LedgerMetadata,
+        version: Version,
+        first: u64,
+        failed: &HashSet<String>,
+    ) -> Result<Option<(LedgerMetadata, Version)>> {
+        let current = md.last_fragment().bookies.clone();
+        let mut exclude: HashSet<String> = current.iter().cloned().collect();
+        exclude.extend(failed.iter().cloned());
+        let needed = current.iter().filter(|b| failed.contains(*b)).count();
+        let candidates = self.ctx.writable_bookies(&exclude).await?;
+        if candidates.len() < needed {
+            return Ok(None);
+        }
+        let mut replacements = candidates.into_iter();
+        let bookies: Vec<String> = current
+            .iter()
+            .map(|b| {
+                if failed.contains(b) {
+                    replacements.next().unwrap_or_else(|| b.clone())
+                } else {
+                    b.clone()
+                }
+            })
+            .collect();
+        let mut new_md = md.clone();
+        match new_md.ensembles.last_mut() {
+            Some(last) if last.first_entry >= first => last.bookies = bookies,
+            _ => new_md.ensembles.push(Fragment {
+                first_entry: first,
+                bookies,
+            }),
+        }
+        let store = self.ctx.store.as_ref();
+        match metadata::write(store, &new_md, Expect::Version(version)).await {
+            Ok(v) => Ok(Some((new_md, v))),
+            Err(e) if e.is_bad_version() => {
+                let (current, v) = metadata::read(store, self.ledger_id).await?;
+                if current.status != LedgerStatus::Open {
+                    return Err(LedgerError::Fenced(self.ledger_id));
+                }
+                // Someone else changed an open ledger's metadata: adopt it and retry.
+                let mut st = self.state.lock();
+                st.md = current;
+                st.md_version = v;
+                Err(LedgerError::Metadata("ledger metadata changed concurrently".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// After an ensemble change: forget acks from bookies that left each
+    /// entry's write set, and send every entry where it is missing.
+    fn resume(&self, st: &mut State) {
+        st.changing_from = None;
+        for i in 0..st.pending.len() {
+            let write_set: HashSet<String> =
+                st.md.write_set(st.pending[i].entry_id).into_iter().collect();
+            let p = &mut st.pending[i];
+            p.acked.retain(|b| write_set.contains(b));
+            p.sent.retain(|b| write_set.contains(b));
+            self.send(st, i);
+        }
+        self.complete_ready(st);
+    }
+
+    /// Treats bookies that have not answered an old add as failed.
+    fn check_timeouts(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        if st.failed.is_some() || st.changing_from.is_some() {
+            return;
+        }
+        let timeout = self.ctx.config.add_timeout;
+        let mut slow = Vec::new();
+        for p in st.pending.iter().take_while(|p| p.since.elapsed() > timeout) {
+            for b in &p.sent {
+                if !p.acked.contains(b) {
+                    slow.push(b.clone());
+                }
+            }
+        }
+        if slow.is_empty() {
+            return;
+        }
+        for b in slow {
+            if st.to_replace.insert(b.clone()) {
+                warn!(ledger_id = self.ledger_id, bookie = %b, "add timed out; replacing bookie");
+            }
+        }
+        for p in st.pending.iter_mut() {
+            p.since = Instant::now();
+        }
+        self.start_ensemble_change(&mut st);
+    }
+}
+
+async fn run_acks(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AddAck>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            ack = rx.recv() => match ack {
+                Some(ack) => inner.on_ack(ack),
+                None => break,
+            },
+            _ = tick.tick() => inner.check_timeouts(),
+        }
+    }
+    // Anything still pending when the writer goes away fails now.
+    let mut st = inner.state.lock();
+    if !st.pending.is_empty() {
+        inner.fail(&mut st, LedgerError::Closed(inner.ledger_id));
+    }
+}

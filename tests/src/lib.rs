@@ -1,0 +1,1 @@
+//! Test harness: starts real `strata` processes (and etcd) on ephemeral ports.
