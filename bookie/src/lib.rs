@@ -103,13 +103,19 @@ impl Bookie {
             storage: storage.clone(),
             disk: disk.clone(),
             bookie_id: bookie_id.clone(),
+            shutdown: cancel.clone(),
         };
         let server = BookieServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         {
             let cancel = cancel.clone();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // `Server::tcp_nodelay` only applies to listeners tonic binds
+            // itself; accepted sockets of our own listener need it set here,
+            // or Nagle holds back the tail of multi-frame responses until
+            // the peer's delayed ACK (~40 ms per read).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tasks.push(tokio::spawn(async move {
                 let result = tonic::transport::Server::builder()
                     .tcp_nodelay(true)
@@ -122,8 +128,16 @@ impl Bookie {
                 }
             }));
         }
-        tasks.push(spawn_flusher(storage.clone(), config.flush_interval, cancel.clone()));
-        tasks.push(spawn_gc(storage.clone(), config.gc_interval, cancel.clone()));
+        tasks.push(spawn_flusher(
+            storage.clone(),
+            config.flush_interval,
+            cancel.clone(),
+        ));
+        tasks.push(spawn_gc(
+            storage.clone(),
+            config.gc_interval,
+            cancel.clone(),
+        ));
 
         let mut registrar = Registrar {
             store: store.clone(),
@@ -158,10 +172,16 @@ impl Bookie {
     }
 
     /// Stops serving, flushes the write cache and unregisters.
-    pub async fn shutdown(self) -> Result<()> {
+    pub async fn shutdown(mut self) -> Result<()> {
         self.cancel.cancel();
-        for t in self.tasks {
-            let _ = t.await;
+        for t in std::mem::take(&mut self.tasks) {
+            // Graceful shutdown waits for open connections; do not let a
+            // client that keeps one open hold the bookie up forever.
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+                warn!("a bookie task did not stop in 5 s; aborting it");
+                abort.abort();
+            }
         }
         if let Err(e) = self.session.close().await {
             warn!(error = %e, "could not remove the bookie registration");
@@ -209,7 +229,11 @@ fn spawn_flusher(
     })
 }
 
-fn spawn_gc(storage: Arc<LedgerStorage>, every: Duration, cancel: CancellationToken) -> JoinHandle<()> {
+fn spawn_gc(
+    storage: Arc<LedgerStorage>,
+    every: Duration,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::select! {

@@ -52,24 +52,96 @@ impl Default for Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut e = Exposition::default();
-        e.histogram("strata_bookie_journal_fsync_seconds", "Journal fdatasync latency.", &self.journal_fsync_seconds);
-        e.histogram("strata_bookie_journal_batch_bytes", "Bytes per journal group commit.", &self.journal_batch_bytes);
-        e.counter("strata_bookie_journal_bytes_total", "Bytes written to the journal.", self.journal_bytes.get());
-        e.histogram("strata_bookie_add_seconds", "Add latency, receipt to durable.", &self.add_seconds);
-        e.counter("strata_bookie_adds_total", "Entries added.", self.adds.get());
-        e.counter("strata_bookie_add_errors_total", "Adds rejected or failed.", self.add_errors.get());
-        e.histogram("strata_bookie_read_seconds", "Read request latency.", &self.read_seconds);
-        e.counter("strata_bookie_reads_total", "Entries read.", self.reads.get());
-        e.counter("strata_bookie_read_errors_total", "Reads failed.", self.read_errors.get());
-        e.counter("strata_bookie_write_cache_hits_total", "Reads served by the write cache.", self.write_cache_hits.get());
-        e.counter("strata_bookie_read_cache_hits_total", "Reads served by the foyer cache.", self.read_cache_hits.get());
-        e.counter("strata_bookie_read_cache_misses_total", "Reads that went to the entry logs.", self.read_cache_misses.get());
-        e.gauge("strata_bookie_write_cache_bytes", "Bytes held in the write cache.", self.write_cache_bytes.get());
-        e.counter("strata_bookie_flushes_total", "Write-cache flushes (checkpoints).", self.flushes.get());
-        e.histogram("strata_bookie_flush_seconds", "Write-cache flush duration.", &self.flush_seconds);
-        e.counter("strata_bookie_compacted_entry_logs_total", "Entry logs compacted or removed.", self.compacted_logs.get());
-        e.counter("strata_bookie_reclaimed_bytes_total", "Disk bytes reclaimed by garbage collection.", self.reclaimed_bytes.get());
-        e.gauge("strata_bookie_read_only", "1 while the bookie refuses adds.", self.read_only.get());
+        e.histogram(
+            "strata_bookie_journal_fsync_seconds",
+            "Journal fdatasync latency.",
+            &self.journal_fsync_seconds,
+        );
+        e.histogram(
+            "strata_bookie_journal_batch_bytes",
+            "Bytes per journal group commit.",
+            &self.journal_batch_bytes,
+        );
+        e.counter(
+            "strata_bookie_journal_bytes_total",
+            "Bytes written to the journal.",
+            self.journal_bytes.get(),
+        );
+        e.histogram(
+            "strata_bookie_add_seconds",
+            "Add latency, receipt to durable.",
+            &self.add_seconds,
+        );
+        e.counter(
+            "strata_bookie_adds_total",
+            "Entries added.",
+            self.adds.get(),
+        );
+        e.counter(
+            "strata_bookie_add_errors_total",
+            "Adds rejected or failed.",
+            self.add_errors.get(),
+        );
+        e.histogram(
+            "strata_bookie_read_seconds",
+            "Read request latency.",
+            &self.read_seconds,
+        );
+        e.counter(
+            "strata_bookie_reads_total",
+            "Entries read.",
+            self.reads.get(),
+        );
+        e.counter(
+            "strata_bookie_read_errors_total",
+            "Reads failed.",
+            self.read_errors.get(),
+        );
+        e.counter(
+            "strata_bookie_write_cache_hits_total",
+            "Reads served by the write cache.",
+            self.write_cache_hits.get(),
+        );
+        e.counter(
+            "strata_bookie_read_cache_hits_total",
+            "Reads served by the foyer cache.",
+            self.read_cache_hits.get(),
+        );
+        e.counter(
+            "strata_bookie_read_cache_misses_total",
+            "Reads that went to the entry logs.",
+            self.read_cache_misses.get(),
+        );
+        e.gauge(
+            "strata_bookie_write_cache_bytes",
+            "Bytes held in the write cache.",
+            self.write_cache_bytes.get(),
+        );
+        e.counter(
+            "strata_bookie_flushes_total",
+            "Write-cache flushes (checkpoints).",
+            self.flushes.get(),
+        );
+        e.histogram(
+            "strata_bookie_flush_seconds",
+            "Write-cache flush duration.",
+            &self.flush_seconds,
+        );
+        e.counter(
+            "strata_bookie_compacted_entry_logs_total",
+            "Entry logs compacted or removed.",
+            self.compacted_logs.get(),
+        );
+        e.counter(
+            "strata_bookie_reclaimed_bytes_total",
+            "Disk bytes reclaimed by garbage collection.",
+            self.reclaimed_bytes.get(),
+        );
+        e.gauge(
+            "strata_bookie_read_only",
+            "1 while the bookie refuses adds.",
+            self.read_only.get(),
+        );
         e.finish()
     }
 }

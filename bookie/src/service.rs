@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::Stream;
+use futures::stream::{FuturesUnordered, StreamExt};
 use strata_proto::bookie::bookie_server::Bookie as BookieRpc;
 use strata_proto::bookie::{
     AddRequest, AddResponse, AddResult, AddStatus, DeleteLedgerRequest, DeleteLedgerResponse,
@@ -34,6 +34,8 @@ pub struct BookieService {
     pub storage: Arc<LedgerStorage>,
     pub disk: Arc<DiskState>,
     pub bookie_id: String,
+    /// Cancelled at shutdown: add streams end so graceful shutdown can finish.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn to_wire(e: &StoredEntry) -> Entry {
@@ -67,12 +69,17 @@ impl BookieRpc for BookieService {
     ) -> Result<Response<AddStream>, Status> {
         let mut inbound = request.into_inner();
         let storage = self.storage.clone();
+        let shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel::<Result<AddResponse, Status>>(256);
         tokio::spawn(async move {
             let mut inflight = FuturesUnordered::new();
             let mut inbound_open = true;
             loop {
                 tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("bookie is shutting down"))).await;
+                        return;
+                    }
                     msg = inbound.next(), if inbound_open && inflight.len() < MAX_INFLIGHT_ADDS => {
                         match msg {
                             Some(Ok(req)) => {
@@ -91,7 +98,7 @@ impl BookieRpc for BookieService {
                     Some(first) = inflight.next(), if !inflight.is_empty() => {
                         // Everything else already done goes in the same message.
                         let mut results = vec![first];
-                        while let Some(Some(r)) = inflight.next().now_or_never_ready() {
+                        while let Some(Some(r)) = futures::FutureExt::now_or_never(inflight.next()) {
                             results.push(r);
                         }
                         if tx.send(Ok(AddResponse { results })).await.is_err() {
@@ -166,7 +173,8 @@ impl BookieRpc for BookieService {
                     }
                     None => break,
                 }
-                if id >= req.last_entry || bytes >= budget || resp.entries.len() >= MAX_READ_ENTRIES {
+                if id >= req.last_entry || bytes >= budget || resp.entries.len() >= MAX_READ_ENTRIES
+                {
                     break;
                 }
                 id += 1;
@@ -174,7 +182,9 @@ impl BookieRpc for BookieService {
             Ok(resp)
         })
         .await;
-        metrics.read_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .read_seconds
+            .observe(started.elapsed().as_secs_f64());
         if result.is_err() {
             metrics.read_errors.inc();
         }
@@ -193,7 +203,10 @@ impl BookieRpc for BookieService {
         }))
     }
 
-    async fn fence(&self, request: Request<FenceRequest>) -> Result<Response<FenceResponse>, Status> {
+    async fn fence(
+        &self,
+        request: Request<FenceRequest>,
+    ) -> Result<Response<FenceResponse>, Status> {
         let ledger = request.into_inner().ledger_id;
         let storage = self.storage.clone();
         let s = blocking(move || storage.fence_blocking(ledger)).await?;
@@ -284,12 +297,3 @@ async fn add_one(storage: &LedgerStorage, add: strata_proto::bookie::AddEntry) -
         }
     }
 }
-
-/// Polls a stream once without waiting.
-trait NowOrNever: Stream + Unpin {
-    fn now_or_never_ready(&mut self) -> Option<Option<Self::Item>> {
-        futures::FutureExt::now_or_never(self.next())
-    }
-}
-
-impl<S: Stream + Unpin> NowOrNever for S {}

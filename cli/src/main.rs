@@ -10,7 +10,11 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: Pulsar-compatible streaming with tiered storage")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: Pulsar-compatible streaming with tiered storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +37,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -64,7 +71,10 @@ async fn run_bookie(args: BookieArgs) -> anyhow::Result<()> {
     }
     let bookie = Bookie::start(config).await?;
     // Tests and scripts wait for this line to know the bookie is serving.
-    println!("bookie listening on {} (id {})", bookie.address, bookie.bookie_id);
+    println!(
+        "bookie listening on {} (id {})",
+        bookie.address, bookie.bookie_id
+    );
     shutdown_signal().await;
     info!("shutting down");
     bookie.shutdown().await?;

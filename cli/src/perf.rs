@@ -113,7 +113,12 @@ pub async fn run(cmd: PerfCommand) -> anyhow::Result<()> {
 fn print_report(r: &BookieReport) {
     println!(
         "entries/s {:.0}  MB/s {:.1}  add latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
-        r.entries_per_sec, r.mb_per_sec, r.add_latency_ms.p50, r.add_latency_ms.p99, r.add_latency_ms.p999, r.add_latency_ms.max
+        r.entries_per_sec,
+        r.mb_per_sec,
+        r.add_latency_ms.p50,
+        r.add_latency_ms.p99,
+        r.add_latency_ms.p999,
+        r.add_latency_ms.max
     );
     println!(
         "raw 1 MiB write+fdatasync: MB/s {:.1}  p99 ms {:.2}   ratio {:.2}  p99 latency ratio {:.2}",
@@ -125,7 +130,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
     let raw_dir = args.dir.clone();
     let raw_duration = args.raw_duration;
-    let (raw_mbps, raw_lat) = tokio::task::spawn_blocking(move || raw_fdatasync(&raw_dir, raw_duration)).await??;
+    let (raw_mbps, raw_lat) =
+        tokio::task::spawn_blocking(move || raw_fdatasync(&raw_dir, raw_duration)).await??;
 
     let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
     let mut bookies = Vec::new();
@@ -148,7 +154,11 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let writer = client
         .create(args.ensemble, args.write_quorum, args.ack_quorum)
         .await?;
-    let payload = Bytes::from((0..args.entry_size).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
+    let payload = Bytes::from(
+        (0..args.entry_size)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
 
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, _)>();
     let collector = tokio::spawn(async move {
@@ -156,7 +166,9 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         let mut n = 0u64;
         let mut failed = None;
         while let Some((started, fut)) = rx.recv().await {
-            let fut: std::pin::Pin<Box<dyn std::future::Future<Output = strata_ledger::Result<u64>> + Send>> = fut;
+            let fut: std::pin::Pin<
+                Box<dyn std::future::Future<Output = strata_ledger::Result<u64>> + Send>,
+            > = fut;
             match fut.await {
                 Ok(_) => {
                     let _ = h.record(started.elapsed().as_micros() as u64);

@@ -74,7 +74,11 @@ impl Histogram {
         Self::new(SIZE_BUCKETS)
     }
     pub fn observe(&self, v: f64) {
-        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
@@ -93,10 +97,16 @@ pub struct Exposition {
 
 impl Exposition {
     pub fn counter(&mut self, name: &str, help: &str, v: u64) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
     pub fn gauge(&mut self, name: &str, help: &str, v: i64) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
+        );
     }
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -128,7 +138,10 @@ mod tests {
         let mut e = Exposition::default();
         e.histogram("x_seconds", "test", &h);
         let text = e.finish();
-        assert!(text.contains("x_seconds_bucket{le=\"0.00025\"} 1"), "{text}");
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.00025\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("x_seconds_bucket{le=\"0.005\"} 2"), "{text}");
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
         assert!(text.contains("x_seconds_count 3"), "{text}");

@@ -82,14 +82,21 @@ impl BookieConn {
 
     /// Sends one add; its outcome arrives on `sink` as an [`AddAck`].
     pub fn add(self: &Arc<Self>, add: AddEntry, sink: AckSink) {
-        let Some(entry) = add.entry.as_ref() else { return };
+        let Some(entry) = add.entry.as_ref() else {
+            return;
+        };
         let key = (entry.ledger_id, entry.entry_id);
         let mut guard = self.stream.lock();
         if guard.as_ref().is_none_or(|s| s.tx.is_closed()) {
             *guard = Some(self.open_stream());
         }
         let Some(stream) = guard.as_ref() else { return };
-        stream.pending.lock().entry(key).or_default().push(sink.clone());
+        stream
+            .pending
+            .lock()
+            .entry(key)
+            .or_default()
+            .push(sink.clone());
         if stream.tx.send(add).is_err() {
             // The stream died between the check and the send.
             if let Some(sinks) = stream.pending.lock().remove(&key) {
@@ -159,7 +166,9 @@ impl BookieConn {
                                 }
                             }
                             Ok(None) => break "add stream closed by the bookie".to_string(),
-                            Err(status) => break format!("add stream failed: {}", status.message()),
+                            Err(status) => {
+                                break format!("add stream failed: {}", status.message());
+                            }
                         }
                     }
                 }
@@ -171,7 +180,10 @@ impl BookieConn {
             let drained: Vec<_> = {
                 let mut guard = conn.stream.lock();
                 let drained = pending2.lock().drain().collect();
-                if guard.as_ref().is_some_and(|s| Arc::ptr_eq(&s.pending, &pending2)) {
+                if guard
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(&s.pending, &pending2))
+                {
                     *guard = None;
                 }
                 drained

@@ -14,7 +14,9 @@ pub enum LedgerError {
     NoSuchEntry(u64, u64),
     #[error("not enough writable bookies: need {needed}, have {available}")]
     NotEnoughBookies { needed: usize, available: usize },
-    #[error("invalid quorum: ensemble={e} write_quorum={qw} ack_quorum={qa} (need e >= qw >= qa >= 1)")]
+    #[error(
+        "invalid quorum: ensemble={e} write_quorum={qw} ack_quorum={qa} (need e >= qw >= qa >= 1)"
+    )]
     InvalidQuorum { e: u32, qw: u32, qa: u32 },
     #[error("bookie {bookie} unavailable: {reason}")]
     BookieUnavailable { bookie: String, reason: String },

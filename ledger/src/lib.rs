@@ -117,7 +117,12 @@ impl LedgerClient {
 
     /// Creates a ledger on `ensemble` writable bookies; entries go to
     /// `write_quorum` of them and are acknowledged after `ack_quorum`.
-    pub async fn create(&self, ensemble: u32, write_quorum: u32, ack_quorum: u32) -> Result<LedgerWriter> {
+    pub async fn create(
+        &self,
+        ensemble: u32,
+        write_quorum: u32,
+        ack_quorum: u32,
+    ) -> Result<LedgerWriter> {
         self.create_with(ensemble, write_quorum, ack_quorum, BTreeMap::new())
             .await
     }

@@ -121,7 +121,11 @@ pub async fn read(store: &dyn MetadataStore, ledger_id: u64) -> Result<(LedgerMe
 }
 
 /// Writes `md` if the stored version is still `expect`.
-pub async fn write(store: &dyn MetadataStore, md: &LedgerMetadata, expect: Expect) -> Result<Version, metadata::MetadataError> {
+pub async fn write(
+    store: &dyn MetadataStore,
+    md: &LedgerMetadata,
+    expect: Expect,
+) -> Result<Version, metadata::MetadataError> {
     metadata::put_json(store, &paths::ledger(md.ledger_id), md, expect).await
 }
 
@@ -139,8 +143,14 @@ mod tests {
             last_entry_id: -1,
             length: 0,
             ensembles: vec![
-                Fragment { first_entry: 0, bookies: vec!["a".into(), "b".into(), "c".into()] },
-                Fragment { first_entry: 10, bookies: vec!["a".into(), "d".into(), "c".into()] },
+                Fragment {
+                    first_entry: 0,
+                    bookies: vec!["a".into(), "b".into(), "c".into()],
+                },
+                Fragment {
+                    first_entry: 10,
+                    bookies: vec!["a".into(), "d".into(), "c".into()],
+                },
             ],
             created_at_ms: 0,
             closed_at_ms: None,

@@ -133,12 +133,10 @@ pub(crate) async fn read_entries(
             };
             by_bookie.entry(bookie).or_default().push(*id);
         }
-        let reads = by_bookie
-            .into_iter()
-            .map(|(bookie, ids)| async move {
-                let r = read_from(ctx, md.ledger_id, &bookie, &ids).await;
-                (bookie, r)
-            });
+        let reads = by_bookie.into_iter().map(|(bookie, ids)| async move {
+            let r = read_from(ctx, md.ledger_id, &bookie, &ids).await;
+            (bookie, r)
+        });
         for (bookie, result) in join_all(reads).await {
             match result {
                 Ok(entries) => {
@@ -162,7 +160,12 @@ pub(crate) async fn read_entries(
 
 /// Reads the given ids from one bookie; returns those it had, verified.
 /// Ids it lacks (or returns corrupt) are simply absent from the result.
-async fn read_from(ctx: &ClientCtx, ledger_id: u64, bookie: &str, ids: &[u64]) -> Result<Vec<LedgerEntry>> {
+async fn read_from(
+    ctx: &ClientCtx,
+    ledger_id: u64,
+    bookie: &str,
+    ids: &[u64],
+) -> Result<Vec<LedgerEntry>> {
     let conn = ctx.pool.get(bookie)?;
     let mut rpc = conn.rpc.clone();
     let mut out = Vec::with_capacity(ids.len());

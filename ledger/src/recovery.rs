@@ -91,7 +91,9 @@ pub(crate) async fn recover(ctx: &ClientCtx, ledger_id: u64) -> Result<LedgerMet
                     Some(Probe::Present(entry)) => recovered.push(entry),
                     Some(Probe::Absent) => break 'scan,
                     Some(Probe::Unknown(why)) => {
-                        return Err(err(format!("cannot decide whether entry {id} exists: {why}")));
+                        return Err(err(format!(
+                            "cannot decide whether entry {id} exists: {why}"
+                        )));
                     }
                     None => return Err(err(format!("no answer for entry {id}"))),
                 }
@@ -117,7 +119,10 @@ pub(crate) async fn recover(ctx: &ClientCtx, ledger_id: u64) -> Result<LedgerMet
         md.closed_at_ms = Some(metadata::now_ms());
         match metadata::write(store, &md, Expect::Version(version)).await {
             Ok(_) => {
-                info!(ledger_id, last_entry_id, length, "ledger recovered and closed");
+                info!(
+                    ledger_id,
+                    last_entry_id, length, "ledger recovered and closed"
+                );
                 return Ok(md);
             }
             // Another recoverer got there first: take its result.
@@ -135,7 +140,12 @@ enum Probe {
 
 /// Asks every bookie of the last fragment for `first..=last` and decides,
 /// per entry, whether it exists.
-async fn probe(ctx: &ClientCtx, md: &LedgerMetadata, first: u64, last: u64) -> Result<HashMap<u64, Probe>> {
+async fn probe(
+    ctx: &ClientCtx,
+    md: &LedgerMetadata,
+    first: u64,
+    last: u64,
+) -> Result<HashMap<u64, Probe>> {
     let bookies = md.last_fragment().bookies.clone();
     let asks = bookies.iter().map(|b| async move {
         let ids: Vec<u64> = (first..=last)
@@ -176,7 +186,12 @@ async fn probe(ctx: &ClientCtx, md: &LedgerMetadata, first: u64, last: u64) -> R
                 Ok(None) => absent += 1,
                 Ok(Some(resp)) => {
                     if let Some(e) = resp.entries.iter().find(|e| e.entry_id == id) {
-                        let crc = strata_proto::entry_crc32c(md.ledger_id, id, e.cumulative_length, &e.payload);
+                        let crc = strata_proto::entry_crc32c(
+                            md.ledger_id,
+                            id,
+                            e.cumulative_length,
+                            &e.payload,
+                        );
                         if crc == e.crc32c && present.is_none() {
                             present = Some(LedgerEntry {
                                 entry_id: id,
@@ -219,7 +234,12 @@ async fn rereplicate(ctx: &ClientCtx, md: &LedgerMetadata, entries: &[LedgerEntr
                         ledger_id: md.ledger_id,
                         entry_id: e.entry_id,
                         cumulative_length: e.cumulative_length,
-                        crc32c: strata_proto::entry_crc32c(md.ledger_id, e.entry_id, e.cumulative_length, &e.payload),
+                        crc32c: strata_proto::entry_crc32c(
+                            md.ledger_id,
+                            e.entry_id,
+                            e.cumulative_length,
+                            &e.payload,
+                        ),
                         payload: e.payload.clone(),
                     }),
                     lac: -1,
@@ -251,7 +271,10 @@ async fn rereplicate(ctx: &ClientCtx, md: &LedgerMetadata, entries: &[LedgerEntr
         }
     }
     let qa = md.ack_quorum as usize;
-    if let Some(e) = entries.iter().find(|e| acks.get(&e.entry_id).copied().unwrap_or(0) < qa) {
+    if let Some(e) = entries
+        .iter()
+        .find(|e| acks.get(&e.entry_id).copied().unwrap_or(0) < qa)
+    {
         return Err(LedgerError::Recovery {
             ledger_id: md.ledger_id,
             reason: format!(

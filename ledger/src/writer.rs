@@ -127,7 +127,10 @@ impl LedgerWriter {
     /// Queues an entry (waiting only for room in the outstanding window) and
     /// returns a future that resolves to its entry id once acknowledged.
     /// Entries are ordered by the order in which `enqueue` calls return.
-    pub async fn enqueue(&self, payload: Bytes) -> Result<impl Future<Output = Result<u64>> + use<>> {
+    pub async fn enqueue(
+        &self,
+        payload: Bytes,
+    ) -> Result<impl Future<Output = Result<u64>> + use<>> {
         if payload.len() > MAX_ENTRY_SIZE {
             return Err(LedgerError::EntryTooLarge {
                 size: payload.len(),
@@ -141,7 +144,13 @@ impl LedgerWriter {
             .clone()
             .acquire_many_owned(cost)
             .await
-            .map_err(|_| LedgerError::Closed(self.inner.ledger_id))?;
+            .map_err(|_| {
+                // The window is closed when the writer fails: report why.
+                match &self.inner.state.lock().failed {
+                    Some(e) => LedgerError::WriterFailed(e.to_string()),
+                    None => LedgerError::Closed(self.inner.ledger_id),
+                }
+            })?;
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.inner.state.lock();
@@ -154,12 +163,13 @@ impl LedgerWriter {
             let entry_id = st.next_entry;
             st.next_entry += 1;
             st.length += payload.len() as u64;
+            let cumulative_length = st.length;
             let crc32c =
                 strata_proto::entry_crc32c(self.inner.ledger_id, entry_id, st.length, &payload);
             st.pending.push_back(Pending {
                 entry_id,
                 payload,
-                cumulative_length: st.length,
+                cumulative_length,
                 crc32c,
                 sent: HashSet::new(),
                 acked: HashSet::new(),
@@ -244,7 +254,10 @@ impl Inner {
         let lac = st.lac;
         let p = &mut st.pending[i];
         for bookie in write_set {
-            if p.sent.contains(&bookie) || p.acked.contains(&bookie) || st.to_replace.contains(&bookie) {
+            if p.sent.contains(&bookie)
+                || p.acked.contains(&bookie)
+                || st.to_replace.contains(&bookie)
+            {
                 continue;
             }
             let conn = match self.ctx.pool.get(&bookie) {
@@ -318,7 +331,9 @@ impl Inner {
             if p.acked.len() < qa || st.changing_from.is_some_and(|f| p.entry_id >= f) {
                 break;
             }
-            let Some(mut p) = st.pending.pop_front() else { break };
+            let Some(mut p) = st.pending.pop_front() else {
+                break;
+            };
             st.lac = p.entry_id as i64;
             if let Some(done) = p.done.take() {
                 let _ = done.send(Ok(p.entry_id));
@@ -384,14 +399,9 @@ impl Inner {
                     // No replacement yet: try again, or give up at the deadline.
                     if Instant::now() >= deadline {
                         let mut st = self.state.lock();
-                        let available = st.md.ensemble_size as usize - st.to_replace.len();
-                        self.fail(
-                            &mut st,
-                            LedgerError::NotEnoughBookies {
-                                needed: st.md.ensemble_size as usize,
-                                available,
-                            },
-                        );
+                        let needed = st.md.ensemble_size as usize;
+                        let available = needed.saturating_sub(st.to_replace.len());
+                        self.fail(&mut st, LedgerError::NotEnoughBookies { needed, available });
                         return;
                     }
                 }
@@ -462,7 +472,9 @@ impl Inner {
                 let mut st = self.state.lock();
                 st.md = current;
                 st.md_version = v;
-                Err(LedgerError::Metadata("ledger metadata changed concurrently".into()))
+                Err(LedgerError::Metadata(
+                    "ledger metadata changed concurrently".into(),
+                ))
             }
             Err(e) => Err(e.into()),
         }
@@ -473,8 +485,11 @@ impl Inner {
     fn resume(&self, st: &mut State) {
         st.changing_from = None;
         for i in 0..st.pending.len() {
-            let write_set: HashSet<String> =
-                st.md.write_set(st.pending[i].entry_id).into_iter().collect();
+            let write_set: HashSet<String> = st
+                .md
+                .write_set(st.pending[i].entry_id)
+                .into_iter()
+                .collect();
             let p = &mut st.pending[i];
             p.acked.retain(|b| write_set.contains(b));
             p.sent.retain(|b| write_set.contains(b));
@@ -491,7 +506,11 @@ impl Inner {
         }
         let timeout = self.ctx.config.add_timeout;
         let mut slow = Vec::new();
-        for p in st.pending.iter().take_while(|p| p.since.elapsed() > timeout) {
+        for p in st
+            .pending
+            .iter()
+            .take_while(|p| p.since.elapsed() > timeout)
+        {
             for b in &p.sent {
                 if !p.acked.contains(b) {
                     slow.push(b.clone());

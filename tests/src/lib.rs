@@ -1,1 +1,4 @@
 //! Test harness: starts real `strata` processes (and etcd) on ephemeral ports.
+
+pub mod bookie;
+pub mod etcd;

@@ -324,9 +324,7 @@ impl Watcher {
         self.stream = None;
         let mut kv = self.client.kv_client();
         let start = current_revision(&mut kv, &self.prefix).await? + 1;
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(start);
+        let options = WatchOptions::new().with_prefix().with_start_revision(start);
         let mut watch_client = self.client.watch_client();
         let mut stream = timed(watch_client.watch(self.prefix.as_str(), Some(options))).await?;
         let created = timed(stream.message()).await?;
@@ -486,7 +484,9 @@ async fn renew(
                 *channel = Some(opened);
                 Ok(true)
             }
-            Err(etcd_client::Error::LeaseKeepAliveError(msg)) if msg.contains("lease not found") => {
+            Err(etcd_client::Error::LeaseKeepAliveError(msg))
+                if msg.contains("lease not found") =>
+            {
                 Ok(false)
             }
             Err(e) => Err(e),

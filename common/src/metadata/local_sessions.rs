@@ -81,13 +81,15 @@ impl SessionTable {
     }
 
     /// True while the session exists and its deadline has not passed, even if
-    /// the reaper has not yet got round to it.
+    /// the reaper has not yet got round to it. Sessions die with their store.
     pub(crate) fn is_alive(&self, session_id: u64) -> bool {
-        self.state
-            .lock()
-            .live
-            .get(&session_id)
-            .is_some_and(|live| Instant::now() < live.deadline)
+        !self.shutdown.is_cancelled()
+            && self
+                .state
+                .lock()
+                .live
+                .get(&session_id)
+                .is_some_and(|live| Instant::now() < live.deadline)
     }
 
     /// Records that `key` is now owned by `session_id`. Call under the backend write lock.
@@ -325,32 +327,53 @@ mod tests {
         Arc::downgrade(&owner)
     }
 
-    #[tokio::test(start_paused = true)]
+    /// Real time with a short TTL: several renewals must happen within it.
+    const TTL: Duration = Duration::from_millis(300);
+
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < give_up, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn keepalive_holds_and_abandon_expires() {
         let table = SessionTable::new();
         let recorder = Arc::new(Recorder::default());
-        let session = table.start_session(owner(&recorder), Duration::from_secs(3));
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        let session = table.start_session(owner(&recorder), TTL);
+        tokio::time::sleep(TTL * 4).await;
         assert!(session.is_alive(), "keepalive should renew");
         assert!(recorder.removed.lock().is_empty());
 
         session.abandon();
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        wait_until("expiry", || !recorder.removed.lock().is_empty()).await;
         assert!(!session.is_alive());
         assert_eq!(*recorder.removed.lock(), vec![session.id()]);
         table.shutdown();
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn close_removes_keys_once_and_never_revives() {
         let table = SessionTable::new();
         let recorder = Arc::new(Recorder::default());
-        let session = table.start_session(owner(&recorder), Duration::from_secs(3));
+        let session = table.start_session(owner(&recorder), TTL);
         session.close().await.unwrap();
         assert!(!session.is_alive());
         assert!(!table.renew(session.id()));
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(TTL * 2).await;
         assert_eq!(*recorder.removed.lock(), vec![session.id()]);
+        table.shutdown();
+    }
+
+    #[tokio::test]
+    async fn dropped_session_stops_renewing() {
+        let table = SessionTable::new();
+        let recorder = Arc::new(Recorder::default());
+        let id = table.start_session(owner(&recorder), TTL).id();
+        wait_until("expiry", || !recorder.removed.lock().is_empty()).await;
+        assert_eq!(*recorder.removed.lock(), vec![id]);
         table.shutdown();
     }
 

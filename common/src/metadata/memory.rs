@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,7 +169,7 @@ impl MetadataStore for MemoryStore {
         let state = self.core.state.lock();
         Ok(state
             .map
-            .range::<str, _>(prefix..)
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .map(|(key, e)| KeyValue {
                 key: key.clone(),
@@ -242,11 +243,11 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn rebinding_a_key_moves_it_to_the_new_owner() {
         let store = MemoryStore::new();
-        let s1 = store.session(Duration::from_secs(3)).await.unwrap();
-        let s2 = store.session(Duration::from_secs(3)).await.unwrap();
+        let s1 = store.session(Duration::from_secs(30)).await.unwrap();
+        let s2 = store.session(Duration::from_secs(30)).await.unwrap();
         let mut watch = store.watch("/").await.unwrap();
         let opts = |s: &Arc<dyn Session>| PutOptions {
             expect: Expect::Any,

@@ -143,7 +143,11 @@ impl RocksDbStore {
             revision += 1;
             batch.put(REVISION_KEY, revision.to_le_bytes());
             db.write_opt(batch, &sync_writes())?;
-            tracing::info!(path, dropped, "removed session keys left by the previous process");
+            tracing::info!(
+                path,
+                dropped,
+                "removed session keys left by the previous process"
+            );
         }
 
         Ok(RocksDbStore {
@@ -218,7 +222,13 @@ impl Core {
         Ok(version)
     }
 
-    fn put(&self, key: &str, value: Bytes, expect: Expect, session: Option<u64>) -> Result<Version> {
+    fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        expect: Expect,
+        session: Option<u64>,
+    ) -> Result<Version> {
         let mut last = self.writer.lock();
         if let Some(id) = session
             && !self.sessions.is_alive(id)
@@ -229,6 +239,7 @@ impl Core {
         check_expect(key, current.as_ref().map(|r| r.version), expect)?;
 
         let mut batch = WriteBatch::default();
+        // The record carries the version `commit` is about to assign.
         batch.put(
             key.as_bytes(),
             encode_record(*last + 1, session.unwrap_or(0), &value),
@@ -407,7 +418,13 @@ mod tests {
                 value: Bytes::from_static(b"hello")
             }
         );
-        assert_eq!(decode_record("/k", &encode_record(1, 0, b"")).unwrap().value.len(), 0);
+        assert_eq!(
+            decode_record("/k", &encode_record(1, 0, b""))
+                .unwrap()
+                .value
+                .len(),
+            0
+        );
     }
 
     #[test]
@@ -432,11 +449,7 @@ mod tests {
         let path = path.to_str().unwrap();
         {
             let store = RocksDbStore::open(path).unwrap();
-            store
-                .core
-                .db
-                .put(b"/bad", b"\x01short")
-                .unwrap();
+            store.core.db.put(b"/bad", b"\x01short").unwrap();
         }
         let store = RocksDbStore::open(path).unwrap();
         assert!(matches!(
@@ -448,7 +461,11 @@ mod tests {
             Err(MetadataError::Corrupt { .. })
         ));
         let err = store
-            .put("/bad", Bytes::from_static(b"x"), PutOptions::expect(Expect::Absent))
+            .put(
+                "/bad",
+                Bytes::from_static(b"x"),
+                PutOptions::expect(Expect::Absent),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, MetadataError::Corrupt { .. }));

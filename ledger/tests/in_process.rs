@@ -1,0 +1,181 @@
+//! Ledger client against real bookies running in this process (real gRPC,
+//! real disks in temp dirs, in-memory metadata). The multi-process fault
+//! tests with SIGKILL live in the `strata-tests` crate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_bookie::{Bookie, BookieConfig};
+use strata_common::metadata::{MemoryStore, MetadataStore};
+use strata_ledger::{ClientConfig, LedgerClient, LedgerError, LedgerStatus};
+
+struct Cluster {
+    store: Arc<dyn MetadataStore>,
+    bookies: Vec<Option<Bookie>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Cluster {
+        let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
+        let mut bookies = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            let config = BookieConfig {
+                listen: "127.0.0.1:0".into(),
+                data_dir: dir.path().to_path_buf(),
+                journal_preallocate: 1 << 20,
+                ..BookieConfig::default()
+            };
+            bookies.push(Some(
+                Bookie::start_with_store(config, store.clone())
+                    .await
+                    .unwrap(),
+            ));
+            dirs.push(dir);
+        }
+        Cluster {
+            store,
+            bookies,
+            _dirs: dirs,
+        }
+    }
+
+    fn client(&self) -> LedgerClient {
+        LedgerClient::new(
+            self.store.clone(),
+            ClientConfig {
+                ensemble_change_timeout: Duration::from_secs(5),
+                ..ClientConfig::default()
+            },
+        )
+    }
+}
+
+fn payload(i: u64) -> Bytes {
+    Bytes::from(format!("entry-{i}-").repeat((i % 7 + 1) as usize))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_close_read_with_striping() {
+    let c = Cluster::start(3).await;
+    let client = c.client();
+    let w = client.create(3, 2, 2).await.unwrap();
+    let mut acks = Vec::new();
+    for i in 0..200u64 {
+        acks.push(w.enqueue(payload(i)).await.unwrap());
+    }
+    for (i, a) in acks.into_iter().enumerate() {
+        assert_eq!(a.await.unwrap(), i as u64);
+    }
+    assert_eq!(w.last_add_confirmed(), 199);
+    assert_eq!(w.close().await.unwrap(), 199);
+    assert!(w.append(payload(0)).await.is_err(), "append after close");
+
+    let md = client.metadata(w.ledger_id()).await.unwrap();
+    assert_eq!(md.status, LedgerStatus::Closed);
+    assert_eq!(md.last_entry_id, 199);
+    let total: u64 = (0..200).map(|i| payload(i).len() as u64).sum();
+    assert_eq!(md.length, total);
+
+    let r = client.open(w.ledger_id()).await.unwrap();
+    let entries = r.read(0, 199).await.unwrap();
+    assert_eq!(entries.len(), 200);
+    for e in entries {
+        assert_eq!(e.payload, payload(e.entry_id));
+    }
+    assert!(r.read(0, 200).await.is_err(), "past the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_ledger_is_readable_up_to_lac_and_recovery_fences_the_writer() {
+    let c = Cluster::start(2).await;
+    let client = c.client();
+    let w = client.create(2, 2, 2).await.unwrap();
+    for i in 0..50u64 {
+        w.append(payload(i)).await.unwrap();
+    }
+    // A tailing reader sees what is confirmed (the LAC piggybacks on later
+    // adds, so the very last entry may not be visible yet).
+    let mut tail = client.open(w.ledger_id()).await.unwrap();
+    assert!(tail.last_readable() >= 48, "lac {}", tail.last_readable());
+    w.append(payload(50)).await.unwrap();
+    assert!(tail.refresh_lac().await.unwrap() >= 49);
+    let got = tail.read(0, 49).await.unwrap();
+    assert_eq!(got[49].payload, payload(49));
+
+    // A second client recovers: the ledger is closed where the acked data ends.
+    let other = c.client();
+    let r = other.open_and_recover(w.ledger_id()).await.unwrap();
+    assert_eq!(r.metadata().status, LedgerStatus::Closed);
+    assert_eq!(r.last_readable(), 50);
+    assert_eq!(r.read(50, 50).await.unwrap()[0].payload, payload(50));
+
+    // The first writer is fenced out.
+    let err = w.append(payload(51)).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Fenced(_)) || err.to_string().contains("fenced"),
+        "{err}"
+    );
+    assert!(w.close().await.is_err());
+    // Recovery is idempotent.
+    let again = other.open_and_recover(w.ledger_id()).await.unwrap();
+    assert_eq!(again.last_readable(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensemble_change_replaces_a_stopped_bookie() {
+    let mut c = Cluster::start(4).await;
+    let client = c.client();
+    let w = client.create(3, 2, 2).await.unwrap();
+    for i in 0..100u64 {
+        w.append(payload(i)).await.unwrap();
+    }
+    let victim = w.metadata().ensembles[0].bookies[0].clone();
+    let idx = c
+        .bookies
+        .iter()
+        .position(|b| b.as_ref().is_some_and(|b| b.bookie_id == victim))
+        .unwrap();
+    c.bookies[idx].take().unwrap().shutdown().await.unwrap();
+    for i in 100..300u64 {
+        assert_eq!(w.append(payload(i)).await.unwrap(), i);
+    }
+    let md = w.metadata();
+    assert!(md.ensembles.len() >= 2, "{:?}", md.ensembles);
+    assert!(!md.last_fragment().bookies.contains(&victim));
+    w.close().await.unwrap();
+    let r = c.client().open(w.ledger_id()).await.unwrap();
+    let entries = r.read(0, 299).await.unwrap();
+    assert_eq!(entries.len(), 300);
+    for e in entries {
+        assert_eq!(e.payload, payload(e.entry_id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_needs_enough_bookies_and_valid_quorums() {
+    let c = Cluster::start(1).await;
+    let client = c.client();
+    assert!(matches!(
+        client.create(2, 2, 2).await,
+        Err(LedgerError::NotEnoughBookies {
+            needed: 2,
+            available: 1
+        })
+    ));
+    assert!(matches!(
+        client.create(1, 2, 1).await,
+        Err(LedgerError::InvalidQuorum { .. })
+    ));
+    let w = client.create(1, 1, 1).await.unwrap();
+    w.append(Bytes::from_static(b"x")).await.unwrap();
+    w.close().await.unwrap();
+    client.delete(w.ledger_id()).await.unwrap();
+    assert!(matches!(
+        client.open(w.ledger_id()).await,
+        Err(LedgerError::NoSuchLedger(_))
+    ));
+}
