@@ -178,7 +178,10 @@ impl Bookie {
             // Graceful shutdown waits for open connections; do not let a
             // client that keeps one open hold the bookie up forever.
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
                 warn!("a bookie task did not stop in 5 s; aborting it");
                 abort.abort();
             }

@@ -50,10 +50,17 @@ async fn add_parked_for_cache_space_fails_if_fenced_meanwhile() {
 
     // Entry 0 fills the write cache (an empty cache takes any one entry);
     // nothing flushes it in this test until we say so.
-    storage.add(add(1, 0, 1 << 20, vec![7; 1 << 20])).await.unwrap();
+    storage
+        .add(add(1, 0, 1 << 20, vec![7; 1 << 20]))
+        .await
+        .unwrap();
     let parked = tokio::spawn({
         let storage = storage.clone();
-        async move { storage.add(add(1, 1, (1 << 20) + 6, b"parked".to_vec())).await }
+        async move {
+            storage
+                .add(add(1, 1, (1 << 20) + 6, b"parked".to_vec()))
+                .await
+        }
     });
     tokio::task::yield_now().await;
     assert!(!parked.is_finished(), "entry 1 waits for cache space");
