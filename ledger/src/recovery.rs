@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use futures::future::join_all;
 use strata_common::metadata::Expect;
-use strata_proto::bookie::{AddEntry, Entry, FenceRequest, ReadRequest};
+use strata_proto::bookie::{AddEntry, Entry, FenceRequest, ReadRequest, ReadResponse};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -73,7 +73,7 @@ pub(crate) async fn recover(ctx: &ClientCtx, ledger_id: u64) -> Result<LedgerMet
         }
         let e = md.ensemble_size as usize;
         let qa = md.ack_quorum as usize;
-        if fenced < e - qa + 1 {
+        if fenced <= e - qa {
             return Err(err(format!(
                 "fenced {fenced} of {e} bookies, need {}: {}",
                 e - qa + 1,
@@ -148,25 +148,39 @@ async fn probe(
 ) -> Result<HashMap<u64, Probe>> {
     let bookies = md.last_fragment().bookies.clone();
     let asks = bookies.iter().map(|b| async move {
-        let ids: Vec<u64> = (first..=last)
+        let mut ids: Vec<u64> = (first..=last)
             .filter(|id| md.write_set(*id).contains(b))
             .collect();
         let conn = ctx.pool.get(b)?;
         let mut rpc = conn.rpc.clone();
-        let resp = rpc
-            .read_entries(ReadRequest {
-                ledger_id: md.ledger_id,
-                entry_ids: ids,
-                max_bytes: 64 << 20,
-                ..Default::default()
-            })
-            .await;
-        match resp {
-            Ok(r) => Ok(Some(r.into_inner())),
-            // The bookie never saw the ledger: it has none of its entries.
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(status_error(b, s)),
+        let mut merged = ReadResponse::default();
+        // A reply stops at the byte budget: ask again for what it left out.
+        while !ids.is_empty() {
+            let resp = rpc
+                .read_entries(ReadRequest {
+                    ledger_id: md.ledger_id,
+                    entry_ids: ids.clone(),
+                    max_bytes: 64 << 20,
+                    ..Default::default()
+                })
+                .await;
+            let resp = match resp {
+                Ok(r) => r.into_inner(),
+                // The bookie never saw the ledger: it has none of its entries.
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+                Err(s) => return Err(status_error(b, s)),
+            };
+            let before = ids.len();
+            ids.retain(|id| {
+                !resp.missing.contains(id) && !resp.entries.iter().any(|e| e.entry_id == *id)
+            });
+            merged.missing.extend(resp.missing);
+            merged.entries.extend(resp.entries);
+            if ids.len() == before {
+                break;
+            }
         }
+        Ok(Some(merged))
     });
     let answers: Vec<_> = join_all(asks).await;
     let qw = md.write_quorum as usize;
@@ -211,7 +225,7 @@ async fn probe(
         }
         let verdict = match present {
             Some(e) => Probe::Present(e),
-            None if absent >= qw - qa + 1 => Probe::Absent,
+            None if absent > qw - qa => Probe::Absent,
             None => Probe::Unknown(errors.join("; ")),
         };
         out.insert(id, verdict);

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ClientCtx;
-use crate::bookie_client::{AckSink, AddAck, AddOutcome};
+use crate::bookie_client::{AckSink, AddAck, AddOutcome, BookieConn};
 use crate::error::{LedgerError, Result};
 use crate::metadata::{self, Fragment, LedgerMetadata, LedgerStatus};
 
@@ -42,8 +42,11 @@ struct Pending {
     payload: Bytes,
     cumulative_length: u64,
     crc32c: u32,
-    sent: HashSet<String>,
-    acked: HashSet<String>,
+    /// Slots (positions in the last fragment's ensemble) the entry was sent to
+    /// and that confirmed it, as bit masks. Every pending entry belongs to
+    /// the last fragment, since fragments start at LAC+1.
+    sent: u64,
+    acked: u64,
     done: Option<oneshot::Sender<Result<u64>>>,
     _permit: OwnedSemaphorePermit,
     since: Instant,
@@ -62,6 +65,8 @@ struct State {
     changing_from: Option<u64>,
     /// Bookies of the current ensemble that failed and must be replaced.
     to_replace: HashSet<String>,
+    /// Connections to the last fragment's bookies, by slot.
+    conns: Vec<Option<Arc<BookieConn>>>,
 }
 
 struct Inner {
@@ -99,6 +104,7 @@ impl LedgerWriter {
                 closed: false,
                 changing_from: None,
                 to_replace: HashSet::new(),
+                conns: Vec::new(),
             }),
             ack_tx,
             window: Arc::new(Semaphore::new(window_bytes)),
@@ -106,6 +112,10 @@ impl LedgerWriter {
             drained: Notify::new(),
             cancel: CancellationToken::new(),
         });
+        {
+            let mut st = inner.state.lock();
+            inner.connect(&mut st);
+        }
         tokio::spawn(run_acks(inner.clone(), ack_rx));
         LedgerWriter { inner }
     }
@@ -171,8 +181,8 @@ impl LedgerWriter {
                 payload,
                 cumulative_length,
                 crc32c,
-                sent: HashSet::new(),
-                acked: HashSet::new(),
+                sent: 0,
+                acked: 0,
                 done: Some(tx),
                 _permit: permit,
                 since: Instant::now(),
@@ -247,33 +257,56 @@ impl Drop for LedgerWriter {
 }
 
 impl Inner {
+    /// (Re)opens connections to the last fragment's bookies, by slot.
+    fn connect(&self, st: &mut State) {
+        let bookies = st.md.last_fragment().bookies.clone();
+        st.conns = bookies
+            .iter()
+            .map(|b| match self.ctx.pool.get(b) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(bookie = %b, error = %e, "cannot reach bookie");
+                    st.to_replace.insert(b.clone());
+                    None
+                }
+            })
+            .collect();
+    }
+
+    /// Slots of the last fragment holding `entry`.
+    fn slots(st: &State, entry: u64) -> impl Iterator<Item = usize> + use<> {
+        let e = st.conns.len().max(1) as u64;
+        (0..st.md.write_quorum as u64).map(move |r| ((entry + r) % e) as usize)
+    }
+
+    fn slot_of(st: &State, bookie: &str) -> Option<usize> {
+        st.md.last_fragment().bookies.iter().position(|b| b == bookie)
+    }
+
     /// Sends pending entry `i` to the members of its write set that do not
     /// have it yet.
     fn send(&self, st: &mut State, i: usize) {
-        let write_set = st.md.write_set(st.pending[i].entry_id);
         let lac = st.lac;
-        let p = &mut st.pending[i];
-        for bookie in write_set {
-            if p.sent.contains(&bookie)
-                || p.acked.contains(&bookie)
-                || st.to_replace.contains(&bookie)
+        let entry_id = st.pending[i].entry_id;
+        for slot in Self::slots(st, entry_id) {
+            let bit = 1u64 << slot;
+            let p = &st.pending[i];
+            if (p.sent | p.acked) & bit != 0 {
+                continue;
+            }
+            if !st.to_replace.is_empty()
+                && st.to_replace.contains(&st.md.last_fragment().bookies[slot])
             {
                 continue;
             }
-            let conn = match self.ctx.pool.get(&bookie) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(%bookie, error = %e, "cannot reach bookie");
-                    st.to_replace.insert(bookie);
-                    continue;
-                }
-            };
-            p.sent.insert(bookie);
+            let Some(conn) = st.conns[slot].clone() else { continue };
+            let p = &mut st.pending[i];
+            p.sent |= bit;
             conn.add(
                 AddEntry {
                     entry: Some(Entry {
                         ledger_id: self.ledger_id,
-                        entry_id: p.entry_id,
+                        entry_id,
                         cumulative_length: p.cumulative_length,
                         crc32c: p.crc32c,
                         payload: p.payload.clone(),
@@ -301,11 +334,13 @@ impl Inner {
         if i >= st.pending.len() {
             return;
         }
+        // An answer from a bookie that has left the ensemble counts for nothing.
+        let slot = Self::slot_of(&st, &ack.bookie)
+            .filter(|s| Self::slots(&st, ack.entry_id).any(|w| w == *s));
         match ack.outcome {
             AddOutcome::Ok => {
-                let in_write_set = st.md.write_set(ack.entry_id).contains(&ack.bookie);
-                if in_write_set {
-                    st.pending[i].acked.insert(ack.bookie);
+                if let Some(slot) = slot {
+                    st.pending[i].acked |= 1 << slot;
                 }
                 self.complete_ready(&mut st);
             }
@@ -313,10 +348,9 @@ impl Inner {
                 self.fail(&mut st, LedgerError::Fenced(self.ledger_id));
             }
             AddOutcome::Failed(reason) => {
-                st.pending[i].sent.remove(&ack.bookie);
-                if st.md.last_fragment().bookies.contains(&ack.bookie)
-                    && st.to_replace.insert(ack.bookie.clone())
-                {
+                let Some(slot) = slot else { return };
+                st.pending[i].sent &= !(1 << slot);
+                if st.to_replace.insert(ack.bookie.clone()) {
                     warn!(ledger_id = self.ledger_id, bookie = %ack.bookie, %reason, "bookie failed; replacing it");
                 }
                 self.start_ensemble_change(&mut st);
@@ -326,14 +360,12 @@ impl Inner {
 
     /// Acknowledges the longest prefix of pending entries that has quorum.
     fn complete_ready(&self, st: &mut State) {
-        let qa = st.md.ack_quorum as usize;
+        let qa = st.md.ack_quorum;
         while let Some(p) = st.pending.front() {
-            if p.acked.len() < qa || st.changing_from.is_some_and(|f| p.entry_id >= f) {
+            if p.acked.count_ones() < qa || st.changing_from.is_some_and(|f| p.entry_id >= f) {
                 break;
             }
-            let Some(mut p) = st.pending.pop_front() else {
-                break;
-            };
+            let Some(mut p) = st.pending.pop_front() else { break };
             st.lac = p.entry_id as i64;
             if let Some(done) = p.done.take() {
                 let _ = done.send(Ok(p.entry_id));
@@ -383,12 +415,13 @@ impl Inner {
                 Ok(Some((new_md, new_version))) => {
                     let mut st = self.state.lock();
                     info!(ledger_id = self.ledger_id, first, ensemble = ?new_md.last_fragment().bookies, "ensemble changed");
+                    let old_bookies = st.md.last_fragment().bookies.clone();
                     st.md = new_md;
                     st.md_version = new_version;
                     for b in &failed {
                         st.to_replace.remove(b);
                     }
-                    self.resume(&mut st);
+                    self.resume(&mut st, &old_bookies);
                     // New failures may have come in meanwhile.
                     if !st.to_replace.is_empty() {
                         self.start_ensemble_change(&mut st);
@@ -405,9 +438,9 @@ impl Inner {
                         return;
                     }
                 }
-                Err(LedgerError::Fenced(id)) => {
+                Err(e @ (LedgerError::Fenced(_) | LedgerError::WriterFailed(_))) => {
                     let mut st = self.state.lock();
-                    self.fail(&mut st, LedgerError::Fenced(id));
+                    self.fail(&mut st, e);
                     return;
                 }
                 Err(e) => {
@@ -464,35 +497,38 @@ impl Inner {
         match metadata::write(store, &new_md, Expect::Version(version)).await {
             Ok(v) => Ok(Some((new_md, v))),
             Err(e) if e.is_bad_version() => {
-                let (current, v) = metadata::read(store, self.ledger_id).await?;
+                // Only this writer changes an OPEN ledger's metadata; any
+                // other change means a recoverer took the ledger over.
+                let (current, _) = metadata::read(store, self.ledger_id).await?;
                 if current.status != LedgerStatus::Open {
                     return Err(LedgerError::Fenced(self.ledger_id));
                 }
-                // Someone else changed an open ledger's metadata: adopt it and retry.
-                let mut st = self.state.lock();
-                st.md = current;
-                st.md_version = v;
-                Err(LedgerError::Metadata(
-                    "ledger metadata changed concurrently".into(),
+                Err(LedgerError::WriterFailed(
+                    "ledger metadata changed by another client".into(),
                 ))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// After an ensemble change: forget acks from bookies that left each
-    /// entry's write set, and send every entry where it is missing.
-    fn resume(&self, st: &mut State) {
+    /// After an ensemble change: forget what the replaced slots confirmed,
+    /// and send every entry where it is missing.
+    fn resume(&self, st: &mut State, old_bookies: &[String]) {
         st.changing_from = None;
+        let replaced: u64 = st
+            .md
+            .last_fragment()
+            .bookies
+            .iter()
+            .zip(old_bookies)
+            .enumerate()
+            .filter(|(_, (new, old))| new != old)
+            .fold(0, |mask, (slot, _)| mask | 1 << slot);
+        self.connect(st);
         for i in 0..st.pending.len() {
-            let write_set: HashSet<String> = st
-                .md
-                .write_set(st.pending[i].entry_id)
-                .into_iter()
-                .collect();
             let p = &mut st.pending[i];
-            p.acked.retain(|b| write_set.contains(b));
-            p.sent.retain(|b| write_set.contains(b));
+            p.acked &= !replaced;
+            p.sent &= !replaced;
             self.send(st, i);
         }
         self.complete_ready(st);
@@ -506,13 +542,11 @@ impl Inner {
         }
         let timeout = self.ctx.config.add_timeout;
         let mut slow = Vec::new();
-        for p in st
-            .pending
-            .iter()
-            .take_while(|p| p.since.elapsed() > timeout)
-        {
-            for b in &p.sent {
-                if !p.acked.contains(b) {
+        let bookies = &st.md.last_fragment().bookies;
+        for p in st.pending.iter().take_while(|p| p.since.elapsed() > timeout) {
+            let waiting = p.sent & !p.acked;
+            for (slot, b) in bookies.iter().enumerate() {
+                if waiting & (1 << slot) != 0 {
                     slow.push(b.clone());
                 }
             }
