@@ -135,6 +135,7 @@ impl Bookie {
         ));
         tasks.push(spawn_gc(
             storage.clone(),
+            store.clone(),
             config.gc_interval,
             cancel.clone(),
         ));
@@ -234,6 +235,7 @@ fn spawn_flusher(
 
 fn spawn_gc(
     storage: Arc<LedgerStorage>,
+    store: Arc<dyn MetadataStore>,
     every: Duration,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
@@ -243,6 +245,9 @@ fn spawn_gc(
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+            if let Err(e) = delete_orphans(&storage, store.as_ref()).await {
+                warn!(error = %e, "could not compare local ledgers with the metadata store");
+            }
             let s = storage.clone();
             match tokio::task::spawn_blocking(move || s.gc()).await {
                 Ok(Ok(_)) => {}
@@ -251,6 +256,32 @@ fn spawn_gc(
             }
         }
     })
+}
+
+/// Deletes local ledgers whose metadata is gone: they were deleted while
+/// this bookie could not be told (down or partitioned). Safe because a
+/// ledger's metadata is written before its first entry is sent, so a ledger
+/// with entries here and no metadata can only be a deleted one.
+async fn delete_orphans(storage: &Arc<LedgerStorage>, store: &dyn MetadataStore) -> Result<usize> {
+    let (local, _) = storage.list(0, usize::MAX);
+    if local.is_empty() {
+        return Ok(0);
+    }
+    let known: std::collections::HashSet<u64> = store
+        .list(paths::LEDGERS)
+        .await?
+        .iter()
+        .filter_map(|kv| paths::ledger_id_of(&kv.key))
+        .collect();
+    let orphans: Vec<u64> = local.into_iter().filter(|id| !known.contains(id)).collect();
+    for id in &orphans {
+        let (s, id) = (storage.clone(), *id);
+        tokio::task::spawn_blocking(move || s.delete_blocking(id))
+            .await
+            .map_err(|e| BookieError::Config(format!("delete task failed: {e}")))??;
+        info!(ledger_id = id, "deleted a ledger whose metadata is gone");
+    }
+    Ok(orphans.len())
 }
 
 /// Keeps the bookie's registration current (and re-creates it if the

@@ -196,8 +196,8 @@ impl LedgerClient {
     }
 
     /// Deletes a ledger from every bookie that stores part of it, then its
-    /// metadata. Bookies that are down keep their copy until garbage
-    /// collection finds the ledger gone (not yet implemented: see README).
+    /// metadata. A bookie that is down keeps its copy until its garbage
+    /// collector finds the ledger's metadata gone and deletes it too.
     pub async fn delete(&self, ledger_id: u64) -> Result<()> {
         let (md, version) = metadata::read(self.ctx.store.as_ref(), ledger_id).await?;
         let bookies: HashSet<String> = md

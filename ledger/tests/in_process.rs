@@ -27,6 +27,7 @@ impl Cluster {
                 listen: "127.0.0.1:0".into(),
                 data_dir: dir.path().to_path_buf(),
                 journal_preallocate: 1 << 20,
+                gc_interval: Duration::from_millis(200),
                 ..BookieConfig::default()
             };
             bookies.push(Some(
@@ -178,4 +179,33 @@ async fn create_needs_enough_bookies_and_valid_quorums() {
         client.open(w.ledger_id()).await,
         Err(LedgerError::NoSuchLedger(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookies_drop_ledgers_whose_metadata_was_deleted_behind_their_back() {
+    let c = Cluster::start(1).await;
+    let client = c.client();
+    let keep = client.create(1, 1, 1).await.unwrap();
+    let gone = client.create(1, 1, 1).await.unwrap();
+    for i in 0..10 {
+        keep.append(payload(i)).await.unwrap();
+        gone.append(payload(i)).await.unwrap();
+    }
+    let storage = c.bookies[0].as_ref().unwrap().storage.clone();
+    assert_eq!(storage.list(0, 10).0, vec![keep.ledger_id(), gone.ledger_id()]);
+    // As if a delete ran while this bookie was unreachable.
+    c.store
+        .delete(
+            &strata_common::paths::ledger(gone.ledger_id()),
+            strata_common::metadata::Expect::Any,
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while storage.list(0, 10).0 != vec![keep.ledger_id()] {
+        assert!(std::time::Instant::now() < deadline, "orphan never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client.open(keep.ledger_id()).await.unwrap();
+    assert_eq!(r.read(0, 8).await.unwrap().len(), 9);
 }
