@@ -70,8 +70,9 @@ tools_target="${XDG_CACHE_HOME:-$HOME/.cache}/strata/tools-target"
 # ---------------------------------------------------------------------------
 step "system packages (apt)"
 extra_packages=()
-# The test harness runs etcd from /usr/bin/etcd (Debian's etcd-server).
-[[ -x /usr/bin/etcd ]] || extra_packages+=(etcd-server)
+# The test harness runs etcd from /usr/bin/etcd (Debian's etcd-server)
+# unless STRATA_ETCD_BIN names another binary.
+[[ -n "${STRATA_ETCD_BIN:-}" || -x /usr/bin/etcd ]] || extra_packages+=(etcd-server)
 bash "$repo/scripts/install-deps.sh" "${extra_packages[@]}"
 
 # ---------------------------------------------------------------------------

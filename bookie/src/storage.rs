@@ -669,15 +669,25 @@ mod tests {
         assert_eq!(s.lac(1).unwrap().last_entry, 299);
         assert_eq!(s.lac(1).unwrap().lac, 298);
         for e in 0..300u64 {
-            assert_eq!(read(&s, 1, e).unwrap(), Bytes::from(vec![1u8; 1000]), "entry {e}");
+            assert_eq!(
+                read(&s, 1, e).unwrap(),
+                Bytes::from(vec![1u8; 1000]),
+                "entry {e}"
+            );
         }
         assert_eq!(read(&s, 2, 199).unwrap(), Bytes::from(vec![2u8; 1000]));
         assert!(read(&s, 2, 200).is_none());
-        assert!(matches!(s.read_blocking(9, 0), Err(BookieError::NoSuchLedger(9))));
+        assert!(matches!(
+            s.read_blocking(9, 0),
+            Err(BookieError::NoSuchLedger(9))
+        ));
 
         // Fencing refuses later adds but not recovery adds.
         s.fence_blocking(2).unwrap();
-        assert!(matches!(s.add(op(2, 200, 2, 10)).await, Err(BookieError::Fenced(2))));
+        assert!(matches!(
+            s.add(op(2, 200, 2, 10)).await,
+            Err(BookieError::Fenced(2))
+        ));
         let mut rec = op(2, 200, 2, 10);
         rec.recovery = true;
         s.add(rec).await.unwrap();
@@ -685,25 +695,42 @@ mod tests {
         // Corrupt payloads are refused.
         let mut bad = op(3, 0, 3, 10);
         bad.entry.payload = Bytes::from(vec![4u8; 10]);
-        assert!(matches!(s.add(bad).await, Err(BookieError::Checksum { .. })));
+        assert!(matches!(
+            s.add(bad).await,
+            Err(BookieError::Checksum { .. })
+        ));
 
         // Delete ledger 1: logs holding only it go, mixed logs get compacted.
         tokio::task::block_in_place(|| s.flush()).unwrap();
         let logs_before = s.entry_log_count();
         s.delete_blocking(1).unwrap();
-        assert!(matches!(s.read_blocking(1, 0), Err(BookieError::Deleted(1))));
+        assert!(matches!(
+            s.read_blocking(1, 0),
+            Err(BookieError::Deleted(1))
+        ));
         // A new active log, so every log holding ledger 1 is eligible.
         s.add(op(5, 0, 5, 70_000)).await.unwrap();
         tokio::task::block_in_place(|| s.flush()).unwrap();
         let reclaimed = tokio::task::block_in_place(|| s.gc()).unwrap();
         assert!(reclaimed > 250_000, "reclaimed {reclaimed} of ~300 KB");
-        assert!(s.entry_log_count() < logs_before, "{} >= {logs_before}", s.entry_log_count());
+        assert!(
+            s.entry_log_count() < logs_before,
+            "{} >= {logs_before}",
+            s.entry_log_count()
+        );
         for e in 0..200u64 {
-            assert_eq!(read(&s, 2, e).unwrap(), Bytes::from(vec![2u8; 1000]), "entry {e} after compaction");
+            assert_eq!(
+                read(&s, 2, e).unwrap(),
+                Bytes::from(vec![2u8; 1000]),
+                "entry {e} after compaction"
+            );
         }
         drop(s);
         let s = LedgerStorage::open(&cfg, Arc::new(Metrics::default())).unwrap();
-        assert!(matches!(s.read_blocking(1, 5), Err(BookieError::Deleted(1))));
+        assert!(matches!(
+            s.read_blocking(1, 5),
+            Err(BookieError::Deleted(1))
+        ));
         assert_eq!(read(&s, 2, 150).unwrap(), Bytes::from(vec![2u8; 1000]));
         assert_eq!(read(&s, 2, 200).unwrap(), Bytes::from(vec![2u8; 10]));
     }
@@ -714,7 +741,10 @@ mod tests {
         let s = LedgerStorage::open(&config(dir.path()), Arc::new(Metrics::default())).unwrap();
         s.add(op(1, 0, 1, 100)).await.unwrap();
         s.set_read_only(Some(ReadOnlyReason::Disk));
-        assert!(matches!(s.add(op(1, 1, 1, 100)).await, Err(BookieError::ReadOnly(_))));
+        assert!(matches!(
+            s.add(op(1, 1, 1, 100)).await,
+            Err(BookieError::ReadOnly(_))
+        ));
         assert!(read(&s, 1, 0).is_some());
         s.set_read_only(None);
         s.add(op(1, 1, 1, 100)).await.unwrap();

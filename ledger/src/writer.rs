@@ -280,7 +280,11 @@ impl Inner {
     }
 
     fn slot_of(st: &State, bookie: &str) -> Option<usize> {
-        st.md.last_fragment().bookies.iter().position(|b| b == bookie)
+        st.md
+            .last_fragment()
+            .bookies
+            .iter()
+            .position(|b| b == bookie)
     }
 
     /// Sends pending entry `i` to the members of its write set that do not
@@ -299,7 +303,9 @@ impl Inner {
             {
                 continue;
             }
-            let Some(conn) = st.conns[slot].clone() else { continue };
+            let Some(conn) = st.conns[slot].clone() else {
+                continue;
+            };
             let p = &mut st.pending[i];
             p.sent |= bit;
             conn.add(
@@ -365,7 +371,9 @@ impl Inner {
             if p.acked.count_ones() < qa || st.changing_from.is_some_and(|f| p.entry_id >= f) {
                 break;
             }
-            let Some(mut p) = st.pending.pop_front() else { break };
+            let Some(mut p) = st.pending.pop_front() else {
+                break;
+            };
             st.lac = p.entry_id as i64;
             if let Some(done) = p.done.take() {
                 let _ = done.send(Ok(p.entry_id));
@@ -543,7 +551,11 @@ impl Inner {
         let timeout = self.ctx.config.add_timeout;
         let mut slow = Vec::new();
         let bookies = &st.md.last_fragment().bookies;
-        for p in st.pending.iter().take_while(|p| p.since.elapsed() > timeout) {
+        for p in st
+            .pending
+            .iter()
+            .take_while(|p| p.since.elapsed() > timeout)
+        {
             let waiting = p.sent & !p.acked;
             for (slot, b) in bookies.iter().enumerate() {
                 if waiting & (1 << slot) != 0 {

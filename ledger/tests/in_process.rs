@@ -192,7 +192,10 @@ async fn bookies_drop_ledgers_whose_metadata_was_deleted_behind_their_back() {
         gone.append(payload(i)).await.unwrap();
     }
     let storage = c.bookies[0].as_ref().unwrap().storage.clone();
-    assert_eq!(storage.list(0, 10).0, vec![keep.ledger_id(), gone.ledger_id()]);
+    assert_eq!(
+        storage.list(0, 10).0,
+        vec![keep.ledger_id(), gone.ledger_id()]
+    );
     // As if a delete ran while this bookie was unreachable.
     c.store
         .delete(

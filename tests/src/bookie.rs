@@ -204,19 +204,27 @@ impl BookieProcess {
     }
 
     /// Starts the bookie again on the same port and directory (killing it
-    /// first if it still runs).
+    /// first if it still runs). Panics if it does not come up.
     pub async fn restart(&mut self) {
+        if let Err(e) = self.try_restart().await {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`BookieProcess::restart`], but a bookie that exits during
+    /// startup (or does not get ready in time) is an `Err` with its output,
+    /// for tests that expect a start to fail.
+    pub async fn try_restart(&mut self) -> Result<(), String> {
         self.kill();
         // The listening socket is gone once the process is reaped; a bind
         // can still fail briefly, so retry within the start timeout.
         let give_up = Instant::now() + START_TIMEOUT;
         loop {
             match self.spawn_and_wait().await {
-                Ok(()) => return,
                 Err(e) if e.contains("Address already in use") && Instant::now() < give_up => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => panic!("{e}"),
+                other => return other,
             }
         }
     }

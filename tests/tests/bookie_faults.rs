@@ -167,9 +167,21 @@ impl Appender {
     /// all acknowledged).
     fn spawn(
         writer: Arc<LedgerWriter>,
+        rng: StdRng,
+        max_size: usize,
+        already: Vec<Bytes>,
+    ) -> Appender {
+        Self::spawn_limited(writer, rng, max_size, already, None)
+    }
+
+    /// Like [`Appender::spawn`], enqueueing at most `bytes_per_sec` payload
+    /// bytes per second if given.
+    fn spawn_limited(
+        writer: Arc<LedgerWriter>,
         mut rng: StdRng,
         max_size: usize,
         already: Vec<Bytes>,
+        bytes_per_sec: Option<u64>,
     ) -> Appender {
         let prefix = Record {
             acked: (0..already.len() as u64).collect(),
@@ -184,9 +196,17 @@ impl Appender {
                 let mut acks = Vec::new();
                 let mut enqueue_error = None;
                 let mut payloads = PayloadSource::new(&mut rng, max_size);
+                let started = Instant::now();
+                let mut bytes_sent = 0u64;
                 while !stop.load(Ordering::Acquire) {
                     let next_id = record.lock().unwrap().sent.len() as u64;
                     let payload = payloads.next(&mut rng, next_id);
+                    if let Some(rate) = bytes_per_sec {
+                        // Sleep until this payload is within the budget.
+                        bytes_sent += payload.len() as u64;
+                        let due = Duration::from_secs_f64(bytes_sent as f64 / rate as f64);
+                        tokio::time::sleep_until((started + due).into()).await;
+                    }
                     match writer.enqueue(payload.clone()).await {
                         Ok(fut) => {
                             let id = {
@@ -833,12 +853,12 @@ async fn recovery_fences_out_the_old_writer() {
     .await;
 }
 
-/// Adds that passed the bookie's fence check but then waited for room in
-/// the write cache must not be acknowledged once a recovery fenced the
-/// ledger and read past them. With a 1 MiB write cache and ~0.5 MiB
-/// entries, most of a burst of adds is parked waiting for flushes when the
-/// fence arrives; the writer sends nothing after the burst, so no FENCED
-/// reply stops it before the parked adds complete.
+/// Recovery while most of a writer's burst of adds is parked in the bookie
+/// waiting for write-cache space (1 MiB cache, entries up to 600 KiB): no
+/// add may be acknowledged past where the recovered ledger ends, and every
+/// entry it contains is exactly what was sent. (Whether a parked add passed
+/// the fence check before the fence depends on timing here; the race itself
+/// is reproduced deterministically by `bookie/tests/fence_race.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recovery_fences_adds_waiting_for_cache_space() {
     let name = "recovery_fences_parked_adds";
@@ -1005,19 +1025,22 @@ async fn wait_registration_state(store: &dyn MetadataStore, bookie: &BookieProce
 
 /// Fills a 64 MiB disk through one bookie until its adds fail, then checks
 /// that it is read-only, refuses adds, serves every acknowledged entry, and
-/// does all of that again after a crash and restart on the still-full disk.
-/// `threshold`/`lwm` are the disk-usage watermarks given to the bookie.
-async fn full_disk(
-    name: &str,
-    default_seed: u64,
-    threshold: &str,
-    lwm: &str,
-    still_full_after_restart: bool,
-) {
+/// still serves them after a crash and restart.
+///
+/// With `watermark`, appends are rate-limited so that the 200 ms disk check
+/// sees the `threshold` crossed long before the disk is full: the bookie
+/// must turn read-only without ever hitting ENOSPC, and is still over its
+/// low watermark (so still read-only) after the restart. Without it, appends
+/// go as fast as they can with a threshold the disk check cannot catch in
+/// time, so the bookie does run out of space (ENOSPC) and must cope.
+async fn full_disk(name: &str, default_seed: u64, threshold: &str, lwm: &str, watermark: bool) {
     let seed = seed(name, default_seed);
     let etcd = start_etcd().await;
     let dir = TempDir::new().unwrap();
     let disk = SmallDisk::mount(&dir.path().join("disk"), &dir.path().join("disk.img"));
+    // Space an operator can free later (written, so tmpfs really holds it).
+    let ballast = disk.mountpoint.join("ballast");
+    std::fs::write(&ballast, vec![0xBAu8; 4 << 20]).unwrap();
     let data_dir = disk.mountpoint.join("b0");
     let mut bookie = BookieProcess::start(
         &data_dir,
@@ -1053,11 +1076,12 @@ async fn full_disk(
             .expect("create ledger"),
     );
     let ledger = writer.ledger_id();
-    let appender = Appender::spawn(
+    let appender = Appender::spawn_limited(
         writer.clone(),
         StdRng::seed_from_u64(seed),
         64 << 10,
         Vec::new(),
+        watermark.then_some(8 << 20),
     );
     // Append until the writer fails (its only bookie refuses adds).
     appender
@@ -1077,6 +1101,16 @@ async fn full_disk(
         disk_usage(&disk.mountpoint),
     );
     assert!(record.acked.len() > 100, "the disk filled up too early");
+    let enospc = bookie.log().contains("No space left on device");
+    if watermark {
+        assert!(
+            !enospc,
+            "the disk ran out before the watermark stopped adds\n{}",
+            bookie.log_tail()
+        );
+    } else {
+        assert!(enospc, "the disk never ran out\n{}", bookie.log_tail());
+    }
     drop(writer);
 
     wait_registration_state(meta.as_ref(), &bookie, "read_only").await;
@@ -1105,8 +1139,19 @@ async fn full_disk(
     // one whose restart reclaimed space (replay checkpoints the journal and
     // deletes the old file) may be writable again, and then takes adds.
     bookie.kill();
-    bookie.restart().await;
-    let state = if still_full_after_restart {
+    if let Err(e) = bookie.try_restart().await {
+        // A disk with no room at all can keep the bookie from starting
+        // (its index must write on open); it must say so, and start once
+        // an operator frees some space.
+        assert!(
+            !watermark && e.contains("No space left on device"),
+            "restart failed: {e}"
+        );
+        eprintln!("{name}: the bookie cannot start on the full disk; freeing space");
+        std::fs::remove_file(&ballast).unwrap();
+        bookie.restart().await;
+    }
+    let state = if watermark {
         wait_registration_state(meta.as_ref(), &bookie, "read_only").await;
         "read_only".to_string()
     } else {
