@@ -160,44 +160,64 @@ pub struct BookieArgs {
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Address the gRPC server listens on [default: 127.0.0.1:3181].
     #[arg(long, env = "STRATA_BOOKIE_LISTEN")]
     pub listen: Option<String>,
+    /// Address clients use to reach this bookie; also its id [default: the listen address].
     #[arg(long, env = "STRATA_BOOKIE_ADVERTISED_ADDRESS")]
     pub advertised_address: Option<String>,
+    /// Root of the bookie's files [default: ./data/bookie].
     #[arg(long, env = "STRATA_BOOKIE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Journal directory [default: DATA_DIR/journal].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_DIR")]
     pub journal_dir: Option<PathBuf>,
+    /// Entry logs and index directory [default: DATA_DIR/ledgers].
     #[arg(long, env = "STRATA_BOOKIE_LEDGER_DIR")]
     pub ledger_dir: Option<PathBuf>,
+    /// Metadata store: rocksdb:///path or etcd://host:port,... [default: rocksdb under DATA_DIR/metadata].
     #[arg(long, env = "STRATA_METADATA_URL")]
     pub metadata_url: Option<String>,
+    /// Group commit: stop waiting for more adds once this many bytes are pending [default: 524288].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_GROUP_BYTES")]
     pub journal_group_bytes: Option<usize>,
+    /// Group commit: longest wait for more adds after the first, e.g. "1ms" [default: 1ms].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_GROUP_WAIT", value_parser = humantime::parse_duration)]
     pub journal_max_group_wait: Option<Duration>,
+    /// Journal files grow by this many bytes at a time [default: 16 MiB].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_PREALLOCATE")]
     pub journal_preallocate: Option<u64>,
+    /// Start a new journal file past this size [default: 512 MiB].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_FILE_SIZE")]
     pub journal_max_file_size: Option<u64>,
+    /// Bytes of entries held in memory before they must be flushed [default: 64 MiB].
     #[arg(long, env = "STRATA_BOOKIE_WRITE_CACHE_BYTES")]
     pub write_cache_bytes: Option<usize>,
+    /// Capacity of the foyer read cache in bytes [default: 64 MiB].
     #[arg(long, env = "STRATA_BOOKIE_READ_CACHE_BYTES")]
     pub read_cache_bytes: Option<usize>,
+    /// Start a new entry log past this size [default: 256 MiB].
     #[arg(long, env = "STRATA_BOOKIE_ENTRY_LOG_SIZE_LIMIT")]
     pub entry_log_size_limit: Option<u64>,
+    /// Write-cache flush (checkpoint) period [default: 1s].
     #[arg(long, env = "STRATA_BOOKIE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     pub flush_interval: Option<Duration>,
+    /// Garbage-collection period [default: 60s].
     #[arg(long, env = "STRATA_BOOKIE_GC_INTERVAL", value_parser = humantime::parse_duration)]
     pub gc_interval: Option<Duration>,
+    /// Compact entry logs whose live fraction is below this [default: 0.5].
     #[arg(long, env = "STRATA_BOOKIE_GC_LIVE_RATIO")]
     pub gc_live_ratio: Option<f64>,
+    /// Disk-usage check and registration refresh period [default: 5s].
     #[arg(long, env = "STRATA_BOOKIE_DISK_CHECK_INTERVAL", value_parser = humantime::parse_duration)]
     pub disk_check_interval: Option<Duration>,
+    /// Turn read-only above this used fraction of a disk [default: 0.95].
     #[arg(long, env = "STRATA_BOOKIE_DISK_USAGE_THRESHOLD")]
     pub disk_usage_threshold: Option<f64>,
+    /// Become writable again below this used fraction [default: 0.90].
     #[arg(long, env = "STRATA_BOOKIE_DISK_USAGE_LWM")]
     pub disk_usage_lwm: Option<f64>,
+    /// The registration vanishes this long after the bookie stops renewing it [default: 10s].
     #[arg(long, env = "STRATA_BOOKIE_REGISTRATION_TTL", value_parser = humantime::parse_duration)]
     pub registration_ttl: Option<Duration>,
 }

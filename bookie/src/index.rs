@@ -26,7 +26,7 @@ const LOG_USAGE: u8 = b'g';
 const CHECKPOINT: &[u8] = b"c";
 
 /// Durable state of one ledger on this bookie.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LedgerState {
     pub fenced: bool,
     pub deleted: bool,
@@ -34,6 +34,12 @@ pub struct LedgerState {
     pub lac: i64,
     /// Highest entry id stored (-1: none).
     pub last_entry: i64,
+}
+
+impl Default for LedgerState {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LedgerState {
@@ -91,7 +97,7 @@ impl LogUsage {
     }
 
     fn decode(v: &[u8]) -> Result<Self> {
-        if v.len() % 16 != 0 {
+        if !v.len().is_multiple_of(16) {
             return Err(BookieError::corrupt(
                 "entry log usage",
                 format!("{} bytes", v.len()),

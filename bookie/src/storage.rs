@@ -99,9 +99,7 @@ impl LedgerStorage {
         };
         let journal = Journal::open(journal_config, checkpoint, metrics.clone(), |rec| {
             let (op, _) = decode_journal_add(&rec.body)?;
-            let state = states
-                .entry(op.entry.ledger_id)
-                .or_insert_with(LedgerState::new);
+            let state = states.entry(op.entry.ledger_id).or_default();
             if state.deleted {
                 return Ok(());
             }
@@ -178,7 +176,7 @@ impl LedgerStorage {
         }
         {
             let mut states = self.states.lock();
-            let state = states.entry(ledger).or_insert_with(LedgerState::new);
+            let state = states.entry(ledger).or_default();
             if state.deleted {
                 return Err(BookieError::Deleted(ledger));
             }
@@ -211,7 +209,7 @@ impl LedgerStorage {
         }
         {
             let mut states = self.states.lock();
-            let state = states.entry(ledger).or_insert_with(LedgerState::new);
+            let state = states.entry(ledger).or_default();
             state.lac = state.lac.max(op.lac);
             state.last_entry = state.last_entry.max(entry_id as i64);
         }
@@ -325,7 +323,7 @@ impl LedgerStorage {
         let _m = self.maintenance.lock();
         let state = {
             let mut states = self.states.lock();
-            let s = states.entry(ledger).or_insert_with(LedgerState::new);
+            let s = states.entry(ledger).or_default();
             if s.deleted {
                 return Err(BookieError::Deleted(ledger));
             }
@@ -343,7 +341,7 @@ impl LedgerStorage {
         let _m = self.maintenance.lock();
         let state = {
             let mut states = self.states.lock();
-            let s = states.entry(ledger).or_insert_with(LedgerState::new);
+            let s = states.entry(ledger).or_default();
             s.deleted = true;
             *s
         };
@@ -409,9 +407,9 @@ impl LedgerStorage {
                 // Keep the entries: they go back in front of newer adds and
                 // are retried at the next flush (the journal still has them).
                 for (k, v) in buffer.iter() {
-                    if !c.active.contains_key(k) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = c.active.entry(*k) {
+                        slot.insert(v.clone());
                         c.active_bytes += v.record_len();
-                        c.active.insert(*k, v.clone());
                     }
                 }
             }
@@ -455,12 +453,7 @@ impl LedgerStorage {
             let locations = self.logs.append(chunk)?;
             for (e, loc) in chunk.iter().zip(locations) {
                 batch.put_location(e.ledger_id, e.entry_id, loc);
-                if !usage.contains_key(&loc.log_id) {
-                    usage.insert(loc.log_id, self.index.usage(loc.log_id)?);
-                }
-                if let Some(u) = usage.get_mut(&loc.log_id) {
-                    *u.ledgers.entry(e.ledger_id).or_default() += loc.len as u64;
-                }
+                self.count_usage(&mut usage, e.ledger_id, loc)?;
             }
             start = end;
         }
@@ -476,6 +469,24 @@ impl LedgerStorage {
         }
         batch.put_checkpoint(mark);
         self.index.write(batch)
+    }
+
+    /// Adds an entry's bytes to the usage record of the log it went to,
+    /// loading that record from the index the first time.
+    fn count_usage(
+        &self,
+        usage: &mut BTreeMap<u64, LogUsage>,
+        ledger_id: u64,
+        loc: crate::entrylog::Location,
+    ) -> Result<()> {
+        let u = match usage.entry(loc.log_id) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(self.index.usage(loc.log_id)?)
+            }
+        };
+        *u.ledgers.entry(ledger_id).or_default() += loc.len as u64;
+        Ok(())
     }
 
     /// One garbage-collection pass: removes entry logs with no live data
@@ -543,12 +554,7 @@ impl LedgerStorage {
                 let mut new_usage: BTreeMap<u64, LogUsage> = BTreeMap::new();
                 for (e, loc) in stored.iter().zip(locations) {
                     batch.put_location(e.ledger_id, e.entry_id, loc);
-                    if !new_usage.contains_key(&loc.log_id) {
-                        new_usage.insert(loc.log_id, self.index.usage(loc.log_id)?);
-                    }
-                    if let Some(u) = new_usage.get_mut(&loc.log_id) {
-                        *u.ledgers.entry(e.ledger_id).or_default() += loc.len as u64;
-                    }
+                    self.count_usage(&mut new_usage, e.ledger_id, loc)?;
                 }
                 for (id, u) in &new_usage {
                     batch.put_usage(*id, u);

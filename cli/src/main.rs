@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a bookie (storage node).
-    Bookie(BookieArgs),
+    Bookie(Box<BookieArgs>),
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Bookie(args) => run_bookie(args).await,
+            Command::Bookie(args) => run_bookie(*args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
         }
     });
