@@ -73,7 +73,7 @@ impl Default for BookieConfig {
             journal_group_bytes: 512 << 10,
             journal_max_group_wait: Duration::from_millis(1),
             journal_preallocate: 16 << 20,
-            journal_max_file_size: 512 << 20,
+            journal_max_file_size: 128 << 20,
             write_cache_bytes: 64 << 20,
             read_cache_bytes: 64 << 20,
             entry_log_size_limit: 256 << 20,
@@ -187,7 +187,7 @@ pub struct BookieArgs {
     /// Journal files grow by this many bytes at a time [default: 16 MiB].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_PREALLOCATE")]
     pub journal_preallocate: Option<u64>,
-    /// Start a new journal file past this size [default: 512 MiB].
+    /// Start a new journal file past this size [default: 128 MiB].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_FILE_SIZE")]
     pub journal_max_file_size: Option<u64>,
     /// Bytes of entries held in memory before they must be flushed [default: 64 MiB].

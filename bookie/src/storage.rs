@@ -168,11 +168,16 @@ impl LedgerStorage {
             )));
         }
         op.entry.verify()?;
+        // Recovery adds re-replicate entries that already exist elsewhere and
+        // are needed to close a ledger; a bookie read-only only by its disk
+        // watermark still has the headroom the watermark reserves for them.
         if self.read_only_flag.load(Ordering::Acquire) {
-            return Err(BookieError::ReadOnly(format!(
-                "{:?}; adds are refused, reads are served",
-                self.read_only()
-            )));
+            let reason = self.read_only();
+            if !(op.recovery && reason == Some(ReadOnlyReason::Disk)) {
+                return Err(BookieError::ReadOnly(format!(
+                    "{reason:?}; adds are refused, reads are served"
+                )));
+            }
         }
         {
             let mut states = self.states.lock();
@@ -752,7 +757,16 @@ mod tests {
             Err(BookieError::ReadOnly(_))
         ));
         assert!(read(&s, 1, 0).is_some());
+        // Recovery adds still go through under the disk watermark...
+        let mut rec = op(1, 1, 1, 100);
+        rec.recovery = true;
+        s.add(rec).await.unwrap();
+        // ...but not when the journal itself failed.
+        s.set_read_only(Some(ReadOnlyReason::JournalError));
+        let mut rec = op(1, 2, 1, 100);
+        rec.recovery = true;
+        assert!(matches!(s.add(rec).await, Err(BookieError::ReadOnly(_))));
         s.set_read_only(None);
-        s.add(op(1, 1, 1, 100)).await.unwrap();
+        s.add(op(1, 2, 1, 100)).await.unwrap();
     }
 }
