@@ -2,3 +2,4 @@
 
 pub mod bookie;
 pub mod etcd;
+pub mod fault;

@@ -1,0 +1,228 @@
+//! Full-disk tests of one bookie on a small mounted filesystem (e): whether
+//! the disk-usage watermark stops adds in time or the journal runs out of
+//! space (ENOSPC), the bookie turns read-only, refuses adds, and keeps
+//! serving every acknowledged entry, also after a crash and restart.
+//!
+//! Helpers and conventions (time bounds, seeds, etcd, the small disk) are in
+//! [`strata_tests::fault`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use strata_proto::bookie::{AddEntry, AddStatus, InfoRequest};
+use strata_tests::bookie::BookieProcess;
+use strata_tests::fault::{
+    Appender, SmallDisk, args, bounded, check_entries, check_on_bookie, client, disk_usage, entry,
+    fast_config, raw_add, raw_client, read_all, registration_state, seed, start_etcd, status_of,
+    store, wait_registration_state,
+};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// e. Full disk
+// ---------------------------------------------------------------------------
+
+/// Fills a 64 MiB disk through one bookie until its adds fail, then checks
+/// that it is read-only, refuses adds, serves every acknowledged entry, and
+/// still serves them after a crash and restart.
+///
+/// With `watermark`, appends are rate-limited so that the 200 ms disk check
+/// sees the `threshold` crossed long before the disk is full: the bookie
+/// must turn read-only without ever hitting ENOSPC, and is still over its
+/// low watermark (so still read-only) after the restart. Without it, appends
+/// go as fast as they can with a threshold the disk check cannot catch in
+/// time, so the bookie does run out of space (ENOSPC) and must cope.
+async fn full_disk(name: &str, default_seed: u64, threshold: &str, lwm: &str, watermark: bool) {
+    let seed = seed(name, default_seed);
+    let etcd = start_etcd().await;
+    let dir = TempDir::new().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), &dir.path().join("disk.img"));
+    // Space an operator can free later (written, so tmpfs really holds it).
+    let ballast = disk.mountpoint.join("ballast");
+    std::fs::write(&ballast, vec![0xBAu8; 4 << 20]).unwrap();
+    let data_dir = disk.mountpoint.join("b0");
+    let mut bookie = BookieProcess::start(
+        &data_dir,
+        &etcd.url(),
+        &args(&[
+            "--journal-preallocate",
+            "1048576",
+            "--write-cache-bytes",
+            "4194304",
+            "--read-cache-bytes",
+            "1048576",
+            "--disk-check-interval",
+            "200ms",
+            "--disk-usage-threshold",
+            threshold,
+            "--disk-usage-lwm",
+            lwm,
+        ]),
+    )
+    .await;
+    let address = bookie.address();
+    let meta = store(&etcd.url()).await;
+    assert_eq!(
+        registration_state(meta.as_ref(), &address).await.as_deref(),
+        Some("writable")
+    );
+
+    let writer = Arc::new(
+        client(&etcd.url(), fast_config())
+            .await
+            .create(1, 1, 1)
+            .await
+            .expect("create ledger"),
+    );
+    let ledger = writer.ledger_id();
+    let appender = Appender::spawn_limited(
+        writer.clone(),
+        StdRng::seed_from_u64(seed),
+        64 << 10,
+        Vec::new(),
+        watermark.then_some(8 << 20),
+    );
+    // Append until the writer fails (its only bookie refuses adds).
+    appender
+        .wait_stopped("appends to fail on the full disk", Duration::from_secs(120))
+        .await;
+    let (record, stop_error) = appender.finish(Duration::from_secs(60)).await;
+    eprintln!(
+        "{name}: sent {}, acked {} ({} bytes), failed {}, stopped with {stop_error:?}; disk {:?}",
+        record.sent.len(),
+        record.acked.len(),
+        record
+            .acked
+            .iter()
+            .map(|id| record.sent[*id as usize].len())
+            .sum::<usize>(),
+        record.failed.len(),
+        disk_usage(&disk.mountpoint),
+    );
+    assert!(record.acked.len() > 100, "the disk filled up too early");
+    let enospc = bookie.log().contains("No space left on device");
+    if watermark {
+        assert!(
+            !enospc,
+            "the disk ran out before the watermark stopped adds\n{}",
+            bookie.log_tail()
+        );
+    } else {
+        assert!(enospc, "the disk never ran out\n{}", bookie.log_tail());
+    }
+    drop(writer);
+
+    wait_registration_state(meta.as_ref(), &bookie, "read_only").await;
+    assert!(
+        bookie.is_running(),
+        "the bookie is still up\n{}",
+        bookie.log_tail()
+    );
+    let mut rpc = raw_client(&address).await;
+    let info = rpc.info(InfoRequest {}).await.expect("info").into_inner();
+    assert_eq!(info.state, "read_only");
+    let results = raw_add(
+        &mut rpc,
+        vec![AddEntry {
+            entry: Some(entry(ledger + 1000, 0, 3, Bytes::from_static(b"abc"))),
+            lac: -1,
+            recovery: false,
+        }],
+    )
+    .await;
+    assert_eq!(status_of(&results[0]), AddStatus::ReadOnly, "{results:?}");
+    check_on_bookie(&address, ledger, &record.acked, &record.sent).await;
+
+    // After a crash and restart everything acknowledged is still there. A
+    // bookie that is still over its threshold is read-only from the start;
+    // one whose restart reclaimed space (replay checkpoints the journal and
+    // deletes the old file) may be writable again, and then takes adds.
+    bookie.kill();
+    if let Err(e) = bookie.try_restart().await {
+        // A disk with no room at all can keep the bookie from starting
+        // (its index must write on open); it must say so, and start once
+        // an operator frees some space.
+        assert!(
+            !watermark && e.contains("No space left on device"),
+            "restart failed: {e}"
+        );
+        eprintln!("{name}: the bookie cannot start on the full disk; freeing space");
+        std::fs::remove_file(&ballast).unwrap();
+        bookie.restart().await;
+    }
+    let state = if watermark {
+        wait_registration_state(meta.as_ref(), &bookie, "read_only").await;
+        "read_only".to_string()
+    } else {
+        registration_state(meta.as_ref(), &address)
+            .await
+            .expect("registered after restart")
+    };
+    eprintln!(
+        "{name}: after restart the bookie is {state}; disk {:?}",
+        disk_usage(&disk.mountpoint)
+    );
+    let mut rpc = raw_client(&address).await;
+    let results = raw_add(
+        &mut rpc,
+        vec![AddEntry {
+            entry: Some(entry(ledger + 1001, 0, 3, Bytes::from_static(b"abc"))),
+            lac: -1,
+            recovery: false,
+        }],
+    )
+    .await;
+    let want = if state == "read_only" {
+        AddStatus::ReadOnly
+    } else {
+        AddStatus::Ok
+    };
+    assert_eq!(status_of(&results[0]), want, "{results:?}");
+    check_on_bookie(&address, ledger, &record.acked, &record.sent).await;
+    // Also through the ledger client, up to the LAC the bookie knows.
+    let reader = client(&etcd.url(), fast_config())
+        .await
+        .open(ledger)
+        .await
+        .expect("open ledger");
+    let lac = reader.last_readable();
+    assert!(lac >= 0, "the bookie knows a LAC");
+    let entries = read_all(&reader, lac).await;
+    check_entries(name, &entries, &record.sent, lac);
+
+    // Clean shutdown still works on the full disk.
+    let status = bookie.stop().await;
+    assert!(
+        status.success(),
+        "clean exit: {status}\n{}",
+        bookie.log_tail()
+    );
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_disk_turns_bookie_read_only_without_losing_data() {
+    let name = "full_disk_watermark";
+    bounded(
+        name,
+        Duration::from_secs(240),
+        full_disk(name, 0x5EED_000F, "0.8", "0.7", true),
+    )
+    .await;
+}
+
+/// The same with watermarks the disk never reaches in time: the journal
+/// itself runs out of space (ENOSPC) and the bookie must cope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_space_turns_bookie_read_only_without_losing_data() {
+    let name = "full_disk_enospc";
+    bounded(
+        name,
+        Duration::from_secs(240),
+        full_disk(name, 0x5EED_0011, "0.999", "0.9", false),
+    )
+    .await;
+}
