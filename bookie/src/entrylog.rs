@@ -186,9 +186,7 @@ impl EntryLogs {
             });
             e.encode_into(&mut buf);
         }
-        let written = active
-            .file
-            .write_all_at(&buf, active.len)
+        let written = crate::fileio::write_all_at_streaming(&active.file, &buf, active.len)
             .and_then(|_| active.file.sync_data());
         if let Err(e) = written {
             // Cut whatever part reached the file so nothing follows garbage.

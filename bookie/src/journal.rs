@@ -32,17 +32,19 @@
 //! covers everything that arrived during the previous one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::error::{BookieError, Result};
+use crate::fileio;
 use crate::metrics::Metrics;
 
 const MAGIC: &[u8; 8] = b"STRJRNL1";
@@ -70,8 +72,12 @@ pub struct JournalConfig {
     pub queue_capacity: usize,
 }
 
+/// A framed record, built by the caller: `[len][crc][head]` followed by
+/// `tail`, so the payload is copied once (into the write buffer) and the CRC
+/// is computed on the caller's thread, not the journal's.
 struct Request {
-    body: Vec<u8>,
+    framed_head: Vec<u8>,
+    tail: Bytes,
     done: oneshot::Sender<Result<JournalPos>>,
 }
 
@@ -170,15 +176,29 @@ impl Journal {
 
     /// Appends a record; resolves once it is durable.
     pub async fn append(&self, body: Vec<u8>) -> Result<JournalPos> {
-        if body.len() > MAX_RECORD_LEN {
+        self.append_parts(&body, Bytes::new()).await
+    }
+
+    /// Appends the record `head || tail`; resolves once it is durable.
+    pub async fn append_parts(&self, head: &[u8], tail: Bytes) -> Result<JournalPos> {
+        let len = head.len() + tail.len();
+        if len == 0 || len > MAX_RECORD_LEN {
             return Err(BookieError::Invalid(format!(
-                "journal record of {} bytes exceeds {MAX_RECORD_LEN}",
-                body.len()
+                "journal record of {len} bytes (must be 1..={MAX_RECORD_LEN})"
             )));
         }
+        let crc = crc32c::crc32c_append(crc32c::crc32c(head), &tail);
+        let mut framed_head = Vec::with_capacity(RECORD_HEADER + head.len());
+        framed_head.extend_from_slice(&(len as u32).to_le_bytes());
+        framed_head.extend_from_slice(&crc.to_le_bytes());
+        framed_head.extend_from_slice(head);
         let (done, rx) = oneshot::channel();
         self.tx
-            .send_async(Request { body, done })
+            .send_async(Request {
+                framed_head,
+                tail,
+                done,
+            })
             .await
             .map_err(|_| BookieError::ShuttingDown)?;
         rx.await.map_err(|_| BookieError::ShuttingDown)?
@@ -213,7 +233,8 @@ impl Journal {
         // disconnected or when it sees an empty body.
         let (done, _rx) = oneshot::channel();
         let _ = self.tx.send(Request {
-            body: Vec::new(),
+            framed_head: Vec::new(),
+            tail: Bytes::new(),
             done,
         });
         if let Some(t) = self.thread.lock().take() {
@@ -342,13 +363,6 @@ fn parse_record(data: &[u8], pos: usize) -> Parsed<'_> {
     }
 }
 
-/// Appends a framed record to `buf`.
-fn frame(buf: &mut Vec<u8>, body: &[u8]) {
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-    buf.extend_from_slice(body);
-}
-
 struct Writer {
     config: JournalConfig,
     seq: u64,
@@ -405,7 +419,7 @@ impl Writer {
         }
         let chunk = self.config.preallocate.max(extra).max(1 << 20);
         let new_len = need.max(self.allocated) + chunk;
-        fallocate(&self.file, self.allocated, new_len - self.allocated)
+        fileio::fallocate(&self.file, self.allocated, new_len - self.allocated)
             .map_err(|e| BookieError::io("preallocate journal file", e))?;
         // The new size must be durable before fdatasync-only syncs rely on it.
         self.file
@@ -435,11 +449,12 @@ impl Writer {
             self.buf.clear();
             let mut next = Some(first);
             while let Some(req) = next.take() {
-                if req.body.is_empty() {
+                if req.framed_head.is_empty() {
                     stop = true;
                     break;
                 }
-                frame(&mut self.buf, &req.body);
+                self.buf.extend_from_slice(&req.framed_head);
+                self.buf.extend_from_slice(&req.tail);
                 let end = self.offset + self.buf.len() as u64;
                 batch.push((req.done, end));
                 if self.buf.len() >= MAX_BATCH_BYTES {
@@ -510,8 +525,7 @@ impl Writer {
     fn write_batch(&mut self) -> Result<()> {
         let len = self.buf.len() as u64;
         self.ensure_allocated(len)?;
-        self.file
-            .write_all_at(&self.buf, self.offset)
+        fileio::write_all_at(&self.file, &self.buf, self.offset)
             .map_err(|e| BookieError::io("write journal", e))?;
         let started = Instant::now();
         self.file
@@ -524,21 +538,6 @@ impl Writer {
         self.metrics.journal_bytes.inc_by(len);
         Ok(())
     }
-}
-
-fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as i64, len as i64) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
-        // Filesystems without fallocate: extend with zeros instead.
-        return file.set_len(offset + len);
-    }
-    Err(err)
 }
 
 #[cfg(test)]

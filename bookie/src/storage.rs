@@ -34,6 +34,8 @@ type Buffer = BTreeMap<Key, Arc<StoredEntry>>;
 /// Largest payload a single entry may carry.
 pub const MAX_ENTRY_SIZE: usize = 5 << 20;
 const JOURNAL_ADD: u8 = 1;
+/// Bytes of a journal add record before its payload.
+const JOURNAL_HEAD: usize = 1 + 8 * 4 + 4;
 /// Entry-log writes are cut into pieces of this size to bound memory.
 const FLUSH_CHUNK: usize = 8 << 20;
 
@@ -189,7 +191,8 @@ impl LedgerStorage {
                 return Err(BookieError::Fenced(ledger));
             }
         }
-        let body = encode_journal_add(&op);
+        let head = encode_journal_head(&op);
+        let payload = op.entry.payload.clone();
         let size = op.entry.record_len();
         let entry = Arc::new(op.entry);
         self.insert_in_cache(entry, size).await;
@@ -201,7 +204,7 @@ impl LedgerStorage {
         if !op.recovery && self.states.lock().get(&ledger).is_some_and(|s| s.fenced) {
             return Err(BookieError::Fenced(ledger));
         }
-        match self.journal.append(body).await {
+        match self.journal.append_parts(&head, payload).await {
             Ok(_) => {}
             Err(e) => {
                 if e.is_no_space() {
@@ -577,21 +580,21 @@ impl LedgerStorage {
     }
 }
 
-fn encode_journal_add(op: &AddOp) -> Vec<u8> {
+/// The fixed fields of a journal add record; the payload follows them.
+fn encode_journal_head(op: &AddOp) -> [u8; JOURNAL_HEAD] {
     let e = &op.entry;
-    let mut b = Vec::with_capacity(1 + 8 * 4 + 4 + e.payload.len());
-    b.push(JOURNAL_ADD);
-    b.extend_from_slice(&e.ledger_id.to_le_bytes());
-    b.extend_from_slice(&e.entry_id.to_le_bytes());
-    b.extend_from_slice(&e.cumulative_length.to_le_bytes());
-    b.extend_from_slice(&op.lac.to_le_bytes());
-    b.extend_from_slice(&e.crc32c.to_le_bytes());
-    b.extend_from_slice(&e.payload);
+    let mut b = [0u8; JOURNAL_HEAD];
+    b[0] = JOURNAL_ADD;
+    b[1..9].copy_from_slice(&e.ledger_id.to_le_bytes());
+    b[9..17].copy_from_slice(&e.entry_id.to_le_bytes());
+    b[17..25].copy_from_slice(&e.cumulative_length.to_le_bytes());
+    b[25..33].copy_from_slice(&op.lac.to_le_bytes());
+    b[33..37].copy_from_slice(&e.crc32c.to_le_bytes());
     b
 }
 
 fn decode_journal_add(b: &[u8]) -> Result<(AddOp, usize)> {
-    const HEAD: usize = 1 + 8 * 4 + 4;
+    const HEAD: usize = JOURNAL_HEAD;
     if b.len() < HEAD || b[0] != JOURNAL_ADD || b.len() > MAX_RECORD_LEN {
         return Err(BookieError::corrupt(
             "journal record",
