@@ -109,7 +109,7 @@ else
     garage_ok || die "garage ${garage_wanted} was installed but \`garage --version\` does not report it"
 fi
 # Everything is installed: the tools' build directory is no longer needed.
-rm -rf "$tools_target"
+rm -rf "$tools_target" || echo "note: could not remove $tools_target (in use?)"
 
 # ---------------------------------------------------------------------------
 step "cargo fmt --all -- --check"
