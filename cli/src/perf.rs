@@ -42,6 +42,11 @@ pub struct BookiePerfArgs {
     /// Payload bytes in flight (unacknowledged) at most.
     #[arg(long, default_value_t = 2 << 20)]
     pub window_bytes: usize,
+    /// Entries per second to offer (0: as fast as the window allows). With a
+    /// rate, latency is measured from each entry's scheduled send time, so a
+    /// stall that delays later sends is counted (coordinated omission).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// How long the raw disk baseline runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub raw_duration: Duration,
@@ -73,6 +78,9 @@ impl Latency {
 #[derive(Serialize, Debug)]
 pub struct BookieReport {
     pub entry_size: usize,
+    /// Offered rate in entries/s (0: unpaced).
+    pub rate: f64,
+    pub window_bytes: usize,
     pub ensemble: u32,
     pub write_quorum: u32,
     pub ack_quorum: u32,
@@ -183,12 +191,22 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         (h, n, failed)
     });
     let started = Instant::now();
+    let mut sent = 0u64;
     while started.elapsed() < args.duration {
-        let t = Instant::now();
+        let t = if args.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(sent as f64 / args.rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            due
+        } else {
+            Instant::now()
+        };
         let fut = writer.enqueue(payload.clone()).await?;
         if tx.send((t, Box::pin(fut))).is_err() {
             break;
         }
+        sent += 1;
     }
     drop(tx);
     let (hist, n, failed) = collector.await?;
@@ -208,6 +226,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let raw = Latency::from(&raw_lat);
     Ok(BookieReport {
         entry_size: args.entry_size,
+        rate: args.rate,
+        window_bytes: args.window_bytes,
         ensemble: args.ensemble,
         write_quorum: args.write_quorum,
         ack_quorum: args.ack_quorum,

@@ -1,0 +1,66 @@
+//! `strata perf bookie` runs end to end and reports every field the issue
+//! names. This checks the benchmark works, not how fast anything is: speed
+//! is reported by the benchmark itself, never asserted in tests.
+
+use std::process::Command;
+
+use strata_tests::bookie::strata_binary;
+
+#[test]
+fn perf_bookie_reports_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(strata_binary())
+        .args(["perf", "bookie", "--dir"])
+        .arg(dir.path())
+        .args([
+            "--duration",
+            "1s",
+            "--raw-duration",
+            "300ms",
+            "--entry-size",
+            "4096",
+            "--ensemble",
+            "2",
+            "--write-quorum",
+            "2",
+            "--ack-quorum",
+            "2",
+            "--rate",
+            "2000",
+            "--json",
+        ])
+        .env("STRATA_LOG", "warn")
+        .output()
+        .expect("run strata perf bookie");
+    assert!(
+        out.status.success(),
+        "perf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    for field in [
+        "entries_per_sec",
+        "mb_per_sec",
+        "raw_fdatasync_mb_per_sec",
+        "raw_fdatasync_p99_ms",
+        "ratio",
+    ] {
+        let v = report[field].as_f64().unwrap_or(-1.0);
+        assert!(v > 0.0, "{field} = {v} in {report}");
+    }
+    for q in ["p50", "p99", "p999", "max"] {
+        assert!(
+            report["add_latency_ms"][q]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{q} in {report}"
+        );
+    }
+    assert_eq!(report["ensemble"], 2);
+    // Paced at 2000/s for 1 s: about 2000 entries, certainly more than a few.
+    let entries = report["entries"].as_u64().unwrap();
+    assert!((500..=2100).contains(&entries), "entries {entries}");
+    // The benchmark cleans up after itself.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
