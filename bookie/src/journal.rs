@@ -36,7 +36,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -86,7 +86,6 @@ pub struct Journal {
     tx: flume::Sender<Request>,
     /// Position up to which records are written (see module docs).
     written: Arc<PositionCell>,
-    failed: Arc<AtomicBool>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     dir: PathBuf,
 }
@@ -154,21 +153,18 @@ impl Journal {
 
         let (tx, rx) = flume::bounded(config.queue_capacity);
         let written = Arc::new(PositionCell::default());
-        let failed = Arc::new(AtomicBool::new(false));
         let mut writer = Writer::create(config.clone(), next_seq, metrics)?;
         written.set(writer.pos());
         let thread = {
             let written = written.clone();
-            let failed = failed.clone();
             std::thread::Builder::new()
                 .name("journal".into())
-                .spawn(move || writer.run(rx, &written, &failed))
+                .spawn(move || writer.run(rx, &written))
                 .map_err(|e| BookieError::io("spawn journal thread", e))?
         };
         Ok(Journal {
             tx,
             written,
-            failed,
             thread: parking_lot::Mutex::new(Some(thread)),
             dir: config.dir,
         })
@@ -209,10 +205,6 @@ impl Journal {
         self.written.get()
     }
 
-    /// True once a write or sync failed; the bookie must stop taking adds.
-    pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-    }
 
     /// Deletes journal files wholly before `checkpoint`.
     pub fn trim(&self, checkpoint: JournalPos) -> Result<usize> {
@@ -437,7 +429,7 @@ impl Writer {
         Ok(())
     }
 
-    fn run(&mut self, rx: flume::Receiver<Request>, written: &PositionCell, failed: &AtomicBool) {
+    fn run(&mut self, rx: flume::Receiver<Request>, written: &PositionCell) {
         let mut batch: Vec<(oneshot::Sender<Result<JournalPos>>, u64)> = Vec::new();
         let mut stop = false;
         while !stop {
@@ -495,13 +487,14 @@ impl Writer {
                     if self.offset >= self.config.max_file_size
                         && let Err(e) = self.roll()
                     {
-                        error!(error = %e, "journal roll failed; journal is now failed");
-                        failed.store(true, Ordering::Release);
+                        // Keep appending to the current file; the next
+                        // batch tries to roll again.
+                        error!(error = %e, "journal roll failed");
                     }
                 }
                 Err(e) => {
+                    // The storage turns the bookie read-only on this error.
                     error!(error = %e, "journal write failed; failing the batch");
-                    failed.store(true, Ordering::Release);
                     for (done, _) in batch.drain(..) {
                         let _ = done.send(Err(BookieError::JournalFailed(e.to_string())));
                     }
