@@ -9,9 +9,6 @@ use std::os::unix::fs::FileExt;
 /// time, in 1–8 MiB writes 0.6–1.1 s, so large buffers are cut up.
 const WRITE_PIECE: usize = 256 << 10;
 
-/// Bulk writes start writeback every this many bytes.
-const WRITEBACK_EVERY: usize = 4 << 20;
-
 /// `write_all_at` in pieces of [`WRITE_PIECE`] bytes.
 pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     let mut done = 0;
@@ -22,28 +19,20 @@ pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// [`write_all_at`] for bulk data that will be synced at the end: starts
-/// writeback of every [`WRITEBACK_EVERY`] bytes as soon as they are written,
-/// so the final `fdatasync` has little left to do and does not stall the
-/// journal's syncs on the same disk with one large burst.
-pub fn write_all_at_streaming(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+/// Starts (does not wait for) writeback of a written range, so that a later
+/// `fdatasync` has little left to do. Advisory: a failure changes nothing,
+/// the caller's `fdatasync` is what makes data durable.
+pub fn start_writeback(file: &File, offset: u64, len: usize) {
     use std::os::fd::AsRawFd;
-    let mut done = 0;
-    for part in buf.chunks(WRITEBACK_EVERY) {
-        write_all_at(file, part, offset + done as u64)?;
-        // SAFETY: plain syscall on a file descriptor we own; advisory only,
-        // so its result does not matter (the caller's fdatasync is what counts).
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                (offset + done as u64) as i64,
-                part.len() as i64,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-        done += part.len();
+    // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
-    Ok(())
 }
 
 /// Allocates `len` bytes from `offset` so later writes there need no

@@ -205,7 +205,6 @@ impl Journal {
         self.written.get()
     }
 
-
     /// Deletes journal files wholly before `checkpoint`.
     pub fn trim(&self, checkpoint: JournalPos) -> Result<usize> {
         let mut removed = 0;
