@@ -47,6 +47,10 @@ pub struct BookiePerfArgs {
     /// stall that delays later sends is counted (coordinated omission).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Bookie settings (TOML, as for `strata bookie --config`); `listen` and
+    /// `data_dir` are set by the benchmark.
+    #[arg(long)]
+    pub bookie_config: Option<PathBuf>,
     /// How long the raw disk baseline runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub raw_duration: Duration,
@@ -144,11 +148,12 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
     let mut bookies = Vec::new();
     for i in 0..args.ensemble {
-        let config = BookieConfig {
-            listen: "127.0.0.1:0".into(),
-            data_dir: args.dir.join(format!("perf-bookie-{i}")),
-            ..BookieConfig::default()
+        let mut config = match &args.bookie_config {
+            Some(path) => BookieConfig::from_file(path)?,
+            None => BookieConfig::default(),
         };
+        config.listen = "127.0.0.1:0".into();
+        config.data_dir = args.dir.join(format!("perf-bookie-{i}"));
         let _ = std::fs::remove_dir_all(&config.data_dir);
         bookies.push(Bookie::start_with_store(config, store.clone()).await?);
     }
