@@ -31,6 +31,9 @@ pub struct BookieConfig {
     /// ...or once the oldest pending add has waited this long.
     #[serde(with = "humantime_serde")]
     pub journal_max_group_wait: Duration,
+    /// Also flush as soon as no more adds are queued (no waiting at low load;
+    /// under load the queue is rarely empty and batches still form).
+    pub journal_flush_when_queue_empty: bool,
     /// Journal files are extended by this many bytes at a time (fallocate).
     pub journal_preallocate: u64,
     /// A journal file is closed and a new one started past this size.
@@ -72,6 +75,7 @@ impl Default for BookieConfig {
             metadata_url: None,
             journal_group_bytes: 512 << 10,
             journal_max_group_wait: Duration::from_millis(1),
+            journal_flush_when_queue_empty: true,
             journal_preallocate: 16 << 20,
             journal_max_file_size: 128 << 20,
             write_cache_bytes: 64 << 20,
@@ -184,6 +188,9 @@ pub struct BookieArgs {
     /// Group commit: longest wait for more adds after the first, e.g. "1ms" [default: 1ms].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_GROUP_WAIT", value_parser = humantime::parse_duration)]
     pub journal_max_group_wait: Option<Duration>,
+    /// Group commit: also flush as soon as no more adds are queued [default: true].
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_FLUSH_WHEN_QUEUE_EMPTY")]
+    pub journal_flush_when_queue_empty: Option<bool>,
     /// Journal files grow by this many bytes at a time [default: 16 MiB].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_PREALLOCATE")]
     pub journal_preallocate: Option<u64>,
@@ -240,6 +247,7 @@ impl BookieArgs {
             data_dir,
             journal_group_bytes,
             journal_max_group_wait,
+            journal_flush_when_queue_empty,
             journal_preallocate,
             journal_max_file_size,
             write_cache_bytes,

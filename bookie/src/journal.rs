@@ -27,9 +27,10 @@
 //!
 //! Group commit: one thread takes queued records, waiting for more until
 //! ~`group_bytes` are pending or `max_group_wait` has passed since the first
-//! one, writes them with one `pwrite`, syncs once, and completes them all.
-//! Records already queued always join the batch, so under load each fsync
-//! covers everything that arrived during the previous one.
+//! one (or, with `flush_when_queue_empty`, until the queue is empty), writes
+//! them with one `pwrite`, syncs once, and completes them all. Records
+//! already queued always join the batch, so under load each fsync covers
+//! everything that arrived during the previous one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -67,6 +68,7 @@ pub struct JournalConfig {
     pub dir: PathBuf,
     pub group_bytes: usize,
     pub max_group_wait: Duration,
+    pub flush_when_queue_empty: bool,
     pub preallocate: u64,
     pub max_file_size: u64,
     pub queue_capacity: usize,
@@ -456,7 +458,12 @@ impl Writer {
                 // the group size and the group wait.
                 next = match rx.try_recv() {
                     Ok(r) => Some(r),
-                    Err(_) if self.buf.len() >= self.config.group_bytes => None,
+                    Err(_)
+                        if self.config.flush_when_queue_empty
+                            || self.buf.len() >= self.config.group_bytes =>
+                    {
+                        None
+                    }
                     Err(_) => {
                         let now = Instant::now();
                         if now >= deadline {
@@ -541,6 +548,7 @@ mod tests {
             dir: dir.to_path_buf(),
             group_bytes: 512 << 10,
             max_group_wait: Duration::from_millis(1),
+            flush_when_queue_empty: false,
             preallocate: 1 << 20,
             max_file_size: 4 << 20,
             queue_capacity: 1024,

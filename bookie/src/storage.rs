@@ -95,6 +95,7 @@ impl LedgerStorage {
             dir: config.journal_dir(),
             group_bytes: config.journal_group_bytes,
             max_group_wait: config.journal_max_group_wait,
+            flush_when_queue_empty: config.journal_flush_when_queue_empty,
             preallocate: config.journal_preallocate,
             max_file_size: config.journal_max_file_size,
             queue_capacity: 64 * 1024,
