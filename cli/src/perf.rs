@@ -98,7 +98,19 @@ pub struct BookieReport {
     pub raw_fdatasync_latency_ms: Latency,
     pub ratio: f64,
     pub latency_ratio_p99: f64,
+    /// What the bookies saw, from their own metrics (summed over bookies).
+    pub bookie: BookieSide,
     pub machine: Machine,
+}
+
+#[derive(Serialize, Debug)]
+pub struct BookieSide {
+    pub journal_syncs: u64,
+    pub journal_avg_batch_bytes: f64,
+    /// Upper bound of the histogram bucket holding the p99 fdatasync time.
+    pub journal_fsync_p99_ms_bucket: f64,
+    pub flushes: u64,
+    pub flush_p99_ms_bucket: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -220,6 +232,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         anyhow::bail!("append failed during the benchmark: {e}");
     }
     writer.close().await?;
+    let bookie = bookie_side(&bookies);
     for b in bookies {
         b.shutdown().await?;
     }
@@ -246,12 +259,39 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         raw_fdatasync_p99_ms: raw.p99,
         raw_fdatasync_latency_ms: raw,
         ratio: mb_per_sec / raw_mbps.max(1e-9),
+        bookie,
         machine: Machine {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             os: std::env::consts::OS.to_string(),
             dir: args.dir.display().to_string(),
         },
     })
+}
+
+fn bookie_side(bookies: &[Bookie]) -> BookieSide {
+    let ms = |v: Option<f64>| v.map_or(0.0, |s| s * 1000.0);
+    let mut side = BookieSide {
+        journal_syncs: 0,
+        journal_avg_batch_bytes: 0.0,
+        journal_fsync_p99_ms_bucket: 0.0,
+        flushes: 0,
+        flush_p99_ms_bucket: 0.0,
+    };
+    let mut batch_bytes = 0.0;
+    for b in bookies {
+        let m = b.metrics();
+        side.journal_syncs += m.journal_fsync_seconds.count();
+        batch_bytes += m.journal_batch_bytes.sum();
+        side.flushes += m.flushes.get();
+        side.journal_fsync_p99_ms_bucket = side
+            .journal_fsync_p99_ms_bucket
+            .max(ms(m.journal_fsync_seconds.quantile_upper_bound(0.99)));
+        side.flush_p99_ms_bucket = side
+            .flush_p99_ms_bucket
+            .max(ms(m.flush_seconds.quantile_upper_bound(0.99)));
+    }
+    side.journal_avg_batch_bytes = batch_bytes / side.journal_syncs.max(1) as f64;
+    side
 }
 
 /// Sequential 1 MiB writes, each followed by fdatasync, into a preallocated

@@ -87,6 +87,29 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
+
+    /// Sum of observed values.
+    pub fn sum(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// Upper bound of the bucket holding quantile `q` (0..=1); `None` when
+    /// empty, infinity when it falls past the last bound.
+    pub fn quantile_upper_bound(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Some(self.bounds.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
 }
 
 /// Builds a Prometheus text exposition.
@@ -145,5 +168,9 @@ mod tests {
         assert!(text.contains("x_seconds_bucket{le=\"0.005\"} 2"), "{text}");
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
         assert!(text.contains("x_seconds_count 3"), "{text}");
+        assert_eq!(h.quantile_upper_bound(0.3), Some(0.00025));
+        assert_eq!(h.quantile_upper_bound(0.6), Some(0.005));
+        assert_eq!(h.quantile_upper_bound(1.0), Some(f64::INFINITY));
+        assert_eq!(Histogram::latency().quantile_upper_bound(0.5), None);
     }
 }
