@@ -71,6 +71,43 @@ impl LedgerMetadata {
     pub fn is_closed(&self) -> bool {
         self.status == LedgerStatus::Closed
     }
+
+    /// Checks what the rest of the client relies on, so a damaged record is
+    /// an error rather than a panic.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| {
+            Err(LedgerError::Metadata(format!(
+                "corrupt metadata of ledger {}: {why}",
+                self.ledger_id
+            )))
+        };
+        let (e, qw, qa) = (self.ensemble_size, self.write_quorum, self.ack_quorum);
+        if !(e >= qw && qw >= qa && qa >= 1 && e <= 64) {
+            return bad(format!("ensemble={e} write_quorum={qw} ack_quorum={qa}"));
+        }
+        if self.ensembles.is_empty() || self.ensembles[0].first_entry != 0 {
+            return bad("no fragment starting at entry 0".into());
+        }
+        if self
+            .ensembles
+            .windows(2)
+            .any(|w| w[0].first_entry >= w[1].first_entry)
+        {
+            return bad("fragments out of order".into());
+        }
+        if let Some(f) = self
+            .ensembles
+            .iter()
+            .find(|f| f.bookies.len() != e as usize)
+        {
+            return bad(format!(
+                "fragment at {} has {} bookies",
+                f.first_entry,
+                f.bookies.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Entry `i` goes to `qw` consecutive bookies starting at `i mod E`.
@@ -115,9 +152,12 @@ pub async fn allocate_id(store: &dyn MetadataStore) -> Result<u64> {
 }
 
 pub async fn read(store: &dyn MetadataStore, ledger_id: u64) -> Result<(LedgerMetadata, Version)> {
-    metadata::get_json(store, &paths::ledger(ledger_id))
-        .await?
-        .ok_or(LedgerError::NoSuchLedger(ledger_id))
+    let (md, version): (LedgerMetadata, Version) =
+        metadata::get_json(store, &paths::ledger(ledger_id))
+            .await?
+            .ok_or(LedgerError::NoSuchLedger(ledger_id))?;
+    md.validate()?;
+    Ok((md, version))
 }
 
 /// Writes `md` if the stored version is still `expect`.
@@ -169,6 +209,23 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.contains("\"OPEN\""));
         assert_eq!(serde_json::from_str::<LedgerMetadata>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        md().validate().unwrap();
+        let mut m = md();
+        m.ensembles.clear();
+        assert!(m.validate().is_err());
+        let mut m = md();
+        m.ensembles[1].bookies.pop();
+        assert!(m.validate().is_err());
+        let mut m = md();
+        m.ensembles[1].first_entry = 0;
+        assert!(m.validate().is_err());
+        let mut m = md();
+        m.ack_quorum = 3;
+        assert!(m.validate().is_err());
     }
 
     #[tokio::test]
