@@ -522,9 +522,13 @@ impl Writer {
 
     fn write_batch(&mut self) -> Result<()> {
         let len = self.buf.len() as u64;
+        let started = Instant::now();
         self.ensure_allocated(len)?;
         fileio::write_all_at(&self.file, &self.buf, self.offset)
             .map_err(|e| BookieError::io("write journal", e))?;
+        self.metrics
+            .journal_write_seconds
+            .observe(started.elapsed().as_secs_f64());
         let started = Instant::now();
         self.file
             .sync_data()

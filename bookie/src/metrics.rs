@@ -5,6 +5,10 @@ use strata_common::metrics::{Counter, Exposition, Gauge, Histogram};
 #[derive(Debug)]
 pub struct Metrics {
     pub journal_fsync_seconds: Histogram,
+    /// Time the journal thread spends writing a batch (pwrite), before its sync.
+    pub journal_write_seconds: Histogram,
+    /// Time an add waits for room in the write cache.
+    pub write_cache_wait_seconds: Histogram,
     pub journal_batch_bytes: Histogram,
     pub journal_bytes: Counter,
     pub add_seconds: Histogram,
@@ -28,6 +32,8 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             journal_fsync_seconds: Histogram::latency(),
+            journal_write_seconds: Histogram::latency(),
+            write_cache_wait_seconds: Histogram::latency(),
             journal_batch_bytes: Histogram::sizes(),
             journal_bytes: Counter::default(),
             add_seconds: Histogram::latency(),
@@ -52,6 +58,16 @@ impl Default for Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut e = Exposition::default();
+        e.histogram(
+            "strata_bookie_journal_write_seconds",
+            "Journal batch write (before its fdatasync).",
+            &self.journal_write_seconds,
+        );
+        e.histogram(
+            "strata_bookie_write_cache_wait_seconds",
+            "Time adds wait for room in the write cache.",
+            &self.write_cache_wait_seconds,
+        );
         e.histogram(
             "strata_bookie_journal_fsync_seconds",
             "Journal fdatasync latency.",

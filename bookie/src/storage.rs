@@ -230,6 +230,8 @@ impl LedgerStorage {
     }
 
     async fn insert_in_cache(&self, entry: Arc<StoredEntry>, size: usize) {
+        let started = Instant::now();
+        let mut waited = false;
         loop {
             let notified = self.space.notified();
             {
@@ -248,10 +250,16 @@ impl LedgerStorage {
                     if c.active_bytes >= self.cache_limit / 2 {
                         self.flush_wanted.notify_one();
                     }
+                    if waited {
+                        self.metrics
+                            .write_cache_wait_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                    }
                     return;
                 }
             }
             self.flush_wanted.notify_one();
+            waited = true;
             notified.await;
         }
     }

@@ -109,6 +109,13 @@ pub struct BookieSide {
     pub journal_avg_batch_bytes: f64,
     /// Upper bound of the histogram bucket holding the p99 fdatasync time.
     pub journal_fsync_p99_ms_bucket: f64,
+    /// Upper bound of the bucket holding the p99 bookie-side add time
+    /// (request received to journal durable).
+    pub add_p99_ms_bucket: f64,
+    pub journal_write_p99_ms_bucket: f64,
+    /// Adds that had to wait for write-cache room, and the p99 of that wait.
+    pub write_cache_waits: u64,
+    pub write_cache_wait_p99_ms_bucket: f64,
     pub flushes: u64,
     pub flush_p99_ms_bucket: f64,
 }
@@ -274,6 +281,10 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         journal_syncs: 0,
         journal_avg_batch_bytes: 0.0,
         journal_fsync_p99_ms_bucket: 0.0,
+        add_p99_ms_bucket: 0.0,
+        journal_write_p99_ms_bucket: 0.0,
+        write_cache_waits: 0,
+        write_cache_wait_p99_ms_bucket: 0.0,
         flushes: 0,
         flush_p99_ms_bucket: 0.0,
     };
@@ -286,6 +297,16 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         side.journal_fsync_p99_ms_bucket = side
             .journal_fsync_p99_ms_bucket
             .max(ms(m.journal_fsync_seconds.quantile_upper_bound(0.99)));
+        side.add_p99_ms_bucket = side
+            .add_p99_ms_bucket
+            .max(ms(m.add_seconds.quantile_upper_bound(0.99)));
+        side.journal_write_p99_ms_bucket = side
+            .journal_write_p99_ms_bucket
+            .max(ms(m.journal_write_seconds.quantile_upper_bound(0.99)));
+        side.write_cache_waits += m.write_cache_wait_seconds.count();
+        side.write_cache_wait_p99_ms_bucket = side
+            .write_cache_wait_p99_ms_bucket
+            .max(ms(m.write_cache_wait_seconds.quantile_upper_bound(0.99)));
         side.flush_p99_ms_bucket = side
             .flush_p99_ms_bucket
             .max(ms(m.flush_seconds.quantile_upper_bound(0.99)));
