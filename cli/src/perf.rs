@@ -294,22 +294,23 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         side.journal_syncs += m.journal_fsync_seconds.count();
         batch_bytes += m.journal_batch_bytes.sum();
         side.flushes += m.flushes.get();
-        side.journal_fsync_p99_ms_bucket = side
-            .journal_fsync_p99_ms_bucket
-            .max(ms(m.journal_fsync_seconds.quantile_upper_bound(0.99)));
-        side.add_p99_ms_bucket = side
-            .add_p99_ms_bucket
-            .max(ms(m.add_seconds.quantile_upper_bound(0.99)));
-        side.journal_write_p99_ms_bucket = side
-            .journal_write_p99_ms_bucket
-            .max(ms(m.journal_write_seconds.quantile_upper_bound(0.99)));
+        let p99 = |h: &strata_common::metrics::Histogram| ms(h.quantile_upper_bound(0.99));
+        let worst = |into: &mut f64, v: f64| *into = into.max(v);
+        worst(
+            &mut side.journal_fsync_p99_ms_bucket,
+            p99(&m.journal_fsync_seconds),
+        );
+        worst(&mut side.add_p99_ms_bucket, p99(&m.add_seconds));
+        worst(
+            &mut side.journal_write_p99_ms_bucket,
+            p99(&m.journal_write_seconds),
+        );
+        worst(
+            &mut side.write_cache_wait_p99_ms_bucket,
+            p99(&m.write_cache_wait_seconds),
+        );
+        worst(&mut side.flush_p99_ms_bucket, p99(&m.flush_seconds));
         side.write_cache_waits += m.write_cache_wait_seconds.count();
-        side.write_cache_wait_p99_ms_bucket = side
-            .write_cache_wait_p99_ms_bucket
-            .max(ms(m.write_cache_wait_seconds.quantile_upper_bound(0.99)));
-        side.flush_p99_ms_bucket = side
-            .flush_p99_ms_bucket
-            .max(ms(m.flush_seconds.quantile_upper_bound(0.99)));
     }
     side.journal_avg_batch_bytes = batch_bytes / side.journal_syncs.max(1) as f64;
     side
