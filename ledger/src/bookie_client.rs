@@ -99,7 +99,7 @@ impl BookieConn {
             .lock()
             .entry(key)
             .or_default()
-            .push(sink.clone());
+            .push(sink);
         if stream.tx.send(add).is_err() {
             // The stream died between the check and the send.
             if let Some(sinks) = stream.pending.lock().remove(&key) {
