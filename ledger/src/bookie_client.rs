@@ -94,12 +94,7 @@ impl BookieConn {
             *guard = Some(self.open_stream());
         }
         let Some(stream) = guard.as_ref() else { return };
-        stream
-            .pending
-            .lock()
-            .entry(key)
-            .or_default()
-            .push(sink);
+        stream.pending.lock().entry(key).or_default().push(sink);
         if stream.tx.send(add).is_err() {
             // The stream died between the check and the send.
             if let Some(sinks) = stream.pending.lock().remove(&key) {
