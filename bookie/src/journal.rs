@@ -81,6 +81,7 @@ struct Request {
     framed_head: Vec<u8>,
     tail: Bytes,
     done: oneshot::Sender<Result<JournalPos>>,
+    queued: Instant,
 }
 
 /// Handle to the journal writer thread.
@@ -196,6 +197,7 @@ impl Journal {
                 framed_head,
                 tail,
                 done,
+                queued: Instant::now(),
             })
             .await
             .map_err(|_| BookieError::ShuttingDown)?;
@@ -229,6 +231,7 @@ impl Journal {
             framed_head: Vec::new(),
             tail: Bytes::new(),
             done,
+            queued: Instant::now(),
         });
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
@@ -445,6 +448,9 @@ impl Writer {
                     stop = true;
                     break;
                 }
+                self.metrics
+                    .journal_queue_seconds
+                    .observe(req.queued.elapsed().as_secs_f64());
                 self.buf.extend_from_slice(&req.framed_head);
                 self.buf.extend_from_slice(&req.tail);
                 let end = self.offset + self.buf.len() as u64;

@@ -7,6 +7,8 @@ pub struct Metrics {
     pub journal_fsync_seconds: Histogram,
     /// Time the journal thread spends writing a batch (pwrite), before its sync.
     pub journal_write_seconds: Histogram,
+    /// Time a record waits in the journal queue before a batch takes it.
+    pub journal_queue_seconds: Histogram,
     /// Time an add waits for room in the write cache.
     pub write_cache_wait_seconds: Histogram,
     pub journal_batch_bytes: Histogram,
@@ -34,6 +36,7 @@ impl Default for Metrics {
             journal_fsync_seconds: Histogram::latency(),
             journal_write_seconds: Histogram::latency(),
             write_cache_wait_seconds: Histogram::latency(),
+            journal_queue_seconds: Histogram::latency(),
             journal_batch_bytes: Histogram::sizes(),
             journal_bytes: Counter::default(),
             add_seconds: Histogram::latency(),
@@ -62,6 +65,11 @@ impl Metrics {
             "strata_bookie_journal_write_seconds",
             "Journal batch write (before its fdatasync).",
             &self.journal_write_seconds,
+        );
+        e.histogram(
+            "strata_bookie_journal_queue_seconds",
+            "Time records wait in the journal queue before a batch takes them.",
+            &self.journal_queue_seconds,
         );
         e.histogram(
             "strata_bookie_write_cache_wait_seconds",

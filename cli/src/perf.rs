@@ -113,6 +113,7 @@ pub struct BookieSide {
     /// (request received to journal durable).
     pub add_p99_ms_bucket: f64,
     pub journal_write_p99_ms_bucket: f64,
+    pub journal_queue_p99_ms_bucket: f64,
     /// Adds that had to wait for write-cache room, and the p99 of that wait.
     pub write_cache_waits: u64,
     pub write_cache_wait_p99_ms_bucket: f64,
@@ -283,6 +284,7 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         journal_fsync_p99_ms_bucket: 0.0,
         add_p99_ms_bucket: 0.0,
         journal_write_p99_ms_bucket: 0.0,
+        journal_queue_p99_ms_bucket: 0.0,
         write_cache_waits: 0,
         write_cache_wait_p99_ms_bucket: 0.0,
         flushes: 0,
@@ -301,6 +303,10 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
             p99(&m.journal_fsync_seconds),
         );
         worst(&mut side.add_p99_ms_bucket, p99(&m.add_seconds));
+        worst(
+            &mut side.journal_queue_p99_ms_bucket,
+            p99(&m.journal_queue_seconds),
+        );
         worst(
             &mut side.journal_write_p99_ms_bucket,
             p99(&m.journal_write_seconds),
