@@ -367,37 +367,66 @@ struct Writer {
     allocated: u64,
     buf: Vec<u8>,
     metrics: Arc<Metrics>,
+    /// The next file, being prepared in the background.
+    spare: Option<std::sync::mpsc::Receiver<Result<(File, u64)>>>,
+}
+
+/// Creates journal file `seq`: header, preallocated space, and its name made
+/// durable in the directory. Returns the file and its allocated length.
+/// A file prepared ahead and never used holds no records, which replay reads
+/// as an empty file.
+fn prepare_file(config: &JournalConfig, seq: u64) -> Result<(File, u64)> {
+    let path = config.dir.join(file_name(seq));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BookieError::io("create journal file", e))?;
+    let mut header = [0u8; HEADER_LEN as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..].copy_from_slice(&seq.to_le_bytes());
+    let allocated = HEADER_LEN + config.preallocate.max(1 << 20);
+    file.write_all_at(&header, 0)
+        .map_err(|e| BookieError::io("write journal header", e))?;
+    fileio::fallocate(&file, HEADER_LEN, allocated - HEADER_LEN)
+        .map_err(|e| BookieError::io("preallocate journal file", e))?;
+    file.sync_all()
+        .map_err(|e| BookieError::io("sync journal file", e))?;
+    if let Ok(d) = File::open(&config.dir) {
+        let _ = d.sync_all();
+    }
+    Ok((file, allocated))
 }
 
 impl Writer {
     fn create(config: JournalConfig, seq: u64, metrics: Arc<Metrics>) -> Result<Writer> {
-        let path = config.dir.join(file_name(seq));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| BookieError::io("create journal file", e))?;
-        let mut header = [0u8; HEADER_LEN as usize];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..].copy_from_slice(&seq.to_le_bytes());
-        file.write_all_at(&header, 0)
-            .map_err(|e| BookieError::io("write journal header", e))?;
+        let (file, allocated) = prepare_file(&config, seq)?;
         let mut w = Writer {
-            allocated: HEADER_LEN,
+            allocated,
             config,
             seq,
             file,
             offset: HEADER_LEN,
             buf: Vec::with_capacity(1 << 20),
             metrics,
+            spare: None,
         };
-        w.ensure_allocated(0)?;
-        // Make the new file's name durable in its directory.
-        if let Ok(d) = File::open(&w.config.dir) {
-            let _ = d.sync_all();
-        }
+        w.start_spare();
         Ok(w)
+    }
+
+    /// Prepares the next file in the background, so that rolling over does
+    /// not stall adds on file creation, allocation and directory syncs.
+    fn start_spare(&mut self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (config, seq) = (self.config.clone(), self.seq + 1);
+        let spawned = std::thread::Builder::new()
+            .name("journal-spare".into())
+            .spawn(move || {
+                let _ = tx.send(prepare_file(&config, seq));
+            });
+        self.spare = spawned.ok().map(|_| rx);
     }
 
     fn pos(&self) -> JournalPos {
@@ -425,10 +454,22 @@ impl Writer {
     }
 
     fn roll(&mut self) -> Result<()> {
-        let next = Writer::create(self.config.clone(), self.seq + 1, self.metrics.clone())?;
+        let seq = self.seq + 1;
+        let prepared = match self.spare.take().map(|rx| rx.recv()) {
+            Some(Ok(Ok(ready))) => ready,
+            Some(Ok(Err(e))) => {
+                warn!(error = %e, "preparing the next journal file failed; retrying now");
+                prepare_file(&self.config, seq)?
+            }
+            // No spare thread, or it died: create the file here.
+            _ => prepare_file(&self.config, seq)?,
+        };
         // Give back what was preallocated but not used.
         let _ = self.file.set_len(self.offset);
-        *self = next;
+        (self.file, self.allocated) = prepared;
+        self.seq = seq;
+        self.offset = HEADER_LEN;
+        self.start_spare();
         Ok(())
     }
 
@@ -517,6 +558,11 @@ impl Writer {
                 }
             }
         }
+        // Let a spare file being prepared finish, so a journal reopened in
+        // this process never races its creation.
+        if let Some(rx) = self.spare.take() {
+            let _ = rx.recv();
+        }
         // Complete whatever is still queued after a stop request as failed.
         while let Ok(req) = rx.try_recv() {
             let _ = req.done.send(Err(BookieError::ShuttingDown));
@@ -604,9 +650,10 @@ mod tests {
         drop(j);
         let (j, got) = replay_all(dir.path(), mid);
         assert_eq!(got, vec![b"three".to_vec()]);
-        // Every reopen starts a new file; trimming before the newest leaves one.
+        // Every open starts a new file and prepares the next one: trimming
+        // before the newest written one removes the first open's two.
         let w = j.written();
-        assert_eq!(j.trim(w).unwrap(), 1);
+        assert_eq!(j.trim(w).unwrap(), 2);
         drop(j);
         let (_j, got) = replay_all(dir.path(), w);
         assert!(got.is_empty());

@@ -109,6 +109,9 @@ pub struct BookieSide {
     pub journal_avg_batch_bytes: f64,
     /// Upper bound of the histogram bucket holding the p99 fdatasync time.
     pub journal_fsync_p99_ms_bucket: f64,
+    /// Rare slow syncs delay every add that arrives meanwhile, so the add
+    /// p99 follows the sync p99.9 more than the sync p99.
+    pub journal_fsync_p999_ms_bucket: f64,
     /// Upper bound of the bucket holding the p99 bookie-side add time
     /// (request received to journal durable).
     pub add_p99_ms_bucket: f64,
@@ -282,6 +285,7 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         journal_syncs: 0,
         journal_avg_batch_bytes: 0.0,
         journal_fsync_p99_ms_bucket: 0.0,
+        journal_fsync_p999_ms_bucket: 0.0,
         add_p99_ms_bucket: 0.0,
         journal_write_p99_ms_bucket: 0.0,
         journal_queue_p99_ms_bucket: 0.0,
@@ -303,6 +307,10 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
             p99(&m.journal_fsync_seconds),
         );
         worst(&mut side.add_p99_ms_bucket, p99(&m.add_seconds));
+        worst(
+            &mut side.journal_fsync_p999_ms_bucket,
+            ms(m.journal_fsync_seconds.quantile_upper_bound(0.999)),
+        );
         worst(
             &mut side.journal_queue_p99_ms_bucket,
             p99(&m.journal_queue_seconds),
