@@ -239,6 +239,18 @@ impl EntryLogs {
             .ok_or_else(|| {
                 BookieError::corrupt("index", format!("entry log {} is gone", loc.log_id))
             })?;
+        // The length comes from the index: a damaged one must be an error,
+        // not a multi-gigabyte allocation.
+        let max = RECORD_OVERHEAD + crate::storage::MAX_ENTRY_SIZE;
+        if (loc.len as usize) < RECORD_OVERHEAD || loc.len as usize > max {
+            return Err(BookieError::corrupt(
+                "entry index",
+                format!(
+                    "record length {} outside {RECORD_OVERHEAD}..={max}",
+                    loc.len
+                ),
+            ));
+        }
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset)
             .map_err(|e| BookieError::io("read entry log", e))?;
@@ -386,5 +398,10 @@ mod tests {
             ..loc
         };
         assert!(logs.read(bad_len).is_err());
+        let huge = Location {
+            len: u32::MAX,
+            ..loc
+        };
+        assert!(matches!(logs.read(huge), Err(BookieError::Corrupt { .. })));
     }
 }
