@@ -37,7 +37,8 @@ pub type AckSink = mpsc::UnboundedSender<AddAck>;
 
 #[derive(Debug)]
 pub struct AddAck {
-    pub bookie: String,
+    /// Shared with the connection: no allocation per acknowledgement.
+    pub bookie: Arc<str>,
     pub ledger_id: u64,
     pub entry_id: u64,
     pub outcome: AddOutcome,
@@ -52,7 +53,7 @@ struct AddStream {
 
 /// One bookie, as seen by this client.
 pub struct BookieConn {
-    pub address: String,
+    pub address: Arc<str>,
     pub rpc: Rpc<Channel>,
     stream: Mutex<Option<AddStream>>,
 }
@@ -77,7 +78,7 @@ impl BookieConn {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(BookieConn {
-            address: address.to_string(),
+            address: Arc::from(address),
             rpc,
             stream: Mutex::new(None),
         })

@@ -356,7 +356,7 @@ impl Inner {
             AddOutcome::Failed(reason) => {
                 let Some(slot) = slot else { return };
                 st.pending[i].sent &= !(1 << slot);
-                if st.to_replace.insert(ack.bookie.clone()) {
+                if st.to_replace.insert(ack.bookie.to_string()) {
                     warn!(ledger_id = self.ledger_id, bookie = %ack.bookie, %reason, "bookie failed; replacing it");
                 }
                 self.start_ensemble_change(&mut st);
