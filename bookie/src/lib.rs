@@ -10,7 +10,7 @@ pub mod config;
 pub mod disk;
 pub mod entrylog;
 pub mod error;
-mod fileio;
+pub mod fileio;
 pub mod index;
 pub mod journal;
 pub mod metrics;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use strata_bookie::{Bookie, BookieConfig};
+use strata_bookie::{Bookie, BookieConfig, fileio};
 use strata_common::metadata::{MemoryStore, MetadataStore};
 use strata_ledger::{ClientConfig, LedgerClient};
 use tokio::sync::mpsc;
@@ -346,7 +346,7 @@ fn raw_fdatasync(dir: &Path, duration: Duration) -> anyhow::Result<(f64, Histogr
         .with_context(|| format!("create {}", path.display()))?;
     let prealloc = 256 << 20;
     file.set_len(0)?;
-    preallocate(&file, prealloc)?;
+    fileio::fallocate(&file, 0, prealloc)?;
     file.sync_all()?;
     let block: Vec<u8> = (0..BLOCK).map(|i| (i % 253) as u8).collect();
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -359,7 +359,7 @@ fn raw_fdatasync(dir: &Path, duration: Duration) -> anyhow::Result<(f64, Histogr
             if allocated >= FILE {
                 offset = 0;
             } else {
-                preallocate(&file, allocated + prealloc)?;
+                fileio::fallocate(&file, allocated, prealloc)?;
                 file.sync_all()?;
                 allocated += prealloc;
             }
@@ -375,14 +375,4 @@ fn raw_fdatasync(dir: &Path, duration: Duration) -> anyhow::Result<(f64, Histogr
     drop(file);
     let _ = std::fs::remove_file(&path);
     Ok((bytes as f64 / secs / 1e6, h))
-}
-
-fn preallocate(file: &std::fs::File, len: u64) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as i64) };
-    if rc != 0 {
-        file.set_len(len)?;
-    }
-    Ok(())
 }
