@@ -1,6 +1,7 @@
 //! `strata`: the one Strata binary.
 
 mod perf;
+mod standalone;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a broker and a bookie in one process (development, single node).
+    Standalone(standalone::StandaloneArgs),
     /// Run a bookie (storage node).
     Bookie(Box<BookieArgs>),
     /// Benchmarks.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Standalone(args) => standalone::run(args).await,
             Command::Bookie(args) => run_bookie(*args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
         }

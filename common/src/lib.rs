@@ -3,4 +3,5 @@
 pub mod cluster;
 pub mod metadata;
 pub mod metrics;
+pub mod names;
 pub mod paths;

@@ -7,19 +7,16 @@
 //! stopped (SIGTERM, a clean shutdown) and restarted on the same port and
 //! directory; dropping the handle kills the process and reaps it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+
+use crate::process::ServerProcess;
+pub use crate::process::{START_TIMEOUT, STOP_TIMEOUT};
 
 /// Overrides where the `strata` binary is looked for.
 pub const STRATA_BIN_ENV: &str = "STRATA_BIN";
-/// How long a bookie may take to start (journal replay included).
-pub const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a clean shutdown may take before the test fails.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The line `strata bookie` prints on stdout once it serves.
 const READY_LINE: &str = "bookie listening on ";
 
@@ -73,13 +70,9 @@ pub fn free_port() -> u16 {
 /// One `strata bookie` process (or, between `kill`/`stop` and `restart`, the
 /// memory of one).
 pub struct BookieProcess {
-    bin: PathBuf,
-    child: Option<Child>,
+    process: ServerProcess,
     port: u16,
     data_dir: PathBuf,
-    metadata_url: String,
-    extra_args: Vec<String>,
-    log_path: PathBuf,
 }
 
 impl BookieProcess {
@@ -95,25 +88,38 @@ impl BookieProcess {
         let data_dir = data_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&data_dir).expect("create bookie data dir");
         let bin = strata_binary();
+        let log_dir = data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.clone());
         // The port probe can race with another process; try a few ports.
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let log_dir = data_dir
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| data_dir.clone());
+            let address = format!("127.0.0.1:{port}");
+            let mut args: Vec<OsString> = vec![
+                "bookie".into(),
+                "--listen".into(),
+                address.clone().into(),
+                "--data-dir".into(),
+                data_dir.clone().into(),
+                "--metadata-url".into(),
+                metadata_url.into(),
+            ];
+            args.extend(extra_args.iter().map(OsString::from));
             let mut b = BookieProcess {
-                bin: bin.clone(),
-                child: None,
+                process: ServerProcess::new(
+                    format!("bookie {address}"),
+                    &bin,
+                    args,
+                    READY_LINE,
+                    log_dir.join(format!("bookie-{port}.log")),
+                ),
                 port,
-                log_path: log_dir.join(format!("bookie-{port}.log")),
                 data_dir: data_dir.clone(),
-                metadata_url: metadata_url.to_string(),
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             };
-            match b.spawn_and_wait().await {
-                Ok(()) => return b,
+            match b.process.spawn_and_wait().await {
+                Ok(_) => return b,
                 Err(e) if e.contains("Address already in use") => last = e,
                 Err(e) => panic!("{e}"),
             }
@@ -139,68 +145,39 @@ impl BookieProcess {
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.process.log_path()
     }
 
     /// The whole log (all incarnations on this port).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log()
     }
 
     /// The last lines of the log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        format!(
-            "--- {} (last 40 lines) ---\n{}",
-            self.log_path.display(),
-            lines[lines.len().saturating_sub(40)..].join("\n")
-        )
+        self.process.log_tail()
     }
 
     /// OS process id, if running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// True if the process is running (not exited, not killed).
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            None => false,
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-        }
+        self.process.is_running()
     }
 
     /// Crashes the bookie: SIGKILL, then reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// Shuts the bookie down cleanly (SIGTERM) and waits for it to exit;
     /// returns its exit status. Panics if it does not exit within
     /// [`STOP_TIMEOUT`] (after killing it).
     pub async fn stop(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("stop: bookie is not running");
-        signal(&c, libc::SIGTERM);
-        let give_up = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = c.try_wait().expect("wait for bookie") {
-                return status;
-            }
-            if Instant::now() >= give_up {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "bookie {} did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
-                    self.address(),
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.stop().await
     }
 
     /// Starts the bookie again on the same port and directory (killing it
@@ -215,102 +192,6 @@ impl BookieProcess {
     /// startup (or does not get ready in time) is an `Err` with its output,
     /// for tests that expect a start to fail.
     pub async fn try_restart(&mut self) -> Result<(), String> {
-        self.kill();
-        // The listening socket is gone once the process is reaped; a bind
-        // can still fail briefly, so retry within the start timeout.
-        let give_up = Instant::now() + START_TIMEOUT;
-        loop {
-            match self.spawn_and_wait().await {
-                Err(e) if e.contains("Address already in use") && Instant::now() < give_up => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => return other,
-            }
-        }
+        self.process.respawn().await.map(drop)
     }
-
-    /// Spawns the process and waits for the ready line; on failure the
-    /// process is gone and the error carries the log tail.
-    async fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(|e| format!("open {}: {e}", self.log_path.display()))?;
-        let start_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("bookie")
-            .arg("--listen")
-            .arg(self.address())
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--metadata-url")
-            .arg(&self.metadata_url)
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
-        if std::env::var_os("STRATA_LOG").is_none() {
-            cmd.env("STRATA_LOG", "info");
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
-        self.child = Some(child);
-        let give_up = Instant::now() + START_TIMEOUT;
-        loop {
-            let text = read_from(&self.log_path, start_offset);
-            if text.contains(READY_LINE) {
-                return Ok(());
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.child = None;
-                return Err(format!(
-                    "bookie {} exited during startup with {status}; its output:\n{text}",
-                    self.address()
-                ));
-            }
-            if Instant::now() >= give_up {
-                self.kill();
-                return Err(format!(
-                    "bookie {} not ready within {START_TIMEOUT:?}; its output:\n{text}",
-                    self.address()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for BookieProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: plain kill(2) on the pid of a child we have not reaped yet.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({}, {sig}): {}",
-        child.id(),
-        std::io::Error::last_os_error()
-    );
-}
-
-/// The contents of `path` from byte `offset` on (lossy UTF-8).
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut out = Vec::new();
-    if let Ok(mut f) = File::open(path)
-        && f.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = f.read_to_end(&mut out);
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

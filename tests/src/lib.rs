@@ -3,3 +3,5 @@
 pub mod bookie;
 pub mod etcd;
 pub mod fault;
+pub mod process;
+pub mod standalone;

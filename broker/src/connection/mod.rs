@@ -1,0 +1,309 @@
+//! One client connection: the handshake, the read loop that decodes frames
+//! and routes commands, keep-alive, and cleanup when the client goes away.
+//!
+//! Commands that touch one producer or consumer in order (SEND, ACK, FLOW,
+//! REDELIVER) run inline in the read loop, so their order is the client's.
+//! Commands that may wait on storage or metadata (LOOKUP, PRODUCER,
+//! SUBSCRIBE, SEEK, ...) run as tasks so that one slow topic does not stall
+//! the connection.
+
+mod consumer;
+mod lookup;
+mod producer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use strata_proto::pulsar::{ServerError, base_command::Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::codec::{self, Frame};
+use crate::commands;
+use crate::consumer::Consumer;
+use crate::error::BrokerError;
+use crate::outbound::{ConnHandle, Outbound};
+use crate::service::BrokerService;
+use crate::subscription::Subscription;
+use crate::topic::Topic;
+
+/// Highest protocol version this broker speaks.
+pub const MAX_PROTOCOL_VERSION: i32 = 21;
+/// Frames queued for a client before senders wait.
+const OUTBOUND_QUEUE: usize = 4096;
+
+pub(crate) struct ProducerState {
+    topic: Arc<Topic>,
+    receipts: mpsc::UnboundedSender<producer::Receipt>,
+}
+
+pub(crate) struct ConsumerState {
+    topic: Arc<Topic>,
+    sub: Arc<Subscription>,
+    consumer: Arc<Consumer>,
+}
+
+/// The state of one connection after CONNECT.
+pub(crate) struct Conn {
+    service: Arc<BrokerService>,
+    handle: Arc<ConnHandle>,
+    producers: Mutex<HashMap<u64, ProducerState>>,
+    consumers: Mutex<HashMap<u64, ConsumerState>>,
+}
+
+/// Why the read loop ended early.
+#[derive(Debug)]
+pub(crate) struct Fatal(pub String);
+
+pub async fn serve(
+    service: Arc<BrokerService>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let closed = shutdown.child_token();
+    let writer_task = tokio::spawn(write_loop(writer, rx, closed.clone()));
+    let max_frame = service.config.max_frame_size();
+    let keepalive = service.config.keepalive_interval;
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut conn: Option<Arc<Conn>> = None;
+    let mut ping_outstanding = false;
+    let result: Result<(), Fatal> = async {
+        loop {
+            let read = tokio::select! {
+                r = tokio::time::timeout(keepalive, reader.read_buf(&mut buf)) => r,
+                _ = closed.cancelled() => return Ok(()),
+            };
+            match read {
+                Err(_) => {
+                    if ping_outstanding {
+                        return Err(Fatal("no keep-alive answer from the client".into()));
+                    }
+                    ping_outstanding = true;
+                    let _ = tx
+                        .send(Outbound::Frame(codec::encode_command(&commands::ping())))
+                        .await;
+                    continue;
+                }
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Err(e)) => return Err(Fatal(format!("read failed: {e}"))),
+                Ok(Ok(_)) => ping_outstanding = false,
+            }
+            loop {
+                let frame = match codec::decode(&mut buf, max_frame) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return Err(Fatal(e.to_string())),
+                };
+                match &conn {
+                    Some(c) => c.handle_frame(frame).await?,
+                    None => {
+                        conn = Some(handshake(&service, frame, peer, &tx, &closed).await?);
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(Fatal(reason)) = &result {
+        // Said once, here, where the connection is dropped.
+        info!(%peer, %reason, "closing client connection");
+        // Let an ERROR queued just before reach the client.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    closed.cancel();
+    if let Some(c) = conn {
+        c.cleanup();
+    }
+    let _ = writer_task.await;
+}
+
+async fn handshake(
+    service: &Arc<BrokerService>,
+    frame: Frame,
+    peer: SocketAddr,
+    tx: &mpsc::Sender<Outbound>,
+    closed: &CancellationToken,
+) -> Result<Arc<Conn>, Fatal> {
+    let cmd = frame.command;
+    let Some(connect) = cmd.connect.filter(|_| cmd.r#type == Type::Connect as i32) else {
+        let e = commands::error_code(
+            0,
+            ServerError::NotAllowedError,
+            "the first command must be CONNECT".into(),
+        );
+        let _ = tx.send(Outbound::Frame(codec::encode_command(&e))).await;
+        return Err(Fatal(format!("command type {} before CONNECT", cmd.r#type)));
+    };
+    let version = connect
+        .protocol_version
+        .unwrap_or(0)
+        .clamp(0, MAX_PROTOCOL_VERSION);
+    let bem = connect
+        .feature_flags
+        .as_ref()
+        .and_then(|f| f.supports_broker_entry_metadata)
+        .unwrap_or(false);
+    debug!(%peer, client = %connect.client_version, version, "client connected");
+    let handle = ConnHandle::new(
+        service.next_conn_id(),
+        peer,
+        bem,
+        tx.clone(),
+        closed.clone(),
+    );
+    handle
+        .send(commands::connected(
+            format!("Strata {}", env!("CARGO_PKG_VERSION")),
+            version,
+            service.config.max_message_size,
+        ))
+        .await;
+    Ok(Arc::new(Conn {
+        service: service.clone(),
+        handle,
+        producers: Mutex::new(HashMap::new()),
+        consumers: Mutex::new(HashMap::new()),
+    }))
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outbound>,
+    closed: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = closed.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        append(&mut buf, first);
+        while buf.len() < (1 << 20) {
+            match rx.try_recv() {
+                Ok(m) => append(&mut buf, m),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = writer.write_all(&buf).await {
+            debug!(error = %e, "write to client failed");
+            break;
+        }
+        buf.clear();
+    }
+    // Flush what was queued before the close (e.g. a final ERROR).
+    while let Ok(m) = rx.try_recv() {
+        append(&mut buf, m);
+    }
+    if !buf.is_empty() {
+        let _ = writer.write_all(&buf).await;
+    }
+    let _ = writer.shutdown().await;
+    closed.cancel();
+}
+
+fn append(buf: &mut BytesMut, m: Outbound) {
+    match m {
+        Outbound::Frame(b) => buf.extend_from_slice(&b),
+        Outbound::Message { header, body } => {
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&body);
+        }
+    }
+}
+
+impl Conn {
+    async fn handle_frame(self: &Arc<Self>, frame: Frame) -> Result<(), Fatal> {
+        let cmd = frame.command;
+        let Ok(t) = Type::try_from(cmd.r#type) else {
+            return Err(Fatal(format!("unknown command type {}", cmd.r#type)));
+        };
+        macro_rules! field {
+            ($f:ident) => {
+                match cmd.$f {
+                    Some(v) => v,
+                    None => return Err(Fatal(format!("{t:?} without its body"))),
+                }
+            };
+        }
+        match t {
+            Type::Ping => self.handle.send(commands::pong()).await,
+            Type::Pong => {}
+            Type::Connect => return Err(Fatal("second CONNECT on one connection".into())),
+            Type::Send => self.handle_send(field!(send), frame.payload).await?,
+            Type::Producer => self.spawn_producer(field!(producer)),
+            Type::CloseProducer => self.close_producer(field!(close_producer)).await,
+            Type::Subscribe => self.spawn_subscribe(field!(subscribe)),
+            Type::Flow => self.handle_flow(field!(flow)),
+            Type::Ack => self.handle_ack(field!(ack)).await,
+            Type::RedeliverUnacknowledgedMessages => {
+                self.handle_redeliver(field!(redeliver_unacknowledged_messages))
+            }
+            Type::CloseConsumer => self.close_consumer(field!(close_consumer)).await,
+            Type::Unsubscribe => self.spawn_unsubscribe(field!(unsubscribe)),
+            Type::Seek => self.spawn_seek(field!(seek)),
+            Type::GetLastMessageId => self.spawn_last_message_id(field!(get_last_message_id)),
+            Type::Lookup => self.spawn_lookup(field!(lookup_topic)),
+            Type::PartitionedMetadata => {
+                self.spawn_partitioned_metadata(field!(partition_metadata))
+            }
+            Type::GetTopicsOfNamespace => {
+                self.spawn_topics_of_namespace(field!(get_topics_of_namespace))
+            }
+            Type::GetSchema => {
+                let g = field!(get_schema);
+                self.handle
+                    .send(commands::schema_not_found(g.request_id, &g.topic))
+                    .await;
+            }
+            other => {
+                // Known to the protocol but not served here (transactions,
+                // schemas registry, topic watchers...): a clear error.
+                warn!(peer = %self.handle.peer, command = ?other, "unsupported command");
+                self.handle
+                    .send(commands::error_code(
+                        0,
+                        ServerError::NotAllowedError,
+                        format!("command {other:?} is not supported by this broker"),
+                    ))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an error reply for `request_id` and logs it once.
+    async fn reply_error(&self, what: &str, request_id: u64, e: &BrokerError) {
+        self.service.log_client_error(what, e);
+        self.handle.send(commands::error(request_id, e)).await;
+    }
+
+    fn cleanup(&self) {
+        for (id, p) in self.producers.lock().drain() {
+            p.topic.remove_producer(self.handle.id, id);
+        }
+        for (id, c) in self.consumers.lock().drain() {
+            c.sub.remove_consumer(id, self.handle.id);
+            c.topic.drop_if_non_durable(&c.sub);
+        }
+    }
+}
+
+/// Spawns a request handler owned by the connection.
+fn spawn<F>(conn: &Arc<Conn>, f: impl FnOnce(Arc<Conn>) -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(f(conn.clone()));
+}

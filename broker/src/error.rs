@@ -1,0 +1,86 @@
+//! Broker errors, and the Pulsar `ServerError` code each one becomes on the wire.
+
+use strata_managed_ledger::ManagedLedgerError;
+use strata_proto::pulsar::ServerError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(String),
+    #[error("topic not found: {0}")]
+    TopicNotFound(String),
+    #[error("namespace not found: {0}")]
+    NamespaceNotFound(String),
+    #[error("subscription not found: {0}")]
+    SubscriptionNotFound(String),
+    #[error("consumer not found: consumer_id={0}")]
+    ConsumerNotFound(u64),
+    #[error("producer busy: {0}")]
+    ProducerBusy(String),
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
+    #[error("consumer busy: {0}")]
+    ConsumerBusy(String),
+    #[error("consumer assign error: {0}")]
+    ConsumerAssign(String),
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    #[error("service not ready: {0}")]
+    ServiceNotReady(String),
+    #[error("persistence error: {0}")]
+    Persistence(String),
+    #[error("metadata error: {0}")]
+    Metadata(String),
+    #[error("checksum error: {0}")]
+    Checksum(String),
+    #[error("unknown error: {0}")]
+    Unknown(String),
+}
+
+impl BrokerError {
+    /// The code a client acts on.
+    pub fn server_error(&self) -> ServerError {
+        match self {
+            BrokerError::InvalidTopicName(_) => ServerError::InvalidTopicName,
+            BrokerError::TopicNotFound(_) | BrokerError::NamespaceNotFound(_) => {
+                ServerError::TopicNotFound
+            }
+            BrokerError::SubscriptionNotFound(_) => ServerError::SubscriptionNotFound,
+            BrokerError::ConsumerNotFound(_) => ServerError::ConsumerNotFound,
+            BrokerError::ProducerBusy(_) => ServerError::ProducerBusy,
+            BrokerError::ProducerFenced(_) => ServerError::ProducerFenced,
+            BrokerError::ConsumerBusy(_) => ServerError::ConsumerBusy,
+            BrokerError::ConsumerAssign(_) => ServerError::ConsumerAssignError,
+            BrokerError::NotAllowed(_) => ServerError::NotAllowedError,
+            BrokerError::ServiceNotReady(_) => ServerError::ServiceNotReady,
+            BrokerError::Persistence(_) => ServerError::PersistenceError,
+            BrokerError::Metadata(_) => ServerError::MetadataError,
+            BrokerError::Checksum(_) => ServerError::ChecksumError,
+            BrokerError::Unknown(_) => ServerError::UnknownError,
+        }
+    }
+}
+
+impl From<ManagedLedgerError> for BrokerError {
+    fn from(e: ManagedLedgerError) -> Self {
+        match e {
+            ManagedLedgerError::Fenced(_) => BrokerError::ServiceNotReady(e.to_string()),
+            ManagedLedgerError::Metadata(_) => BrokerError::Metadata(e.to_string()),
+            _ => BrokerError::Persistence(e.to_string()),
+        }
+    }
+}
+
+impl From<strata_common::metadata::MetadataError> for BrokerError {
+    fn from(e: strata_common::metadata::MetadataError) -> Self {
+        BrokerError::Metadata(e.to_string())
+    }
+}
+
+impl From<strata_common::names::NameError> for BrokerError {
+    fn from(e: strata_common::names::NameError) -> Self {
+        BrokerError::InvalidTopicName(e.to_string())
+    }
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -1,0 +1,207 @@
+//! The read path: entries from `last_confirmed`'s side of the log, served
+//! from the pinned tails of open ledgers, then the shared entry cache, then
+//! bookies in ranged reads (filling the cache).
+//!
+//! Readers never see past `last_confirmed`, so they never see an entry
+//! whose add was not acknowledged, nor a hole.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::core::Core;
+use crate::error::{ManagedLedgerError, Result};
+use crate::position::{Entry, Position};
+use crate::view::Segment;
+
+/// Most entries asked of bookies in one ranged read.
+const MAX_READ_BATCH: u64 = 1000;
+
+/// Assumed entry size when a ledger has none to average over yet.
+const DEFAULT_ENTRY_SIZE: u64 = 1024;
+
+impl Core {
+    /// Entries from `from` (inclusive; moved forward to the oldest entry
+    /// still stored, or over empty ledgers) up to `last_confirmed`, at most
+    /// `max_entries` of them, stopping once `max_bytes` are reached. The
+    /// first entry is returned even if it alone is larger than `max_bytes`,
+    /// so a large entry cannot stall a reader.
+    pub async fn read_entries(
+        &self,
+        from: Position,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
+        let segments = {
+            let view = self.view.lock();
+            let from = match view.first_position() {
+                Some(first) if from < first => first,
+                _ => from,
+            };
+            view.segments_from(from)
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for seg in segments {
+            if out.len() >= max_entries || (bytes >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            let want = seg.count.min((max_entries - out.len()) as u64);
+            self.read_segment(
+                Segment { count: want, ..seg },
+                max_bytes,
+                &mut bytes,
+                &mut out,
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Reads one confirmed entry.
+    pub async fn read_entry(&self, pos: Position) -> Result<Entry> {
+        let readable = {
+            let view = self.view.lock();
+            let in_ledger = view
+                .ledgers
+                .get(&pos.ledger_id)
+                .is_some_and(|s| pos.entry_id < s.info.entries);
+            in_ledger && view.last_confirmed.is_some_and(|lc| pos <= lc)
+        };
+        if !readable {
+            return Err(ManagedLedgerError::NoSuchEntry(pos));
+        }
+        let mut out = Vec::with_capacity(1);
+        let seg = Segment {
+            ledger_id: pos.ledger_id,
+            first: pos.entry_id,
+            count: 1,
+        };
+        self.read_segment(seg, usize::MAX, &mut 0, &mut out).await?;
+        out.pop().ok_or(ManagedLedgerError::NoSuchEntry(pos))
+    }
+
+    /// Appends the entries of `seg` to `out`, in order, until `*bytes`
+    /// reaches `max_bytes` (always at least one entry in `out`).
+    async fn read_segment(
+        &self,
+        seg: Segment,
+        max_bytes: usize,
+        bytes: &mut usize,
+        out: &mut Vec<Entry>,
+    ) -> Result<()> {
+        let end = seg.first + seg.count;
+        let mut next = seg.first;
+        let (mut hits, mut misses) = (0u64, 0u64);
+        let result = async {
+            while next < end {
+                if *bytes >= max_bytes && !out.is_empty() {
+                    break;
+                }
+                if let Some(data) = self.cached(seg.ledger_id, next) {
+                    hits += 1;
+                    push(out, bytes, seg.ledger_id, next, data);
+                    next += 1;
+                    continue;
+                }
+                // A miss: read from bookies up to the next cached entry, as
+                // many as the byte budget is likely to take.
+                let budget = max_bytes.saturating_sub(*bytes) as u64;
+                let avg = self.average_entry_size(seg.ledger_id);
+                let mut last = next + (budget / avg).clamp(1, MAX_READ_BATCH) - 1;
+                last = last.min(end - 1);
+                if let Some(c) = (next + 1..=last).find(|e| self.cache.contains(seg.ledger_id, *e)) {
+                    last = c - 1;
+                }
+                let reader = self.reader(seg.ledger_id, last).await?;
+                let entries = reader.read(next, last).await?;
+                let mut expect = next;
+                for e in entries {
+                    if e.entry_id != expect {
+                        break;
+                    }
+                    expect += 1;
+                    misses += 1;
+                    self.cache.insert(seg.ledger_id, e.entry_id, e.payload.clone());
+                    if *bytes < max_bytes || out.is_empty() {
+                        push(out, bytes, seg.ledger_id, e.entry_id, e.payload);
+                        next = expect;
+                    }
+                }
+                if expect <= last {
+                    // The bookies returned fewer entries than asked.
+                    return Err(ManagedLedgerError::NoSuchEntry(Position::new(
+                        seg.ledger_id,
+                        expect,
+                    )));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        self.count_hits(hits, misses);
+        result
+    }
+
+    /// An entry from the pinned tail of an open ledger or from the cache.
+    fn cached(&self, ledger_id: u64, entry_id: u64) -> Option<Bytes> {
+        if let Some(d) = self.view.lock().tail_entry(ledger_id, entry_id) {
+            return Some(d);
+        }
+        self.cache.get(ledger_id, entry_id)
+    }
+
+    fn average_entry_size(&self, ledger_id: u64) -> u64 {
+        let view = self.view.lock();
+        match view.ledgers.get(&ledger_id) {
+            Some(s) if s.info.entries > 0 => (s.info.size_bytes / s.info.entries).max(1),
+            _ => DEFAULT_ENTRY_SIZE,
+        }
+    }
+
+    /// The newest entry from `start` on for which `pred` holds, by binary
+    /// search; see [`crate::ManagedLedger::find_newest_matching`].
+    pub async fn find_newest_matching<F>(
+        self: &Arc<Self>,
+        start: Position,
+        mut pred: F,
+    ) -> Result<Option<Position>>
+    where
+        F: FnMut(&Entry) -> bool + Send,
+    {
+        let segments = self.view.lock().segments_from(start);
+        let total: u64 = segments.iter().map(|s| s.count).sum();
+        let at = |mut i: u64| -> Position {
+            for s in &segments {
+                if i < s.count {
+                    return Position::new(s.ledger_id, s.first + i);
+                }
+                i -= s.count;
+            }
+            // Unreachable for i < total; the end otherwise.
+            Position::new(start.ledger_id, start.entry_id)
+        };
+        if total == 0 || !pred(&self.read_entry(at(0)).await?) {
+            return Ok(None);
+        }
+        // Invariant: pred(at(lo)) is true; pred(at(hi)) is false or hi == total.
+        let (mut lo, mut hi) = (0u64, total);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self.read_entry(at(mid)).await?) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(Some(at(lo)))
+    }
+}
+
+fn push(out: &mut Vec<Entry>, bytes: &mut usize, ledger_id: u64, entry_id: u64, data: Bytes) {
+    *bytes += data.len();
+    out.push(Entry {
+        position: Position::new(ledger_id, entry_id),
+        data,
+    });
+}

@@ -1,0 +1,201 @@
+//! Real `strata standalone` processes (broker, bookie and metadata in one
+//! process) on ephemeral loopback ports, for the Pulsar client
+//! compatibility tests (`tests/tests/pulsar_python.rs`, `pulsar_rust.rs`).
+//!
+//! [`StandaloneProcess::start`] picks the broker, admin and bookie ports up
+//! front (so a restart reuses them and clients can dial the same URL),
+//! appends the process's output to `<data_dir>/../standalone-<port>.log`,
+//! and waits until it prints `strata standalone ready`. Before that line it
+//! prints `service URL: pulsar://...` and `admin URL: http://...`; the URLs
+//! are taken from those lines. The process can be killed (SIGKILL, a crash),
+//! stopped (SIGTERM, a clean shutdown that must exit 0) and restarted on the
+//! same ports and data directory, which keeps every topic, message and
+//! subscription cursor. Dropping the handle kills the process and reaps it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use tempfile::TempDir;
+
+use crate::bookie::{free_port, strata_binary};
+use crate::process::ServerProcess;
+pub use crate::process::{START_TIMEOUT, STOP_TIMEOUT};
+
+/// The line `strata standalone` prints on stdout once it serves clients.
+pub const READY_LINE: &str = "strata standalone ready";
+const SERVICE_URL_PREFIX: &str = "service URL: ";
+const ADMIN_URL_PREFIX: &str = "admin URL: ";
+
+/// One `strata standalone` process (or, between `kill`/`stop` and
+/// `restart`, the memory of one).
+pub struct StandaloneProcess {
+    process: ServerProcess,
+    data_dir: PathBuf,
+    service_url: String,
+    admin_url: String,
+}
+
+impl StandaloneProcess {
+    /// Starts a standalone with its data in `data_dir` (created if missing)
+    /// on free ports. Panics with its output if it does not get ready within
+    /// [`START_TIMEOUT`].
+    pub async fn start(data_dir: impl AsRef<Path>) -> StandaloneProcess {
+        let data_dir = data_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&data_dir).expect("create standalone data dir");
+        let bin = strata_binary();
+        let log_dir = data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.clone());
+        // The port probes can race with other processes; try a few sets.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let (broker, admin, bookie) = distinct_free_ports();
+            let args: Vec<OsString> = vec![
+                "standalone".into(),
+                "--data-dir".into(),
+                data_dir.clone().into(),
+                "--broker-port".into(),
+                broker.to_string().into(),
+                "--admin-port".into(),
+                admin.to_string().into(),
+                "--bookie-port".into(),
+                bookie.to_string().into(),
+            ];
+            let mut s = StandaloneProcess {
+                process: ServerProcess::new(
+                    format!("standalone (broker port {broker})"),
+                    &bin,
+                    args,
+                    READY_LINE,
+                    log_dir.join(format!("standalone-{broker}.log")),
+                ),
+                data_dir: data_dir.clone(),
+                service_url: String::new(),
+                admin_url: String::new(),
+            };
+            match s.process.spawn_and_wait().await {
+                Ok(output) => {
+                    s.take_urls(&output);
+                    return s;
+                }
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("standalone could not bind its ports: {last}");
+    }
+
+    /// Starts a standalone with its data in `<dir>/data` and its log in `dir`.
+    pub async fn start_in(dir: &TempDir) -> StandaloneProcess {
+        StandaloneProcess::start(dir.path().join("data")).await
+    }
+
+    /// `pulsar://127.0.0.1:PORT`, as the process printed it.
+    pub fn service_url(&self) -> &str {
+        &self.service_url
+    }
+
+    /// `http://127.0.0.1:PORT`, as the process printed it.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// The whole log (all incarnations).
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+
+    /// OS process id, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// True if the process is running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Crashes the standalone: SIGKILL, then reaps it.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Shuts the standalone down cleanly (SIGTERM) and waits for it to
+    /// exit; returns its exit status. Panics if it does not exit within
+    /// [`STOP_TIMEOUT`] (after killing it).
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.process.stop().await
+    }
+
+    /// Like [`StandaloneProcess::stop`], and panics with the log tail unless
+    /// the process exited with status 0.
+    pub async fn stop_cleanly(&mut self) {
+        let status = self.stop().await;
+        assert!(
+            status.success(),
+            "standalone exited with {status} after SIGTERM (expected 0)\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Starts the standalone again on the same ports and data directory
+    /// (killing it first if it still runs). Panics with its output if it
+    /// does not get ready.
+    pub async fn restart(&mut self) {
+        match self.process.respawn().await {
+            Ok(output) => self.take_urls(&output),
+            Err(e) => panic!("restart: {e}"),
+        }
+    }
+
+    /// Reads the URLs from the output of the incarnation that just started.
+    fn take_urls(&mut self, output: &str) {
+        let line_after = |prefix: &str| {
+            output.lines().rev().find_map(|l| {
+                l.find(prefix)
+                    .map(|i| l[i + prefix.len()..].trim().to_string())
+            })
+        };
+        let (Some(service), Some(admin)) =
+            (line_after(SERVICE_URL_PREFIX), line_after(ADMIN_URL_PREFIX))
+        else {
+            panic!(
+                "{} printed {READY_LINE:?} without the {SERVICE_URL_PREFIX:?} and \
+                 {ADMIN_URL_PREFIX:?} lines; its output:\n{output}",
+                self.process.name()
+            );
+        };
+        assert!(
+            service.starts_with("pulsar://"),
+            "bad service URL {service:?}"
+        );
+        assert!(admin.starts_with("http://"), "bad admin URL {admin:?}");
+        self.service_url = service;
+        self.admin_url = admin;
+    }
+}
+
+/// Three different free loopback ports.
+fn distinct_free_ports() -> (u16, u16, u16) {
+    loop {
+        let (a, b, c) = (free_port(), free_port(), free_port());
+        if a != b && b != c && a != c {
+            return (a, b, c);
+        }
+    }
+}
