@@ -119,9 +119,18 @@ impl EntryCache {
         found
     }
 
-    /// Whether the entry is cached, without counting a hit or a miss.
-    pub fn contains(&self, ledger_id: u64, entry_id: u64) -> bool {
-        self.inner.lock().entries.contains_key(&(ledger_id, entry_id))
+    /// The first cached entry id of `ledger_id` in `first..=last`, without
+    /// counting hits or misses (where a ranged read from bookies can stop).
+    pub fn first_cached(&self, ledger_id: u64, first: u64, last: u64) -> Option<u64> {
+        if first > last {
+            return None;
+        }
+        self.inner
+            .lock()
+            .entries
+            .range((ledger_id, first)..=(ledger_id, last))
+            .next()
+            .map(|((_, e), _)| *e)
     }
 
     /// Drops every entry of a ledger.
@@ -172,6 +181,9 @@ mod tests {
         assert!(c.get(1, 4).is_none());
         assert!(c.get(1, 5).is_some());
         assert!(c.get(1, 9).is_some());
+        assert_eq!(c.first_cached(1, 0, 9), Some(5));
+        assert_eq!(c.first_cached(1, 6, 6), Some(6));
+        assert_eq!(c.first_cached(1, 0, 4), None);
         assert_eq!(c.stats().hits, 2);
         assert_eq!(c.stats().misses, 1);
         // Too large for the cache at all.

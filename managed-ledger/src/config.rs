@@ -55,3 +55,42 @@ impl Default for ManagedLedgerConfig {
         }
     }
 }
+
+impl ManagedLedgerConfig {
+    /// Checks the values the managed ledger relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        let (e, qw, qa) = (self.ensemble_size, self.write_quorum, self.ack_quorum);
+        if !(e >= qw && qw >= qa && qa >= 1) {
+            return Err(format!(
+                "ensemble_size={e} write_quorum={qw} ack_quorum={qa} (need e >= qw >= qa >= 1)"
+            ));
+        }
+        if self.max_entries_per_ledger == 0 || self.max_ledger_size_bytes == 0 {
+            return Err("max_entries_per_ledger and max_ledger_size_bytes must be > 0".into());
+        }
+        if self.cursor_persist_interval.is_zero() {
+            return Err("cursor_persist_interval must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_caught() {
+        assert!(ManagedLedgerConfig::default().validate().is_ok());
+        let bad_quorum = ManagedLedgerConfig {
+            write_quorum: 2,
+            ..ManagedLedgerConfig::default()
+        };
+        assert!(bad_quorum.validate().is_err());
+        let zero_interval = ManagedLedgerConfig {
+            cursor_persist_interval: Duration::ZERO,
+            ..ManagedLedgerConfig::default()
+        };
+        assert!(zero_interval.validate().is_err());
+    }
+}

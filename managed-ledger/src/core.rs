@@ -65,6 +65,11 @@ pub(crate) struct Core {
     pub readers: Mutex<HashMap<u64, Arc<LedgerReader>>>,
     /// Asks the background task to trim (after a ledger was closed).
     pub trim_wanted: Notify,
+    /// Asks the background task to persist dirty cursors now (after a reset).
+    pub persist_wanted: Notify,
+    /// Cancelled when the managed ledger handle is dropped: stops the
+    /// trackers, which otherwise keep the core alive.
+    pub dropped: CancellationToken,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
 }
@@ -102,10 +107,11 @@ impl Core {
                 }
             }
         };
-        info.validate().map_err(|reason| ManagedLedgerError::Corrupt {
-            key: key.clone(),
-            reason,
-        })?;
+        info.validate()
+            .map_err(|reason| ManagedLedgerError::Corrupt {
+                key: key.clone(),
+                reason,
+            })?;
 
         let mut changed = false;
         let mut empty = Vec::new();
@@ -117,7 +123,12 @@ impl Core {
                     l.entries = (md.last_entry_id + 1).max(0) as u64;
                     l.size_bytes = md.length;
                     l.closed_ms = Some(md.closed_at_ms.unwrap_or_else(now_ms));
-                    info!(managed_ledger = name, ledger_id = l.ledger_id, entries = l.entries, "recovered ledger");
+                    info!(
+                        managed_ledger = name,
+                        ledger_id = l.ledger_id,
+                        entries = l.entries,
+                        "recovered ledger"
+                    );
                 }
                 // Never written to bookies (the creator died first).
                 Err(LedgerError::NoSuchLedger(_)) => l.entries = 0,
@@ -130,11 +141,16 @@ impl Core {
         }
         if changed {
             info.ledgers.retain(|l| !empty.contains(&l.ledger_id));
-            version = match metadata::put_json(store.as_ref(), &key, &info, Expect::Version(version)).await {
-                Ok(v) => v,
-                Err(e) if e.is_bad_version() => return Err(ManagedLedgerError::Fenced(name.into())),
-                Err(e) => return Err(e.into()),
-            };
+            version =
+                match metadata::put_json(store.as_ref(), &key, &info, Expect::Version(version))
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(e) if e.is_bad_version() => {
+                        return Err(ManagedLedgerError::Fenced(name.into()));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             for id in empty {
                 if let Err(e) = client.delete(id).await
                     && !matches!(e, LedgerError::NoSuchLedger(_))
@@ -160,6 +176,8 @@ impl Core {
             shutdown: CancellationToken::new(),
             readers: Mutex::new(HashMap::new()),
             trim_wanted: Notify::new(),
+            persist_wanted: Notify::new(),
+            dropped: CancellationToken::new(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
         }))
@@ -231,7 +249,14 @@ impl Core {
         let mut backoff = Duration::from_millis(50);
         let mut last_error = None;
         for _ in 0..INFO_ATTEMPTS {
-            match metadata::put_json(self.store.as_ref(), &key, &next, Expect::Version(st.version)).await {
+            match metadata::put_json(
+                self.store.as_ref(),
+                &key,
+                &next,
+                Expect::Version(st.version),
+            )
+            .await
+            {
                 Ok(v) => {
                     st.info = next;
                     st.version = v;
@@ -290,7 +315,9 @@ impl Core {
             r = self.client.open_and_recover(ledger_id).await?;
         }
         if r.last_readable() < need as i64 {
-            return Err(ManagedLedgerError::NoSuchEntry(Position::new(ledger_id, need)));
+            return Err(ManagedLedgerError::NoSuchEntry(Position::new(
+                ledger_id, need,
+            )));
         }
         let r = Arc::new(r);
         let mut readers = self.readers.lock();

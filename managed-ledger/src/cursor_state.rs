@@ -180,7 +180,13 @@ impl CursorState {
     /// consumer still has unacknowledged (Pulsar's ack set). The cursor
     /// keeps the intersection of all such sets; once it is empty the entry
     /// is acknowledged. Returns whether the mark-delete position moved.
-    pub fn ack_batch(&mut self, pos: Position, remaining: &[i64], batch_size: u32, view: &View) -> bool {
+    pub fn ack_batch(
+        &mut self,
+        pos: Position,
+        remaining: &[i64],
+        batch_size: u32,
+        view: &View,
+    ) -> bool {
         if self.is_acked(pos) || !exists(view, pos) || batch_size == 0 {
             return false;
         }
@@ -262,7 +268,11 @@ fn full_set(size: u32) -> Vec<i64> {
     (0..size.div_ceil(64))
         .map(|i| {
             let bits = (size - i * 64).min(64);
-            if bits == 64 { -1 } else { ((1u64 << bits) - 1) as i64 }
+            if bits == 64 {
+                -1
+            } else {
+                ((1u64 << bits) - 1) as i64
+            }
         })
         .collect()
 }

@@ -21,6 +21,8 @@ pub enum ManagedLedgerError {
     NotFound(String),
     #[error("no such cursor: managed_ledger={ledger} cursor={cursor}")]
     NoSuchCursor { ledger: String, cursor: String },
+    #[error("invalid managed-ledger configuration: {0}")]
+    InvalidConfig(String),
     #[error("invalid name {0:?}: {1}")]
     InvalidName(String, String),
     #[error("no such entry: position={0}")]

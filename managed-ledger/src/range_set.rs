@@ -55,7 +55,11 @@ impl RangeSet {
         }
         let (mut lo, mut hi) = (start, end);
         // A range starting before `start` that reaches it (or touches it).
-        if let Some((s, e)) = self.ranges.range(..start).next_back().map(|(s, e)| (*s, *e))
+        if let Some((s, e)) = self
+            .ranges
+            .range(..start)
+            .next_back()
+            .map(|(s, e)| (*s, *e))
             && e.saturating_add(1) >= start
         {
             lo = s;
@@ -155,7 +159,10 @@ impl PositionRangeSet {
 
     /// The last position of the range holding `p`.
     pub fn range_end(&self, p: Position) -> Option<Position> {
-        let (_, e) = self.ledgers.get(&p.ledger_id)?.range_containing(p.entry_id)?;
+        let (_, e) = self
+            .ledgers
+            .get(&p.ledger_id)?
+            .range_containing(p.entry_id)?;
         Some(Position::new(p.ledger_id, e))
     }
 

@@ -110,7 +110,7 @@ impl Core {
                 let avg = self.average_entry_size(seg.ledger_id);
                 let mut last = next + (budget / avg).clamp(1, MAX_READ_BATCH) - 1;
                 last = last.min(end - 1);
-                if let Some(c) = (next + 1..=last).find(|e| self.cache.contains(seg.ledger_id, *e)) {
+                if let Some(c) = self.cache.first_cached(seg.ledger_id, next + 1, last) {
                     last = c - 1;
                 }
                 let reader = self.reader(seg.ledger_id, last).await?;
@@ -122,7 +122,8 @@ impl Core {
                     }
                     expect += 1;
                     misses += 1;
-                    self.cache.insert(seg.ledger_id, e.entry_id, e.payload.clone());
+                    self.cache
+                        .insert(seg.ledger_id, e.entry_id, e.payload.clone());
                     if *bytes < max_bytes || out.is_empty() {
                         push(out, bytes, seg.ledger_id, e.entry_id, e.payload);
                         next = expect;

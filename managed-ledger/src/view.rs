@@ -92,7 +92,13 @@ impl View {
     /// confirmed in order). `bookie_lac` is a LAC the writer had sent before
     /// this add, so bookies that stored it know at least that much.
     /// Returns whether `last_confirmed` moved.
-    pub fn confirm(&mut self, ledger_id: u64, entry_id: u64, data: &Bytes, bookie_lac: i64) -> bool {
+    pub fn confirm(
+        &mut self,
+        ledger_id: u64,
+        entry_id: u64,
+        data: &Bytes,
+        bookie_lac: i64,
+    ) -> bool {
         let Some(slot) = self.ledgers.get_mut(&ledger_id) else {
             return false;
         };
@@ -128,7 +134,13 @@ impl View {
 
     /// Sets a ledger's final count and size; returns whether
     /// `last_confirmed` moved.
-    pub fn close_ledger(&mut self, ledger_id: u64, entries: u64, size_bytes: u64, closed_ms: u64) -> bool {
+    pub fn close_ledger(
+        &mut self,
+        ledger_id: u64,
+        entries: u64,
+        size_bytes: u64,
+        closed_ms: u64,
+    ) -> bool {
         if let Some(slot) = self.ledgers.get_mut(&ledger_id) {
             slot.info.entries = entries;
             slot.info.size_bytes = size_bytes;
@@ -229,7 +241,9 @@ impl View {
                 0
             };
             let hi = if *id == to_inclusive.ledger_id {
-                slot.info.entries.min(to_inclusive.entry_id.saturating_add(1))
+                slot.info
+                    .entries
+                    .min(to_inclusive.entry_id.saturating_add(1))
             } else {
                 slot.info.entries
             };
@@ -246,8 +260,15 @@ impl View {
         };
         let from = self.normalize(from);
         let mut out = Vec::new();
+        if from > lc {
+            return out;
+        }
         for (id, slot) in self.ledgers.range(from.ledger_id..=lc.ledger_id) {
-            let first = if *id == from.ledger_id { from.entry_id } else { 0 };
+            let first = if *id == from.ledger_id {
+                from.entry_id
+            } else {
+                0
+            };
             let end = if *id == lc.ledger_id {
                 lc.entry_id + 1
             } else {
@@ -334,12 +355,26 @@ mod tests {
         assert_eq!(v.entries_between(p(3, 1), p(6, 0)), 4);
         assert_eq!(v.entries_between(p(9, 1), p(9, 1)), 0);
         assert_eq!(v.entries_between(p(9, 1), p(3, 1)), 0);
+        assert!(v.segments_from(p(9, 2)).is_empty());
+        assert!(v.segments_from(p(12, 0)).is_empty());
         assert_eq!(
             v.segments_from(p(3, 3)),
             vec![
-                Segment { ledger_id: 3, first: 3, count: 2 },
-                Segment { ledger_id: 6, first: 0, count: 3 },
-                Segment { ledger_id: 9, first: 0, count: 2 },
+                Segment {
+                    ledger_id: 3,
+                    first: 3,
+                    count: 2
+                },
+                Segment {
+                    ledger_id: 6,
+                    first: 0,
+                    count: 3
+                },
+                Segment {
+                    ledger_id: 9,
+                    first: 0,
+                    count: 2
+                },
             ]
         );
     }

@@ -75,9 +75,20 @@ pub(crate) struct WriteState {
     current: Option<CurrentLedger>,
     /// No size/count/age rollover before this (ledger creation failed).
     retry_rollover_at: Option<Instant>,
+    /// Seals of earlier ledgers still running; close waits for them.
+    sealing: Vec<JoinHandle<()>>,
 }
 
 impl WriteState {
+    fn track_seal(&mut self, seal: JoinHandle<()>) {
+        self.sealing.retain(|h| !h.is_finished());
+        self.sealing.push(seal);
+    }
+
+    pub fn set_current(&mut self, current: CurrentLedger) {
+        self.current = Some(current);
+    }
+
     pub fn current_ledger(&self) -> Option<u64> {
         self.current.as_ref().map(|c| c.ledger_id)
     }
@@ -152,7 +163,9 @@ impl Core {
     /// Switches adds to a new ledger and seals the old one in the background.
     async fn rollover(self: &Arc<Self>, ws: &mut WriteState) -> Result<()> {
         let old = ws.current.take();
-        let old_failed = old.as_ref().is_some_and(|c| c.failed.load(Ordering::Acquire));
+        let old_failed = old
+            .as_ref()
+            .is_some_and(|c| c.failed.load(Ordering::Acquire));
         let old = match old {
             Some(old) if old_failed => {
                 // Learn why it failed before writing anything: a fenced
@@ -171,7 +184,9 @@ impl Core {
                     return Err(ManagedLedgerError::Fenced(self.name.to_string()));
                 }
                 let core = self.clone();
-                tokio::spawn(async move { core.seal(ledger_id, writer, false, error).await });
+                ws.track_seal(tokio::spawn(async move {
+                    core.seal(ledger_id, writer, false, error).await
+                }));
                 None
             }
             other => other,
@@ -181,16 +196,14 @@ impl Core {
                 ws.current = Some(new);
                 ws.retry_rollover_at = None;
                 if let Some(old) = old {
-                    let core = self.clone();
-                    tokio::spawn(async move { core.seal_current(old).await });
+                    ws.track_seal(tokio::spawn(self.clone().seal_current(old)));
                 }
                 Ok(())
             }
             Err(e) => {
                 if let Some(old) = old {
                     if e.is_fenced() {
-                        let core = self.clone();
-                        tokio::spawn(async move { core.seal_current(old).await });
+                        ws.track_seal(tokio::spawn(self.clone().seal_current(old)));
                     } else {
                         warn!(managed_ledger = %self.name, error = %e, "could not create a ledger; writing on to the current one");
                         ws.current = Some(old);
@@ -337,7 +350,9 @@ impl Core {
             Ok(()) => self.trim_wanted.notify_one(),
             Err(e) if e.is_fenced() => {}
             // The record keeps the ledger as open: the next owner recovers it.
-            Err(e) => warn!(managed_ledger = %self.name, ledger_id, error = %e, "could not record a sealed ledger"),
+            Err(e) => {
+                warn!(managed_ledger = %self.name, ledger_id, error = %e, "could not record a sealed ledger")
+            }
         }
     }
 
@@ -347,6 +362,9 @@ impl Core {
         let mut ws = self.write.lock().await;
         if let Some(cur) = ws.current.take() {
             self.clone().seal_current(cur).await;
+        }
+        for seal in std::mem::take(&mut ws.sealing) {
+            let _ = seal.await;
         }
         self.mark_closed();
     }
@@ -384,7 +402,12 @@ async fn track(
     failed: Arc<AtomicBool>,
 ) -> Option<LedgerError> {
     let mut first_error: Option<LedgerError> = None;
-    while let Some(add) = rx.recv().await {
+    loop {
+        let add = tokio::select! {
+            add = rx.recv() => add,
+            _ = core.dropped.cancelled() => None,
+        };
+        let Some(add) = add else { break };
         let outcome = match (add.result.await, &first_error) {
             (Ok(entry_id), None) => Ok(entry_id),
             // A success after a failure cannot happen (a failed writer fails

@@ -68,8 +68,18 @@ def check_eq(got, want, what):
         raise Failure(f"{what}: got {short(got)}, want {short(want)}")
 
 
-def short(value, limit=200):
-    text = repr(value)
+def short(value, limit=300):
+    """A readable, bounded description: long byte strings as their first
+    bytes and length, lists element by element."""
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) <= 24:
+            return repr(bytes(value))
+        return f"{bytes(value[:16])!r}...({len(value)} bytes)"
+    if isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(short(v, 60) for v in value[:20])
+        text += f", ... ({len(value)} items)]" if len(value) > 20 else "]"
+    else:
+        text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 

@@ -40,6 +40,10 @@ PARTITIONED_METADATA_RESPONSE = 22
 LOOKUP = 23
 LOOKUP_RESPONSE = 24
 
+TYPE_NAMES = {
+    v: k for k, v in dict(globals()).items() if k.isupper() and isinstance(v, int) and 2 <= v <= 24
+}
+
 # ServerError values.
 SERVER_ERRORS = {
     0: "UnknownError",
@@ -268,7 +272,7 @@ class Frame:
         self.payload = payload
 
     def __repr__(self):
-        return f"Frame(type={self.type}, body={self.body})"
+        return f"Frame({TYPE_NAMES.get(self.type, self.type)}, body={self.body})"
 
 
 def parse_frame(frame_body):

@@ -49,10 +49,12 @@ def run(args):
         check(len(busy) == 1, f"messages went to {len(busy)} consumers, expected only the active one")
         active = busy[0]
         check_eq(
-            [m.data() for m in got[active]],
-            payloads[:20],
-            "messages on the active consumer (content and order)",
+            [compat.index_of(m.data()) for m in got[active]],
+            list(range(20)),
+            "messages on the active consumer (order)",
         )
+        for i, m in enumerate(got[active]):
+            check_eq(m.data(), payloads[i], f"message {i} on the active consumer")
         # The active consumer acknowledges only the first 12, then leaves.
         for m in got[active][:12]:
             consumers[active].acknowledge(m)

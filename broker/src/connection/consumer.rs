@@ -99,16 +99,10 @@ impl Conn {
             let start = match cmd.start_message_id.as_ref().map(wire_id) {
                 None | Some(WireId::Latest) => end_position(&topic),
                 Some(WireId::Earliest) => Position::EARLIEST,
-                Some(WireId::At(p)) => {
-                    let id = cmd.start_message_id.as_ref().expect("matched Some");
-                    // A batch is re-sent whole; the client skips what it
-                    // had before the start id.
-                    if id.batch_index.unwrap_or(-1) >= 0 {
-                        p
-                    } else {
-                        topic.ml.next_position(p)
-                    }
-                }
+                // The start entry itself is sent: the client drops what
+                // precedes its start id (the entry itself when exclusive,
+                // earlier messages of a batch when inclusive), as with Pulsar.
+                Some(WireId::At(p)) => p,
             };
             topic.non_durable_subscription(&cmd.subscription, start, sub_type)?
         };
