@@ -5,8 +5,10 @@
 #   scripts/test.sh [NEXTEST_ARGS...]     e.g. scripts/test.sh -E 'test(fence)'
 #
 # Steps, stopping at the first failure: system packages, Rust components and
-# tools (cargo-nextest, Garage), cargo fmt --check, cargo clippy -D warnings,
-# build of the `strata` binary (the fault tests spawn it), cargo nextest.
+# tools (cargo-nextest, Garage, the official Pulsar Python client
+# pulsar-client 3.13.0 for the compatibility tests), cargo fmt --check, cargo
+# clippy -D warnings, build of the `strata` binary (the fault and
+# compatibility tests spawn it), cargo nextest.
 #
 # Environment:
 #   CARGO_TARGET_DIR      build directory; default ~/.cache/strata/target, outside
@@ -108,6 +110,26 @@ else
     cargo install "garage@${garage_wanted}" --locked --target-dir "$tools_target"
     garage_ok || die "garage ${garage_wanted} was installed but \`garage --version\` does not report it"
 fi
+# The Pulsar compatibility tests (tests/tests/pulsar_python.rs) run scripts
+# with the official Python client, which wraps the Apache C++ client.
+pulsar_client_wanted=3.13.0
+pulsar_client_ok() {
+    python3 -c "import pulsar, sys; sys.exit(pulsar.__version__ != '$pulsar_client_wanted')" 2>/dev/null
+}
+if pulsar_client_ok; then
+    echo "pulsar-client: $pulsar_client_wanted ($(command -v python3))"
+else
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+        bash "$repo/scripts/install-deps.sh" python3 python3-pip
+    fi
+    echo "installing pulsar-client==$pulsar_client_wanted for $(command -v python3)"
+    # Debian's own python3 refuses pip installs outside a venv (PEP 668)
+    # unless told otherwise; a pyenv or venv python3 takes the first form.
+    python3 -m pip install --quiet "pulsar-client==$pulsar_client_wanted" \
+        || python3 -m pip install --quiet --break-system-packages "pulsar-client==$pulsar_client_wanted"
+    pulsar_client_ok || die "pulsar-client $pulsar_client_wanted was installed but python3 does not import it"
+fi
+
 # Everything is installed: the tools' build directory is no longer needed.
 rm -rf "$tools_target" || echo "note: could not remove $tools_target (in use?)"
 

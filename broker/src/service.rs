@@ -180,9 +180,8 @@ impl BrokerService {
             }
         }
         let ml_name = name.persistence_name();
-        if !(create && self.config.allow_auto_topic_creation)
-            && !self.factory.exists(&ml_name).await?
-        {
+        let may_create = create && self.config.allow_auto_topic_creation;
+        if !may_create && !self.factory.exists(&ml_name).await? {
             return Err(BrokerError::TopicNotFound(name.to_string()));
         }
         let ml = self.factory.open(&ml_name).await?;

@@ -4,4 +4,5 @@ pub mod bookie;
 pub mod etcd;
 pub mod fault;
 pub mod process;
+pub mod python;
 pub mod standalone;

@@ -62,9 +62,10 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// The last lines of the log, for failure messages.
+    /// The last lines of the log, for failure messages (without terminal
+    /// colour codes).
     pub fn log_tail(&self) -> String {
-        let log = self.log();
+        let log = strip_ansi(&self.log());
         let lines: Vec<&str> = log.lines().collect();
         format!(
             "--- {} (last 40 lines) ---\n{}",
@@ -209,6 +210,25 @@ fn signal(child: &Child, sig: libc::c_int) {
     );
 }
 
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The contents of `path` from byte `offset` on (lossy UTF-8).
 fn read_from(path: &Path, offset: u64) -> String {
     let mut out = Vec::new();
@@ -218,4 +238,16 @@ fn read_from(path: &Path, offset: u64) -> String {
         let _ = f.read_to_end(&mut out);
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strip_ansi_removes_colour_codes() {
+        assert_eq!(
+            super::strip_ansi("\u{1b}[2m12:00\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m ready"),
+            "12:00  INFO ready"
+        );
+        assert_eq!(super::strip_ansi("plain [text]"), "plain [text]");
+    }
 }

@@ -39,10 +39,7 @@ fn wire_id(id: &MessageIdData) -> WireId {
 
 /// The position after the newest entry (where "latest" starts).
 fn end_position(topic: &Topic) -> Position {
-    match topic.ml.last_confirmed() {
-        Some(p) => topic.ml.next_position(p),
-        None => Position::EARLIEST,
-    }
+    topic.ml.end_position()
 }
 
 fn to_wire(pos: Position) -> MessageIdData {
@@ -206,11 +203,11 @@ impl Conn {
             }
             if !id.ack_set.is_empty() {
                 if cumulative {
-                    if pos.entry_id > 0 {
-                        c.sub.ack_cumulative(
-                            &c.consumer,
-                            Position::new(pos.ledger_id, pos.entry_id - 1),
-                        );
+                    // Everything before the batch is acknowledged; within it,
+                    // the ack set says what is.
+                    let before = c.topic.ml.previous_position(pos);
+                    if before != Position::EARLIEST {
+                        c.sub.ack_cumulative(&c.consumer, before);
                     }
                 }
                 let size = id.batch_size.unwrap_or(0).max(0) as u32;
