@@ -16,6 +16,25 @@ struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
 }
 
+/// Bookies are shut down when the test ends, so that no flush or RocksDB
+/// work is still running when the test process exits (RocksDB aborts the
+/// process if its statics are destroyed under a live database).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let bookies: Vec<Bookie> = self.bookies.iter_mut().filter_map(Option::take).collect();
+        if bookies.is_empty() {
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                for b in bookies {
+                    let _ = b.shutdown().await;
+                }
+            })
+        });
+    }
+}
+
 impl Cluster {
     async fn start(n: usize) -> Cluster {
         let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());

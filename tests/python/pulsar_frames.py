@@ -66,6 +66,7 @@ CHECKSUM_ERROR = 9
 INVALID_TOPIC_NAME = 17
 
 MAGIC_CRC32C = 0x0E01
+MAGIC_BROKER_ENTRY_METADATA = 0x0E02
 PROTOCOL_VERSION = 19
 
 # --------------------------------------------------------------------------
@@ -197,8 +198,34 @@ def base_command(type_, field_body=None):
     return out
 
 
-def connect(client_version="strata-compat-raw", protocol_version=PROTOCOL_VERSION):
-    return base_command(CONNECT, f_bytes(1, client_version) + f_varint(4, protocol_version))
+def connect(
+    client_version="strata-compat-raw",
+    protocol_version=PROTOCOL_VERSION,
+    broker_entry_metadata=False,
+):
+    body = f_bytes(1, client_version) + f_varint(4, protocol_version)
+    if broker_entry_metadata:
+        # feature_flags (10) { supports_broker_entry_metadata (2): true }
+        body += f_msg(10, f_bool(2, True))
+    return base_command(CONNECT, body)
+
+
+def subscribe(topic, subscription, consumer_id, request_id, earliest=True):
+    """A durable Exclusive subscription (sub type 0)."""
+    body = (
+        f_bytes(1, topic)
+        + f_bytes(2, subscription)
+        + f_varint(3, 0)
+        + f_varint(4, consumer_id)
+        + f_varint(5, request_id)
+    )
+    if earliest:
+        body += f_varint(13, 1)
+    return base_command(SUBSCRIBE, body)
+
+
+def flow(consumer_id, permits):
+    return base_command(FLOW, f_varint(1, consumer_id) + f_varint(2, permits))
 
 
 def ping():
@@ -270,6 +297,7 @@ class Frame:
         self.checksum = checksum
         self.metadata = metadata
         self.payload = payload
+        self.broker_entry_metadata = None
 
     def __repr__(self):
         return f"Frame({TYPE_NAMES.get(self.type, self.type)}, body={self.body})"
@@ -287,13 +315,20 @@ def parse_frame(frame_body):
     rest = frame_body[4 + cmd_size :]
     if not rest:
         return Frame(type_, body, raw)
+    broker_entry_metadata = None
+    if struct.unpack_from(">H", rest, 0)[0] == MAGIC_BROKER_ENTRY_METADATA:
+        (bem_size,) = struct.unpack_from(">I", rest, 2)
+        broker_entry_metadata = rest[6 : 6 + bem_size]
+        rest = rest[6 + bem_size :]
     magic, checksum = struct.unpack_from(">HI", rest, 0)
     if magic != MAGIC_CRC32C:
         raise ValueError(f"bad magic {magic:#06x}")
     (md_size,) = struct.unpack_from(">I", rest, 6)
     metadata = rest[10 : 10 + md_size]
     payload = rest[10 + md_size :]
-    return Frame(type_, body, raw, checksum, metadata, payload)
+    frame = Frame(type_, body, raw, checksum, metadata, payload)
+    frame.broker_entry_metadata = broker_entry_metadata
+    return frame
 
 
 # --------------------------------------------------------------------------
@@ -386,9 +421,9 @@ class RawConnection:
             finally:
                 self.timeout = saved
 
-    def handshake(self):
+    def handshake(self, broker_entry_metadata=False):
         """CONNECT; returns the CONNECTED frame."""
-        self.send_command(connect())
+        self.send_command(connect(broker_entry_metadata=broker_entry_metadata))
         frame = self.read_frame()
         if frame.type != CONNECTED:
             raise AssertionError(f"CONNECT answered with {frame}")

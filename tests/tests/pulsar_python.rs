@@ -110,6 +110,17 @@ async fn thousand_topics_open_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_entry_metadata_only_to_clients_that_announce_it() {
+    scenario(
+        "broker_entry_metadata",
+        "broker_entry_metadata.py",
+        &[],
+        SCRIPT_LIMIT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_access_modes_shared_exclusive_wait_and_fencing() {
     scenario(
         "producer_access_modes",
