@@ -16,6 +16,8 @@ pub mod journal;
 pub mod metrics;
 pub mod service;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,67 +2,18 @@
 //! real disks in temp dirs, in-memory metadata). The multi-process fault
 //! tests with SIGKILL live in the `strata-tests` crate.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_bookie::{Bookie, BookieConfig};
-use strata_common::metadata::{MemoryStore, MetadataStore};
+use strata_bookie::testing::TestCluster as Cluster;
 use strata_ledger::{ClientConfig, LedgerClient, LedgerError, LedgerStatus};
 
-struct Cluster {
-    store: Arc<dyn MetadataStore>,
-    bookies: Vec<Option<Bookie>>,
-    _dirs: Vec<tempfile::TempDir>,
+/// Test helpers on the in-process bookies.
+trait ClusterExt {
+    fn client(&self) -> LedgerClient;
 }
 
-/// Bookies are shut down when the test ends, so that no flush or RocksDB
-/// work is still running when the test process exits (RocksDB aborts the
-/// process if its statics are destroyed under a live database).
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let bookies: Vec<Bookie> = self.bookies.iter_mut().filter_map(Option::take).collect();
-        if bookies.is_empty() {
-            return;
-        }
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                for b in bookies {
-                    let _ = b.shutdown().await;
-                }
-            })
-        });
-    }
-}
-
-impl Cluster {
-    async fn start(n: usize) -> Cluster {
-        let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
-        let mut bookies = Vec::new();
-        let mut dirs = Vec::new();
-        for _ in 0..n {
-            let dir = tempfile::tempdir().unwrap();
-            let config = BookieConfig {
-                listen: "127.0.0.1:0".into(),
-                data_dir: dir.path().to_path_buf(),
-                journal_preallocate: 1 << 20,
-                gc_interval: Duration::from_millis(200),
-                ..BookieConfig::default()
-            };
-            bookies.push(Some(
-                Bookie::start_with_store(config, store.clone())
-                    .await
-                    .unwrap(),
-            ));
-            dirs.push(dir);
-        }
-        Cluster {
-            store,
-            bookies,
-            _dirs: dirs,
-        }
-    }
-
+impl ClusterExt for Cluster {
     fn client(&self) -> LedgerClient {
         LedgerClient::new(
             self.store.clone(),

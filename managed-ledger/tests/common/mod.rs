@@ -3,78 +3,25 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_bookie::{Bookie, BookieConfig};
-use strata_common::metadata::{MemoryStore, MetadataStore};
+pub use strata_bookie::testing::TestCluster as Cluster;
 use strata_ledger::{ClientConfig, LedgerClient};
 use strata_managed_ledger::{ManagedLedger, ManagedLedgerConfig, ManagedLedgerFactory, Position};
 
-pub struct Cluster {
-    pub store: Arc<dyn MetadataStore>,
-    pub bookies: Vec<Option<Bookie>>,
-    dirs: Vec<tempfile::TempDir>,
+/// Test helpers on the in-process bookies.
+#[allow(async_fn_in_trait)]
+pub trait ClusterExt {
+    fn client(&self) -> LedgerClient;
+    fn factory(&self, config: ManagedLedgerConfig, cache_bytes: usize) -> ManagedLedgerFactory;
+    /// Keys under a prefix.
+    async fn keys(&self, prefix: &str) -> Vec<String>;
+    async fn ledger_exists(&self, ledger_id: u64) -> bool;
 }
 
-/// Bookies are shut down when the test ends, so that no flush or RocksDB
-/// work is still running when the test process exits (RocksDB aborts the
-/// process if its statics are destroyed under a live database).
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let bookies: Vec<Bookie> = self.bookies.iter_mut().filter_map(Option::take).collect();
-        if bookies.is_empty() {
-            return;
-        }
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                for b in bookies {
-                    let _ = b.shutdown().await;
-                }
-            })
-        });
-    }
-}
-
-impl Cluster {
-    pub async fn start(n: usize) -> Cluster {
-        let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
-        let mut c = Cluster {
-            store,
-            bookies: Vec::new(),
-            dirs: Vec::new(),
-        };
-        for _ in 0..n {
-            c.add_bookie().await;
-        }
-        c
-    }
-
-    pub async fn add_bookie(&mut self) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = BookieConfig {
-            listen: "127.0.0.1:0".into(),
-            data_dir: dir.path().to_path_buf(),
-            journal_preallocate: 1 << 20,
-            gc_interval: Duration::from_millis(200),
-            ..BookieConfig::default()
-        };
-        self.bookies.push(Some(
-            Bookie::start_with_store(config, self.store.clone())
-                .await
-                .unwrap(),
-        ));
-        self.dirs.push(dir);
-    }
-
-    pub async fn stop_bookie(&mut self, i: usize) {
-        if let Some(b) = self.bookies[i].take() {
-            b.shutdown().await.unwrap();
-        }
-    }
-
-    pub fn client(&self) -> LedgerClient {
+impl ClusterExt for Cluster {
+    fn client(&self) -> LedgerClient {
         LedgerClient::new(
             self.store.clone(),
             ClientConfig {
@@ -86,12 +33,12 @@ impl Cluster {
         )
     }
 
-    pub fn factory(&self, config: ManagedLedgerConfig, cache_bytes: usize) -> ManagedLedgerFactory {
+    fn factory(&self, config: ManagedLedgerConfig, cache_bytes: usize) -> ManagedLedgerFactory {
         ManagedLedgerFactory::new(self.client(), config, cache_bytes)
     }
 
     /// Keys under a prefix.
-    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+    async fn keys(&self, prefix: &str) -> Vec<String> {
         self.store
             .list(prefix)
             .await
@@ -101,7 +48,7 @@ impl Cluster {
             .collect()
     }
 
-    pub async fn ledger_exists(&self, ledger_id: u64) -> bool {
+    async fn ledger_exists(&self, ledger_id: u64) -> bool {
         self.client().metadata(ledger_id).await.is_ok()
     }
 }
