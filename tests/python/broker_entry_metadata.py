@@ -3,7 +3,10 @@ client whose CONNECT does not announce `supports_broker_entry_metadata`
 receives each message exactly as the producer sent it (starting with the
 0x0e01 checksum header), one that announces it receives the 0x0e02 prefix
 with the broker timestamp and the message index in front of the same bytes.
-The official client (which announces support) still reads the messages."""
+The official client (which announces support) still reads the messages.
+An ACK that carries a request id gets an ACK_RESPONSE with that id (with
+an error for an unknown consumer), and acknowledged messages stay
+acknowledged."""
 
 import time
 
@@ -14,7 +17,7 @@ import pulsar_frames as pf
 from compat import check, check_eq
 
 
-def read_messages(args, topic, sub, announce, count):
+def read_messages(args, topic, sub, announce, count, ack=False):
     conn = pf.RawConnection.to(args.service_url)
     try:
         conn.handshake(broker_entry_metadata=announce)
@@ -28,6 +31,20 @@ def read_messages(args, topic, sub, announce, count):
             if frame.type != pf.MESSAGE:
                 continue
             out.append(frame)
+        if ack:
+            for i, frame in enumerate(out):
+                msg_id = pf.decode(pf.first(frame.body, 2))
+                conn.send_command(
+                    pf.ack(1, pf.first(msg_id, 1), pf.first(msg_id, 2), request_id=100 + i)
+                )
+                reply = conn.read_frame()
+                check_eq(reply.type, pf.ACK_RESPONSE, f"ACK with a request id answered with {reply}")
+                check_eq(pf.first(reply.body, 6), 100 + i, "ACK_RESPONSE request id")
+                check(pf.first(reply.body, 4) is None, f"ACK_RESPONSE carries an error: {reply}")
+            conn.send_command(pf.ack(77, 1, 0, request_id=200))
+            reply = conn.read_frame()
+            check_eq(reply.type, pf.ACK_RESPONSE, f"ACK for an unknown consumer answered with {reply}")
+            check(pf.first(reply.body, 4) is not None, "ACK for an unknown consumer got no error")
         return out
     finally:
         conn.close()
@@ -44,7 +61,7 @@ def run(args):
     p.close()
     after = int(time.time() * 1000)
 
-    plain = read_messages(args, topic, "plain", announce=False, count=3)
+    plain = read_messages(args, topic, "plain", announce=False, count=3, ack=True)
     for i, frame in enumerate(plain):
         check(
             frame.broker_entry_metadata is None,
@@ -73,6 +90,11 @@ def run(args):
         check_eq(index, i, f"broker index of message {i}")
         check_eq(frame.payload, payloads[i], f"payload of message {i} (announcing client)")
         check_eq(frame.checksum, plain[i].checksum, f"checksum of message {i}")
+
+    # The raw subscription acknowledged everything: nothing comes again.
+    again = c.subscribe(topic, "plain")
+    compat.expect_silence(again, "the subscription whose messages were all acknowledged")
+    again.close()
 
     consumer = c.subscribe(topic, "official", initial_position=pulsar.InitialPosition.Earliest)
     for i, want in enumerate(payloads):

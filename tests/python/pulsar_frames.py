@@ -39,6 +39,8 @@ PARTITIONED_METADATA = 21
 PARTITIONED_METADATA_RESPONSE = 22
 LOOKUP = 23
 LOOKUP_RESPONSE = 24
+ACK = 10
+ACK_RESPONSE = 38
 
 TYPE_NAMES = {
     v: k for k, v in dict(globals()).items() if k.isupper() and isinstance(v, int) and 2 <= v <= 24
@@ -222,6 +224,15 @@ def subscribe(topic, subscription, consumer_id, request_id, earliest=True):
     if earliest:
         body += f_varint(13, 1)
     return base_command(SUBSCRIBE, body)
+
+
+def ack(consumer_id, ledger_id, entry_id, request_id=None):
+    """An individual ACK of one message id; with a request id the broker
+    must answer ACK_RESPONSE."""
+    body = f_varint(1, consumer_id) + f_varint(2, 0) + f_msg(3, f_varint(1, ledger_id) + f_varint(2, entry_id))
+    if request_id is not None:
+        body += f_varint(8, request_id)
+    return base_command(ACK, body)
 
 
 def flow(consumer_id, permits):
