@@ -3,7 +3,6 @@
 //! For now it answers the health check; the admin API grows here.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
@@ -11,19 +10,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::BrokerService;
-
 pub struct AdminServer {
     pub address: SocketAddr,
     task: JoinHandle<()>,
 }
 
 impl AdminServer {
-    pub async fn start(
-        listen: &str,
-        _service: Arc<BrokerService>,
-        cancel: CancellationToken,
-    ) -> anyhow::Result<AdminServer> {
+    pub async fn start(listen: &str, cancel: CancellationToken) -> anyhow::Result<AdminServer> {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind the admin port {listen}: {e}"))?;

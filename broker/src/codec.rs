@@ -70,13 +70,7 @@ pub fn decode(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame>, Cod
 
 /// Encodes a command-only frame.
 pub fn encode_command(cmd: &BaseCommand) -> Bytes {
-    let cmd_size = cmd.encoded_len();
-    let mut out = BytesMut::with_capacity(8 + cmd_size);
-    out.put_u32((4 + cmd_size) as u32);
-    out.put_u32(cmd_size as u32);
-    cmd.encode(&mut out)
-        .expect("BytesMut grows to fit the message");
-    out.freeze()
+    encode_command_with_body(cmd, 0)
 }
 
 /// Encodes the header of a frame whose message bytes (`body_len` long) follow it.

@@ -168,10 +168,6 @@ impl Consumer {
         taken.into_iter().map(|(p, _)| p).collect()
     }
 
-    pub fn unacked_messages(&self) -> i64 {
-        self.unacked_messages.load(Ordering::Acquire)
-    }
-
     /// The Key_Shared hash of a message key (0..65535).
     pub fn key_hash(key: &[u8]) -> u32 {
         crc32c::crc32c(key) % HASH_RANGE_SIZE

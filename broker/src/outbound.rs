@@ -75,11 +75,6 @@ impl ConnHandle {
         }
     }
 
-    /// Closes the connection (the client will reconnect).
-    pub fn close(&self) {
-        self.closed.cancel();
-    }
-
     pub fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
     }

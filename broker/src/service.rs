@@ -165,11 +165,6 @@ impl BrokerService {
         result
     }
 
-    /// The topic if it is loaded here.
-    pub fn loaded_topic(&self, name: &TopicName) -> Option<Arc<Topic>> {
-        self.topics.lock().get(name)?.get().cloned()
-    }
-
     async fn load_topic(&self, name: &TopicName, create: bool) -> Result<Arc<Topic>> {
         match self.lookup(name).await? {
             Owner::Me => {}

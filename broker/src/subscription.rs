@@ -396,10 +396,11 @@ impl Subscription {
                         continue;
                     }
                 };
-                match self.pick(pos, &entry.data, &held) {
+                let info = EntryInfo::of(&entry.data);
+                match self.pick(pos, &info, &held) {
                     Pick::To(c) => {
                         self.state.lock().replay.remove(&pos);
-                        self.send(&c, pos, entry.data).await;
+                        self.send(&c, pos, entry.data, info.messages).await;
                         sent_any = true;
                     }
                     Pick::Hold(Some(id)) => {
@@ -430,8 +431,9 @@ impl Subscription {
                 let mut st = self.state.lock();
                 st.last_dispatched = Some(st.last_dispatched.map_or(pos, |p| p.max(pos)));
             }
-            match self.pick(pos, &entry.data, &held) {
-                Pick::To(c) => self.send(&c, pos, entry.data).await,
+            let info = EntryInfo::of(&entry.data);
+            match self.pick(pos, &info, &held) {
+                Pick::To(c) => self.send(&c, pos, entry.data, info.messages).await,
                 Pick::Hold(target) => {
                     if let Some(id) = target {
                         held.insert(id);
@@ -444,7 +446,7 @@ impl Subscription {
     }
 
     /// Chooses the consumer for an entry.
-    fn pick(&self, pos: Position, data: &Bytes, held: &HashSet<u64>) -> Pick {
+    fn pick(&self, pos: Position, info: &EntryInfo, held: &HashSet<u64>) -> Pick {
         let mut st = self.state.lock();
         if st.consumers.is_empty() {
             return Pick::Hold(None);
@@ -478,7 +480,7 @@ impl Subscription {
                 Pick::Hold(None)
             }
             SubType::KeyShared => {
-                let hash = entry_key_hash(data);
+                let hash = info.key_hash;
                 let owner = st
                     .consumers
                     .iter()
@@ -506,14 +508,7 @@ impl Subscription {
         }
     }
 
-    async fn send(&self, c: &Arc<Consumer>, pos: Position, data: Bytes) {
-        let md = codec::entry_metadata(&data);
-        let messages = md
-            .as_ref()
-            .ok()
-            .and_then(|m| m.num_messages_in_batch)
-            .unwrap_or(1)
-            .max(1) as u32;
+    async fn send(&self, c: &Arc<Consumer>, pos: Position, data: Bytes, messages: u32) {
         let redelivery_count = self
             .state
             .lock()
@@ -552,18 +547,32 @@ enum Pick {
     Hold(Option<u64>),
 }
 
-/// The Key_Shared hash of an entry: its ordering key, else its partition key.
-fn entry_key_hash(data: &Bytes) -> u32 {
-    match codec::entry_metadata(data) {
-        Ok(md) => {
-            if let Some(k) = md.ordering_key.as_ref().filter(|k| !k.is_empty()) {
-                Consumer::key_hash(k)
-            } else if let Some(k) = md.partition_key.as_ref() {
-                Consumer::key_hash(k.as_bytes())
-            } else {
-                0
-            }
+/// What dispatch needs of an entry's metadata, decoded once per entry.
+struct EntryInfo {
+    /// Messages in the entry (flow permits it uses).
+    messages: u32,
+    /// Key_Shared hash: of the ordering key, else of the partition key.
+    key_hash: u32,
+}
+
+impl EntryInfo {
+    fn of(data: &Bytes) -> EntryInfo {
+        let Ok(md) = codec::entry_metadata(data) else {
+            return EntryInfo {
+                messages: 1,
+                key_hash: 0,
+            };
+        };
+        let key_hash = if let Some(k) = md.ordering_key.as_ref().filter(|k| !k.is_empty()) {
+            Consumer::key_hash(k)
+        } else if let Some(k) = md.partition_key.as_ref() {
+            Consumer::key_hash(k.as_bytes())
+        } else {
+            0
+        };
+        EntryInfo {
+            messages: md.num_messages_in_batch.unwrap_or(1).max(1) as u32,
+            key_hash,
         }
-        Err(_) => 0,
     }
 }

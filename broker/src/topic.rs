@@ -319,8 +319,4 @@ impl Topic {
             s.close();
         }
     }
-
-    pub fn producer_count(&self) -> usize {
-        self.state.lock().producers.len()
-    }
 }

@@ -2,7 +2,6 @@
 //! embedded RocksDB metadata store, for development and single-node use.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -100,7 +99,6 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let admin_cancel = CancellationToken::new();
     let admin = AdminServer::start(
         &format!("{}:{}", args.bind_address, args.admin_port),
-        Arc::clone(&broker.service),
         admin_cancel.clone(),
     )
     .await?;

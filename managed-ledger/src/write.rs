@@ -95,6 +95,21 @@ impl WriteState {
 }
 
 impl CurrentLedger {
+    /// Stops taking adds and waits for the ones in flight: returns the
+    /// ledger, its writer and the error that failed it, if any.
+    async fn drain(self) -> (u64, Arc<LedgerWriter>, Option<LedgerError>) {
+        let CurrentLedger {
+            ledger_id,
+            writer,
+            tx,
+            tracker,
+            ..
+        } = self;
+        drop(tx);
+        let error = tracker.await.ok().flatten();
+        (ledger_id, writer, error)
+    }
+
     fn should_roll(&self, cfg: &crate::ManagedLedgerConfig) -> bool {
         let age = self.created.elapsed();
         (self.entries > 0 && age >= cfg.max_ledger_age)
@@ -170,15 +185,7 @@ impl Core {
             Some(old) if old_failed => {
                 // Learn why it failed before writing anything: a fenced
                 // ledger means another owner recovered it.
-                let CurrentLedger {
-                    ledger_id,
-                    writer,
-                    tx,
-                    tracker,
-                    ..
-                } = old;
-                drop(tx);
-                let error = tracker.await.ok().flatten();
+                let (ledger_id, writer, error) = old.drain().await;
                 if matches!(error, Some(LedgerError::Fenced(_))) {
                     self.fence();
                     return Err(ManagedLedgerError::Fenced(self.name.to_string()));
@@ -270,15 +277,7 @@ impl Core {
 
     /// Seals the ledger adds went to until now.
     async fn seal_current(self: Arc<Self>, old: CurrentLedger) {
-        let CurrentLedger {
-            ledger_id,
-            writer,
-            tx,
-            tracker,
-            ..
-        } = old;
-        drop(tx);
-        let error = tracker.await.ok().flatten();
+        let (ledger_id, writer, error) = old.drain().await;
         self.seal(ledger_id, writer, true, error).await;
     }
 
