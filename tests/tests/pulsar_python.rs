@@ -121,6 +121,11 @@ async fn broker_entry_metadata_only_to_clients_that_announce_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_pattern_subscription_and_protocol_versions() {
+    scenario("namespace_ops", "namespace_ops.py", &[], SCRIPT_LIMIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_access_modes_shared_exclusive_wait_and_fencing() {
     scenario(
         "producer_access_modes",
