@@ -6,7 +6,7 @@
 //! (recovering the last ledger), their durable subscriptions restored.
 
 pub mod admin;
-pub mod codec;
+pub use strata_proto::frame as codec;
 mod commands;
 pub mod config;
 mod connection;

@@ -7,6 +7,9 @@ pub mod bookie {
     tonic::include_proto!("strata.bookie.v1");
 }
 
+/// Pulsar frames: decoding, encoding, message and broker-entry metadata.
+pub mod frame;
+
 pub mod pulsar {
     #![allow(clippy::all)]
     tonic::include_proto!("pulsar.proto");

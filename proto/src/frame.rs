@@ -10,7 +10,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
-use strata_proto::pulsar::{BaseCommand, BrokerEntryMetadata, MessageMetadata};
+use crate::pulsar::{BaseCommand, BrokerEntryMetadata, MessageMetadata};
 
 /// Magic of the checksummed message header.
 pub const MAGIC_CRC32C: u16 = 0x0e01;
@@ -201,7 +201,7 @@ pub fn make_message(metadata: &MessageMetadata, payload: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_proto::pulsar::{CommandPing, base_command::Type};
+    use crate::pulsar::{CommandPing, base_command::Type};
 
     fn ping() -> BaseCommand {
         BaseCommand {
