@@ -179,6 +179,11 @@ impl Bookie {
         &self.storage.metrics
     }
 
+    /// The metrics as a `/metrics` source.
+    pub fn metrics_source(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
+        self.storage.metrics.clone()
+    }
+
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
     }

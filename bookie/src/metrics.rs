@@ -61,6 +61,11 @@ impl Default for Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut e = Exposition::default();
+        self.render_into(&mut e);
+        e.finish()
+    }
+
+    pub fn render_into(&self, e: &mut Exposition) {
         e.histogram(
             "strata_bookie_journal_write_seconds",
             "Journal batch write (before its fdatasync).",
@@ -166,6 +171,11 @@ impl Metrics {
             "1 while the bookie refuses adds.",
             self.read_only.get(),
         );
-        e.finish()
+    }
+}
+
+impl strata_common::metrics::MetricsSource for Metrics {
+    fn render(&self, out: &mut Exposition) {
+        self.render_into(out);
     }
 }

@@ -99,6 +99,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let admin_cancel = CancellationToken::new();
     let admin = AdminServer::start(
         &format!("{}:{}", args.bind_address, args.admin_port),
+        broker.service.clone(),
+        vec![bookie.metrics_source()],
         admin_cancel.clone(),
     )
     .await?;

@@ -112,6 +112,13 @@ impl Histogram {
     }
 }
 
+/// Something that adds its metrics to the `/metrics` page (the bookie, the
+/// ledger client, the broker). The admin server renders every source it was
+/// given, in order.
+pub trait MetricsSource: Send + Sync {
+    fn render(&self, out: &mut Exposition);
+}
+
 /// Builds a Prometheus text exposition.
 #[derive(Default)]
 pub struct Exposition {

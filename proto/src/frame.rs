@@ -8,9 +8,9 @@
 //! endian. The decoder never trusts a length before checking it against the
 //! frame limit and the bytes actually present.
 
+use crate::pulsar::{BaseCommand, BrokerEntryMetadata, MessageMetadata};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
-use crate::pulsar::{BaseCommand, BrokerEntryMetadata, MessageMetadata};
 
 /// Magic of the checksummed message header.
 pub const MAGIC_CRC32C: u16 = 0x0e01;
