@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use strata_common::metrics::{Exposition, MetricsSource};
+use strata_common::metrics::{Exposition, MetricsSource, ProcessMetrics};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,7 @@ impl AdminServer {
 
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let mut out = Exposition::default();
+    ProcessMetrics.render(&mut out);
     for source in state.metrics.iter() {
         source.render(&mut out);
     }

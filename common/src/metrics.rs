@@ -119,6 +119,40 @@ pub trait MetricsSource: Send + Sync {
     fn render(&self, out: &mut Exposition);
 }
 
+/// The standard `process_*` metrics of this process, read from `/proc/self`.
+pub struct ProcessMetrics;
+
+impl MetricsSource for ProcessMetrics {
+    fn render(&self, out: &mut Exposition) {
+        // statm: size resident shared text lib data dt, in pages.
+        let page = 4096i64;
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+            let mut fields = statm
+                .split_whitespace()
+                .map(|f| f.parse::<i64>().unwrap_or(0));
+            let virt = fields.next().unwrap_or(0);
+            let resident = fields.next().unwrap_or(0);
+            out.gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                resident * page,
+            );
+            out.gauge(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                virt * page,
+            );
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            out.gauge(
+                "process_open_fds",
+                "Number of open file descriptors.",
+                fds.count() as i64,
+            );
+        }
+    }
+}
+
 /// Builds a Prometheus text exposition.
 #[derive(Default)]
 pub struct Exposition {
