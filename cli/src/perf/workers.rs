@@ -133,13 +133,16 @@ pub async fn produce(
     produced: Arc<AtomicU64>,
 ) -> ProducerStats {
     let (tx, rx) = mpsc::channel::<(Instant, bool, SendFuture)>(4096);
-    let collector = tokio::spawn(collect(rx, t, produced));
+    // A failed send ends this producer's run: what follows would only
+    // measure how fast the broker refuses.
+    let failed = CancellationToken::new();
+    let collector = tokio::spawn(collect(rx, t, produced, failed.clone()));
     let mut payload: Vec<u8> = (0..plan.size.max(8)).map(|i| (i % 251) as u8).collect();
     let mut errors = Errors::default();
     let mut k = 0u64;
     loop {
         let now = Instant::now();
-        if now >= t.end {
+        if now >= t.end || failed.is_cancelled() {
             break;
         }
         let scheduled = match plan.rate {
@@ -206,6 +209,7 @@ async fn collect(
     mut rx: mpsc::Receiver<(Instant, bool, SendFuture)>,
     t: Timeline,
     produced: Arc<AtomicU64>,
+    failed: CancellationToken,
 ) -> ProducerStats {
     let mut stats = ProducerStats {
         acked: 0,
@@ -224,10 +228,16 @@ async fn collect(
                     report::record(&mut stats.latency, micros);
                 }
             }
-            Ok(Err(e)) => stats.errors.add(format!("send failed: {e}")),
-            Err(_) => stats
-                .errors
-                .add("no receipt before the drain deadline".to_string()),
+            Ok(Err(e)) => {
+                stats.errors.add(format!("send failed: {e}"));
+                failed.cancel();
+            }
+            Err(_) => {
+                stats
+                    .errors
+                    .add("no receipt before the drain deadline".to_string());
+                failed.cancel();
+            }
         }
     }
     stats
