@@ -13,7 +13,7 @@ use strata_managed_ledger::ManagedLedgerFactory;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
-use crate::config::BrokerConfig;
+use crate::config::{AutoTopicCreationType, BrokerConfig};
 use crate::error::{BrokerError, Result};
 use crate::ownership::{Owner, Ownership};
 use crate::topic::Topic;
@@ -132,6 +132,38 @@ impl BrokerService {
         }
     }
 
+    /// Partition count answered to a client's PARTITIONED_METADATA. A topic
+    /// that does not exist yet becomes a partitioned topic here when auto
+    /// creation is on, of the partitioned type, and the client allows it.
+    pub async fn partitioned_metadata(&self, topic: &TopicName, auto_create: bool) -> Result<u32> {
+        let n = self.partitions(topic).await?;
+        if n > 0
+            || topic.partition().is_some()
+            || !auto_create
+            || !self.config.allow_auto_topic_creation
+            || self.config.auto_topic_creation_type != AutoTopicCreationType::Partitioned
+            || self.factory.exists(&topic.persistence_name()).await?
+        {
+            return Ok(n);
+        }
+        let partitions = self.config.default_num_partitions.max(1);
+        let key = paths::partitioned_topic(&topic.persistence_name());
+        let record = serde_json::to_vec(&PartitionedTopicInfo { partitions }).expect("serializable");
+        match self
+            .store
+            .put(&key, record.into(), PutOptions::expect(Expect::Absent))
+            .await
+        {
+            Ok(_) => {
+                info!(topic = %topic, partitions, "created partitioned topic on first use");
+                Ok(partitions)
+            }
+            // Created concurrently: answer what is there.
+            Err(e) if e.is_bad_version() => self.partitions(topic).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Who serves `topic`; takes ownership of its bundle when free.
     pub async fn lookup(&self, topic: &TopicName) -> Result<Owner> {
         if !self.namespace_exists(&topic.namespace).await? {
@@ -175,7 +207,18 @@ impl BrokerService {
             }
         }
         let ml_name = name.persistence_name();
-        let may_create = create && self.config.allow_auto_topic_creation;
+        let mut may_create = create && self.config.allow_auto_topic_creation;
+        if may_create && let Some(index) = name.partition() {
+            // A partition exists only as part of its partitioned topic.
+            let partitions = self.partitions(name).await?;
+            if index >= partitions {
+                may_create = false;
+            }
+        } else if may_create && self.partitions(name).await? > 0 {
+            return Err(BrokerError::NotAllowed(format!(
+                "{name} is a partitioned topic: use its partitions"
+            )));
+        }
         if !may_create && !self.factory.exists(&ml_name).await? {
             return Err(BrokerError::TopicNotFound(name.to_string()));
         }

@@ -48,7 +48,8 @@ impl Conn {
                 if !conn.service.namespace_exists(&name.namespace).await? {
                     return Err(BrokerError::NamespaceNotFound(name.namespace.to_string()));
                 }
-                conn.service.partitions(&name).await
+                let auto_create = cmd.metadata_auto_creation_enabled.unwrap_or(true);
+                conn.service.partitioned_metadata(&name, auto_create).await
             }
             .await;
             let reply = match result {
