@@ -300,6 +300,7 @@ impl LedgerStorage {
             self.metrics.write_cache_hits.inc();
             return Ok(Some(e));
         }
+        self.metrics.write_cache_misses.inc();
         if let Some(e) = self.read_cache.get(&(ledger, entry)) {
             self.metrics.read_cache_hits.inc();
             return Ok(Some(e.value().clone()));
@@ -309,7 +310,8 @@ impl LedgerStorage {
         // between our index lookup and the read: look again once.
         for attempt in 0..2 {
             let Some(loc) = self.index.location(ledger, entry)? else {
-                // It may have been in the flushing buffer a moment ago.
+                // It may have been in the flushing buffer a moment ago (the
+                // lookup above already counted as a write-cache miss).
                 return Ok(self.cached((ledger, entry)));
             };
             match self.logs.read(loc) {

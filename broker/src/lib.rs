@@ -12,6 +12,7 @@ pub mod config;
 mod connection;
 mod consumer;
 pub mod error;
+pub mod metrics;
 mod outbound;
 pub mod ownership;
 pub mod service;
@@ -94,6 +95,12 @@ impl Broker {
 
     pub fn service_url(&self) -> &str {
         &self.service.service_url
+    }
+
+    /// The broker's metrics (publish latency, connections, lookups) as a
+    /// `/metrics` source.
+    pub fn metrics_source(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
+        self.service.metrics.clone()
     }
 
     /// Closes every connection, persists cursors and closes ledgers.

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::config::{AutoTopicCreationType, BrokerConfig};
 use crate::error::{BrokerError, Result};
+use crate::metrics::BrokerMetrics;
 use crate::ownership::{Owner, Ownership};
 use crate::topic::Topic;
 
@@ -50,6 +51,7 @@ pub struct BrokerService {
     next_conn_id: AtomicU64,
     next_producer_name: AtomicU64,
     pub broker_id: String,
+    pub metrics: Arc<BrokerMetrics>,
 }
 
 impl BrokerService {
@@ -71,6 +73,7 @@ impl BrokerService {
             next_conn_id: AtomicU64::new(1),
             next_producer_name: AtomicU64::new(0),
             broker_id,
+            metrics: Arc::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! `strata`: the one Strata binary.
 
+mod metrics_http;
 mod perf;
 mod standalone;
 
@@ -73,7 +74,24 @@ async fn run_bookie(args: BookieArgs) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let metrics_listen = config.metrics_listen.clone();
     let bookie = Bookie::start(config).await?;
+    let metrics = match &metrics_listen {
+        Some(listen) => {
+            match metrics_http::MetricsServer::start(listen, vec![bookie.metrics_source()]).await {
+                Ok(server) => {
+                    println!("bookie metrics URL: http://{}/metrics", server.address);
+                    Some(server)
+                }
+                Err(e) => {
+                    // Close the journal and deregister before reporting.
+                    bookie.shutdown().await?;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     // Tests and scripts wait for this line to know the bookie is serving.
     println!(
         "bookie listening on {} (id {})",
@@ -81,6 +99,9 @@ async fn run_bookie(args: BookieArgs) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     info!("shutting down");
+    if let Some(m) = metrics {
+        m.stop().await;
+    }
     bookie.shutdown().await?;
     Ok(())
 }
