@@ -154,38 +154,138 @@ impl MetricsSource for ProcessMetrics {
 }
 
 /// Builds a Prometheus text exposition.
+///
+/// Samples are grouped by family: `# HELP` and `# TYPE` are written once
+/// per family, and every sample of a family is written after them even when
+/// callers interleave families (e.g. topic by topic), because the text
+/// format requires each family's lines to be contiguous.
 #[derive(Default)]
 pub struct Exposition {
-    out: String,
+    families: Vec<Family>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+struct Family {
+    header: String,
+    samples: String,
 }
 
 impl Exposition {
+    /// The sample buffer of family `name`, created with its header on first use.
+    fn family(&mut self, name: &str, help: &str, kind: &str) -> &mut String {
+        let i = match self.index.get(name) {
+            Some(i) => *i,
+            None => {
+                self.families.push(Family {
+                    header: format!(
+                        "# HELP {name} {}\n# TYPE {name} {kind}\n",
+                        escape_help(help)
+                    ),
+                    samples: String::new(),
+                });
+                self.index.insert(name.to_string(), self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        &mut self.families[i].samples
+    }
+
     pub fn counter(&mut self, name: &str, help: &str, v: u64) {
-        let _ = writeln!(
-            self.out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        let _ = writeln!(self.family(name, help, "counter"), "{name} {v}");
     }
     pub fn gauge(&mut self, name: &str, help: &str, v: i64) {
-        let _ = writeln!(
-            self.out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
-        );
+        let _ = writeln!(self.family(name, help, "gauge"), "{name} {v}");
     }
+
+    /// One labeled sample of counter family `name`.
+    pub fn counter_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: u64) {
+        let labels = render_labels(labels);
+        let _ = writeln!(self.family(name, help, "counter"), "{name}{labels} {v}");
+    }
+
+    /// One labeled sample of gauge family `name` (rates are fractional, hence f64).
+    pub fn gauge_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
+        let labels = render_labels(labels);
+        let v = format_value(v);
+        let _ = writeln!(self.family(name, help, "gauge"), "{name}{labels} {v}");
+    }
+
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.histogram_with(name, help, &[], h);
+    }
+
+    /// One labeled series of histogram family `name`.
+    pub fn histogram_with(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        h: &Histogram,
+    ) {
+        let prefix: String = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\",", escape_label(v)))
+            .collect();
+        let plain = render_labels(labels);
+        let out = self.family(name, help, "histogram");
         let mut cumulative = 0;
         for (i, bound) in h.bounds.iter().enumerate() {
             cumulative += h.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(self.out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{prefix}le=\"{bound}\"}} {cumulative}");
         }
         cumulative += h.counts[h.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_bucket{{{prefix}le=\"+Inf\"}} {cumulative}");
         let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(self.out, "{name}_sum {sum}\n{name}_count {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{plain} {sum}\n{name}_count{plain} {cumulative}"
+        );
     }
+
     pub fn finish(self) -> String {
-        self.out
+        let mut out = String::new();
+        for f in self.families {
+            out.push_str(&f.header);
+            out.push_str(&f.samples);
+        }
+        out
+    }
+}
+
+/// `{k="v",...}`, or nothing without labels.
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Help texts escape backslash and newline.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A sample value as the text format spells it (`+Inf`, `-Inf`, `NaN`).
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
     }
 }
 
@@ -213,5 +313,31 @@ mod tests {
         assert_eq!(h.quantile_upper_bound(0.6), Some(0.005));
         assert_eq!(h.quantile_upper_bound(1.0), Some(f64::INFINITY));
         assert_eq!(Histogram::latency().quantile_upper_bound(0.5), None);
+    }
+
+    #[test]
+    fn labeled_families_are_grouped_with_one_header() {
+        let mut e = Exposition::default();
+        e.gauge_with("t_rate", "rate", &[("topic", "a")], 1.5);
+        e.counter("c_total", "count", 3);
+        e.gauge_with("t_rate", "rate", &[("topic", "b\"x\\y\nz")], f64::INFINITY);
+        let text = e.finish();
+        assert_eq!(
+            text,
+            "# HELP t_rate rate\n# TYPE t_rate gauge\nt_rate{topic=\"a\"} 1.5\n\
+             t_rate{topic=\"b\\\"x\\\\y\\nz\"} +Inf\n\
+             # HELP c_total count\n# TYPE c_total counter\nc_total 3\n"
+        );
+        let h = Histogram::latency();
+        h.observe(0.001);
+        let mut e = Exposition::default();
+        e.histogram_with("h_seconds", "h", &[("op", "add")], &h);
+        let text = e.finish();
+        assert!(
+            text.contains("h_seconds_bucket{op=\"add\",le=\"0.001\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("h_seconds_count{op=\"add\"} 1"), "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 1);
     }
 }
