@@ -1,6 +1,6 @@
 //! The broker service: loaded topics, namespaces and ownership.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +38,23 @@ pub struct BrokerService {
     /// owner of a topic is the only one that creates or deletes it), so
     /// that concurrent creates give one success and conflicts.
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    /// Topics being deleted: not loaded again until the delete is done, so
+    /// a client that reconnects at once does not reopen (and fence) the
+    /// managed ledger under the delete.
+    deleting: Mutex<HashSet<TopicName>>,
+}
+
+/// Keeps a topic from loading while it is being deleted; see
+/// [`BrokerService::begin_delete`].
+pub(crate) struct DeletingGuard<'a> {
+    service: &'a BrokerService,
+    name: TopicName,
+}
+
+impl Drop for DeletingGuard<'_> {
+    fn drop(&mut self) {
+        self.service.deleting.lock().remove(&self.name);
+    }
 }
 
 /// May loading a topic create it?
@@ -72,6 +89,7 @@ impl BrokerService {
             next_producer_name: AtomicU64::new(0),
             broker_id,
             admin_lock: tokio::sync::Mutex::new(()),
+            deleting: Mutex::new(HashSet::new()),
         }
     }
 
@@ -133,6 +151,11 @@ impl BrokerService {
     }
 
     async fn load_topic(&self, name: &TopicName, creation: Creation) -> Result<Arc<Topic>> {
+        if self.deleting.lock().contains(name) {
+            return Err(BrokerError::ServiceNotReady(format!(
+                "{name} is being deleted"
+            )));
+        }
         match self.lookup(name).await? {
             Owner::Me => {}
             Owner::Other(url) => {
@@ -200,6 +223,15 @@ impl BrokerService {
         };
         topic.shutdown();
         Some(topic)
+    }
+
+    /// Marks a topic as being deleted until the guard is dropped.
+    pub(crate) fn begin_delete(&self, name: &TopicName) -> DeletingGuard<'_> {
+        self.deleting.lock().insert(name.clone());
+        DeletingGuard {
+            service: self,
+            name: name.clone(),
+        }
     }
 
     /// Unloads every topic and closes their storage (clean shutdown).

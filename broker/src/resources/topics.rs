@@ -235,6 +235,7 @@ impl BrokerService {
             }
         }
         self.check_owner(topic).await?;
+        let _deleting = self.begin_delete(topic);
         self.unload_topic(topic);
         match self.factory.delete(&ml_name).await {
             Ok(()) => Ok(()),
