@@ -2,6 +2,7 @@
 //! histograms that are cheap to update from hot paths (atomics only) and
 //! render in the Prometheus text exposition format.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -153,68 +154,88 @@ impl MetricsSource for ProcessMetrics {
     }
 }
 
-/// Builds a Prometheus text exposition.
-///
-/// Samples are grouped by family: `# HELP` and `# TYPE` are written once
-/// per family, and every sample of a family is written after them even when
-/// callers interleave families (e.g. topic by topic), because the text
-/// format requires each family's lines to be contiguous.
-#[derive(Default)]
-pub struct Exposition {
-    families: Vec<Family>,
-    index: std::collections::HashMap<String, usize>,
+/// The kind of a metric family, as its `# TYPE` line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric family: its `# HELP`/`# TYPE` header and its samples.
 struct Family {
-    header: String,
+    name: String,
+    kind: Kind,
+    help: String,
     samples: String,
 }
 
+/// Builds a Prometheus text exposition (format 0.0.4).
+///
+/// Samples are grouped by family whatever the order of the calls, and each
+/// family gets its `# HELP` and `# TYPE` lines once, before its samples: a
+/// scraper rejects a page where a family's samples are split or its header
+/// repeats, and the sources (one per topic, per bookie...) add samples of the
+/// same family from many places.
+#[derive(Default)]
+pub struct Exposition {
+    families: Vec<Family>,
+    index: HashMap<String, usize>,
+}
+
 impl Exposition {
-    /// The sample buffer of family `name`, created with its header on first use.
-    fn family(&mut self, name: &str, help: &str, kind: &str) -> &mut String {
-        let i = match self.index.get(name) {
-            Some(i) => *i,
-            None => {
-                self.families.push(Family {
-                    header: format!(
-                        "# HELP {name} {}\n# TYPE {name} {kind}\n",
-                        escape_help(help)
-                    ),
-                    samples: String::new(),
-                });
-                self.index.insert(name.to_string(), self.families.len() - 1);
-                self.families.len() - 1
-            }
-        };
-        &mut self.families[i].samples
-    }
-
     pub fn counter(&mut self, name: &str, help: &str, v: u64) {
-        let _ = writeln!(self.family(name, help, "counter"), "{name} {v}");
+        self.counter_with(name, help, &[], v);
     }
+
     pub fn gauge(&mut self, name: &str, help: &str, v: i64) {
-        let _ = writeln!(self.family(name, help, "gauge"), "{name} {v}");
-    }
-
-    /// One labeled sample of counter family `name`.
-    pub fn counter_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: u64) {
-        let labels = render_labels(labels);
-        let _ = writeln!(self.family(name, help, "counter"), "{name}{labels} {v}");
-    }
-
-    /// One labeled sample of gauge family `name` (rates are fractional, hence f64).
-    pub fn gauge_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
-        let labels = render_labels(labels);
-        let v = format_value(v);
-        let _ = writeln!(self.family(name, help, "gauge"), "{name}{labels} {v}");
+        self.gauge_with(name, help, &[], v);
     }
 
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
         self.histogram_with(name, help, &[], h);
     }
 
-    /// One labeled series of histogram family `name`.
+    /// A counter sample with labels (`name{k="v",...} v`).
+    pub fn counter_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: u64) {
+        let out = self.family(name, help, Kind::Counter);
+        sample(out, name, "", labels, None, &v.to_string());
+    }
+
+    /// A gauge sample with labels.
+    pub fn gauge_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: i64) {
+        let out = self.family(name, help, Kind::Gauge);
+        sample(out, name, "", labels, None, &v.to_string());
+    }
+
+    /// A gauge sample with labels and a fractional value (rates); `NaN`
+    /// and infinities are spelled as the text format wants them.
+    pub fn gauge_f64_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
+        let value = if v.is_nan() {
+            "NaN".to_string()
+        } else if v == f64::INFINITY {
+            "+Inf".to_string()
+        } else if v == f64::NEG_INFINITY {
+            "-Inf".to_string()
+        } else {
+            v.to_string()
+        };
+        let out = self.family(name, help, Kind::Gauge);
+        sample(out, name, "", labels, None, &value);
+    }
+
+    /// A histogram with labels: cumulative `_bucket` samples (each with its
+    /// `le` label after the given ones), then `_sum` and `_count`.
     pub fn histogram_with(
         &mut self,
         name: &str,
@@ -222,71 +243,109 @@ impl Exposition {
         labels: &[(&str, &str)],
         h: &Histogram,
     ) {
-        let prefix: String = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\",", escape_label(v)))
-            .collect();
-        let plain = render_labels(labels);
-        let out = self.family(name, help, "histogram");
+        let out = self.family(name, help, Kind::Histogram);
         let mut cumulative = 0;
         for (i, bound) in h.bounds.iter().enumerate() {
             cumulative += h.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{prefix}le=\"{bound}\"}} {cumulative}");
+            let le = bound.to_string();
+            sample(
+                out,
+                name,
+                "_bucket",
+                labels,
+                Some(&le),
+                &cumulative.to_string(),
+            );
         }
         cumulative += h.counts[h.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{prefix}le=\"+Inf\"}} {cumulative}");
-        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{name}_sum{plain} {sum}\n{name}_count{plain} {cumulative}"
+        let total = cumulative.to_string();
+        sample(out, name, "_bucket", labels, Some("+Inf"), &total);
+        // `_count` is the +Inf bucket, not the separate counter, so the two
+        // agree even while observations land during the render.
+        sample(out, name, "_sum", labels, None, &h.sum().to_string());
+        sample(out, name, "_count", labels, None, &total);
+    }
+
+    /// The sample buffer of family `name`, created with its header on first use.
+    fn family(&mut self, name: &str, help: &str, kind: Kind) -> &mut String {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                self.families.push(Family {
+                    name: name.to_string(),
+                    kind,
+                    help: escape_help(help),
+                    samples: String::new(),
+                });
+                self.index.insert(name.to_string(), self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        let family = &mut self.families[i];
+        debug_assert_eq!(
+            family.kind, kind,
+            "metric family {name} rendered as two different types"
         );
+        &mut family.samples
     }
 
     pub fn finish(self) -> String {
         let mut out = String::new();
         for f in self.families {
-            out.push_str(&f.header);
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
             out.push_str(&f.samples);
         }
         out
     }
 }
 
-/// `{k="v",...}`, or nothing without labels.
-fn render_labels(labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return String::new();
+/// Writes one sample line: `name+suffix{labels,le="..."} value`.
+fn sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[(&str, &str)],
+    le: Option<&str>,
+    value: &str,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || le.is_some() {
+        out.push('{');
+        let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+        for (i, (k, v)) in all.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
+        }
+        out.push('}');
     }
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-        .collect();
-    format!("{{{}}}", inner.join(","))
+    out.push(' ');
+    out.push_str(value);
+    out.push('\n');
 }
 
-/// Label values escape backslash, double quote and newline.
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Help texts escape backslash and newline.
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// A sample value as the text format spells it (`+Inf`, `-Inf`, `NaN`).
-fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+/// Label values may hold anything (topic names come from clients): the
+/// format escapes backslash, double quote and line feed.
+fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
     }
+}
+
+/// HELP text escapes backslash and line feed.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -316,28 +375,83 @@ mod tests {
     }
 
     #[test]
-    fn labeled_families_are_grouped_with_one_header() {
+    fn label_values_and_help_are_escaped() {
         let mut e = Exposition::default();
-        e.gauge_with("t_rate", "rate", &[("topic", "a")], 1.5);
-        e.counter("c_total", "count", 3);
-        e.gauge_with("t_rate", "rate", &[("topic", "b\"x\\y\nz")], f64::INFINITY);
+        e.counter_with(
+            "t_total",
+            "a \\ help\nwith a line feed",
+            &[("topic", "a\"b\\c\nd"), ("kind", "plain")],
+            7,
+        );
         let text = e.finish();
         assert_eq!(
             text,
-            "# HELP t_rate rate\n# TYPE t_rate gauge\nt_rate{topic=\"a\"} 1.5\n\
-             t_rate{topic=\"b\\\"x\\\\y\\nz\"} +Inf\n\
-             # HELP c_total count\n# TYPE c_total counter\nc_total 3\n"
+            "# HELP t_total a \\\\ help\\nwith a line feed\n\
+             # TYPE t_total counter\n\
+             t_total{topic=\"a\\\"b\\\\c\\nd\",kind=\"plain\"} 7\n"
         );
-        let h = Histogram::latency();
-        h.observe(0.001);
+    }
+    #[test]
+    fn labeled_histogram_buckets_are_cumulative() {
+        let h = Histogram::new(&[1.0, 2.0, 5.0]);
+        for v in [0.5, 1.5, 1.5, 4.0, 9.0] {
+            h.observe(v);
+        }
         let mut e = Exposition::default();
-        e.histogram_with("h_seconds", "h", &[("op", "add")], &h);
+        e.histogram_with("lat_seconds", "latency", &[("op", "add")], &h);
         let text = e.finish();
-        assert!(
-            text.contains("h_seconds_bucket{op=\"add\",le=\"0.001\"} 1"),
+        let want = [
+            "# HELP lat_seconds latency",
+            "# TYPE lat_seconds histogram",
+            "lat_seconds_bucket{op=\"add\",le=\"1\"} 1",
+            "lat_seconds_bucket{op=\"add\",le=\"2\"} 3",
+            "lat_seconds_bucket{op=\"add\",le=\"5\"} 4",
+            "lat_seconds_bucket{op=\"add\",le=\"+Inf\"} 5",
+            "lat_seconds_sum{op=\"add\"} 16.5",
+            "lat_seconds_count{op=\"add\"} 5",
+        ];
+        assert_eq!(text.lines().collect::<Vec<_>>(), want, "{text}");
+    }
+
+    #[test]
+    fn families_are_grouped_with_one_header() {
+        let mut e = Exposition::default();
+        e.counter_with("a_total", "first", &[("k", "1")], 1);
+        e.gauge("b", "other", -3);
+        e.counter_with("a_total", "ignored second help", &[("k", "2")], 2);
+        let text = e.finish();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "# HELP a_total first",
+                "# TYPE a_total counter",
+                "a_total{k=\"1\"} 1",
+                "a_total{k=\"2\"} 2",
+                "# HELP b other",
+                "# TYPE b gauge",
+                "b -3",
+            ],
             "{text}"
         );
-        assert!(text.contains("h_seconds_count{op=\"add\"} 1"), "{text}");
-        assert_eq!(text.matches("# TYPE").count(), 1);
+    }
+
+    #[test]
+    fn fractional_gauges() {
+        let mut e = Exposition::default();
+        e.gauge_f64_with("r", "rate", &[("t", "a")], 1.5);
+        e.gauge_f64_with("r", "rate", &[("t", "b")], f64::INFINITY);
+        e.gauge_f64_with("r", "rate", &[("t", "c")], 0.0);
+        let text = e.finish();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "# HELP r rate",
+                "# TYPE r gauge",
+                "r{t=\"a\"} 1.5",
+                "r{t=\"b\"} +Inf",
+                "r{t=\"c\"} 0",
+            ],
+            "{text}"
+        );
     }
 }

@@ -62,7 +62,7 @@ impl Figures {
     /// Writes every family for one series, `scope` being `topic` or `namespace`.
     fn render(&self, out: &mut Exposition, scope: &str, labels: &[(&str, &str)]) {
         let g = |out: &mut Exposition, what: &str, help: &str, v: f64| {
-            out.gauge_with(
+            out.gauge_f64_with(
                 &format!("strata_broker_{scope}_{what}"),
                 &format!("{help} (per {scope})."),
                 labels,
@@ -177,7 +177,7 @@ impl MetricsSource for TopicMetrics {
         }
         for (ns, f) in &namespaces {
             f.render(out, "namespace", &[("namespace", ns)]);
-            out.gauge_with(
+            out.gauge_f64_with(
                 "strata_broker_namespace_topics",
                 "Topics loaded on this broker (per namespace).",
                 &[("namespace", ns)],
