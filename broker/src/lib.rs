@@ -15,7 +15,9 @@ pub mod error;
 pub mod metrics;
 mod outbound;
 pub mod ownership;
+pub mod resources;
 pub mod service;
+pub mod stats;
 mod subscription;
 mod topic;
 
@@ -74,6 +76,7 @@ impl Broker {
         );
         let factory =
             ManagedLedgerFactory::new(client, config.managed_ledger.clone(), config.cache_bytes);
+        let stats_interval = config.stats_interval;
         let service = Arc::new(BrokerService::new(
             Arc::new(config),
             store,
@@ -83,6 +86,11 @@ impl Broker {
             broker_id,
         ));
         let cancel = CancellationToken::new();
+        tokio::spawn(stats::sample_loop(
+            Arc::downgrade(&service),
+            stats_interval,
+            cancel.clone(),
+        ));
         let accept = tokio::spawn(accept_loop(listener, service.clone(), cancel.clone()));
         info!(%address, url = %service.service_url, "broker listening");
         Ok(Broker {
@@ -101,6 +109,12 @@ impl Broker {
     /// `/metrics` source.
     pub fn metrics_source(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
         self.service.metrics.clone()
+    }
+
+    /// The per-topic and per-namespace metrics (`strata_broker_topic_*`...)
+    /// for the `/metrics` page.
+    pub fn topic_metrics(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
+        Arc::new(stats::TopicMetrics::new(Arc::downgrade(&self.service)))
     }
 
     /// Closes every connection, persists cursors and closes ledgers.

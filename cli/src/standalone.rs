@@ -105,6 +105,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             broker.metrics_source(),
             ledger_metrics,
             bookie.metrics_source(),
+            broker.topic_metrics(),
         ],
         admin_cancel.clone(),
     )

@@ -218,6 +218,22 @@ impl Exposition {
         sample(out, name, "", labels, None, &v.to_string());
     }
 
+    /// A gauge sample with labels and a fractional value (rates); `NaN`
+    /// and infinities are spelled as the text format wants them.
+    pub fn gauge_f64_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
+        let value = if v.is_nan() {
+            "NaN".to_string()
+        } else if v == f64::INFINITY {
+            "+Inf".to_string()
+        } else if v == f64::NEG_INFINITY {
+            "-Inf".to_string()
+        } else {
+            v.to_string()
+        };
+        let out = self.family(name, help, Kind::Gauge);
+        sample(out, name, "", labels, None, &value);
+    }
+
     /// A histogram with labels: cumulative `_bucket` samples (each with its
     /// `le` label after the given ones), then `_sum` and `_count`.
     pub fn histogram_with(
@@ -414,6 +430,26 @@ mod tests {
                 "# HELP b other",
                 "# TYPE b gauge",
                 "b -3",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fractional_gauges() {
+        let mut e = Exposition::default();
+        e.gauge_f64_with("r", "rate", &[("t", "a")], 1.5);
+        e.gauge_f64_with("r", "rate", &[("t", "b")], f64::INFINITY);
+        e.gauge_f64_with("r", "rate", &[("t", "c")], 0.0);
+        let text = e.finish();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "# HELP r rate",
+                "# TYPE r gauge",
+                "r{t=\"a\"} 1.5",
+                "r{t=\"b\"} +Inf",
+                "r{t=\"c\"} 0",
             ],
             "{text}"
         );
