@@ -1,5 +1,6 @@
 //! `strata`: the one Strata binary.
 
+mod admin;
 mod perf;
 mod standalone;
 
@@ -30,6 +31,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// Administer a broker through its admin REST API (like pulsar-admin).
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // A client command: its own small runtime and plain error output.
+    let command = match cli.command {
+        Command::Admin(args) => return admin::main(args),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,10 +59,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Standalone(args) => standalone::run(args).await,
             Command::Bookie(args) => run_bookie(*args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
+            Command::Admin(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
