@@ -11,24 +11,35 @@ use super::{Ctx, api_path, namespace_arg, namespace_path, parse, render_fields, 
 #[derive(Subcommand, Debug)]
 pub enum NamespacesCommand {
     /// List the namespaces of a tenant.
-    List { tenant: String },
+    List {
+        /// The tenant.
+        tenant: String,
+    },
     /// Create a namespace (tenant/namespace), optionally with policies.
     Create {
+        /// The namespace: TENANT/NAMESPACE.
         namespace: String,
         #[command(flatten)]
         policies: PolicyArgs,
     },
     /// Show a namespace's policies.
-    Get { namespace: String },
+    Get {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+    },
     /// Delete a namespace (it must have no topics unless --force).
     Delete {
+        /// The namespace: TENANT/NAMESPACE.
         namespace: String,
         /// Delete its topics too.
         #[arg(short = 'f', long)]
         force: bool,
     },
     /// List the topics of a namespace.
-    Topics { namespace: String },
+    Topics {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+    },
 }
 
 /// Policies that can be given at creation.

@@ -12,10 +12,15 @@ use super::{Ctx, parse, render_names, topic_arg, topic_path};
 #[derive(Subcommand, Debug)]
 pub enum SubscriptionsCommand {
     /// List the subscriptions of a topic.
-    List { topic: String },
+    List {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
     /// Create a durable subscription.
     Create {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// The subscription.
         #[arg(short = 's', long)]
         subscription: String,
         /// Where its cursor starts: LEDGER:ENTRY, earliest or latest
@@ -25,15 +30,20 @@ pub enum SubscriptionsCommand {
     },
     /// Delete a subscription (--force: even with connected consumers).
     Delete {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// The subscription.
         #[arg(short = 's', long)]
         subscription: String,
+        /// Even with connected consumers.
         #[arg(short = 'f', long)]
         force: bool,
     },
     /// Move a subscription's cursor to a time or a message id.
     ResetCursor {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// The subscription.
         #[arg(short = 's', long)]
         subscription: String,
         #[command(flatten)]
@@ -41,23 +51,31 @@ pub enum SubscriptionsCommand {
     },
     /// Skip (acknowledge) the next messages of a subscription.
     Skip {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// The subscription.
         #[arg(short = 's', long)]
         subscription: String,
+        /// How many messages.
         #[arg(short = 'n', long, allow_negative_numbers = true)]
         count: i64,
     },
     /// Skip the whole backlog of a subscription.
     SkipAll {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// The subscription.
         #[arg(short = 's', long)]
         subscription: String,
     },
     /// Acknowledge the messages of a subscription older than --seconds.
     Expire {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// The subscription.
         #[arg(short = 's', long)]
         subscription: String,
+        /// Age in seconds above which messages are expired.
         #[arg(short = 't', long, allow_negative_numbers = true)]
         seconds: i64,
     },

@@ -12,9 +12,13 @@ pub enum TenantsCommand {
     /// List the tenants.
     List,
     /// Show a tenant's admin roles and allowed clusters.
-    Get { tenant: String },
+    Get {
+        /// The tenant.
+        tenant: String,
+    },
     /// Create a tenant.
     Create {
+        /// The tenant.
         tenant: String,
         /// Roles that administer the tenant (comma-separated).
         #[arg(short = 'r', long, value_delimiter = ',')]
@@ -27,6 +31,7 @@ pub enum TenantsCommand {
     /// Change a tenant's admin roles or allowed clusters (what is not
     /// given stays as it is).
     Update {
+        /// The tenant.
         tenant: String,
         #[arg(short = 'r', long, value_delimiter = ',')]
         admin_roles: Option<Vec<String>>,
@@ -35,6 +40,7 @@ pub enum TenantsCommand {
     },
     /// Delete a tenant (it must have no namespaces unless --force).
     Delete {
+        /// The tenant.
         tenant: String,
         /// Delete its namespaces and topics too.
         #[arg(short = 'f', long)]

@@ -11,51 +11,81 @@ use super::{
 #[derive(Subcommand, Debug)]
 pub enum TopicsCommand {
     /// List the topics of a namespace (partitions included).
-    List { namespace: String },
+    List {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+    },
     /// List the partitioned topics of a namespace.
-    ListPartitioned { namespace: String },
+    ListPartitioned {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+    },
     /// Create a non-partitioned topic.
-    Create { topic: String },
+    Create {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
     /// Delete a non-partitioned topic (--force: even with producers,
     /// consumers or subscriptions).
     Delete {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// Even when it is in use.
         #[arg(short = 'f', long)]
         force: bool,
     },
     /// Create a partitioned topic.
     CreatePartitioned {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// Number of partitions (at least 1).
         #[arg(short = 'p', long, allow_negative_numbers = true)]
         partitions: i64,
     },
     /// Raise the number of partitions of a partitioned topic.
     UpdatePartitions {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// Number of partitions (at least 1).
         #[arg(short = 'p', long, allow_negative_numbers = true)]
         partitions: i64,
     },
     /// Show the number of partitions of a topic (0: not partitioned).
-    GetPartitions { topic: String },
+    GetPartitions {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
     /// Delete a partitioned topic and its partitions.
     DeletePartitioned {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
+        /// Even when it is in use.
         #[arg(short = 'f', long)]
         force: bool,
     },
     /// Rates, counters, publishers and subscriptions of a topic.
-    Stats { topic: String },
+    Stats {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
     /// Stats of a partitioned topic, summed over its partitions.
     PartitionedStats {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
         /// Also show each partition.
         #[arg(long)]
         per_partition: bool,
     },
     /// Storage view of a topic: its ledgers and cursors.
-    InternalStats { topic: String },
+    InternalStats {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
     /// The id of the last message written to a topic.
-    LastMessageId { topic: String },
+    LastMessageId {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: TopicsCommand) -> Result<(), AdminError> {
