@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// Managed ledger settings (rollover, quorum, cursor persistence).
     pub managed_ledger: ManagedLedgerConfig,
+    /// Window over which topic stats compute their rates (msgRateIn...).
+    pub stats_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +49,7 @@ impl Default for BrokerConfig {
             bundles_per_namespace: 4,
             session_ttl: Duration::from_secs(10),
             managed_ledger: ManagedLedgerConfig::default(),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }

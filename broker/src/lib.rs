@@ -14,7 +14,9 @@ mod consumer;
 pub mod error;
 mod outbound;
 pub mod ownership;
+pub mod resources;
 pub mod service;
+pub mod stats;
 mod subscription;
 mod topic;
 
@@ -73,6 +75,7 @@ impl Broker {
         );
         let factory =
             ManagedLedgerFactory::new(client, config.managed_ledger.clone(), config.cache_bytes);
+        let stats_interval = config.stats_interval;
         let service = Arc::new(BrokerService::new(
             Arc::new(config),
             store,
@@ -82,6 +85,11 @@ impl Broker {
             broker_id,
         ));
         let cancel = CancellationToken::new();
+        tokio::spawn(stats::sample_loop(
+            Arc::downgrade(&service),
+            stats_interval,
+            cancel.clone(),
+        ));
         let accept = tokio::spawn(accept_loop(listener, service.clone(), cancel.clone()));
         info!(%address, url = %service.service_url, "broker listening");
         Ok(Broker {
@@ -94,6 +102,12 @@ impl Broker {
 
     pub fn service_url(&self) -> &str {
         &self.service.service_url
+    }
+
+    /// The per-topic and per-namespace metrics (`strata_broker_topic_*`...)
+    /// for the `/metrics` page.
+    pub fn topic_metrics(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
+        Arc::new(stats::TopicMetrics::new(Arc::downgrade(&self.service)))
     }
 
     /// Closes every connection, persists cursors and closes ledgers.

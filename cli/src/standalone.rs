@@ -100,7 +100,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let admin = AdminServer::start(
         &format!("{}:{}", args.bind_address, args.admin_port),
         broker.service.clone(),
-        vec![bookie.metrics_source()],
+        vec![bookie.metrics_source(), broker.topic_metrics()],
         admin_cancel.clone(),
     )
     .await?;

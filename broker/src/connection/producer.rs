@@ -163,13 +163,12 @@ impl Conn {
                     .or(cmd.num_messages)
                     .unwrap_or(1)
                     .max(1) as u32;
-                if !topic.has_producer(self.handle.id, cmd.producer_id) {
-                    Err(BrokerError::ProducerFenced(format!(
+                match topic.publisher(self.handle.id, cmd.producer_id) {
+                    None => Err(BrokerError::ProducerFenced(format!(
                         "producer {} was fenced on {}",
                         cmd.producer_id, topic.name
-                    )))
-                } else {
-                    topic.publish(&payload, n).await
+                    ))),
+                    Some(publisher) => topic.publish(&payload, n, Some(&publisher)).await,
                 }
             }
             Err(MessageError::Checksum { .. }) => Err(BrokerError::Checksum(format!(
