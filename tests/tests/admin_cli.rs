@@ -190,6 +190,15 @@ async fn tenants_namespaces_and_partitioned_topics() {
             assert_eq!(status, 409);
             let (status, reason) = admin.fails(&["tenants", "get", "no-such-tenant"]).await;
             assert_eq!(status, 404, "{reason}");
+            // Without --allowed-clusters a tenant may use every cluster.
+            admin.ok(&["tenants", "create", "beta"]).await;
+            let info = admin.json(&["tenants", "get", "beta"]).await;
+            assert_eq!(
+                info["allowedClusters"],
+                serde_json::json!(["standalone"]),
+                "{info}"
+            );
+            admin.ok(&["tenants", "delete", "beta"]).await;
 
             // Namespaces, with policies.
             admin

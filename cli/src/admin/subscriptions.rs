@@ -145,7 +145,9 @@ pub async fn run(ctx: &Ctx, cmd: SubscriptionsCommand) -> Result<(), AdminError>
                     let millis = parse::timestamp_millis(&time, SystemTime::now())?;
                     let ms = millis.to_string();
                     let path = topic_path(&t, &["subscription", &subscription, "resetcursor", &ms]);
-                    (c.post(&path, None).await?, format!("publish time {ms} ms"))
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+                    let when = humantime::format_rfc3339_millis(at);
+                    (c.post(&path, None).await?, format!("publish time {when}"))
                 }
                 (None, Some(id)) => {
                     let position = message_id_body(&id)?;
