@@ -128,6 +128,8 @@ async fn clusters_tenants_and_namespaces() {
         assert_eq!(c["brokerServiceUrl"], s.service_url());
         a.fails(M::GET, "/admin/v2/clusters/mars", None, 404, "cluster mars does not exist").await;
         a.fails(M::GET, "/admin/v2/nothing/here", None, 404, "no such endpoint: GET /admin/v2/nothing/here").await;
+        a.fails(M::GET, "/admin/v2/tenants/%FF", None, 400, "invalid path")
+            .await;
         a.fails(M::PATCH, "/admin/v2/tenants", None, 405, "method PATCH is not allowed").await;
 
         // Tenants.
