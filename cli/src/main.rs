@@ -1,5 +1,6 @@
 //! `strata`: the one Strata binary.
 
+mod admin;
 mod metrics_http;
 mod perf;
 mod standalone;
@@ -31,6 +32,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// Administer a broker through its admin REST API (like pulsar-admin).
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // A client command: its own small runtime and plain error output.
+    let command = match cli.command {
+        Command::Admin(args) => return admin::main(args),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,10 +60,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Standalone(args) => standalone::run(args).await,
             Command::Bookie(args) => run_bookie(*args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
+            Command::Admin(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
