@@ -153,9 +153,13 @@ def run(args):
         reader.close()
 
         # A partition can be used directly; one past the count cannot.
+        # (The client numbers ids of a producer made on a partition -1.)
         direct = compat.producer(client, f"{name}-partition-1")
-        check_eq(direct.send(b"m00000999:direct").partition(), 1, "direct partition id")
+        direct.send(b"m00000999:direct")
         direct.close()
+        msg = compat.receive(exclusive, "the message sent to partition 1 directly")
+        check_eq((msg.data(), partition_of(msg)), (b"m00000999:direct", 1), "direct message")
+        exclusive.acknowledge(msg)
         try:
             compat.producer(client, f"{name}-partition-{PARTITIONS + 3}")
             compat.fail("a producer on a partition past the count was accepted")
