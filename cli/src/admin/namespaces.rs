@@ -46,12 +46,12 @@ pub enum NamespacesCommand {
 #[derive(clap::Args, Debug, Default)]
 pub struct PolicyArgs {
     /// How long acknowledged messages are kept: 30m, 12h, 7d... or -1
-    /// (forever). Needs --retention-size.
-    #[arg(long, requires = "retention_size", allow_hyphen_values = true)]
+    /// (forever, the default when only --retention-size is given).
+    #[arg(long, allow_hyphen_values = true)]
     pub retention_time: Option<String>,
-    /// How much acknowledged data is kept: 500M, 10G... or -1 (no
-    /// limit). Needs --retention-time.
-    #[arg(long, requires = "retention_time", allow_hyphen_values = true)]
+    /// How much acknowledged data is kept: 500M, 10G... or -1 (no limit,
+    /// the default when only --retention-time is given).
+    #[arg(long, allow_hyphen_values = true)]
     pub retention_size: Option<String>,
     /// Messages older than this are acknowledged automatically: 1h, 2d...
     #[arg(long)]
@@ -66,7 +66,9 @@ impl PolicyArgs {
     /// then applies its defaults).
     pub fn to_json(&self) -> Result<Option<Value>, AdminError> {
         let mut p = Map::new();
-        if let (Some(time), Some(size)) = (&self.retention_time, &self.retention_size) {
+        if self.retention_time.is_some() || self.retention_size.is_some() {
+            let time = self.retention_time.as_deref().unwrap_or("-1");
+            let size = self.retention_size.as_deref().unwrap_or("-1");
             p.insert(
                 "retention_policies".into(),
                 json!({

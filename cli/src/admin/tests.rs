@@ -131,8 +131,17 @@ fn namespace_policy_flags_become_pulsar_policies() {
         panic!("not a namespace creation");
     };
     assert_eq!(policies.to_json().unwrap(), None);
-    // Pulsar takes retention as a pair.
-    assert!(parse(&["namespaces", "create", "a/b", "--retention-time", "1h"]).is_err());
+    // One half of the retention pair alone leaves the other unlimited.
+    let a = parse(&["namespaces", "create", "a/b", "--retention-time", "1h"]).unwrap();
+    let Group::Namespaces(NamespacesCommand::Create { policies, .. }) = a.group else {
+        panic!("not a namespace creation");
+    };
+    assert_eq!(
+        policies.to_json().unwrap(),
+        Some(json!({
+            "retention_policies": {"retentionTimeInMinutes": 60, "retentionSizeInMB": -1},
+        }))
+    );
     let a = parse(&["namespaces", "create", "a/b", "--message-ttl", "soon"]).unwrap();
     let Group::Namespaces(NamespacesCommand::Create { policies, .. }) = a.group else {
         panic!("not a namespace creation");
