@@ -1,0 +1,124 @@
+//! Reading journal records back: the part of replay that only looks at the
+//! bytes of one file. It is kept apart from the file handling so that the
+//! bookie's start-up and the fuzzer (`fuzz/fuzz_targets/journal_record.rs`)
+//! run the same parser.
+//!
+//! Invariants of [`replay_bytes`], whatever the bytes:
+//! - records are applied in file order, each with a CRC32C that matches its
+//!   body and a length in `1..=MAX_RECORD_LEN`;
+//! - nothing is allocated beyond the bytes given (a length field is checked
+//!   against the bytes present before it is used);
+//! - the first impossible record stops the scan and names the offset to cut
+//!   the file at, so nothing after a torn or corrupt record is ever applied.
+
+use super::{HEADER_LEN, JournalPos, MAGIC, MAX_RECORD_LEN, RECORD_HEADER, ReplayedRecord};
+use crate::error::Result;
+
+/// How the scan of one journal file ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayEnd {
+    /// The file's header never reached the disk: it holds no acknowledged
+    /// record (the header is synced before any record is written).
+    NoHeader,
+    /// Every record up to the end marker (zeros) or the end of the bytes was
+    /// applied.
+    Clean,
+    /// The record at `offset` is torn or corrupt: the file must be cut there.
+    Torn { offset: u64, reason: &'static str },
+}
+
+/// What [`replay_bytes`] did with one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayedFile {
+    /// Records applied.
+    pub records: u64,
+    pub end: ReplayEnd,
+}
+
+/// Replays the contents `data` of journal file `seq` from byte `start` on,
+/// calling `apply` for each record in order. An error from `apply` stops the
+/// scan and is returned as is.
+pub fn replay_bytes(
+    seq: u64,
+    data: &[u8],
+    start: u64,
+    apply: &mut impl FnMut(ReplayedRecord) -> Result<()>,
+) -> Result<ReplayedFile> {
+    if data.len() < HEADER_LEN as usize || &data[..MAGIC.len()] != MAGIC {
+        return Ok(ReplayedFile {
+            records: 0,
+            end: ReplayEnd::NoHeader,
+        });
+    }
+    let mut pos = start as usize;
+    let mut records = 0;
+    loop {
+        match parse_record(data, pos) {
+            Parsed::Record { body, next } => {
+                apply(ReplayedRecord {
+                    body: body.to_vec(),
+                    end: JournalPos {
+                        seq,
+                        offset: next as u64,
+                    },
+                })?;
+                records += 1;
+                pos = next;
+            }
+            Parsed::End => {
+                return Ok(ReplayedFile {
+                    records,
+                    end: ReplayEnd::Clean,
+                });
+            }
+            Parsed::Corrupt(reason) => {
+                return Ok(ReplayedFile {
+                    records,
+                    end: ReplayEnd::Torn {
+                        offset: pos as u64,
+                        reason,
+                    },
+                });
+            }
+        }
+    }
+}
+
+enum Parsed<'a> {
+    Record { body: &'a [u8], next: usize },
+    End,
+    Corrupt(&'static str),
+}
+
+fn parse_record(data: &[u8], pos: usize) -> Parsed<'_> {
+    let Some(header) = data.get(pos..pos + RECORD_HEADER) else {
+        // Fewer than 8 bytes left: either the end, or a torn header.
+        return if data[pos.min(data.len())..].iter().all(|b| *b == 0) {
+            Parsed::End
+        } else {
+            Parsed::Corrupt("truncated record header")
+        };
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 {
+        return if crc == 0 {
+            Parsed::End
+        } else {
+            Parsed::Corrupt("zero length with a checksum")
+        };
+    }
+    if len > MAX_RECORD_LEN {
+        return Parsed::Corrupt("record length out of range");
+    }
+    let Some(body) = data.get(pos + RECORD_HEADER..pos + RECORD_HEADER + len) else {
+        return Parsed::Corrupt("record runs past the end of the file");
+    };
+    if crc32c::crc32c(body) != crc {
+        return Parsed::Corrupt("record checksum mismatch");
+    }
+    Parsed::Record {
+        body,
+        next: pos + RECORD_HEADER + len,
+    }
+}
