@@ -91,9 +91,12 @@ enum Parsed<'a> {
 }
 
 fn parse_record(data: &[u8], pos: usize) -> Parsed<'_> {
-    let Some(header) = data.get(pos..pos + RECORD_HEADER) else {
+    // `pos` may come from a checkpoint read from disk, so it may be anywhere
+    // (even near `usize::MAX`): a start past the end finds nothing to replay.
+    let header_end = pos.saturating_add(RECORD_HEADER);
+    let Some(header) = data.get(pos..header_end) else {
         // Fewer than 8 bytes left: either the end, or a torn header.
-        return if data[pos.min(data.len())..].iter().all(|b| *b == 0) {
+        return if data.get(pos..).unwrap_or_default().iter().all(|b| *b == 0) {
             Parsed::End
         } else {
             Parsed::Corrupt("truncated record header")
@@ -111,7 +114,8 @@ fn parse_record(data: &[u8], pos: usize) -> Parsed<'_> {
     if len > MAX_RECORD_LEN {
         return Parsed::Corrupt("record length out of range");
     }
-    let Some(body) = data.get(pos + RECORD_HEADER..pos + RECORD_HEADER + len) else {
+    // `header_end <= data.len()` here, so this cannot overflow.
+    let Some(body) = data.get(header_end..header_end + len) else {
         return Parsed::Corrupt("record runs past the end of the file");
     };
     if crc32c::crc32c(body) != crc {
@@ -119,6 +123,65 @@ fn parse_record(data: &[u8], pos: usize) -> Parsed<'_> {
     }
     Parsed::Record {
         body,
-        next: pos + RECORD_HEADER + len,
+        next: header_end + len,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Vec<u8> {
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&1u64.to_le_bytes());
+        file
+    }
+
+    fn record(body: &[u8]) -> Vec<u8> {
+        let mut r = (body.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn bodies(data: &[u8], start: u64) -> (Vec<Vec<u8>>, ReplayEnd) {
+        let mut got = Vec::new();
+        let replayed = replay_bytes(1, data, start, &mut |r: ReplayedRecord| {
+            got.push(r.body);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(replayed.records as usize, got.len());
+        (got, replayed.end)
+    }
+
+    /// Found by the `journal_record` fuzz target (input `25 ff ff ff ff ff ff
+    /// ff ff`: a header, then a checkpoint offset of `u64::MAX`): the start
+    /// plus the record header overflowed, a panic in debug builds. A start
+    /// past the end of the file, however far, replays nothing.
+    #[test]
+    fn checkpoint_offset_past_the_end_replays_nothing() {
+        let mut file = header();
+        file.extend_from_slice(&record(b"one"));
+        for start in [u64::MAX, u64::MAX - 7, usize::MAX as u64 - 3, 1 << 40] {
+            assert_eq!(bodies(&file, start), (vec![], ReplayEnd::Clean), "{start}");
+        }
+        assert_eq!(bodies(&file, HEADER_LEN).0, vec![b"one".to_vec()]);
+    }
+
+    #[test]
+    fn torn_records_stop_the_scan_where_they_start() {
+        let mut file = header();
+        file.extend_from_slice(&record(b"one"));
+        let cut = file.len() as u64;
+        let mut torn = file.clone();
+        torn.extend_from_slice(&record(b"two")[..9]);
+        let (got, end) = bodies(&torn, HEADER_LEN);
+        assert_eq!(got, vec![b"one".to_vec()]);
+        assert!(matches!(end, ReplayEnd::Torn { offset, .. } if offset == cut));
+        // Zeros after the last record are the preallocated tail, not damage.
+        file.extend_from_slice(&[0; 5]);
+        assert_eq!(bodies(&file, HEADER_LEN).1, ReplayEnd::Clean);
+        assert_eq!(bodies(b"STRJRNL", HEADER_LEN).1, ReplayEnd::NoHeader);
     }
 }
