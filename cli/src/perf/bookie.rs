@@ -2,27 +2,21 @@
 //! client against bookies on DIR, next to the disk's own raw sequential
 //! write + fdatasync figures measured in the same run on the same directory.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use clap::{Args, Subcommand};
-use hdrhistogram::Histogram;
+use clap::Args;
 use serde::Serialize;
-use strata_bookie::{Bookie, BookieConfig, fileio};
+use strata_bookie::{Bookie, BookieConfig};
 use strata_common::metadata::{MemoryStore, MetadataStore};
 use strata_ledger::{ClientConfig, LedgerClient};
 use tokio::sync::mpsc;
 
-#[derive(Subcommand)]
-pub enum PerfCommand {
-    /// Append through the ledger client to bookies on DIR, with fsync on.
-    Bookie(BookiePerfArgs),
-}
+use super::raw::raw_fdatasync;
+use super::report::{self, Latency, Machine};
 
 #[derive(Args, Clone, Debug)]
 pub struct BookiePerfArgs {
@@ -60,26 +54,6 @@ pub struct BookiePerfArgs {
 }
 
 #[derive(Serialize, Debug)]
-pub struct Latency {
-    pub p50: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-impl Latency {
-    fn from(h: &Histogram<u64>) -> Self {
-        let ms = |v: u64| v as f64 / 1000.0;
-        Latency {
-            p50: ms(h.value_at_quantile(0.5)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
-    }
-}
-
-#[derive(Serialize, Debug)]
 pub struct BookieReport {
     pub entry_size: usize,
     /// Offered rate in entries/s (0: unpaced).
@@ -100,7 +74,7 @@ pub struct BookieReport {
     pub latency_ratio_p99: f64,
     /// What the bookies saw, from their own metrics (summed over bookies).
     pub bookie: BookieSide,
-    pub machine: Machine,
+    pub machine: BookieMachine,
 }
 
 #[derive(Serialize, Debug)]
@@ -125,24 +99,20 @@ pub struct BookieSide {
 }
 
 #[derive(Serialize, Debug)]
-pub struct Machine {
-    pub cpus: usize,
-    pub os: String,
+pub struct BookieMachine {
+    #[serde(flatten)]
+    pub machine: Machine,
     pub dir: String,
 }
 
-pub async fn run(cmd: PerfCommand) -> anyhow::Result<()> {
-    match cmd {
-        PerfCommand::Bookie(args) => {
-            let report = bookie_perf(&args).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_report(&report);
-            }
-            Ok(())
-        }
+pub async fn run(args: BookiePerfArgs) -> anyhow::Result<()> {
+    let report = bookie_perf(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
     }
+    Ok(())
 }
 
 fn print_report(r: &BookieReport) {
@@ -198,7 +168,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
 
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, _)>();
     let collector = tokio::spawn(async move {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("static bounds");
+        let mut h = report::histogram();
         let mut n = 0u64;
         let mut failed = None;
         while let Some((started, fut)) = rx.recv().await {
@@ -207,7 +177,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             > = fut;
             match fut.await {
                 Ok(_) => {
-                    let _ = h.record(started.elapsed().as_micros() as u64);
+                    report::record(&mut h, started.elapsed().as_micros() as u64);
                     n += 1;
                 }
                 Err(e) => {
@@ -271,9 +241,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         raw_fdatasync_latency_ms: raw,
         ratio: mb_per_sec / raw_mbps.max(1e-9),
         bookie,
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            os: std::env::consts::OS.to_string(),
+        machine: BookieMachine {
+            machine: Machine::describe(),
             dir: args.dir.display().to_string(),
         },
     })
@@ -328,51 +297,4 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
     }
     side.journal_avg_batch_bytes = batch_bytes / side.journal_syncs.max(1) as f64;
     side
-}
-
-/// Sequential 1 MiB writes, each followed by fdatasync, into a preallocated
-/// file (the same technique the journal uses). Returns MB/s and the latency
-/// histogram (µs) of each write+fdatasync.
-fn raw_fdatasync(dir: &Path, duration: Duration) -> anyhow::Result<(f64, Histogram<u64>)> {
-    const BLOCK: usize = 1 << 20;
-    const FILE: u64 = 1 << 30;
-    let path = dir.join("perf-raw-fdatasync.tmp");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
-    let prealloc = 256 << 20;
-    file.set_len(0)?;
-    fileio::fallocate(&file, 0, prealloc)?;
-    file.sync_all()?;
-    let block: Vec<u8> = (0..BLOCK).map(|i| (i % 253) as u8).collect();
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut offset = 0u64;
-    let mut allocated = prealloc;
-    let started = Instant::now();
-    let mut bytes = 0u64;
-    while started.elapsed() < duration {
-        if offset + BLOCK as u64 > allocated {
-            if allocated >= FILE {
-                offset = 0;
-            } else {
-                fileio::fallocate(&file, allocated, prealloc)?;
-                file.sync_all()?;
-                allocated += prealloc;
-            }
-        }
-        let t = Instant::now();
-        file.write_all_at(&block, offset)?;
-        file.sync_data()?;
-        h.record(t.elapsed().as_micros() as u64)?;
-        offset += BLOCK as u64;
-        bytes += BLOCK as u64;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    Ok((bytes as f64 / secs / 1e6, h))
 }

@@ -1,0 +1,41 @@
+//! `strata perf`: benchmarks. Each one measures the raw disk in the same
+//! run (see `raw`) and reports its results as ratios to it as well.
+//!
+//! - `bookie`: appends through the ledger client to in-process bookies;
+//! - `produce`, `consume`, `e2e`: an OpenMessaging-Benchmark-style workload
+//!   against a Pulsar service through `strata-client`;
+//! - `topics`: broker memory per idle topic.
+
+mod admin;
+mod bookie;
+mod raw;
+mod report;
+mod topics;
+mod workers;
+mod workload;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum PerfCommand {
+    /// Append through the ledger client to bookies on DIR, with fsync on.
+    Bookie(Box<bookie::BookiePerfArgs>),
+    /// Publish to topics; report throughput and publish latency.
+    Produce(Box<workload::WorkloadArgs>),
+    /// Consume from topics; report throughput (and end-to-end latency from the payloads' timestamps).
+    Consume(Box<workload::WorkloadArgs>),
+    /// Publish and consume at once; report throughput, publish and end-to-end latency.
+    E2e(Box<workload::WorkloadArgs>),
+    /// Load many idle topics; report broker memory per topic.
+    Topics(Box<topics::TopicsArgs>),
+}
+
+pub async fn run(cmd: PerfCommand) -> anyhow::Result<()> {
+    match cmd {
+        PerfCommand::Bookie(args) => bookie::run(*args).await,
+        PerfCommand::Produce(args) => workload::run(workload::Mode::Produce, *args).await,
+        PerfCommand::Consume(args) => workload::run(workload::Mode::Consume, *args).await,
+        PerfCommand::E2e(args) => workload::run(workload::Mode::EndToEnd, *args).await,
+        PerfCommand::Topics(args) => topics::run(*args).await,
+    }
+}

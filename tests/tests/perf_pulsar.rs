@@ -1,0 +1,422 @@
+//! `strata perf produce | consume | e2e | topics` against a real
+//! `strata standalone`: short runs with `--json`, checking that every
+//! report field is there and consistent, that e2e consumes exactly what it
+//! produced, and that nothing failed. Speed is never asserted here: the
+//! benchmark reports it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use strata_tests::bookie::strata_binary;
+use strata_tests::fault::bounded;
+use strata_tests::standalone::StandaloneProcess;
+use tempfile::TempDir;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `strata perf ARGS`; returns (exit success, stdout, stderr).
+async fn perf(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(strata_binary())
+            .arg("perf")
+            .args(args)
+            .env("STRATA_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("strata perf finishes within 180 s")
+    .expect("run strata perf");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `strata perf ARGS --json`, which must succeed; returns the report.
+async fn perf_json(s: &StandaloneProcess, args: &[&str]) -> Value {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--json");
+    let (ok, stdout, stderr) = perf(&all).await;
+    assert!(
+        ok,
+        "strata perf {args:?} failed:\n{stderr}\n{stdout}\n{}",
+        s.log_tail()
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
+}
+
+fn f64_at(v: &Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {v:#}"))
+}
+
+fn u64_at(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not a count in {v:#}"))
+}
+
+fn check_latency(v: &Value, field: &str) {
+    let (p50, p99, p999, max) = (
+        f64_at(v, &[field, "p50"]),
+        f64_at(v, &[field, "p99"]),
+        f64_at(v, &[field, "p999"]),
+        f64_at(v, &[field, "max"]),
+    );
+    assert!(p50 > 0.0, "{field}.p50 = {p50} in {v:#}");
+    assert!(
+        p50 <= p99 && p99 <= p999 && p999 <= max,
+        "{field} percentiles out of order in {v:#}"
+    );
+}
+
+fn check_no_errors(v: &Value) {
+    assert_eq!(u64_at(v, "errors"), 0, "errors in {v:#}");
+    assert_eq!(v["error_samples"], Value::Array(vec![]), "{v:#}");
+}
+
+fn check_machine(v: &Value) {
+    assert!(f64_at(v, &["machine", "cores"]) >= 1.0, "{v:#}");
+    assert!(f64_at(v, &["machine", "memory_bytes"]) > 0.0, "{v:#}");
+    assert!(
+        v["machine"]["kernel"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty())
+    );
+    assert!(v["machine"]["cpu_model"].is_string(), "{v:#}");
+}
+
+/// The raw disk figures and the ratios derived from them.
+fn check_raw(v: &Value, dir: &Path) {
+    assert_eq!(v["raw"]["dir"].as_str(), Some(dir.to_str().unwrap()));
+    assert!(f64_at(v, &["raw", "fdatasync_mb_per_sec"]) > 0.0, "{v:#}");
+    check_latency(&v["raw"], "fdatasync_latency_ms");
+    let publish = f64_at(v, &["publish", "mb_per_sec"]);
+    let raw = f64_at(v, &["raw", "fdatasync_mb_per_sec"]);
+    let ratio = f64_at(v, &["ratios", "throughput_to_raw"]);
+    assert!(
+        (ratio - publish / raw).abs() < 1e-6 * ratio.max(1.0),
+        "{v:#}"
+    );
+    let p99_ratio = f64_at(v, &["ratios", "publish_p99_to_raw_p99"]);
+    let expected = f64_at(v, &["publish_latency_ms", "p99"])
+        / f64_at(v, &["raw", "fdatasync_latency_ms", "p99"]);
+    assert!(
+        (p99_ratio - expected).abs() < 1e-6 * expected.max(1.0),
+        "{v:#}"
+    );
+    // The baseline cleans up after itself.
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn check_e2e(v: &Value) {
+    check_no_errors(v);
+    assert_eq!(v["command"], "e2e");
+    let produced = u64_at(v, "produced");
+    assert!(produced > 0, "{v:#}");
+    assert_eq!(
+        u64_at(v, "consumed"),
+        produced,
+        "consumed != produced: {v:#}"
+    );
+    assert!(f64_at(v, &["publish", "msg_per_sec"]) > 0.0, "{v:#}");
+    assert!(f64_at(v, &["consume", "msg_per_sec"]) > 0.0, "{v:#}");
+    check_latency(v, "publish_latency_ms");
+    check_latency(v, "end_to_end_latency_ms");
+    check_machine(v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_produce_then_consume() {
+    bounded(
+        "perf_produce_then_consume",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let raw_dir = dir.path().join("raw");
+            std::fs::create_dir_all(&raw_dir).unwrap();
+            let prefix = "persistent://public/default/pc";
+            let produce = perf_json(
+                &s,
+                &[
+                    "produce",
+                    "--url",
+                    s.service_url(),
+                    "--topics",
+                    "2",
+                    "--producers-per-topic",
+                    "2",
+                    "--topic-prefix",
+                    prefix,
+                    "--size",
+                    "512",
+                    "--rate",
+                    "1000",
+                    "--batch",
+                    "50",
+                    "--warmup",
+                    "1s",
+                    "--duration",
+                    "2s",
+                    "--raw-dir",
+                    raw_dir.to_str().unwrap(),
+                    "--raw-duration",
+                    "300ms",
+                ],
+            )
+            .await;
+            check_no_errors(&produce);
+            assert_eq!(produce["command"], "produce");
+            assert_eq!(u64_at(&produce, "topics"), 2);
+            assert_eq!(u64_at(&produce, "message_size"), 512);
+            assert_eq!(u64_at(&produce, "consumed"), 0);
+            assert!(produce["consume"].is_null() && produce["end_to_end_latency_ms"].is_null());
+            let produced = u64_at(&produce, "produced");
+            let window = u64_at(&produce["publish"], "messages");
+            // Paced at 1000 msg/s over 3 s: everything sent was stored.
+            assert!(window > 0 && window <= produced, "{produce:#}");
+            assert!(produced <= 3000, "{produce:#}");
+            check_latency(&produce, "publish_latency_ms");
+            check_raw(&produce, &raw_dir);
+            check_machine(&produce);
+
+            // A new subscription from the earliest message reads what was produced.
+            let consume = perf_json(
+                &s,
+                &[
+                    "consume",
+                    "--url",
+                    s.service_url(),
+                    "--topics",
+                    "2",
+                    "--topic-prefix",
+                    prefix,
+                    "--initial-position",
+                    "earliest",
+                    "--subscription",
+                    "reader",
+                    "--warmup",
+                    "0s",
+                    "--duration",
+                    "3s",
+                    "--no-raw",
+                ],
+            )
+            .await;
+            check_no_errors(&consume);
+            assert_eq!(consume["command"], "consume");
+            assert!(consume["raw"].is_null() && consume["ratios"].is_null());
+            assert!(consume["publish"].is_null());
+            let consumed = u64_at(&consume, "consumed");
+            assert!(consumed > 0 && consumed <= produced, "{consume:#}");
+            assert_eq!(consume["subscription"], "reader");
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_e2e_batched_and_unbatched() {
+    bounded(
+        "perf_e2e_batched_and_unbatched",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let raw_dir = dir.path().join("raw");
+            std::fs::create_dir_all(&raw_dir).unwrap();
+            let batched = perf_json(
+                &s,
+                &[
+                    "e2e",
+                    "--url",
+                    s.service_url(),
+                    "--topics",
+                    "2",
+                    "--producers-per-topic",
+                    "2",
+                    "--topic-prefix",
+                    "persistent://public/default/e2e-batched",
+                    "--rate",
+                    "2000",
+                    "--batch",
+                    "100",
+                    "--batch-delay",
+                    "2ms",
+                    "--warmup",
+                    "1s",
+                    "--duration",
+                    "2s",
+                    "--raw-dir",
+                    raw_dir.to_str().unwrap(),
+                    "--raw-duration",
+                    "300ms",
+                ],
+            )
+            .await;
+            check_e2e(&batched);
+            check_raw(&batched, &raw_dir);
+            assert!(f64_at(&batched, &["ratios", "end_to_end_p99_to_raw_p99"]) > 0.0);
+            assert_eq!(u64_at(&batched, "batch_max_messages"), 100);
+
+            // Unpaced, batching off, two consumers sharing each subscription.
+            let single = perf_json(
+                &s,
+                &[
+                    "e2e",
+                    "--url",
+                    s.service_url(),
+                    "--topic-prefix",
+                    "persistent://public/default/e2e-single",
+                    "--batch",
+                    "0",
+                    "--consumers-per-topic",
+                    "2",
+                    "--max-pending",
+                    "200",
+                    "--warmup",
+                    "500ms",
+                    "--duration",
+                    "1s",
+                    "--no-raw",
+                ],
+            )
+            .await;
+            check_e2e(&single);
+            assert!(single["ratios"].is_null());
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_e2e_partitioned() {
+    bounded(
+        "perf_e2e_partitioned",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let args = [
+                "e2e",
+                "--url",
+                s.service_url(),
+                "--admin-url",
+                s.admin_url(),
+                "--partitions",
+                "3",
+                "--topics",
+                "2",
+                "--topic-prefix",
+                "persistent://public/default/e2e-part",
+                "--rate",
+                "1500",
+                "--batch",
+                "20",
+                "--warmup",
+                "500ms",
+                "--duration",
+                "2s",
+                "--no-raw",
+                "--json",
+            ];
+            let (ok, stdout, stderr) = perf(&args).await;
+            if !ok && stderr.contains("404 Not Found") {
+                // The admin REST endpoint for partitioned topics is not in this
+                // build yet; without it perf refuses clearly, which is checked.
+                assert!(stderr.contains("/partitions"), "{stderr}");
+                eprintln!("perf_e2e_partitioned: admin endpoint missing, checked the refusal only");
+                return;
+            }
+            assert!(
+                ok,
+                "strata perf e2e --partitions failed:\n{stderr}\n{}",
+                s.log_tail()
+            );
+            let v: Value = serde_json::from_str(&stdout).expect("JSON report");
+            check_e2e(&v);
+            assert_eq!(u64_at(&v, "partitions"), 3);
+            // Asking for a different count on the same topics is refused.
+            let (ok, _, stderr) = perf(&[
+                "produce",
+                "--url",
+                s.service_url(),
+                "--partitions",
+                "5",
+                "--topics",
+                "1",
+                "--topic-prefix",
+                "persistent://public/default/e2e-part",
+                "--duration",
+                "1s",
+                "--no-raw",
+            ])
+            .await;
+            assert!(!ok && stderr.contains("has 3 partitions"), "{stderr}");
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_topics_reports_memory_per_topic() {
+    bounded(
+        "perf_topics_reports_memory_per_topic",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let v = perf_json(
+                &s,
+                &[
+                    "topics",
+                    "--url",
+                    s.service_url(),
+                    "--admin-url",
+                    s.admin_url(),
+                    "--topics",
+                    "60",
+                    "--concurrency",
+                    "8",
+                    "--settle",
+                    "200ms",
+                ],
+            )
+            .await;
+            check_no_errors(&v);
+            assert_eq!(u64_at(&v, "topics"), 60);
+            assert_eq!(u64_at(&v, "loaded"), 60);
+            let before = u64_at(&v, "rss_before_bytes");
+            let after = u64_at(&v, "rss_after_bytes");
+            assert!(before > 1 << 20 && after > 1 << 20, "{v:#}");
+            let per_topic = f64_at(&v, &["bytes_per_topic"]);
+            let expected = (after as f64 - before as f64) / 60.0;
+            assert!((per_topic - expected).abs() < 1e-6, "{v:#}");
+            assert!((f64_at(&v, &["kib_per_topic"]) * 1024.0 - per_topic).abs() < 1e-6);
+            check_machine(&v);
+            // A wrong admin URL is a clear error, not a hang or a panic.
+            let (ok, _, stderr) = perf(&[
+                "topics",
+                "--url",
+                s.service_url(),
+                "--admin-url",
+                "http://127.0.0.1:1",
+                "--topics",
+                "1",
+            ])
+            .await;
+            assert!(!ok && stderr.contains("127.0.0.1:1"), "{stderr}");
+        }),
+    )
+    .await;
+}

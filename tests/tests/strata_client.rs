@@ -1,0 +1,237 @@
+//! `strata-client` (the client `strata perf` uses) against a real
+//! `strata standalone`: batched and unbatched round trips with contents,
+//! order and message ids checked, individual, cumulative and mid-batch
+//! cumulative acknowledgements checked by re-subscribing, and oversized
+//! messages refused without harming the producer.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strata_client::{
+    Client, ClientError, ClientOptions, Consumer, ConsumerOptions, InitialPosition, MessageId,
+    ProducerOptions, SubscriptionType,
+};
+use strata_tests::fault::{bounded, seed};
+use strata_tests::standalone::StandaloneProcess;
+use tempfile::TempDir;
+
+const LIMIT: Duration = Duration::from_secs(240);
+const CALL: Duration = Duration::from_secs(20);
+
+async fn within<T>(what: &str, fut: impl Future<Output = strata_client::Result<T>>) -> T {
+    match tokio::time::timeout(CALL, fut).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{what}: {e}"),
+        Err(_) => panic!("{what}: no answer within {CALL:?}"),
+    }
+}
+
+fn earliest() -> ConsumerOptions {
+    ConsumerOptions {
+        subscription_type: SubscriptionType::Exclusive,
+        initial_position: InitialPosition::Earliest,
+        receiver_queue_size: 100,
+        name: None,
+    }
+}
+
+async fn subscribe(client: &Client, topic: &str, sub: &str) -> Consumer {
+    within("subscribe", client.subscribe(topic, sub, earliest())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_batches_round_trip_in_order() {
+    bounded(
+        "client_batches_round_trip_in_order",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let mut rng = StdRng::seed_from_u64(seed("client_batches_round_trip_in_order", 7));
+            let client = within(
+                "connect",
+                Client::connect(s.service_url(), ClientOptions::default()),
+            )
+            .await;
+            let topic = "persistent://public/default/client-batches";
+            // Subscribed before producing, so every message is in the backlog.
+            let mut all = subscribe(&client, topic, "all").await;
+            let mut partial = subscribe(&client, topic, "partial").await;
+            within("close", partial.close()).await;
+            partial = subscribe(&client, topic, "partial").await;
+
+            let producer = within(
+                "create producer",
+                client.create_producer(
+                    topic,
+                    ProducerOptions {
+                        batch_max_messages: 64,
+                        batch_max_bytes: 16 << 10,
+                        batch_max_delay: Duration::from_millis(5),
+                        max_pending_messages: 500,
+                        ..ProducerOptions::default()
+                    },
+                ),
+            )
+            .await;
+            const N: usize = 3000;
+            let payloads: Vec<Vec<u8>> = (0..N)
+                .map(|i| {
+                    let len = rng.random_range(8..=600);
+                    let mut p = vec![0u8; len];
+                    rng.fill(&mut p[..]);
+                    p[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                    p
+                })
+                .collect();
+            let mut futures = Vec::with_capacity(N);
+            for (i, p) in payloads.iter().enumerate() {
+                futures.push(within("send", producer.send(p)).await);
+                if i % 997 == 0 {
+                    within("flush", producer.flush()).await;
+                }
+            }
+            let mut ids: Vec<MessageId> = Vec::with_capacity(N);
+            for f in futures {
+                ids.push(within("receipt", f).await);
+            }
+            // Ids grow in send order; batches really formed.
+            for w in ids.windows(2) {
+                assert!(w[0] < w[1], "ids out of order: {} then {}", w[0], w[1]);
+            }
+            for id in &ids {
+                assert!(
+                    id.batch_index >= 0 && id.batch_index < id.batch_size,
+                    "{id:?}"
+                );
+                assert_eq!(id.partition, -1);
+            }
+            let entries: std::collections::BTreeSet<_> =
+                ids.iter().map(|i| (i.ledger_id, i.entry_id)).collect();
+            assert!(
+                entries.len() > 1 && entries.len() < N / 4,
+                "{} entries for {N} messages",
+                entries.len()
+            );
+
+            // Both subscriptions get every message, in order, with the same ids.
+            let mut last_seq = None;
+            for (i, expected) in payloads.iter().enumerate() {
+                let m = within("receive", all.receive()).await;
+                assert_eq!(&m.payload[..], &expected[..], "payload of message {i}");
+                assert_eq!(m.id, ids[i], "id of message {i}");
+                if let Some(prev) = last_seq {
+                    assert!(m.sequence_id > prev);
+                }
+                last_seq = Some(m.sequence_id);
+                if i < N / 2 {
+                    within("ack", all.ack(&m.id)).await;
+                } else if i == N - 1 {
+                    within("ack cumulative", all.ack_cumulative(&m.id)).await;
+                }
+            }
+            // Cumulative ack in the middle of a batch: the rest of the batch stays.
+            let cut = (N / 3..N)
+                .find(|&i| ids[i].batch_index == 1 && ids[i].batch_size >= 3)
+                .expect("a batch of at least 3 messages");
+            for (i, expected) in payloads.iter().enumerate() {
+                let m = within("receive", partial.receive()).await;
+                assert_eq!(&m.payload[..], &expected[..], "payload of message {i}");
+                if i == cut {
+                    within("ack cumulative mid-batch", partial.ack_cumulative(&m.id)).await;
+                }
+            }
+
+            // A marker after everything: a resubscribed "all" starts there, so
+            // nothing acknowledged came back.
+            let marker = within("send marker", producer.send(b"marker--")).await;
+            within("flush", producer.flush()).await;
+            let marker_id = within("marker receipt", marker).await;
+            within("close", all.close()).await;
+            let mut all = subscribe(&client, topic, "all").await;
+            let m = within("receive after resubscribe", all.receive()).await;
+            assert_eq!(&m.payload[..], b"marker--", "redelivered {}", m.id);
+            assert_eq!(m.id, marker_id);
+
+            within("close", partial.close()).await;
+            let mut partial = subscribe(&client, topic, "partial").await;
+            let m = within("receive after mid-batch ack", partial.receive()).await;
+            assert_eq!(m.id, ids[cut + 1], "first message after the cumulative ack");
+            assert_eq!(&m.payload[..], &payloads[cut + 1][..]);
+
+            // Too large for the broker: refused here; the producer goes on.
+            let huge = vec![0u8; 6 << 20];
+            match producer.send(&huge).await {
+                Err(ClientError::MessageTooLarge { .. }) => {}
+                Err(e) => panic!("oversized send: unexpected error {e}"),
+                Ok(_) => panic!("oversized send accepted"),
+            }
+            let after = within("send after refusal", producer.send(b"after---")).await;
+            within("flush", producer.flush()).await;
+            within("receipt after refusal", after).await;
+            within("close producer", producer.close()).await;
+            client.close().await;
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_unbatched_round_trip() {
+    bounded(
+        "client_unbatched_round_trip",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let client = within(
+                "connect",
+                Client::connect(s.service_url(), ClientOptions::default()),
+            )
+            .await;
+            let topic = "client-single";
+            let mut consumer = subscribe(&client, topic, "sub").await;
+            let producer = within(
+                "create producer",
+                client.create_producer(
+                    topic,
+                    ProducerOptions {
+                        batch_max_messages: 0,
+                        max_pending_messages: 16,
+                        ..ProducerOptions::default()
+                    },
+                ),
+            )
+            .await;
+            // More sends than the window: later sends wait for receipts.
+            let mut futures = Vec::new();
+            for i in 0..200u32 {
+                futures.push(within("send", producer.send(&i.to_be_bytes())).await);
+            }
+            let mut ids = Vec::new();
+            for f in futures {
+                let id = within("receipt", f).await;
+                assert_eq!((id.batch_index, id.batch_size), (-1, 0));
+                ids.push(id);
+            }
+            for (i, id) in ids.iter().enumerate() {
+                let m = within("receive", consumer.receive()).await;
+                assert_eq!(&m.payload[..], &(i as u32).to_be_bytes());
+                assert_eq!(m.id, *id);
+                within("ack", consumer.ack(&m.id)).await;
+            }
+            within("close producer", producer.close()).await;
+            within("unsubscribe", consumer.unsubscribe()).await;
+            // A topic name the broker refuses is an error, not a hang.
+            let bad = client
+                .create_producer(
+                    "persistent://no-such-tenant/x/y",
+                    ProducerOptions::default(),
+                )
+                .await;
+            assert!(bad.is_err(), "producer on a missing namespace was created");
+        }),
+    )
+    .await;
+}
