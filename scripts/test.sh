@@ -5,10 +5,11 @@
 #   scripts/test.sh [NEXTEST_ARGS...]     e.g. scripts/test.sh -E 'test(fence)'
 #
 # Steps, stopping at the first failure: system packages, Rust components and
-# tools (cargo-nextest, Garage, the official Pulsar Python client
+# tools (cargo-nextest, cargo-fuzz, Garage, the official Pulsar Python client
 # pulsar-client 3.13.0 for the compatibility tests), cargo fmt --check, cargo
 # clippy -D warnings, build of the `strata` binary (the fault and
-# compatibility tests spawn it), cargo nextest.
+# compatibility tests spawn it), cargo nextest, then scripts/fuzz.sh (each
+# cargo-fuzz target for a bounded time).
 #
 # Environment:
 #   CARGO_TARGET_DIR      build directory; default ~/.cache/strata/target, outside
@@ -17,6 +18,8 @@
 #                         processes, and CI machines have 2 cores)
 #   STRATA_SKIP_GARAGE=1  do not install Garage; for local iteration only (tests
 #                         that need an S3 server then fail); refused when CI=true
+#   STRATA_FUZZ_SECONDS   seconds each fuzz target runs (default 30); more
+#                         settings in scripts/fuzz.sh
 #
 # Runs as root, or with sudo for apt when not root. The full-disk fault tests
 # mount a small tmpfs and therefore need root.
@@ -93,6 +96,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 cargo nextest --version | head -n 1
 
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --target-dir "$tools_target"
+fi
+cargo fuzz --version
+
 garage_wanted=2.5.0
 garage_ok() {
     # `garage --version` prints e.g. "garage cargo:2.5.0 [features: ...]".
@@ -154,8 +163,12 @@ step "cargo nextest run --workspace --no-fail-fast $*"
 cargo nextest run --workspace --no-fail-fast \
     --test-threads "${NEXTEST_TEST_THREADS:-2}" "$@"
 
-# Fuzzing (bounded cargo-fuzz runs of the wire decoders) arrives with the
-# broker-surface issue and will be added here.
+# ---------------------------------------------------------------------------
+# Bounded fuzzing of the wire and disk decoders (fuzz/, cargo-fuzz with
+# AddressSanitizer); fails on any crash. Its build lives in its own cached
+# directory (STRATA_FUZZ_TARGET_DIR); see scripts/fuzz.sh for the settings.
+step "fuzz: every target for ${STRATA_FUZZ_SECONDS:-30}s (scripts/fuzz.sh)"
+bash "$repo/scripts/fuzz.sh"
 
 current_step="done"
 step "all checks and tests passed"

@@ -62,6 +62,11 @@ pub struct BookieConfig {
     /// The registration vanishes this long after the bookie stops renewing it.
     #[serde(with = "humantime_serde")]
     pub registration_ttl: Duration,
+    /// Address of the Prometheus `/metrics` HTTP endpoint of a `strata
+    /// bookie` process (e.g. `0.0.0.0:8000`; port 0 picks a free one). None:
+    /// no endpoint. A bookie embedded in `strata standalone` ignores it: the
+    /// standalone's admin port serves its metrics.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for BookieConfig {
@@ -88,6 +93,7 @@ impl Default for BookieConfig {
             disk_usage_threshold: 0.95,
             disk_usage_lwm: 0.90,
             registration_ttl: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }
@@ -227,6 +233,9 @@ pub struct BookieArgs {
     /// The registration vanishes this long after the bookie stops renewing it [default: 10s].
     #[arg(long, env = "STRATA_BOOKIE_REGISTRATION_TTL", value_parser = humantime::parse_duration)]
     pub registration_ttl: Option<Duration>,
+    /// Serve Prometheus metrics over HTTP on this address, e.g. 0.0.0.0:8000 [default: none].
+    #[arg(long, env = "STRATA_BOOKIE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl BookieArgs {
@@ -261,7 +270,13 @@ impl BookieArgs {
             disk_usage_lwm,
             registration_ttl
         );
-        over_opt!(advertised_address, journal_dir, ledger_dir, metadata_url);
+        over_opt!(
+            advertised_address,
+            journal_dir,
+            ledger_dir,
+            metadata_url,
+            metrics_listen
+        );
         c.validate()?;
         Ok(c)
     }
@@ -277,7 +292,7 @@ mod tests {
         let path = dir.path().join("bookie.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:4000\"\njournal_max_group_wait = \"2ms\"\nwrite_cache_bytes = 8388608\n",
+            "listen = \"127.0.0.1:4000\"\njournal_max_group_wait = \"2ms\"\nwrite_cache_bytes = 8388608\nmetrics_listen = \"127.0.0.1:9100\"\n",
         )
         .unwrap();
         let args = BookieArgs {
@@ -290,9 +305,12 @@ mod tests {
         assert_eq!(c.journal_max_group_wait, Duration::from_millis(2));
         assert_eq!(c.write_cache_bytes, 16 << 20);
         assert_eq!(c.bookie_id(), "127.0.0.1:4000");
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
+        assert_eq!(BookieConfig::default().metrics_listen, None);
         // The printed config parses back to the same values.
         let again: BookieConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(again.write_cache_bytes, c.write_cache_bytes);
+        assert_eq!(again.metrics_listen, c.metrics_listen);
 
         std::fs::write(&path, "no_such_setting = 1\n").unwrap();
         let err = args.resolve().unwrap_err().to_string();

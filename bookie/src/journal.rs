@@ -48,9 +48,16 @@ use crate::error::{BookieError, Result};
 use crate::fileio;
 use crate::metrics::Metrics;
 
-const MAGIC: &[u8; 8] = b"STRJRNL1";
-const HEADER_LEN: u64 = 16;
-const RECORD_HEADER: usize = 8;
+mod replay;
+pub use replay::{ReplayEnd, ReplayedFile, replay_bytes};
+
+/// First bytes of every journal file (public, as the file format is, for the
+/// fuzz targets and tools that build journal files).
+pub const MAGIC: &[u8; 8] = b"STRJRNL1";
+/// File header: [`MAGIC`] then the file's sequence number (u64 LE).
+pub const HEADER_LEN: u64 = 16;
+/// Record header: body length (u32 LE) then the body's CRC32C (u32 LE).
+pub const RECORD_HEADER: usize = 8;
 /// A group commit never writes more than this in one go.
 const MAX_BATCH_BYTES: usize = 16 << 20;
 /// No record is larger than this; a longer length field means corruption.
@@ -281,82 +288,25 @@ fn replay_file(
     let mut data = Vec::new();
     file.read_to_end(&mut data)
         .map_err(|e| BookieError::io("read journal file", e))?;
-    if data.len() < HEADER_LEN as usize || &data[..8] != MAGIC {
-        // A file whose header never reached the disk holds no acknowledged
-        // record (the header is synced before any record is written).
-        warn!(path = %path.display(), "journal file without a valid header, ignoring it");
-        return Ok(0);
-    }
-    let mut pos = start as usize;
-    let mut count = 0;
-    loop {
-        match parse_record(&data, pos) {
-            Parsed::Record { body, next } => {
-                apply(ReplayedRecord {
-                    body: body.to_vec(),
-                    end: JournalPos {
-                        seq,
-                        offset: next as u64,
-                    },
-                })?;
-                count += 1;
-                pos = next;
-            }
-            Parsed::End => break,
-            Parsed::Corrupt(reason) => {
-                warn!(
-                    path = %path.display(),
-                    offset = pos,
-                    reason,
-                    "journal tail is torn or corrupt; cutting it at the last good record"
-                );
-                file.set_len(pos as u64)
-                    .and_then(|_| file.sync_all())
-                    .map_err(|e| BookieError::io("truncate journal tail", e))?;
-                break;
-            }
+    let replayed = replay_bytes(seq, &data, start, apply)?;
+    match replayed.end {
+        ReplayEnd::Clean => {}
+        ReplayEnd::NoHeader => {
+            warn!(path = %path.display(), "journal file without a valid header, ignoring it");
+        }
+        ReplayEnd::Torn { offset, reason } => {
+            warn!(
+                path = %path.display(),
+                offset,
+                reason,
+                "journal tail is torn or corrupt; cutting it at the last good record"
+            );
+            file.set_len(offset)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| BookieError::io("truncate journal tail", e))?;
         }
     }
-    Ok(count)
-}
-
-enum Parsed<'a> {
-    Record { body: &'a [u8], next: usize },
-    End,
-    Corrupt(&'static str),
-}
-
-fn parse_record(data: &[u8], pos: usize) -> Parsed<'_> {
-    let Some(header) = data.get(pos..pos + RECORD_HEADER) else {
-        // Fewer than 8 bytes left: either the end, or a torn header.
-        return if data[pos.min(data.len())..].iter().all(|b| *b == 0) {
-            Parsed::End
-        } else {
-            Parsed::Corrupt("truncated record header")
-        };
-    };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len == 0 {
-        return if crc == 0 {
-            Parsed::End
-        } else {
-            Parsed::Corrupt("zero length with a checksum")
-        };
-    }
-    if len > MAX_RECORD_LEN {
-        return Parsed::Corrupt("record length out of range");
-    }
-    let Some(body) = data.get(pos + RECORD_HEADER..pos + RECORD_HEADER + len) else {
-        return Parsed::Corrupt("record runs past the end of the file");
-    };
-    if crc32c::crc32c(body) != crc {
-        return Parsed::Corrupt("record checksum mismatch");
-    }
-    Parsed::Record {
-        body,
-        next: pos + RECORD_HEADER + len,
-    }
+    Ok(replayed.records)
 }
 
 struct Writer {

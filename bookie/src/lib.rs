@@ -18,6 +18,7 @@ pub mod service;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

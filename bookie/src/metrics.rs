@@ -20,6 +20,7 @@ pub struct Metrics {
     pub reads: Counter,
     pub read_errors: Counter,
     pub write_cache_hits: Counter,
+    pub write_cache_misses: Counter,
     pub read_cache_hits: Counter,
     pub read_cache_misses: Counter,
     pub write_cache_bytes: Gauge,
@@ -46,6 +47,7 @@ impl Default for Metrics {
             reads: Counter::default(),
             read_errors: Counter::default(),
             write_cache_hits: Counter::default(),
+            write_cache_misses: Counter::default(),
             read_cache_hits: Counter::default(),
             read_cache_misses: Counter::default(),
             write_cache_bytes: Gauge::default(),
@@ -113,12 +115,12 @@ impl Metrics {
         );
         e.histogram(
             "strata_bookie_read_seconds",
-            "Read request latency.",
+            "Read request latency, receipt to reply (one request reads one or more entries).",
             &self.read_seconds,
         );
         e.counter(
             "strata_bookie_reads_total",
-            "Entries read.",
+            "Entry lookups (each read request asks for one or more entries).",
             self.reads.get(),
         );
         e.counter(
@@ -128,17 +130,22 @@ impl Metrics {
         );
         e.counter(
             "strata_bookie_write_cache_hits_total",
-            "Reads served by the write cache.",
+            "Entry lookups served by the write cache.",
             self.write_cache_hits.get(),
         );
         e.counter(
+            "strata_bookie_write_cache_misses_total",
+            "Entry lookups not in the write cache (then tried in the read cache).",
+            self.write_cache_misses.get(),
+        );
+        e.counter(
             "strata_bookie_read_cache_hits_total",
-            "Reads served by the foyer cache.",
+            "Entry lookups served by the foyer read cache.",
             self.read_cache_hits.get(),
         );
         e.counter(
             "strata_bookie_read_cache_misses_total",
-            "Reads that went to the entry logs.",
+            "Entry lookups missing from the foyer read cache (then read from the entry logs).",
             self.read_cache_misses.get(),
         );
         e.gauge(
@@ -177,5 +184,81 @@ impl Metrics {
 impl strata_common::metrics::MetricsSource for Metrics {
     fn render(&self, out: &mut Exposition) {
         self.render_into(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::BookieConfig;
+    use crate::entrylog::StoredEntry;
+    use crate::storage::{AddOp, LedgerStorage};
+
+    fn add_op(ledger: u64, entry: u64) -> AddOp {
+        let payload = Bytes::from(vec![7u8; 100]);
+        let cum = (entry + 1) * 100;
+        AddOp {
+            entry: StoredEntry {
+                ledger_id: ledger,
+                entry_id: entry,
+                cumulative_length: cum,
+                crc32c: strata_proto::entry_crc32c(ledger, entry, cum, &payload),
+                payload,
+            },
+            lac: entry as i64 - 1,
+            recovery: false,
+        }
+    }
+
+    /// Each tier of the read path counts its own hits and misses: a lookup
+    /// is a write-cache hit, or a write-cache miss and then a read-cache hit
+    /// or miss (the entry log).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_path_counts_hits_and_misses_per_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BookieConfig {
+            data_dir: dir.path().to_path_buf(),
+            journal_preallocate: 1 << 20,
+            write_cache_bytes: 4 << 20,
+            ..BookieConfig::default()
+        };
+        let m = Arc::new(Metrics::default());
+        let s = LedgerStorage::open(&config, m.clone()).unwrap();
+        s.add(add_op(1, 0)).await.unwrap();
+        assert_eq!(m.adds.get(), 1);
+        assert_eq!(m.add_seconds.count(), 1);
+        assert!(m.journal_fsync_seconds.count() >= 1);
+
+        assert!(s.read_blocking(1, 0).unwrap().is_some());
+        assert_eq!(m.write_cache_hits.get(), 1);
+        assert_eq!(m.write_cache_misses.get(), 0);
+
+        // Flushed out of the write cache: the first read goes to the entry
+        // log (and fills the read cache), the second hits the read cache.
+        tokio::task::block_in_place(|| s.flush()).unwrap();
+        assert!(s.read_blocking(1, 0).unwrap().is_some());
+        assert_eq!(m.write_cache_misses.get(), 1);
+        assert_eq!(m.read_cache_misses.get(), 1);
+        assert_eq!(m.read_cache_hits.get(), 0);
+        assert!(s.read_blocking(1, 0).unwrap().is_some());
+        assert_eq!(m.write_cache_misses.get(), 2);
+        assert_eq!(m.read_cache_misses.get(), 1);
+        assert_eq!(m.read_cache_hits.get(), 1);
+        assert_eq!(m.reads.get(), 3);
+
+        let text = m.render();
+        for line in [
+            "strata_bookie_write_cache_hits_total 1",
+            "strata_bookie_write_cache_misses_total 2",
+            "strata_bookie_read_cache_hits_total 1",
+            "strata_bookie_read_cache_misses_total 1",
+            "strata_bookie_add_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

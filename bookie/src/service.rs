@@ -1,5 +1,6 @@
 //! The gRPC face of the bookie. Every request is checked before it reaches
-//! the storage; a bad one gets a clear status and the server goes on.
+//! the storage (the pure checks are in [`crate::validate`]); a bad one gets a
+//! clear status and the server goes on.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,12 +22,9 @@ use tracing::debug;
 use crate::disk::DiskState;
 use crate::entrylog::StoredEntry;
 use crate::error::BookieError;
-use crate::storage::{AddOp, LedgerStorage};
+use crate::storage::LedgerStorage;
+use crate::validate::{self, MAX_READ_ENTRIES, ReadEntries};
 
-/// Most entries one read returns, and the default byte budget.
-const MAX_READ_ENTRIES: usize = 10_000;
-const DEFAULT_READ_BYTES: u64 = 4 << 20;
-const MAX_READ_BYTES: u64 = 64 << 20;
 /// Adds one stream may have in flight before the bookie stops reading it.
 const MAX_INFLIGHT_ADDS: usize = 16 * 1024;
 
@@ -119,26 +117,11 @@ impl BookieRpc for BookieService {
         &self,
         request: Request<ReadRequest>,
     ) -> Result<Response<ReadResponse>, Status> {
-        let req = request.into_inner();
+        let req = validate::check_read(request.into_inner())?;
         let started = Instant::now();
         let storage = self.storage.clone();
         let metrics = storage.metrics.clone();
-        let budget = match req.max_bytes {
-            0 => DEFAULT_READ_BYTES,
-            n => n.min(MAX_READ_BYTES),
-        };
-        if req.entry_ids.len() > MAX_READ_ENTRIES {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_READ_ENTRIES} entry ids per read, got {}",
-                req.entry_ids.len()
-            )));
-        }
-        if req.entry_ids.is_empty() && req.last_entry < req.first_entry {
-            return Err(Status::invalid_argument(format!(
-                "empty range: first_entry={} > last_entry={}",
-                req.first_entry, req.last_entry
-            )));
-        }
+        let budget = req.budget;
         let result = blocking(move || {
             let ledger = req.ledger_id;
             let lac = storage.lac(ledger)?.lac;
@@ -148,20 +131,23 @@ impl BookieRpc for BookieService {
                 lac,
             };
             let mut bytes = 0u64;
-            if !req.entry_ids.is_empty() {
-                for id in req.entry_ids {
-                    match storage.read_blocking(ledger, id)? {
-                        Some(e) if bytes < budget || resp.entries.is_empty() => {
-                            bytes += e.payload.len() as u64;
-                            resp.entries.push(to_wire(&e));
+            let (first, last) = match req.entries {
+                ReadEntries::Range { first, last } => (first, last),
+                ReadEntries::List(ids) => {
+                    for id in ids {
+                        match storage.read_blocking(ledger, id)? {
+                            Some(e) if bytes < budget || resp.entries.is_empty() => {
+                                bytes += e.payload.len() as u64;
+                                resp.entries.push(to_wire(&e));
+                            }
+                            Some(_) => break,
+                            None => resp.missing.push(id),
                         }
-                        Some(_) => break,
-                        None => resp.missing.push(id),
                     }
+                    return Ok(resp);
                 }
-                return Ok(resp);
-            }
-            let mut id = req.first_entry;
+            };
+            let mut id = first;
             loop {
                 match storage.read_blocking(ledger, id)? {
                     Some(e) => {
@@ -173,8 +159,7 @@ impl BookieRpc for BookieService {
                     }
                     None => break,
                 }
-                if id >= req.last_entry || bytes >= budget || resp.entries.len() >= MAX_READ_ENTRIES
-                {
+                if id >= last || bytes >= budget || resp.entries.len() >= MAX_READ_ENTRIES {
                     break;
                 }
                 id += 1;
@@ -231,10 +216,7 @@ impl BookieRpc for BookieService {
         request: Request<ListLedgersRequest>,
     ) -> Result<Response<ListLedgersResponse>, Status> {
         let req = request.into_inner();
-        let limit = match req.limit {
-            0 => 1000,
-            n => (n as usize).min(100_000),
-        };
+        let limit = validate::list_limit(&req);
         let (ledger_ids, more) = self.storage.list(req.start_after, limit);
         Ok(Response::new(ListLedgersResponse { ledger_ids, more }))
     }
@@ -259,26 +241,18 @@ impl BookieRpc for BookieService {
 }
 
 async fn add_one(storage: &LedgerStorage, add: strata_proto::bookie::AddEntry) -> AddResult {
-    let Some(entry) = add.entry else {
-        return AddResult {
-            ledger_id: 0,
-            entry_id: 0,
-            status: AddStatus::Invalid as i32,
-            message: "add without an entry".into(),
-        };
+    let op = match validate::check_add(add) {
+        Ok(op) => op,
+        Err(e) => {
+            return AddResult {
+                ledger_id: 0,
+                entry_id: 0,
+                status: e.add_status() as i32,
+                message: e.to_string(),
+            };
+        }
     };
-    let (ledger_id, entry_id) = (entry.ledger_id, entry.entry_id);
-    let op = AddOp {
-        entry: StoredEntry {
-            ledger_id,
-            entry_id,
-            cumulative_length: entry.cumulative_length,
-            crc32c: entry.crc32c,
-            payload: entry.payload,
-        },
-        lac: add.lac,
-        recovery: add.recovery,
-    };
+    let (ledger_id, entry_id) = (op.entry.ledger_id, op.entry.entry_id);
     match storage.add(op).await {
         Ok(()) => AddResult {
             ledger_id,

@@ -31,8 +31,7 @@ use crate::metrics::Metrics;
 type Key = (u64, u64);
 type Buffer = BTreeMap<Key, Arc<StoredEntry>>;
 
-/// Largest payload a single entry may carry.
-pub const MAX_ENTRY_SIZE: usize = 5 << 20;
+pub use crate::validate::MAX_ENTRY_SIZE;
 const JOURNAL_ADD: u8 = 1;
 /// Bytes of a journal add record before its payload.
 const JOURNAL_HEAD: usize = 1 + 8 * 4 + 4;
@@ -164,13 +163,7 @@ impl LedgerStorage {
     pub async fn add(&self, op: AddOp) -> Result<()> {
         let started = Instant::now();
         let (ledger, entry_id) = (op.entry.ledger_id, op.entry.entry_id);
-        if op.entry.payload.len() > MAX_ENTRY_SIZE {
-            return Err(BookieError::Invalid(format!(
-                "entry of {} bytes exceeds the {MAX_ENTRY_SIZE} byte limit",
-                op.entry.payload.len()
-            )));
-        }
-        op.entry.verify()?;
+        crate::validate::check_entry(&op.entry)?;
         // Recovery adds re-replicate entries that already exist elsewhere and
         // are needed to close a ledger; a bookie read-only only by its disk
         // watermark still has the headroom the watermark reserves for them.
@@ -300,6 +293,7 @@ impl LedgerStorage {
             self.metrics.write_cache_hits.inc();
             return Ok(Some(e));
         }
+        self.metrics.write_cache_misses.inc();
         if let Some(e) = self.read_cache.get(&(ledger, entry)) {
             self.metrics.read_cache_hits.inc();
             return Ok(Some(e.value().clone()));
@@ -309,7 +303,8 @@ impl LedgerStorage {
         // between our index lookup and the read: look again once.
         for attempt in 0..2 {
             let Some(loc) = self.index.location(ledger, entry)? else {
-                // It may have been in the flushing buffer a moment ago.
+                // It may have been in the flushing buffer a moment ago (the
+                // lookup above already counted as a write-cache miss).
                 return Ok(self.cached((ledger, entry)));
             };
             match self.logs.read(loc) {
@@ -590,7 +585,7 @@ impl LedgerStorage {
 }
 
 /// The fixed fields of a journal add record; the payload follows them.
-fn encode_journal_head(op: &AddOp) -> [u8; JOURNAL_HEAD] {
+pub fn encode_journal_head(op: &AddOp) -> [u8; JOURNAL_HEAD] {
     let e = &op.entry;
     let mut b = [0u8; JOURNAL_HEAD];
     b[0] = JOURNAL_ADD;
@@ -602,7 +597,10 @@ fn encode_journal_head(op: &AddOp) -> [u8; JOURNAL_HEAD] {
     b
 }
 
-fn decode_journal_add(b: &[u8]) -> Result<(AddOp, usize)> {
+/// Decodes a journal add record (the inverse of [`encode_journal_head`] plus
+/// payload). Public so that the journal fuzz target runs replayed records
+/// through the same decoding as [`LedgerStorage::open`].
+pub fn decode_journal_add(b: &[u8]) -> Result<(AddOp, usize)> {
     const HEAD: usize = JOURNAL_HEAD;
     if b.len() < HEAD || b[0] != JOURNAL_ADD || b.len() > MAX_RECORD_LEN {
         return Err(BookieError::corrupt(

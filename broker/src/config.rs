@@ -4,6 +4,14 @@ use std::time::Duration;
 
 use strata_managed_ledger::ManagedLedgerConfig;
 
+/// What auto topic creation creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AutoTopicCreationType {
+    #[default]
+    NonPartitioned,
+    Partitioned,
+}
+
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     /// Address the Pulsar protocol listener binds (port 0: any free port).
@@ -25,12 +33,20 @@ pub struct BrokerConfig {
     pub dispatch_batch_entries: usize,
     /// Create topics on first use.
     pub allow_auto_topic_creation: bool,
+    /// What a topic created on first use is: one topic, or a partitioned
+    /// topic of `default_num_partitions` partitions (Pulsar's
+    /// `allowAutoTopicCreationType`).
+    pub auto_topic_creation_type: AutoTopicCreationType,
+    /// Partitions of a partitioned topic created on first use.
+    pub default_num_partitions: u32,
     /// Hash ranges each namespace is split into for ownership.
     pub bundles_per_namespace: u32,
     /// Time-to-live of the broker's ownership session.
     pub session_ttl: Duration,
     /// Managed ledger settings (rollover, quorum, cursor persistence).
     pub managed_ledger: ManagedLedgerConfig,
+    /// Window over which topic stats compute their rates (msgRateIn...).
+    pub stats_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -44,9 +60,12 @@ impl Default for BrokerConfig {
             max_unacked_messages_per_consumer: 50_000,
             dispatch_batch_entries: 100,
             allow_auto_topic_creation: true,
+            auto_topic_creation_type: AutoTopicCreationType::NonPartitioned,
+            default_num_partitions: 1,
             bundles_per_namespace: 4,
             session_ttl: Duration::from_secs(10),
             managed_ledger: ManagedLedgerConfig::default(),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }

@@ -10,6 +10,7 @@ use strata_managed_ledger::Position;
 use strata_proto::pulsar::command_subscribe::SubType;
 
 use crate::outbound::ConnHandle;
+use crate::stats::Meter;
 
 /// Hash ranges (inclusive, within 0..=65535) a Key_Shared consumer asked for.
 pub type HashRanges = Vec<(u32, u32)>;
@@ -37,6 +38,10 @@ pub struct Consumer {
     /// acknowledged, so a key never has messages at two consumers at once.
     joined_at: Mutex<Option<Position>>,
     max_unacked: u32,
+    /// Messages and bytes dispatched to this consumer (stats).
+    pub out: Meter,
+    /// When it subscribed, ms since the Unix epoch (stats).
+    pub connected_since_ms: u64,
 }
 
 impl Consumer {
@@ -64,6 +69,8 @@ impl Consumer {
             blocked: AtomicBool::new(false),
             joined_at: Mutex::new(None),
             max_unacked: if limited { max_unacked } else { 0 },
+            out: Meter::new(),
+            connected_since_ms: crate::stats::now_ms(),
         }
     }
 
@@ -73,6 +80,16 @@ impl Consumer {
 
     pub fn add_permits(&self, n: u32) {
         self.permits.fetch_add(n as i64, Ordering::AcqRel);
+    }
+
+    /// Messages sent to it and not acknowledged yet.
+    pub fn unacked_messages(&self) -> i64 {
+        self.unacked_messages.load(Ordering::Acquire)
+    }
+
+    /// Held back because it reached its unacknowledged-message limit.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Acquire)
     }
 
     /// Can take a message now.

@@ -11,6 +11,23 @@ pub enum BrokerError {
     TopicNotFound(String),
     #[error("namespace not found: {0}")]
     NamespaceNotFound(String),
+    #[error("tenant not found: {0}")]
+    TenantNotFound(String),
+    /// A create found the thing already there.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The change conflicts with the current state (not empty, fewer partitions...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The thing is in use (connected clients) and the change was not forced.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// A malformed argument; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The operation does not apply to this kind of topic.
+    #[error("not allowed on this topic: {0}")]
+    OperationNotAllowed(String),
     #[error("subscription not found: {0}")]
     SubscriptionNotFound(String),
     #[error("consumer not found: consumer_id={0}")]
@@ -42,9 +59,14 @@ impl BrokerError {
     pub fn server_error(&self) -> ServerError {
         match self {
             BrokerError::InvalidTopicName(_) => ServerError::InvalidTopicName,
-            BrokerError::TopicNotFound(_) | BrokerError::NamespaceNotFound(_) => {
-                ServerError::TopicNotFound
-            }
+            BrokerError::TopicNotFound(_)
+            | BrokerError::NamespaceNotFound(_)
+            | BrokerError::TenantNotFound(_) => ServerError::TopicNotFound,
+            BrokerError::AlreadyExists(_)
+            | BrokerError::Conflict(_)
+            | BrokerError::PreconditionFailed(_)
+            | BrokerError::InvalidArgument(_)
+            | BrokerError::OperationNotAllowed(_) => ServerError::NotAllowedError,
             BrokerError::SubscriptionNotFound(_) => ServerError::SubscriptionNotFound,
             BrokerError::ConsumerNotFound(_) => ServerError::ConsumerNotFound,
             BrokerError::ProducerBusy(_) => ServerError::ProducerBusy,

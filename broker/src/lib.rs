@@ -12,9 +12,12 @@ pub mod config;
 mod connection;
 mod consumer;
 pub mod error;
+pub mod metrics;
 mod outbound;
 pub mod ownership;
+pub mod resources;
 pub mod service;
+pub mod stats;
 mod subscription;
 mod topic;
 
@@ -73,6 +76,7 @@ impl Broker {
         );
         let factory =
             ManagedLedgerFactory::new(client, config.managed_ledger.clone(), config.cache_bytes);
+        let stats_interval = config.stats_interval;
         let service = Arc::new(BrokerService::new(
             Arc::new(config),
             store,
@@ -82,6 +86,11 @@ impl Broker {
             broker_id,
         ));
         let cancel = CancellationToken::new();
+        tokio::spawn(stats::sample_loop(
+            Arc::downgrade(&service),
+            stats_interval,
+            cancel.clone(),
+        ));
         let accept = tokio::spawn(accept_loop(listener, service.clone(), cancel.clone()));
         info!(%address, url = %service.service_url, "broker listening");
         Ok(Broker {
@@ -94,6 +103,18 @@ impl Broker {
 
     pub fn service_url(&self) -> &str {
         &self.service.service_url
+    }
+
+    /// The broker's metrics (publish latency, connections, lookups) as a
+    /// `/metrics` source.
+    pub fn metrics_source(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
+        self.service.metrics.clone()
+    }
+
+    /// The per-topic and per-namespace metrics (`strata_broker_topic_*`...)
+    /// for the `/metrics` page.
+    pub fn topic_metrics(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
+        Arc::new(stats::TopicMetrics::new(Arc::downgrade(&self.service)))
     }
 
     /// Closes every connection, persists cursors and closes ledgers.

@@ -1,41 +1,26 @@
 //! The broker service: loaded topics, namespaces and ownership.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use strata_common::metadata::{Expect, MetadataStore, PutOptions};
-use strata_common::names::{NamespaceName, TopicName};
-use strata_common::paths;
+use strata_common::metadata::MetadataStore;
+use strata_common::names::TopicName;
 use strata_managed_ledger::ManagedLedgerFactory;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::metrics::BrokerMetrics;
 use crate::ownership::{Owner, Ownership};
 use crate::topic::Topic;
 
-/// A tenant record (policies grow with the multi-tenancy work).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct TenantInfo {
-    #[serde(default, rename = "adminRoles")]
-    pub admin_roles: Vec<String>,
-    #[serde(default, rename = "allowedClusters")]
-    pub allowed_clusters: Vec<String>,
-}
+pub use crate::resources::{PartitionedTopicInfo, Policies, TenantInfo};
 
-/// A namespace record (its policies).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct NamespacePolicies {}
-
-/// A partitioned topic record.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PartitionedTopicInfo {
-    pub partitions: u32,
-}
+/// The namespace record is its policies.
+pub type NamespacePolicies = Policies;
 
 type TopicSlot = Arc<OnceCell<Arc<Topic>>>;
 
@@ -50,6 +35,40 @@ pub struct BrokerService {
     next_conn_id: AtomicU64,
     next_producer_name: AtomicU64,
     pub broker_id: String,
+    /// Serializes admin creates and deletes of topics on this broker (the
+    /// owner of a topic is the only one that creates or deletes it), so
+    /// that concurrent creates give one success and conflicts.
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    /// Topics being deleted: not loaded again until the delete is done, so
+    /// a client that reconnects at once does not reopen (and fence) the
+    /// managed ledger under the delete.
+    deleting: Mutex<HashSet<TopicName>>,
+    pub metrics: Arc<BrokerMetrics>,
+}
+
+/// Keeps a topic from loading while it is being deleted; see
+/// [`BrokerService::begin_delete`].
+pub(crate) struct DeletingGuard<'a> {
+    service: &'a BrokerService,
+    name: TopicName,
+}
+
+impl Drop for DeletingGuard<'_> {
+    fn drop(&mut self) {
+        self.service.deleting.lock().remove(&self.name);
+    }
+}
+
+/// May loading a topic create it?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Creation {
+    /// No: it must exist.
+    Never,
+    /// As a client's first use: if auto-creation is on, or if it is a
+    /// partition of an existing partitioned topic.
+    Auto,
+    /// Yes (an admin create).
+    Always,
 }
 
 impl BrokerService {
@@ -71,6 +90,9 @@ impl BrokerService {
             next_conn_id: AtomicU64::new(1),
             next_producer_name: AtomicU64::new(0),
             broker_id,
+            admin_lock: tokio::sync::Mutex::new(()),
+            deleting: Mutex::new(HashSet::new()),
+            metrics: Arc::default(),
         }
     }
 
@@ -84,54 +106,6 @@ impl BrokerService {
         format!("{}-{n}", self.broker_id)
     }
 
-    /// Creates a tenant and namespace if they do not exist.
-    pub async fn ensure_namespace(&self, ns: &NamespaceName) -> Result<()> {
-        let put_absent = |key: String, value: Vec<u8>| async move {
-            match self
-                .store
-                .put(&key, value.into(), PutOptions::expect(Expect::Absent))
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_bad_version() => Ok(()),
-                Err(e) => Err(BrokerError::from(e)),
-            }
-        };
-        let tenant = TenantInfo {
-            admin_roles: vec![],
-            allowed_clusters: vec!["standalone".into()],
-        };
-        put_absent(
-            paths::tenant(&ns.tenant),
-            serde_json::to_vec(&tenant).expect("serializable"),
-        )
-        .await?;
-        put_absent(
-            paths::namespace(&ns.tenant, &ns.namespace),
-            serde_json::to_vec(&NamespacePolicies::default()).expect("serializable"),
-        )
-        .await
-    }
-
-    pub async fn namespace_exists(&self, ns: &NamespaceName) -> Result<bool> {
-        Ok(self
-            .store
-            .get(&paths::namespace(&ns.tenant, &ns.namespace))
-            .await?
-            .is_some())
-    }
-
-    /// Partition count of a partitioned topic (0: not partitioned).
-    pub async fn partitions(&self, topic: &TopicName) -> Result<u32> {
-        let key = paths::partitioned_topic(&topic.base().persistence_name());
-        match self.store.get(&key).await? {
-            None => Ok(0),
-            Some(v) => serde_json::from_slice::<PartitionedTopicInfo>(&v.value)
-                .map(|i| i.partitions)
-                .map_err(|e| BrokerError::Metadata(format!("unreadable record {key}: {e}"))),
-        }
-    }
-
     /// Who serves `topic`; takes ownership of its bundle when free.
     pub async fn lookup(&self, topic: &TopicName) -> Result<Owner> {
         if !self.namespace_exists(&topic.namespace).await? {
@@ -142,6 +116,20 @@ impl BrokerService {
 
     /// The loaded topic, loading (and, if allowed, creating) it first.
     pub async fn topic(&self, name: &TopicName, create: bool) -> Result<Arc<Topic>> {
+        let creation = if create {
+            Creation::Auto
+        } else {
+            Creation::Never
+        };
+        self.topic_with(name, creation).await
+    }
+
+    /// The loaded topic, loading it first with the given creation rule.
+    pub(crate) async fn topic_with(
+        &self,
+        name: &TopicName,
+        creation: Creation,
+    ) -> Result<Arc<Topic>> {
         let slot = self
             .topics
             .lock()
@@ -149,7 +137,7 @@ impl BrokerService {
             .or_insert_with(|| Arc::new(OnceCell::new()))
             .clone();
         let result = slot
-            .get_or_try_init(|| async { self.load_topic(name, create).await })
+            .get_or_try_init(|| async { self.load_topic(name, creation).await })
             .await
             .cloned();
         if result.is_err() {
@@ -165,7 +153,12 @@ impl BrokerService {
         result
     }
 
-    async fn load_topic(&self, name: &TopicName, create: bool) -> Result<Arc<Topic>> {
+    async fn load_topic(&self, name: &TopicName, creation: Creation) -> Result<Arc<Topic>> {
+        if self.deleting.lock().contains(name) {
+            return Err(BrokerError::ServiceNotReady(format!(
+                "{name} is being deleted"
+            )));
+        }
         match self.lookup(name).await? {
             Owner::Me => {}
             Owner::Other(url) => {
@@ -175,25 +168,77 @@ impl BrokerService {
             }
         }
         let ml_name = name.persistence_name();
-        let may_create = create && self.config.allow_auto_topic_creation;
-        if !may_create && !self.factory.exists(&ml_name).await? {
-            return Err(BrokerError::TopicNotFound(name.to_string()));
+        if !self.factory.exists(&ml_name).await? {
+            self.check_may_create(name, creation).await?;
         }
         let ml = self.factory.open(&ml_name).await?;
         Topic::load(name.clone(), ml, self.config.dispatch_batch_entries).await
     }
 
-    /// Every persistent topic of a namespace, fully qualified.
-    pub async fn topics_of_namespace(&self, ns: &NamespaceName) -> Result<Vec<String>> {
-        let prefix = format!("{ns}/persistent/");
-        let names = self.factory.list(&prefix).await?;
-        Ok(names
-            .into_iter()
-            .filter_map(|n| {
-                n.strip_prefix(&prefix)
-                    .map(|l| format!("persistent://{ns}/{l}"))
-            })
-            .collect())
+    /// Whether a new topic may be created here; see [`Creation`].
+    async fn check_may_create(&self, name: &TopicName, creation: Creation) -> Result<()> {
+        if self.partitions(name).await? > 0 {
+            // Its partitions hold the data; a topic of the same name would shadow them.
+            return Err(BrokerError::OperationNotAllowed(format!(
+                "{name} is a partitioned topic; use its partitions"
+            )));
+        }
+        let allowed = match creation {
+            Creation::Never => false,
+            Creation::Always => true,
+            Creation::Auto => match name.partition() {
+                // A partition exists only within its partitioned topic's count.
+                Some(index) => match self.partitions(&name.base()).await? {
+                    0 => self.config.allow_auto_topic_creation,
+                    partitions => index < partitions,
+                },
+                None => self.config.allow_auto_topic_creation,
+            },
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(BrokerError::TopicNotFound(name.to_string()))
+        }
+    }
+
+    /// The topic if it is loaded (no loading, no ownership change).
+    pub fn loaded_topic(&self, name: &TopicName) -> Option<Arc<Topic>> {
+        self.topics.lock().get(name)?.get().cloned()
+    }
+
+    /// Every loaded topic.
+    pub fn loaded_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .lock()
+            .values()
+            .filter_map(|s| s.get().cloned())
+            .collect()
+    }
+
+    /// Takes a loaded topic out of service: its clients are told to go (they
+    /// reconnect and load it again on their next use) and its subscription
+    /// tasks stop. The managed ledger stays open; the caller closes or
+    /// deletes it.
+    pub(crate) fn unload_topic(&self, name: &TopicName) -> Option<Arc<Topic>> {
+        let topic = {
+            let mut topics = self.topics.lock();
+            // A topic still loading is left alone: it is not serving yet.
+            let topic = topics.get(name)?.get().cloned()?;
+            topics.remove(name);
+            topic
+        };
+        topic.shutdown();
+        Some(topic)
+    }
+
+    /// Marks a topic as being deleted until the guard is dropped.
+    pub(crate) fn begin_delete(&self, name: &TopicName) -> DeletingGuard<'_> {
+        self.deleting.lock().insert(name.clone());
+        DeletingGuard {
+            service: self,
+            name: name.clone(),
+        }
     }
 
     /// Unloads every topic and closes their storage (clean shutdown).

@@ -25,6 +25,7 @@ use crate::codec;
 use crate::commands;
 use crate::consumer::{Consumer, HASH_RANGE_SIZE};
 use crate::error::{BrokerError, Result};
+use crate::stats::Meter;
 
 /// Points per consumer on the Key_Shared auto-split hash ring.
 const RING_POINTS: u32 = 100;
@@ -56,9 +57,17 @@ pub struct Subscription {
     wake: Notify,
     cancel: CancellationToken,
     batch_entries: usize,
+    /// Messages and bytes dispatched (stats).
+    pub out: Meter,
+    /// Entries put back for redelivery (stats).
+    pub redelivered: Meter,
+    /// The topic's dispatch meter, shared by its subscriptions so the
+    /// topic's totals outlive a deleted subscription.
+    topic_out: Arc<Meter>,
 }
 
 impl Subscription {
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         name: String,
         durable: bool,
@@ -67,6 +76,7 @@ impl Subscription {
         partition: i32,
         sub_type: SubType,
         batch_entries: usize,
+        topic_out: Arc<Meter>,
     ) -> Arc<Subscription> {
         let sub = Arc::new(Subscription {
             name,
@@ -87,6 +97,9 @@ impl Subscription {
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             batch_entries: batch_entries.max(1),
+            out: Meter::new(),
+            redelivered: Meter::new(),
+            topic_out,
         });
         tokio::spawn(sub.clone().run());
         sub
@@ -203,6 +216,7 @@ impl Subscription {
     }
 
     fn to_replay(&self, st: &mut State, positions: Vec<Position>) {
+        self.redelivered.record(positions.len() as u64, 0);
         for p in positions {
             *st.redeliveries.entry(p).or_insert(0) += 1;
             st.replay.insert(p);
@@ -263,6 +277,33 @@ impl Subscription {
         if self.state.lock().sub_type == SubType::KeyShared {
             self.wake();
         }
+    }
+
+    /// Acknowledges entries on behalf of an admin operation (skip, expire).
+    /// Entries a consumer holds stay pending at it; its later ack is a no-op.
+    pub fn admin_ack(&self, positions: &[Position]) {
+        if positions.is_empty() {
+            return;
+        }
+        self.cursor.ack(positions);
+        self.forget(positions);
+        self.wake();
+    }
+
+    /// Acknowledges everything up to and including `pos` for an admin
+    /// operation (skip all, expire).
+    pub fn admin_ack_through(&self, pos: Position) {
+        self.cursor.ack_cumulative(pos);
+        {
+            let mut st = self.state.lock();
+            let rest = st.replay.split_off(&Position::new(
+                pos.ledger_id,
+                pos.entry_id.saturating_add(1),
+            ));
+            st.replay = rest;
+            st.redeliveries.retain(|p, _| *p > pos);
+        }
+        self.wake();
     }
 
     /// Moves the cursor (SEEK / reset): consumers are disconnected and will
@@ -518,6 +559,11 @@ impl Subscription {
             .unwrap_or(0);
         let ack_set = self.cursor.batch_ack_set(pos).unwrap_or_default();
         c.on_sent(pos, messages);
+        // Stats count the message as produced (without broker-entry metadata).
+        let message = codec::split_entry(&data).1;
+        for m in [&c.out, &self.out, &*self.topic_out] {
+            m.record(messages as u64, message.len() as u64);
+        }
         let cmd = commands::message(
             c.consumer_id,
             commands::message_id(pos.ledger_id, pos.entry_id, self.partition, -1),
@@ -527,7 +573,7 @@ impl Subscription {
         let body = if c.conn.broker_entry_metadata {
             data
         } else {
-            codec::split_entry(&data).1
+            message
         };
         let header = codec::encode_command_with_body(&cmd, body.len());
         c.conn.send_message(header, body).await;

@@ -2,7 +2,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use strata_common::names::TopicName;
@@ -15,6 +16,7 @@ use crate::codec;
 use crate::commands;
 use crate::error::{BrokerError, Result};
 use crate::outbound::ConnHandle;
+use crate::stats::{Meter, now_ms};
 use crate::subscription::Subscription;
 
 /// A producer attached to the topic.
@@ -26,13 +28,41 @@ pub struct ProducerEntry {
     pub mode: ProducerAccessMode,
 }
 
+/// What the stats know of one producer.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    /// Messages and bytes it published.
+    pub meter: Meter,
+    /// When it was admitted, ms since the Unix epoch.
+    pub connected_since_ms: u64,
+}
+
+/// A producer admitted to the topic, with its counters.
+#[derive(Clone)]
+pub struct AttachedProducer {
+    pub entry: ProducerEntry,
+    pub stats: Arc<PublisherStats>,
+}
+
+impl AttachedProducer {
+    fn new(entry: ProducerEntry) -> Self {
+        AttachedProducer {
+            entry,
+            stats: Arc::new(PublisherStats {
+                meter: Meter::new(),
+                connected_since_ms: now_ms(),
+            }),
+        }
+    }
+}
+
 struct Waiter {
     producer: ProducerEntry,
     ready: oneshot::Sender<u64>,
 }
 
 struct State {
-    producers: HashMap<(u64, u64), ProducerEntry>,
+    producers: HashMap<(u64, u64), AttachedProducer>,
     /// WaitForExclusive producers queued for the topic.
     waiting: VecDeque<Waiter>,
     subscriptions: HashMap<String, Arc<Subscription>>,
@@ -57,13 +87,15 @@ pub struct Topic {
     /// holds the index of the next message.
     publish: tokio::sync::Mutex<u64>,
     batch_entries: usize,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    /// Messages and bytes published to the topic (stats).
+    pub msg_in: Meter,
+    /// Messages and bytes dispatched to its subscriptions (stats).
+    pub msg_out: Arc<Meter>,
+    /// Entries added since the topic was loaded (internal stats).
+    pub entries_added: AtomicU64,
+    /// Serializes admin changes of subscriptions (create, delete), so that
+    /// two concurrent creates of one name give one success and one conflict.
+    pub admin_lock: tokio::sync::Mutex<()>,
 }
 
 impl Topic {
@@ -83,6 +115,7 @@ impl Topic {
             next_index = i + 1;
         }
         let partition = name.partition().map(|p| p as i32).unwrap_or(-1);
+        let msg_out = Arc::new(Meter::new());
         let mut subscriptions = HashMap::new();
         for cursor in ml.cursors() {
             if cursor.is_durable() {
@@ -94,6 +127,7 @@ impl Topic {
                     partition,
                     SubType::Exclusive,
                     batch_entries,
+                    msg_out.clone(),
                 );
                 subscriptions.insert(cursor.name().to_string(), sub);
             }
@@ -110,6 +144,10 @@ impl Topic {
             }),
             publish: tokio::sync::Mutex::new(next_index),
             batch_entries,
+            msg_in: Meter::new(),
+            msg_out,
+            entries_added: AtomicU64::new(0),
+            admin_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -121,7 +159,7 @@ impl Topic {
     pub fn add_producer(&self, p: ProducerEntry) -> Result<ProducerAdmission> {
         let mut st = self.state.lock();
         let key = (p.conn.id, p.producer_id);
-        if st.producers.values().any(|e| e.name == p.name) {
+        if st.producers.values().any(|e| e.entry.name == p.name) {
             return Err(BrokerError::ProducerBusy(format!(
                 "producer named {} is already connected to {}",
                 p.name, self.name
@@ -130,7 +168,7 @@ impl Topic {
         let exclusive_held = st
             .producers
             .values()
-            .any(|e| e.mode != ProducerAccessMode::Shared);
+            .any(|e| e.entry.mode != ProducerAccessMode::Shared);
         match p.mode {
             ProducerAccessMode::Shared => {
                 if exclusive_held {
@@ -151,7 +189,9 @@ impl Topic {
             }
             ProducerAccessMode::ExclusiveWithFencing => {
                 for (_, old) in st.producers.drain() {
-                    old.conn.post(commands::close_producer(old.producer_id));
+                    old.entry
+                        .conn
+                        .post(commands::close_producer(old.entry.producer_id));
                 }
                 st.epoch += 1;
             }
@@ -167,16 +207,8 @@ impl Topic {
                 st.epoch += 1;
             }
         }
-        st.producers.insert(key, p);
+        st.producers.insert(key, AttachedProducer::new(p));
         Ok(ProducerAdmission::Ready { epoch: st.epoch })
-    }
-
-    /// Whether this producer is (still) attached.
-    pub fn has_producer(&self, conn_id: u64, producer_id: u64) -> bool {
-        self.state
-            .lock()
-            .producers
-            .contains_key(&(conn_id, producer_id))
     }
 
     pub fn remove_producer(&self, conn_id: u64, producer_id: u64) {
@@ -190,15 +222,34 @@ impl Topic {
                 let epoch = st.epoch;
                 let key = (w.producer.conn.id, w.producer.producer_id);
                 if w.ready.send(epoch).is_ok() {
-                    st.producers.insert(key, w.producer);
+                    st.producers.insert(key, AttachedProducer::new(w.producer));
                     break;
                 }
             }
         }
     }
 
-    /// Stores a message; the future resolves when it is durable.
-    pub async fn publish(&self, message: &[u8], num_messages: u32) -> Result<AddFuture> {
+    /// The counters of an attached producer (`None`: not, or no longer, attached).
+    pub fn publisher(&self, conn_id: u64, producer_id: u64) -> Option<Arc<PublisherStats>> {
+        self.state
+            .lock()
+            .producers
+            .get(&(conn_id, producer_id))
+            .map(|p| p.stats.clone())
+    }
+
+    /// The attached producers (stats and admin).
+    pub fn producers(&self) -> Vec<AttachedProducer> {
+        self.state.lock().producers.values().cloned().collect()
+    }
+
+    /// Stores a message from `publisher`; the future resolves when it is durable.
+    pub async fn publish(
+        &self,
+        message: &[u8],
+        num_messages: u32,
+        publisher: Option<&PublisherStats>,
+    ) -> Result<AddFuture> {
         let mut next = self.publish.lock().await;
         let count = num_messages.max(1) as u64;
         let bem = BrokerEntryMetadata {
@@ -208,6 +259,12 @@ impl Topic {
         let entry = codec::make_entry(&bem, message);
         let fut = self.ml.add_entry(entry).await?;
         *next += count;
+        drop(next);
+        self.msg_in.record(count, message.len() as u64);
+        if let Some(p) = publisher {
+            p.meter.record(count, message.len() as u64);
+        }
+        self.entries_added.fetch_add(1, Ordering::Relaxed);
         Ok(fut)
     }
 
@@ -240,6 +297,7 @@ impl Topic {
                 self.partition(),
                 sub_type,
                 self.batch_entries,
+                self.msg_out.clone(),
             )
         });
         Ok(sub.clone())
@@ -268,6 +326,7 @@ impl Topic {
             self.partition(),
             sub_type,
             self.batch_entries,
+            self.msg_out.clone(),
         );
         st.subscriptions.insert(name.to_string(), sub.clone());
         Ok(sub)
@@ -312,11 +371,45 @@ impl Topic {
     pub fn shutdown(&self) {
         let st = self.state.lock();
         for p in st.producers.values() {
-            p.conn.post(commands::close_producer(p.producer_id));
+            p.entry
+                .conn
+                .post(commands::close_producer(p.entry.producer_id));
         }
         for s in st.subscriptions.values() {
             s.disconnect_all();
             s.close();
+        }
+    }
+
+    /// Whether any producer or consumer is attached (admin deletes refuse
+    /// such a topic unless forced).
+    pub fn has_clients(&self) -> bool {
+        let st = self.state.lock();
+        !st.producers.is_empty()
+            || !st.waiting.is_empty()
+            || st.subscriptions.values().any(|s| s.has_consumers())
+    }
+
+    /// Closes the stats window of every meter of the topic (the stats task).
+    pub fn sample_stats(&self, now: Instant) {
+        self.msg_in.sample(now);
+        self.msg_out.sample(now);
+        let (producers, subs) = {
+            let st = self.state.lock();
+            let p: Vec<Arc<PublisherStats>> =
+                st.producers.values().map(|p| p.stats.clone()).collect();
+            let s: Vec<Arc<Subscription>> = st.subscriptions.values().cloned().collect();
+            (p, s)
+        };
+        for p in producers {
+            p.meter.sample(now);
+        }
+        for s in subs {
+            s.out.sample(now);
+            s.redelivered.sample(now);
+            for c in s.consumers() {
+                c.out.sample(now);
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `strata`: the one Strata binary.
 
+mod admin;
+mod metrics_http;
 mod perf;
 mod standalone;
 
@@ -30,6 +32,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// Administer a broker through its admin REST API (like pulsar-admin).
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,8 +42,15 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // A client command: its own small runtime and plain error output.
+    let command = match cli.command {
+        Command::Admin(args) => return admin::main(args),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,10 +62,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Standalone(args) => standalone::run(args).await,
             Command::Bookie(args) => run_bookie(*args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
+            Command::Admin(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
@@ -73,7 +85,24 @@ async fn run_bookie(args: BookieArgs) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let metrics_listen = config.metrics_listen.clone();
     let bookie = Bookie::start(config).await?;
+    let metrics = match &metrics_listen {
+        Some(listen) => {
+            match metrics_http::MetricsServer::start(listen, vec![bookie.metrics_source()]).await {
+                Ok(server) => {
+                    println!("bookie metrics URL: http://{}/metrics", server.address);
+                    Some(server)
+                }
+                Err(e) => {
+                    // Close the journal and deregister before reporting.
+                    bookie.shutdown().await?;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     // Tests and scripts wait for this line to know the bookie is serving.
     println!(
         "bookie listening on {} (id {})",
@@ -81,6 +110,9 @@ async fn run_bookie(args: BookieArgs) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     info!("shutting down");
+    if let Some(m) = metrics {
+        m.stop().await;
+    }
     bookie.shutdown().await?;
     Ok(())
 }

@@ -80,6 +80,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     .context("remembering the bookie port")?;
 
     let client = LedgerClient::new(store.clone(), ClientConfig::default());
+    let ledger_metrics = client.metrics_source();
     let broker = Broker::start(
         BrokerConfig {
             listen: format!("{}:{}", args.bind_address, args.broker_port),
@@ -100,7 +101,12 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let admin = AdminServer::start(
         &format!("{}:{}", args.bind_address, args.admin_port),
         broker.service.clone(),
-        vec![bookie.metrics_source()],
+        vec![
+            broker.metrics_source(),
+            ledger_metrics,
+            bookie.metrics_source(),
+            broker.topic_metrics(),
+        ],
         admin_cancel.clone(),
     )
     .await?;

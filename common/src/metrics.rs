@@ -2,6 +2,7 @@
 //! histograms that are cheap to update from hot paths (atomics only) and
 //! render in the Prometheus text exposition format.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -153,40 +154,198 @@ impl MetricsSource for ProcessMetrics {
     }
 }
 
-/// Builds a Prometheus text exposition.
+/// The kind of a metric family, as its `# TYPE` line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric family: its `# HELP`/`# TYPE` header and its samples.
+struct Family {
+    name: String,
+    kind: Kind,
+    help: String,
+    samples: String,
+}
+
+/// Builds a Prometheus text exposition (format 0.0.4).
+///
+/// Samples are grouped by family whatever the order of the calls, and each
+/// family gets its `# HELP` and `# TYPE` lines once, before its samples: a
+/// scraper rejects a page where a family's samples are split or its header
+/// repeats, and the sources (one per topic, per bookie...) add samples of the
+/// same family from many places.
 #[derive(Default)]
 pub struct Exposition {
-    out: String,
+    families: Vec<Family>,
+    index: HashMap<String, usize>,
 }
 
 impl Exposition {
     pub fn counter(&mut self, name: &str, help: &str, v: u64) {
-        let _ = writeln!(
-            self.out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        self.counter_with(name, help, &[], v);
     }
+
     pub fn gauge(&mut self, name: &str, help: &str, v: i64) {
-        let _ = writeln!(
-            self.out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
-        );
+        self.gauge_with(name, help, &[], v);
     }
+
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.histogram_with(name, help, &[], h);
+    }
+
+    /// A counter sample with labels (`name{k="v",...} v`).
+    pub fn counter_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: u64) {
+        let out = self.family(name, help, Kind::Counter);
+        sample(out, name, "", labels, None, &v.to_string());
+    }
+
+    /// A gauge sample with labels.
+    pub fn gauge_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: i64) {
+        let out = self.family(name, help, Kind::Gauge);
+        sample(out, name, "", labels, None, &v.to_string());
+    }
+
+    /// A gauge sample with labels and a fractional value (rates); `NaN`
+    /// and infinities are spelled as the text format wants them.
+    pub fn gauge_f64_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
+        let value = if v.is_nan() {
+            "NaN".to_string()
+        } else if v == f64::INFINITY {
+            "+Inf".to_string()
+        } else if v == f64::NEG_INFINITY {
+            "-Inf".to_string()
+        } else {
+            v.to_string()
+        };
+        let out = self.family(name, help, Kind::Gauge);
+        sample(out, name, "", labels, None, &value);
+    }
+
+    /// A histogram with labels: cumulative `_bucket` samples (each with its
+    /// `le` label after the given ones), then `_sum` and `_count`.
+    pub fn histogram_with(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        h: &Histogram,
+    ) {
+        let out = self.family(name, help, Kind::Histogram);
         let mut cumulative = 0;
         for (i, bound) in h.bounds.iter().enumerate() {
             cumulative += h.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(self.out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let le = bound.to_string();
+            sample(
+                out,
+                name,
+                "_bucket",
+                labels,
+                Some(&le),
+                &cumulative.to_string(),
+            );
         }
         cumulative += h.counts[h.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(self.out, "{name}_sum {sum}\n{name}_count {cumulative}");
+        let total = cumulative.to_string();
+        sample(out, name, "_bucket", labels, Some("+Inf"), &total);
+        // `_count` is the +Inf bucket, not the separate counter, so the two
+        // agree even while observations land during the render.
+        sample(out, name, "_sum", labels, None, &h.sum().to_string());
+        sample(out, name, "_count", labels, None, &total);
     }
+
+    /// The sample buffer of family `name`, created with its header on first use.
+    fn family(&mut self, name: &str, help: &str, kind: Kind) -> &mut String {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                self.families.push(Family {
+                    name: name.to_string(),
+                    kind,
+                    help: escape_help(help),
+                    samples: String::new(),
+                });
+                self.index.insert(name.to_string(), self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        let family = &mut self.families[i];
+        debug_assert_eq!(
+            family.kind, kind,
+            "metric family {name} rendered as two different types"
+        );
+        &mut family.samples
+    }
+
     pub fn finish(self) -> String {
-        self.out
+        let mut out = String::new();
+        for f in self.families {
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
+            out.push_str(&f.samples);
+        }
+        out
     }
+}
+
+/// Writes one sample line: `name+suffix{labels,le="..."} value`.
+fn sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[(&str, &str)],
+    le: Option<&str>,
+    value: &str,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || le.is_some() {
+        out.push('{');
+        let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+        for (i, (k, v)) in all.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// Label values may hold anything (topic names come from clients): the
+/// format escapes backslash, double quote and line feed.
+fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// HELP text escapes backslash and line feed.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -213,5 +372,86 @@ mod tests {
         assert_eq!(h.quantile_upper_bound(0.6), Some(0.005));
         assert_eq!(h.quantile_upper_bound(1.0), Some(f64::INFINITY));
         assert_eq!(Histogram::latency().quantile_upper_bound(0.5), None);
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let mut e = Exposition::default();
+        e.counter_with(
+            "t_total",
+            "a \\ help\nwith a line feed",
+            &[("topic", "a\"b\\c\nd"), ("kind", "plain")],
+            7,
+        );
+        let text = e.finish();
+        assert_eq!(
+            text,
+            "# HELP t_total a \\\\ help\\nwith a line feed\n\
+             # TYPE t_total counter\n\
+             t_total{topic=\"a\\\"b\\\\c\\nd\",kind=\"plain\"} 7\n"
+        );
+    }
+    #[test]
+    fn labeled_histogram_buckets_are_cumulative() {
+        let h = Histogram::new(&[1.0, 2.0, 5.0]);
+        for v in [0.5, 1.5, 1.5, 4.0, 9.0] {
+            h.observe(v);
+        }
+        let mut e = Exposition::default();
+        e.histogram_with("lat_seconds", "latency", &[("op", "add")], &h);
+        let text = e.finish();
+        let want = [
+            "# HELP lat_seconds latency",
+            "# TYPE lat_seconds histogram",
+            "lat_seconds_bucket{op=\"add\",le=\"1\"} 1",
+            "lat_seconds_bucket{op=\"add\",le=\"2\"} 3",
+            "lat_seconds_bucket{op=\"add\",le=\"5\"} 4",
+            "lat_seconds_bucket{op=\"add\",le=\"+Inf\"} 5",
+            "lat_seconds_sum{op=\"add\"} 16.5",
+            "lat_seconds_count{op=\"add\"} 5",
+        ];
+        assert_eq!(text.lines().collect::<Vec<_>>(), want, "{text}");
+    }
+
+    #[test]
+    fn families_are_grouped_with_one_header() {
+        let mut e = Exposition::default();
+        e.counter_with("a_total", "first", &[("k", "1")], 1);
+        e.gauge("b", "other", -3);
+        e.counter_with("a_total", "ignored second help", &[("k", "2")], 2);
+        let text = e.finish();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "# HELP a_total first",
+                "# TYPE a_total counter",
+                "a_total{k=\"1\"} 1",
+                "a_total{k=\"2\"} 2",
+                "# HELP b other",
+                "# TYPE b gauge",
+                "b -3",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fractional_gauges() {
+        let mut e = Exposition::default();
+        e.gauge_f64_with("r", "rate", &[("t", "a")], 1.5);
+        e.gauge_f64_with("r", "rate", &[("t", "b")], f64::INFINITY);
+        e.gauge_f64_with("r", "rate", &[("t", "c")], 0.0);
+        let text = e.finish();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "# HELP r rate",
+                "# TYPE r gauge",
+                "r{t=\"a\"} 1.5",
+                "r{t=\"b\"} +Inf",
+                "r{t=\"c\"} 0",
+            ],
+            "{text}"
+        );
     }
 }

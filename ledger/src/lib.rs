@@ -15,6 +15,7 @@
 pub mod bookie_client;
 pub mod error;
 pub mod metadata;
+pub mod metrics;
 pub mod reader;
 mod recovery;
 pub mod writer;
@@ -33,6 +34,7 @@ use tracing::warn;
 
 pub use error::{LedgerError, Result};
 pub use metadata::{Fragment, LedgerMetadata, LedgerStatus};
+pub use metrics::LedgerClientMetrics;
 pub use reader::{LedgerEntry, LedgerReader};
 pub use writer::LedgerWriter;
 
@@ -67,6 +69,7 @@ pub(crate) struct ClientCtx {
     pub store: Arc<dyn MetadataStore>,
     pub pool: BookiePool,
     pub config: ClientConfig,
+    pub metrics: Arc<LedgerClientMetrics>,
 }
 
 impl ClientCtx {
@@ -107,12 +110,23 @@ impl LedgerClient {
                 store,
                 pool: BookiePool::new(config.request_timeout),
                 config,
+                metrics: Arc::new(LedgerClientMetrics::default()),
             },
         }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.ctx.store
+    }
+
+    /// This client's metrics (shared by its clones, writers and readers).
+    pub fn metrics(&self) -> &Arc<LedgerClientMetrics> {
+        &self.ctx.metrics
+    }
+
+    /// The metrics as a `/metrics` source.
+    pub fn metrics_source(&self) -> Arc<dyn strata_common::metrics::MetricsSource> {
+        self.ctx.metrics.clone()
     }
 
     /// Creates a ledger on `ensemble` writable bookies; entries go to
@@ -168,6 +182,7 @@ impl LedgerClient {
             custom,
         };
         let version = metadata::write(self.ctx.store.as_ref(), &md, Expect::Absent).await?;
+        self.ctx.metrics.ledgers_created.inc();
         Ok(LedgerWriter::start(self.ctx.clone(), md, version))
     }
 
@@ -180,6 +195,7 @@ impl LedgerClient {
         } else {
             reader::read_lac(&self.ctx, &md).await?
         };
+        self.ctx.metrics.ledgers_opened.inc();
         Ok(LedgerReader::new(self.ctx.clone(), md, lac))
     }
 
@@ -187,6 +203,7 @@ impl LedgerClient {
     pub async fn open_and_recover(&self, ledger_id: u64) -> Result<LedgerReader> {
         let md = recovery::recover(&self.ctx, ledger_id).await?;
         let last = md.last_entry_id;
+        self.ctx.metrics.ledgers_opened.inc();
         Ok(LedgerReader::new(self.ctx.clone(), md, last))
     }
 
@@ -213,6 +230,8 @@ impl LedgerClient {
                 .map_err(|s| status_error(b, s))
         });
         for r in join_all(deletes).await {
+            // Not counted as a bookie error: deletion is best effort and the
+            // bookie's garbage collector finishes it.
             if let Err(e) = r {
                 warn!(ledger_id, error = %e, "could not delete ledger on a bookie");
             }
@@ -221,6 +240,7 @@ impl LedgerClient {
             .store
             .delete(&paths::ledger(ledger_id), Expect::Version(version))
             .await?;
+        self.ctx.metrics.ledgers_deleted.inc();
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! of the next replica. Contiguous runs go out as one ranged read.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -13,6 +14,7 @@ use crate::ClientCtx;
 use crate::bookie_client::status_error;
 use crate::error::{LedgerError, Result};
 use crate::metadata::{self, LedgerMetadata};
+use crate::metrics::BookieOp;
 
 /// Byte budget of one read request.
 const READ_BYTES: u64 = 8 << 20;
@@ -72,7 +74,19 @@ impl LedgerReader {
         if first > last || last as i64 > readable {
             return Err(LedgerError::NoSuchEntry(self.md.ledger_id, last));
         }
-        read_entries(&self.ctx, &self.md, first, last).await
+        let started = Instant::now();
+        let result = read_entries(&self.ctx, &self.md, first, last).await;
+        let m = &self.ctx.metrics;
+        m.read_latency.observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(entries) => {
+                m.read_entries.inc_by(entries.len() as u64);
+                m.read_bytes
+                    .inc_by(entries.iter().map(|e| e.payload.len() as u64).sum());
+            }
+            Err(_) => m.read_errors.inc(),
+        }
+        result
     }
 }
 
@@ -94,7 +108,10 @@ pub(crate) async fn read_lac(ctx: &ClientCtx, md: &LedgerMetadata) -> Result<i64
     for r in join_all(asks).await {
         match r {
             Ok(lac) => best = Some(best.map_or(lac, |b: i64| b.max(lac))),
-            Err(e) => last_err = Some(e),
+            Err(e) => {
+                ctx.metrics.bookie_error(BookieOp::ReadLac);
+                last_err = Some(e);
+            }
         }
     }
     // Entries before the last fragment were confirmed when it was created.
@@ -146,6 +163,7 @@ pub(crate) async fn read_entries(
                     }
                 }
                 Err(e) => {
+                    ctx.metrics.bookie_error(BookieOp::Read);
                     warn!(ledger_id = md.ledger_id, %bookie, error = %e, "read failed; trying another replica");
                     last_error = Some(e);
                 }

@@ -27,6 +27,7 @@ use crate::ClientCtx;
 use crate::bookie_client::{AddOutcome, status_error};
 use crate::error::{LedgerError, Result};
 use crate::metadata::{self, LedgerMetadata, LedgerStatus};
+use crate::metrics::BookieOp;
 use crate::reader::{LedgerEntry, read_entries};
 
 const BATCH: u64 = 256;
@@ -68,7 +69,10 @@ pub(crate) async fn recover(ctx: &ClientCtx, ledger_id: u64) -> Result<LedgerMet
                     fenced += 1;
                     lac = lac.max(resp.lac);
                 }
-                Err(e) => failures.push(format!("{b}: {e}")),
+                Err(e) => {
+                    ctx.metrics.bookie_error(BookieOp::Fence);
+                    failures.push(format!("{b}: {e}"));
+                }
             }
         }
         let e = md.ensemble_size as usize;
@@ -119,6 +123,7 @@ pub(crate) async fn recover(ctx: &ClientCtx, ledger_id: u64) -> Result<LedgerMet
         md.closed_at_ms = Some(metadata::now_ms());
         match metadata::write(store, &md, Expect::Version(version)).await {
             Ok(_) => {
+                ctx.metrics.ledgers_recovered.inc();
                 info!(
                     ledger_id,
                     last_entry_id, length, "ledger recovered and closed"
@@ -168,7 +173,10 @@ async fn probe(
                 Ok(r) => r.into_inner(),
                 // The bookie never saw the ledger: it has none of its entries.
                 Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-                Err(s) => return Err(status_error(b, s)),
+                Err(s) => {
+                    ctx.metrics.bookie_error(BookieOp::Read);
+                    return Err(status_error(b, s));
+                }
             };
             let before = ids.len();
             ids.retain(|id| {
@@ -278,7 +286,10 @@ async fn rereplicate(ctx: &ClientCtx, md: &LedgerMetadata, entries: &[LedgerEntr
                 match ack.outcome {
                     AddOutcome::Ok => *acks.entry(ack.entry_id).or_default() += 1,
                     AddOutcome::Fenced => failures.push(format!("{}: fenced", ack.bookie)),
-                    AddOutcome::Failed(r) => failures.push(format!("{}: {r}", ack.bookie)),
+                    AddOutcome::Failed(r) => {
+                        ctx.metrics.bookie_error(BookieOp::Add);
+                        failures.push(format!("{}: {r}", ack.bookie));
+                    }
                 }
             }
             _ = &mut deadline => break,

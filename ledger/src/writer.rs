@@ -33,6 +33,7 @@ use crate::ClientCtx;
 use crate::bookie_client::{AckSink, AddAck, AddOutcome, BookieConn};
 use crate::error::{LedgerError, Result};
 use crate::metadata::{self, Fragment, LedgerMetadata, LedgerStatus};
+use crate::metrics::BookieOp;
 
 /// Largest entry payload.
 pub const MAX_ENTRY_SIZE: usize = 5 << 20;
@@ -49,7 +50,11 @@ struct Pending {
     acked: u64,
     done: Option<oneshot::Sender<Result<u64>>>,
     _permit: OwnedSemaphorePermit,
+    /// When the last send to a bookie started; reset on an ensemble change,
+    /// so the add timeout counts from then.
     since: Instant,
+    /// When the caller queued it: the start of its add latency.
+    enqueued: Instant,
 }
 
 struct State {
@@ -186,6 +191,7 @@ impl LedgerWriter {
                 done: Some(tx),
                 _permit: permit,
                 since: Instant::now(),
+                enqueued: Instant::now(),
             });
             if st.changing_from.is_none() {
                 let i = st.pending.len() - 1;
@@ -355,6 +361,7 @@ impl Inner {
             }
             AddOutcome::Failed(reason) => {
                 let Some(slot) = slot else { return };
+                self.ctx.metrics.bookie_error(BookieOp::Add);
                 st.pending[i].sent &= !(1 << slot);
                 if st.to_replace.insert(ack.bookie.to_string()) {
                     warn!(ledger_id = self.ledger_id, bookie = %ack.bookie, %reason, "bookie failed; replacing it");
@@ -375,6 +382,10 @@ impl Inner {
                 break;
             };
             st.lac = p.entry_id as i64;
+            let m = &self.ctx.metrics;
+            m.adds.inc();
+            m.add_bytes.inc_by(p.payload.len() as u64);
+            m.add_latency.observe(p.enqueued.elapsed().as_secs_f64());
             if let Some(done) = p.done.take() {
                 let _ = done.send(Ok(p.entry_id));
             }
@@ -390,6 +401,7 @@ impl Inner {
             st.failed = Some(error.clone());
         }
         for mut p in st.pending.drain(..) {
+            self.ctx.metrics.add_errors.inc();
             if let Some(done) = p.done.take() {
                 let _ = done.send(Err(error.clone()));
             }
@@ -422,6 +434,7 @@ impl Inner {
             match self.try_change(&md, version, first, &failed).await {
                 Ok(Some((new_md, new_version))) => {
                     let mut st = self.state.lock();
+                    self.ctx.metrics.ensemble_changes.inc();
                     info!(ledger_id = self.ledger_id, first, ensemble = ?new_md.last_fragment().bookies, "ensemble changed");
                     let old_bookies = st.md.last_fragment().bookies.clone();
                     st.md = new_md;
@@ -567,6 +580,7 @@ impl Inner {
             return;
         }
         for b in slow {
+            self.ctx.metrics.bookie_error(BookieOp::Add);
             if st.to_replace.insert(b.clone()) {
                 warn!(ledger_id = self.ledger_id, bookie = %b, "add timed out; replacing bookie");
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_bookie::testing::TestCluster as Cluster;
+use strata_ledger::metrics::BookieOp;
 use strata_ledger::{ClientConfig, LedgerClient, LedgerError, LedgerStatus};
 
 /// Test helpers on the in-process bookies.
@@ -58,6 +59,28 @@ async fn append_close_read_with_striping() {
         assert_eq!(e.payload, payload(e.entry_id));
     }
     assert!(r.read(0, 200).await.is_err(), "past the end");
+
+    // The client's metrics saw every add and the read.
+    let m = client.metrics();
+    assert_eq!(m.adds.get(), 200);
+    assert_eq!(m.add_latency.count(), 200);
+    assert_eq!(m.add_bytes.get(), total);
+    assert_eq!(m.ledgers_created.get(), 1);
+    assert_eq!(m.ledgers_opened.get(), 1);
+    assert_eq!(m.read_entries.get(), 200);
+    assert_eq!(m.read_latency.count(), 1);
+    assert_eq!(m.ensemble_changes.get(), 0);
+    let text = m.render();
+    assert!(
+        text.lines()
+            .any(|l| l == "strata_ledger_client_add_latency_seconds_count 200"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "strata_ledger_client_bookie_errors_total{op=\"add\"} 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,6 +117,11 @@ async fn open_ledger_is_readable_up_to_lac_and_recovery_fences_the_writer() {
     // Recovery is idempotent.
     let again = other.open_and_recover(w.ledger_id()).await.unwrap();
     assert_eq!(again.last_readable(), 50);
+    // Recovered once (the second call found it closed); the fenced writer's
+    // queued add failed.
+    assert_eq!(other.metrics().ledgers_recovered.get(), 1);
+    assert_eq!(other.metrics().ledgers_opened.get(), 2);
+    assert!(client.metrics().add_errors.get() >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +145,11 @@ async fn ensemble_change_replaces_a_stopped_bookie() {
     let md = w.metadata();
     assert!(md.ensembles.len() >= 2, "{:?}", md.ensembles);
     assert!(!md.last_fragment().bookies.contains(&victim));
+    let m = client.metrics();
+    assert!(m.ensemble_changes.get() >= 1);
+    assert!(m.bookie_error_count(BookieOp::Add) >= 1);
+    assert_eq!(m.adds.get(), 300);
+    assert_eq!(m.add_errors.get(), 0);
     w.close().await.unwrap();
     let r = c.client().open(w.ledger_id()).await.unwrap();
     let entries = r.read(0, 299).await.unwrap();

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use strata_common::metadata::{self, Expect};
 use strata_ledger::{LedgerClient, LedgerError};
 use tokio::sync::{oneshot, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cache::EntryCache;
 use crate::config::ManagedLedgerConfig;
@@ -118,7 +118,7 @@ impl ManagedLedger {
             trim_lock: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(background(Arc::downgrade(&ml), ml.core.clone()));
-        info!(managed_ledger = name, "opened managed ledger");
+        debug!(managed_ledger = name, "opened managed ledger");
         Ok(ml)
     }
 

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use strata_ledger::{LedgerError, LedgerWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::core::{Core, now_ms};
 use crate::error::{ManagedLedgerError, Result};
@@ -259,7 +259,7 @@ impl Core {
             let mut view = self.view.lock();
             view.ledgers.insert(ledger_id, Slot::new(info));
         }
-        info!(managed_ledger = %self.name, ledger_id, "created ledger");
+        debug!(managed_ledger = %self.name, ledger_id, "created ledger");
         let (tx, rx) = mpsc::channel(TRACKER_QUEUE);
         let failed = Arc::new(AtomicBool::new(false));
         let tracker = tokio::spawn(track(self.clone(), ledger_id, rx, failed.clone()));

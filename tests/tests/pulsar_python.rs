@@ -376,3 +376,22 @@ async fn cursor_resumes_exactly_after_a_clean_restart() {
 async fn cursor_survives_a_crash_without_losing_unacknowledged_messages() {
     cursor_across_restart("cursor_crash", false).await;
 }
+
+// ---------------------------------------------------------------------------
+// Partitioned topics (created through the admin REST API)
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_topics_route_consume_read_and_grow() {
+    let name = "partitioned";
+    bounded(name, SCRIPT_LIMIT + Duration::from_secs(90), async {
+        let seed = seed(name, 0x5EED_C0DE);
+        let dir = TempDir::new().unwrap();
+        let mut s = StandaloneProcess::start_in(&dir).await;
+        let admin = s.admin_url().to_string();
+        let args = script_args(&s, SCRIPT_LIMIT, seed, &["--admin-url", &admin]);
+        let run = python::run("partitioned.py", &args, SCRIPT_LIMIT).await;
+        assert_passed(&run, &mut s);
+    })
+    .await;
+}

@@ -4,6 +4,7 @@
 //! never as ERROR: the C++ client ignores ERROR for lookups.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use strata_common::names::{NamespaceName, TopicName};
 use strata_proto::pulsar::{
@@ -18,23 +19,30 @@ use crate::ownership::Owner;
 
 impl Conn {
     pub(super) fn spawn_lookup(self: &Arc<Self>, cmd: CommandLookupTopic) {
+        let started = Instant::now();
         spawn(self, |conn| async move {
             let result = async {
                 let name = TopicName::parse(&cmd.topic)?;
                 conn.service.lookup(&name).await
             }
             .await;
+            let metrics = &conn.service.metrics;
+            metrics.lookups.inc();
             let reply = match result {
                 Ok(Owner::Me) => {
                     commands::lookup_connect(cmd.request_id, conn.service.service_url.clone())
                 }
                 Ok(Owner::Other(url)) => commands::lookup_connect(cmd.request_id, url),
                 Err(e) => {
+                    metrics.lookup_errors.inc();
                     conn.service.log_client_error("lookup", &e);
                     commands::lookup_failed(cmd.request_id, &e)
                 }
             };
             conn.handle.send(reply).await;
+            metrics
+                .lookup_latency
+                .observe(started.elapsed().as_secs_f64());
         });
     }
 
@@ -48,7 +56,8 @@ impl Conn {
                 if !conn.service.namespace_exists(&name.namespace).await? {
                     return Err(BrokerError::NamespaceNotFound(name.namespace.to_string()));
                 }
-                conn.service.partitions(&name).await
+                let auto_create = cmd.metadata_auto_creation_enabled.unwrap_or(true);
+                conn.service.partitioned_metadata(&name, auto_create).await
             }
             .await;
             let reply = match result {

@@ -69,6 +69,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let _counted = service.metrics.connection_opened();
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();

@@ -5,6 +5,7 @@
 //! managed ledger completes them in order anyway, so this adds no wait).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use strata_common::names::TopicName;
@@ -19,6 +20,7 @@ use super::{Conn, Fatal, ProducerState, spawn};
 use crate::codec::{self, MessageError};
 use crate::commands;
 use crate::error::BrokerError;
+use crate::metrics::BrokerMetrics;
 use crate::outbound::ConnHandle;
 use crate::topic::{ProducerAdmission, ProducerEntry};
 
@@ -27,10 +29,13 @@ pub(crate) struct Receipt {
     sequence_id: u64,
     highest_sequence_id: Option<u64>,
     result: Result<AddFuture, BrokerError>,
+    /// When the SEND was decoded: the start of its publish latency.
+    received: Instant,
 }
 
 async fn receipt_loop(
     handle: Arc<ConnHandle>,
+    metrics: Arc<BrokerMetrics>,
     producer_id: u64,
     mut rx: mpsc::UnboundedReceiver<Receipt>,
 ) {
@@ -39,6 +44,7 @@ async fn receipt_loop(
             Ok(fut) => fut.await.map_err(BrokerError::from),
             Err(e) => Err(e),
         };
+        let ok = outcome.is_ok();
         let cmd = match outcome {
             Ok(pos) => commands::send_receipt(
                 producer_id,
@@ -53,6 +59,13 @@ async fn receipt_loop(
             }
         };
         handle.send(cmd).await;
+        if ok {
+            metrics
+                .publish_latency
+                .observe(r.received.elapsed().as_secs_f64());
+        } else {
+            metrics.publish_errors.inc();
+        }
     }
 }
 
@@ -118,7 +131,12 @@ impl Conn {
             return Ok(());
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(receipt_loop(self.handle.clone(), cmd.producer_id, rx));
+        tokio::spawn(receipt_loop(
+            self.handle.clone(),
+            self.service.metrics.clone(),
+            cmd.producer_id,
+            rx,
+        ));
         self.producers.lock().insert(
             cmd.producer_id,
             ProducerState {
@@ -143,6 +161,7 @@ impl Conn {
         cmd: CommandSend,
         payload: Option<Bytes>,
     ) -> Result<(), Fatal> {
+        let received = Instant::now();
         let (topic, receipts) = match self.producers.lock().get(&cmd.producer_id) {
             Some(p) => (p.topic.clone(), p.receipts.clone()),
             None => {
@@ -163,13 +182,12 @@ impl Conn {
                     .or(cmd.num_messages)
                     .unwrap_or(1)
                     .max(1) as u32;
-                if !topic.has_producer(self.handle.id, cmd.producer_id) {
-                    Err(BrokerError::ProducerFenced(format!(
+                match topic.publisher(self.handle.id, cmd.producer_id) {
+                    None => Err(BrokerError::ProducerFenced(format!(
                         "producer {} was fenced on {}",
                         cmd.producer_id, topic.name
-                    )))
-                } else {
-                    topic.publish(&payload, n).await
+                    ))),
+                    Some(publisher) => topic.publish(&payload, n, Some(&publisher)).await,
                 }
             }
             Err(MessageError::Checksum { .. }) => Err(BrokerError::Checksum(format!(
@@ -185,6 +203,7 @@ impl Conn {
             sequence_id: cmd.sequence_id,
             highest_sequence_id: cmd.highest_sequence_id.filter(|h| *h > 0),
             result,
+            received,
         });
         Ok(())
     }

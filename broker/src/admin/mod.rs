@@ -1,0 +1,153 @@
+//! The admin HTTP server: Pulsar's `/admin/v2` REST API (clusters, tenants,
+//! namespaces, persistent topics, subscriptions, stats) and the Prometheus
+//! `/metrics` page.
+//!
+//! Handlers only parse requests and shape answers; what they do lives in
+//! the service layer (`crate::resources`, `crate::stats`). Every failure is
+//! an HTTP status with `{"reason": "..."}` ([`error::ApiError`]); user
+//! mistakes are 4xx and name what was wrong.
+
+mod error;
+mod namespaces;
+mod stats;
+mod subscriptions;
+mod tenants;
+mod topics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use strata_common::metrics::{Exposition, MetricsSource, ProcessMetrics};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+use error::{ApiResult, P};
+
+use crate::resources::CLUSTER;
+use crate::service::BrokerService;
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub service: Arc<BrokerService>,
+    /// Rendered in order on `/metrics` (the broker's own, the bookie's, the ledger client's).
+    pub metrics: Arc<Vec<Arc<dyn MetricsSource>>>,
+    /// `http://host:port` of this admin server, as clients reach it.
+    pub admin_url: Arc<str>,
+}
+
+pub struct AdminServer {
+    pub address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    pub async fn start(
+        listen: &str,
+        service: Arc<BrokerService>,
+        metrics: Vec<Arc<dyn MetricsSource>>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<AdminServer> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind the admin port {listen}: {e}"))?;
+        let address = listener.local_addr()?;
+        // The host clients use for the broker is the one they use for us.
+        let host = service
+            .service_url
+            .trim_start_matches("pulsar://")
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let state = AdminState {
+            service,
+            metrics: Arc::new(metrics),
+            admin_url: format!("http://{host}:{}", address.port()).into(),
+        };
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await;
+        });
+        Ok(AdminServer { address, task })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/v2/brokers/health", get(|| async { "ok" }))
+        .route("/metrics", get(render_metrics))
+        .route("/admin/v2/clusters", get(|| async { Json(vec![CLUSTER]) }))
+        .route("/admin/v2/clusters/{cluster}", get(get_cluster))
+        .merge(tenants::routes())
+        .merge(namespaces::routes())
+        .merge(topics::routes())
+        .merge(stats::routes())
+        .merge(subscriptions::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no such endpoint: {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "method {} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterData {
+    service_url: String,
+    broker_service_url: String,
+}
+
+async fn get_cluster(
+    State(state): State<AdminState>,
+    P(cluster): P<String>,
+) -> ApiResult<Json<ClusterData>> {
+    if cluster != CLUSTER {
+        return Err(ApiError::NotFound(format!(
+            "cluster {cluster} does not exist (this cluster is {CLUSTER})"
+        )));
+    }
+    Ok(Json(ClusterData {
+        service_url: state.admin_url.to_string(),
+        broker_service_url: state.service.service_url.clone(),
+    }))
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut out = Exposition::default();
+    ProcessMetrics.render(&mut out);
+    for source in state.metrics.iter() {
+        source.render(&mut out);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out.finish(),
+    )
+}
