@@ -423,6 +423,10 @@ impl Subscription {
         }
         let mut held: HashSet<u64> = HashSet::new();
         let mut sent_any = false;
+        // Once no consumer can take an entry, nothing after it goes out in
+        // this round: a FLOW that arrives meanwhile must not let a later
+        // entry overtake the held one (Exclusive and Failover keep order).
+        let mut blocked = false;
         if !replay.is_empty() {
             for pos in replay {
                 if self.cursor.is_acked(pos) {
@@ -447,13 +451,16 @@ impl Subscription {
                     Pick::Hold(Some(id)) => {
                         held.insert(id);
                     }
-                    Pick::Hold(None) => {}
+                    Pick::Hold(None) => {
+                        blocked = true;
+                        break;
+                    }
                 }
             }
             if sent_any {
                 return Ok(Round::More);
             }
-            if self.state.lock().replay.len() >= MAX_REPLAY {
+            if blocked || self.state.lock().replay.len() >= MAX_REPLAY {
                 return Ok(Round::WaitConsumers);
             }
         }
@@ -472,12 +479,19 @@ impl Subscription {
                 let mut st = self.state.lock();
                 st.last_dispatched = Some(st.last_dispatched.map_or(pos, |p| p.max(pos)));
             }
+            if blocked {
+                self.state.lock().replay.insert(pos);
+                continue;
+            }
             let info = EntryInfo::of(&entry.data);
             match self.pick(pos, &info, &held) {
                 Pick::To(c) => self.send(&c, pos, entry.data, info.messages).await,
                 Pick::Hold(target) => {
-                    if let Some(id) = target {
-                        held.insert(id);
+                    match target {
+                        Some(id) => {
+                            held.insert(id);
+                        }
+                        None => blocked = true,
                     }
                     self.state.lock().replay.insert(pos);
                 }

@@ -36,6 +36,14 @@ fn earliest() -> ConsumerOptions {
     }
 }
 
+/// The send index the test writes into the first 8 bytes of each payload.
+fn index_of(payload: &[u8]) -> u64 {
+    payload
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(u64::MAX, u64::from_be_bytes)
+}
+
 async fn subscribe(client: &Client, topic: &str, sub: &str) -> Consumer {
     within("subscribe", client.subscribe(topic, sub, earliest())).await
 }
@@ -119,7 +127,14 @@ async fn client_batches_round_trip_in_order() {
             let mut last_seq = None;
             for (i, expected) in payloads.iter().enumerate() {
                 let m = within("receive", all.receive()).await;
-                assert_eq!(&m.payload[..], &expected[..], "payload of message {i}");
+                assert_eq!(
+                    &m.payload[..],
+                    &expected[..],
+                    "payload of message {i}: got {} ({}), expected {}",
+                    index_of(&m.payload),
+                    m.id,
+                    ids[i]
+                );
                 assert_eq!(m.id, ids[i], "id of message {i}");
                 if let Some(prev) = last_seq {
                     assert!(m.sequence_id > prev);
@@ -137,7 +152,14 @@ async fn client_batches_round_trip_in_order() {
                 .expect("a batch of at least 3 messages");
             for (i, expected) in payloads.iter().enumerate() {
                 let m = within("receive", partial.receive()).await;
-                assert_eq!(&m.payload[..], &expected[..], "payload of message {i}");
+                assert_eq!(
+                    &m.payload[..],
+                    &expected[..],
+                    "payload of message {i}: got {} ({}), expected {}",
+                    index_of(&m.payload),
+                    m.id,
+                    ids[i]
+                );
                 if i == cut {
                     within("ack cumulative mid-batch", partial.ack_cumulative(&m.id)).await;
                 }
