@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use strata_bookie::{Bookie, BookieConfig};
 use strata_broker::admin::AdminServer;
+use strata_broker::config::AutoTopicCreationType;
 use strata_broker::{Broker, BrokerConfig};
 use strata_common::names::NamespaceName;
 use strata_ledger::{ClientConfig, LedgerClient};
@@ -35,6 +36,25 @@ pub struct StandaloneArgs {
     /// the data directory and reused; give it only to move it.
     #[arg(long, env = "STRATA_BOOKIE_PORT")]
     pub bookie_port: Option<u16>,
+    /// What a topic used for the first time becomes: one topic
+    /// (`non-partitioned`) or a partitioned topic (`partitioned`) of
+    /// --default-num-partitions partitions.
+    #[arg(
+        long,
+        env = "STRATA_AUTO_TOPIC_CREATION_TYPE",
+        default_value = "non-partitioned"
+    )]
+    pub auto_topic_creation_type: AutoTopicCreationArg,
+    /// Partitions of a partitioned topic created on first use.
+    #[arg(long, env = "STRATA_DEFAULT_NUM_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub default_num_partitions: u32,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum AutoTopicCreationArg {
+    NonPartitioned,
+    Partitioned,
 }
 
 const BOOKIE_PORT_FILE: &str = "bookie.port";
@@ -85,6 +105,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         BrokerConfig {
             listen: format!("{}:{}", args.bind_address, args.broker_port),
             advertised_host: Some(args.advertised_address.clone()),
+            auto_topic_creation_type: match args.auto_topic_creation_type {
+                AutoTopicCreationArg::NonPartitioned => AutoTopicCreationType::NonPartitioned,
+                AutoTopicCreationArg::Partitioned => AutoTopicCreationType::Partitioned,
+            },
+            default_num_partitions: args.default_num_partitions,
             ..BrokerConfig::default()
         },
         store.clone(),

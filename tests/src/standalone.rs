@@ -41,6 +41,11 @@ impl StandaloneProcess {
     /// on free ports. Panics with its output if it does not get ready within
     /// [`START_TIMEOUT`].
     pub async fn start(data_dir: impl AsRef<Path>) -> StandaloneProcess {
+        StandaloneProcess::start_with(data_dir, &[]).await
+    }
+
+    /// As [`StandaloneProcess::start`], with `extra` flags after the ports.
+    pub async fn start_with(data_dir: impl AsRef<Path>, extra: &[&str]) -> StandaloneProcess {
         let data_dir = data_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&data_dir).expect("create standalone data dir");
         let bin = strata_binary();
@@ -52,7 +57,7 @@ impl StandaloneProcess {
         let mut last = String::new();
         for _ in 0..3 {
             let (broker, admin, bookie) = distinct_free_ports();
-            let args: Vec<OsString> = vec![
+            let mut args: Vec<OsString> = vec![
                 "standalone".into(),
                 "--data-dir".into(),
                 data_dir.clone().into(),
@@ -63,6 +68,7 @@ impl StandaloneProcess {
                 "--bookie-port".into(),
                 bookie.to_string().into(),
             ];
+            args.extend(extra.iter().map(OsString::from));
             let mut s = StandaloneProcess {
                 process: ServerProcess::new(
                     format!("standalone (broker port {broker})"),

@@ -395,3 +395,26 @@ async fn partitioned_topics_route_consume_read_and_grow() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_topic_creation_can_create_partitioned_topics() {
+    let name = "auto_partitioned";
+    bounded(name, SCRIPT_LIMIT + Duration::from_secs(90), async {
+        let seed = seed(name, 0x5EED_C0DE);
+        let dir = TempDir::new().unwrap();
+        let mut s = StandaloneProcess::start_with(
+            dir.path().join("data"),
+            &[
+                "--auto-topic-creation-type",
+                "partitioned",
+                "--default-num-partitions",
+                "3",
+            ],
+        )
+        .await;
+        let args = script_args(&s, SCRIPT_LIMIT, seed, &[]);
+        let run = python::run("auto_partitioned.py", &args, SCRIPT_LIMIT).await;
+        assert_passed(&run, &mut s);
+    })
+    .await;
+}
