@@ -248,19 +248,22 @@ impl Subscription {
     /// Cumulative acknowledgement up to and including `pos`.
     pub fn ack_cumulative(&self, consumer: &Consumer, pos: Position) {
         self.cursor.ack_cumulative(pos);
-        {
-            let mut st = self.state.lock();
-            let rest = st.replay.split_off(&Position::new(
-                pos.ledger_id,
-                pos.entry_id.saturating_add(1),
-            ));
-            st.replay = rest;
-            st.redeliveries.retain(|p, _| *p > pos);
-        }
+        self.forget_through(pos);
         if consumer.on_acked_up_to(pos) {
             self.wake();
         }
         self.after_ack();
+    }
+
+    /// Drops what is pending redelivery up to and including `pos`.
+    fn forget_through(&self, pos: Position) {
+        let mut st = self.state.lock();
+        let rest = st.replay.split_off(&Position::new(
+            pos.ledger_id,
+            pos.entry_id.saturating_add(1),
+        ));
+        st.replay = rest;
+        st.redeliveries.retain(|p, _| *p > pos);
     }
 
     fn forget(&self, positions: &[Position]) {
@@ -294,15 +297,7 @@ impl Subscription {
     /// operation (skip all, expire).
     pub fn admin_ack_through(&self, pos: Position) {
         self.cursor.ack_cumulative(pos);
-        {
-            let mut st = self.state.lock();
-            let rest = st.replay.split_off(&Position::new(
-                pos.ledger_id,
-                pos.entry_id.saturating_add(1),
-            ));
-            st.replay = rest;
-            st.redeliveries.retain(|p, _| *p > pos);
-        }
+        self.forget_through(pos);
         self.wake();
     }
 
