@@ -11,7 +11,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message as _;
-use strata_proto::frame::{MAGIC_BROKER_ENTRY_METADATA, MAGIC_CRC32C, MessageError};
+use strata_proto::frame::{MAGIC_CRC32C, MessageError};
 use strata_proto::pulsar::{
     BaseCommand, CommandSend, MessageMetadata, SingleMessageMetadata, base_command::Type,
 };
@@ -176,46 +176,7 @@ pub fn encode_send(h: SendHeader, metadata: &MessageMetadata, payload: Bytes) ->
     (head.freeze(), payload)
 }
 
-/// Splits a delivered message (`[0x0e02 broker-entry metadata]?[0x0e01]
-/// [crc][size][metadata][payload]`) into its metadata and payload, checking
-/// the checksum when there is one. The payload is a slice of `data`.
-pub fn split_message(data: &Bytes) -> Result<(MessageMetadata, Bytes), MessageError> {
-    let mut b = data.clone();
-    if b.len() >= 6 && u16::from_be_bytes([b[0], b[1]]) == MAGIC_BROKER_ENTRY_METADATA {
-        let size = u32::from_be_bytes([b[2], b[3], b[4], b[5]]) as usize;
-        if size > b.len() - 6 {
-            return Err(MessageError::Malformed(format!(
-                "broker-entry metadata of {size} bytes, {} present",
-                b.len() - 6
-            )));
-        }
-        b.advance(6 + size);
-    }
-    if b.len() >= 2 && u16::from_be_bytes([b[0], b[1]]) == MAGIC_CRC32C {
-        if b.len() < 6 {
-            return Err(MessageError::Malformed("truncated checksum header".into()));
-        }
-        let expected = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-        let actual = crc32c::crc32c(&b[6..]);
-        if expected != actual {
-            return Err(MessageError::Checksum { expected, actual });
-        }
-        b.advance(6);
-    }
-    if b.len() < 4 {
-        return Err(MessageError::Malformed("missing metadata size".into()));
-    }
-    let size = b.get_u32() as usize;
-    if size > b.len() {
-        return Err(MessageError::Malformed(format!(
-            "metadata size {size} exceeds the {} bytes present",
-            b.len()
-        )));
-    }
-    let metadata = MessageMetadata::decode(b.split_to(size))
-        .map_err(|e| MessageError::Malformed(format!("undecodable metadata: {e}")))?;
-    Ok((metadata, b))
-}
+pub use strata_proto::frame::split_message;
 
 #[cfg(test)]
 mod tests {

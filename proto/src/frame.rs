@@ -104,25 +104,43 @@ pub enum MessageError {
 /// message as a producer sent it (`[0x0e01][crc][size][metadata][payload]` or
 /// `[size][metadata][payload]`).
 pub fn parse_message(bytes: &[u8]) -> Result<ParsedMessage, MessageError> {
-    let mut b = bytes;
-    let mut had_checksum = false;
-    if b.len() >= 2 && u16::from_be_bytes([b[0], b[1]]) == MAGIC_CRC32C {
-        if b.len() < 6 {
-            return Err(MessageError::Malformed("truncated checksum header".into()));
-        }
-        let expected = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-        let actual = crc32c::crc32c(&b[6..]);
-        if expected != actual {
-            return Err(MessageError::Checksum { expected, actual });
-        }
-        b = &b[6..];
-        had_checksum = true;
-    }
-    let metadata = decode_metadata(b)?;
+    let skip = verify_checksum(bytes)?;
+    let metadata = decode_metadata(&bytes[skip..])?;
     Ok(ParsedMessage {
         metadata,
-        had_checksum,
+        had_checksum: skip > 0,
     })
+}
+
+/// Splits a message as a consumer receives it (`[broker-entry metadata]?
+/// [0x0e01][crc32c]?[size][metadata][payload]`) into its metadata and
+/// payload, verifying the checksum when there is one. The payload is a
+/// slice of `data`, not a copy.
+pub fn split_message(data: &Bytes) -> Result<(MessageMetadata, Bytes), MessageError> {
+    let (_, message) = split_entry(data);
+    let skip = verify_checksum(&message)?;
+    let metadata = decode_metadata(&message[skip..])?;
+    // decode_metadata checked that the size field and the metadata are there.
+    let b = &message[skip..];
+    let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    Ok((metadata, message.slice(skip + 4 + size..)))
+}
+
+/// Checks the `[0x0e01][crc32c]` header if `b` starts with one; returns the
+/// bytes to skip (0 without a header, 6 with a matching one).
+fn verify_checksum(b: &[u8]) -> Result<usize, MessageError> {
+    if b.len() < 2 || u16::from_be_bytes([b[0], b[1]]) != MAGIC_CRC32C {
+        return Ok(0);
+    }
+    if b.len() < 6 {
+        return Err(MessageError::Malformed("truncated checksum header".into()));
+    }
+    let expected = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
+    let actual = crc32c::crc32c(&b[6..]);
+    if expected != actual {
+        return Err(MessageError::Checksum { expected, actual });
+    }
+    Ok(6)
 }
 
 fn decode_metadata(b: &[u8]) -> Result<MessageMetadata, MessageError> {
