@@ -10,7 +10,6 @@
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 
 use crate::process::ServerProcess;
 pub use crate::process::{START_TIMEOUT, STOP_TIMEOUT};
@@ -73,6 +72,21 @@ pub struct BookieProcess {
     process: ServerProcess,
     port: u16,
     data_dir: PathBuf,
+}
+
+/// The process's own controls (log, pid, kill, stop...) come from
+/// [`ServerProcess`].
+impl std::ops::Deref for BookieProcess {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for BookieProcess {
+    fn deref_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
 }
 
 impl BookieProcess {
@@ -142,42 +156,6 @@ impl BookieProcess {
 
     pub fn journal_dir(&self) -> PathBuf {
         self.data_dir.join("journal")
-    }
-
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// The whole log (all incarnations on this port).
-    pub fn log(&self) -> String {
-        self.process.log()
-    }
-
-    /// The last lines of the log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
-    /// OS process id, if running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// True if the process is running (not exited, not killed).
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// Crashes the bookie: SIGKILL, then reaps it.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Shuts the bookie down cleanly (SIGTERM) and waits for it to exit;
-    /// returns its exit status. Panics if it does not exit within
-    /// [`STOP_TIMEOUT`] (after killing it).
-    pub async fn stop(&mut self) -> ExitStatus {
-        self.process.stop().await
     }
 
     /// Starts the bookie again on the same port and directory (killing it

@@ -14,7 +14,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 
 use tempfile::TempDir;
 
@@ -34,6 +33,21 @@ pub struct StandaloneProcess {
     data_dir: PathBuf,
     service_url: String,
     admin_url: String,
+}
+
+/// The process's own controls (log, pid, kill, stop...) come from
+/// [`ServerProcess`].
+impl std::ops::Deref for StandaloneProcess {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for StandaloneProcess {
+    fn deref_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
 }
 
 impl StandaloneProcess {
@@ -110,42 +124,6 @@ impl StandaloneProcess {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// The whole log (all incarnations).
-    pub fn log(&self) -> String {
-        self.process.log()
-    }
-
-    /// The last lines of the log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
-    /// OS process id, if running.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// True if the process is running (not exited, not killed).
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// Crashes the standalone: SIGKILL, then reaps it.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Shuts the standalone down cleanly (SIGTERM) and waits for it to
-    /// exit; returns its exit status. Panics if it does not exit within
-    /// [`STOP_TIMEOUT`] (after killing it).
-    pub async fn stop(&mut self) -> ExitStatus {
-        self.process.stop().await
     }
 
     /// Like [`StandaloneProcess::stop`], and panics with the log tail unless
