@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -140,14 +140,23 @@ async fn get_cluster(
     }))
 }
 
-async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let mut out = Exposition::default();
-    ProcessMetrics.render(&mut out);
-    for source in state.metrics.iter() {
-        source.render(&mut out);
+async fn render_metrics(State(state): State<AdminState>) -> axum::response::Response {
+    // With many topics the page is large: build it off the reactor.
+    let page = tokio::task::spawn_blocking(move || {
+        let mut out = Exposition::default();
+        ProcessMetrics.render(&mut out);
+        for source in state.metrics.iter() {
+            source.render(&mut out);
+        }
+        out.finish()
+    })
+    .await;
+    match page {
+        Ok(page) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the metrics failed: {e}"),
+        )
+            .into_response(),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out.finish(),
-    )
 }
