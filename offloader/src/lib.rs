@@ -1,4 +1,20 @@
-//! The Strata offloader: moves closed ledgers to object storage and reads them back.
+//! The cold tier: moves closed ledgers to object storage and reads them back.
 //!
-//! Not built yet: this crate is filled in by the tiered-storage issue. It exists so the
-//! workspace already has the layout of DESIGN.md.
+//! - [`store`]: object stores chosen by URL (`file://DIR`,
+//!   `s3://bucket/prefix?endpoint=…&region=…`), credentials from
+//!   `aws-config`'s default chain, and the start-up probe;
+//! - [`format`]: an offloaded ledger is a data object of CRC32C-checked
+//!   blocks and an index object (format version, ledger metadata, one row
+//!   per block);
+//! - [`upload`]: writes a ledger's objects (multipart for large ones) and
+//!   reads them back to verify them;
+//! - [`reader`]: the tiered reader the broker uses: ranged GETs in parallel
+//!   with read-ahead, a foyer hybrid block cache, a bound on concurrent
+//!   requests, retries with backoff, checksums verified on every block;
+//! - [`stats`]: request and byte counters.
+
+pub mod error;
+pub mod stats;
+
+pub use error::{OffloadError, Result};
+pub use stats::{IoCounts, IoSink, IoStats};
