@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cache::EntryCache;
+use crate::cold::{ColdLedger, ColdTier};
 use crate::config::ManagedLedgerConfig;
 use crate::error::{ManagedLedgerError, Result};
 use crate::info::ManagedLedgerInfo;
@@ -42,6 +43,15 @@ pub(crate) enum Status {
     Closed,
 }
 
+/// Where a ledger's entries are read from.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// The bookies.
+    Hot(Arc<LedgerReader>),
+    /// A verified copy in object storage.
+    Cold(Arc<dyn ColdLedger>),
+}
+
 /// The info record as last written by us, with its version.
 pub(crate) struct InfoState {
     pub info: ManagedLedgerInfo,
@@ -62,7 +72,9 @@ pub(crate) struct Core {
     /// Cancelled once the managed ledger is closed or fenced: wakes waiting
     /// readers and stops background work.
     pub shutdown: CancellationToken,
-    pub readers: Mutex<HashMap<u64, Arc<LedgerReader>>>,
+    pub readers: Mutex<HashMap<u64, Source>>,
+    /// The cold tier, when the broker has one.
+    pub cold: Option<Arc<dyn ColdTier>>,
     /// Asks the background task to trim (after a ledger was closed).
     pub trim_wanted: Notify,
     /// Asks the background task to persist dirty cursors now (after a reset).
@@ -90,6 +102,7 @@ impl Core {
         client: LedgerClient,
         cache: Arc<EntryCache>,
         config: ManagedLedgerConfig,
+        cold: Option<Arc<dyn ColdTier>>,
     ) -> Result<Arc<Core>> {
         let store = client.store().clone();
         let key = keys::managed_ledger(name);
@@ -175,6 +188,7 @@ impl Core {
             status: Mutex::new(Status::Open),
             shutdown: CancellationToken::new(),
             readers: Mutex::new(HashMap::new()),
+            cold,
             trim_wanted: Notify::new(),
             persist_wanted: Notify::new(),
             dropped: CancellationToken::new(),
@@ -295,9 +309,48 @@ impl Core {
         Ok(())
     }
 
-    /// A reader of `ledger_id` that can read up to `need`.
+    /// Where to read `ledger_id` up to entry `need` from: its cold copy
+    /// when it is closed and has a verified one, else the bookies.
+    pub async fn source(&self, ledger_id: u64, need: u64) -> Result<Source> {
+        match self.readers.lock().get(&ledger_id) {
+            Some(Source::Cold(c)) => return Ok(Source::Cold(c.clone())),
+            Some(Source::Hot(r)) if r.last_readable() >= need as i64 => {
+                return Ok(Source::Hot(r.clone()));
+            }
+            _ => {}
+        }
+        if let Some(c) = self.open_cold(ledger_id).await {
+            self.keep_reader(ledger_id, Source::Cold(c.clone()));
+            return Ok(Source::Cold(c));
+        }
+        Ok(Source::Hot(self.reader(ledger_id, need).await?))
+    }
+
+    /// The cold copy of a closed ledger, if there is a verified one. A
+    /// failure to find out is logged and reads go to the bookies.
+    pub async fn open_cold(&self, ledger_id: u64) -> Option<Arc<dyn ColdLedger>> {
+        let cold = self.cold.as_ref()?;
+        let closed = self
+            .view
+            .lock()
+            .ledgers
+            .get(&ledger_id)
+            .is_some_and(|s| s.info.closed);
+        if !closed {
+            return None;
+        }
+        match cold.open(&self.name, ledger_id).await {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(managed_ledger = %self.name, ledger_id, error = %e, "could not open the cold copy; reading from bookies");
+                None
+            }
+        }
+    }
+
+    /// A bookie reader of `ledger_id` that can read up to `need`.
     pub async fn reader(&self, ledger_id: u64, need: u64) -> Result<Arc<LedgerReader>> {
-        if let Some(r) = self.readers.lock().get(&ledger_id)
+        if let Some(Source::Hot(r)) = self.readers.lock().get(&ledger_id)
             && r.last_readable() >= need as i64
         {
             return Ok(r.clone());
@@ -320,14 +373,18 @@ impl Core {
             )));
         }
         let r = Arc::new(r);
+        self.keep_reader(ledger_id, Source::Hot(r.clone()));
+        Ok(r)
+    }
+
+    fn keep_reader(&self, ledger_id: u64, source: Source) {
         let mut readers = self.readers.lock();
         if readers.len() >= MAX_READERS
             && let Some(oldest) = readers.keys().min().copied()
         {
             readers.remove(&oldest);
         }
-        readers.insert(ledger_id, r.clone());
-        Ok(r)
+        readers.insert(ledger_id, source);
     }
 
     /// Forgets a ledger's reader (after it was closed or deleted).

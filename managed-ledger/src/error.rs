@@ -31,6 +31,13 @@ pub enum ManagedLedgerError {
     Ledger(#[from] LedgerError),
     #[error("metadata store: {0}")]
     Metadata(#[source] Arc<MetadataError>),
+    /// Reading a ledger's cold copy failed and the bookies have no copy to
+    /// fall back on (`corrupt`: the data failed verification).
+    #[error("cold storage: ledger={ledger_id}: {error}")]
+    Cold {
+        ledger_id: u64,
+        error: crate::cold::ColdError,
+    },
     #[error("corrupt metadata record: key={key}: {reason}")]
     Corrupt { key: String, reason: String },
 }

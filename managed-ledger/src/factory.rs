@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 use tracing::warn;
 
 use crate::cache::{CacheStats, EntryCache};
+use crate::cold::ColdTier;
 use crate::config::ManagedLedgerConfig;
 use crate::error::{ManagedLedgerError, Result};
 use crate::info::ManagedLedgerInfo;
@@ -26,6 +27,7 @@ struct Inner {
     config: ManagedLedgerConfig,
     cache: Arc<EntryCache>,
     open: Mutex<HashMap<String, Slot>>,
+    cold: Option<Arc<dyn ColdTier>>,
 }
 
 #[derive(Clone)]
@@ -37,12 +39,34 @@ impl ManagedLedgerFactory {
     /// A factory whose managed ledgers use `config` unless opened with
     /// their own, and share an entry cache of `cache_bytes`.
     pub fn new(client: LedgerClient, config: ManagedLedgerConfig, cache_bytes: usize) -> Self {
+        Self::build(client, config, cache_bytes, None)
+    }
+
+    /// The same, with a cold tier: closed ledgers with a verified copy in
+    /// object storage are read from it, and deleting a ledger deletes that
+    /// copy too.
+    pub fn with_cold_tier(
+        client: LedgerClient,
+        config: ManagedLedgerConfig,
+        cache_bytes: usize,
+        cold: Arc<dyn ColdTier>,
+    ) -> Self {
+        Self::build(client, config, cache_bytes, Some(cold))
+    }
+
+    fn build(
+        client: LedgerClient,
+        config: ManagedLedgerConfig,
+        cache_bytes: usize,
+        cold: Option<Arc<dyn ColdTier>>,
+    ) -> Self {
         ManagedLedgerFactory {
             inner: Arc::new(Inner {
                 client,
                 config,
                 cache: Arc::new(EntryCache::new(cache_bytes)),
                 open: Mutex::new(HashMap::new()),
+                cold,
             }),
         }
     }
@@ -83,6 +107,7 @@ impl ManagedLedgerFactory {
                         self.inner.client.clone(),
                         self.inner.cache.clone(),
                         config.clone(),
+                        self.inner.cold.clone(),
                     )
                 })
                 .await?
@@ -135,6 +160,14 @@ impl ManagedLedgerFactory {
                 Err(e) => return Err(e.into()),
             }
             self.inner.cache.invalidate_ledger(l.ledger_id);
+            if let Some(cold) = &self.inner.cold {
+                cold.delete(name, l.ledger_id)
+                    .await
+                    .map_err(|error| ManagedLedgerError::Cold {
+                        ledger_id: l.ledger_id,
+                        error,
+                    })?;
+            }
         }
         match store.delete(&key, Expect::Version(version)).await {
             Ok(()) => Ok(()),

@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::cache::EntryCache;
+use crate::cold::ColdTier;
 use crate::config::ManagedLedgerConfig;
 use crate::core::{Core, Status, now_ms};
 use crate::cursor::ManagedCursor;
@@ -98,8 +99,9 @@ impl ManagedLedger {
         client: LedgerClient,
         cache: Arc<EntryCache>,
         config: ManagedLedgerConfig,
+        cold: Option<Arc<dyn ColdTier>>,
     ) -> Result<Arc<ManagedLedger>> {
-        let core = Core::open(name, client, cache, config).await?;
+        let core = Core::open(name, client, cache, config, cold).await?;
         let cursors = load_cursors(&core).await?;
         {
             let mut ws = core.write.lock().await;
@@ -439,6 +441,12 @@ impl ManagedLedger {
                 Err(e) => {
                     warn!(managed_ledger = %self.core.name, ledger_id = id, error = %e, "could not delete a trimmed ledger")
                 }
+            }
+            if let Some(cold) = &self.core.cold
+                && let Err(e) = cold.delete(&self.core.name, id).await
+            {
+                // The offloader's reconciliation removes what is left.
+                warn!(managed_ledger = %self.core.name, ledger_id = id, error = %e, "could not delete a trimmed ledger's cold copy")
             }
         }
         Ok(())

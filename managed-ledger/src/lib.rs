@@ -34,6 +34,7 @@
 //! ```
 
 mod cache;
+pub mod cold;
 mod config;
 mod core;
 pub mod cursor;
@@ -50,6 +51,7 @@ mod view;
 mod write;
 
 pub use cache::CacheStats;
+pub use cold::{ColdError, ColdLedger, ColdTier};
 pub use config::ManagedLedgerConfig;
 pub use cursor::ManagedCursor;
 pub use cursor_state::{BatchAck, CursorRecord, MAX_PERSISTED_RANGES};

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::core::Core;
+use strata_ledger::LedgerError;
+use tracing::warn;
+
+use crate::core::{Core, Source};
 use crate::error::{ManagedLedgerError, Result};
 use crate::position::{Entry, Position};
 use crate::view::Segment;
@@ -113,24 +116,22 @@ impl Core {
                 if let Some(c) = self.cache.first_cached(seg.ledger_id, next + 1, last) {
                     last = c - 1;
                 }
-                let reader = self.reader(seg.ledger_id, last).await?;
-                let entries = reader.read(next, last).await?;
+                let entries = self.read_stored(seg.ledger_id, next, last).await?;
                 let mut expect = next;
-                for e in entries {
-                    if e.entry_id != expect {
+                for (entry_id, payload) in entries {
+                    if entry_id != expect {
                         break;
                     }
                     expect += 1;
                     misses += 1;
-                    self.cache
-                        .insert(seg.ledger_id, e.entry_id, e.payload.clone());
+                    self.cache.insert(seg.ledger_id, entry_id, payload.clone());
                     if *bytes < max_bytes || out.is_empty() {
-                        push(out, bytes, seg.ledger_id, e.entry_id, e.payload);
+                        push(out, bytes, seg.ledger_id, entry_id, payload);
                         next = expect;
                     }
                 }
                 if expect <= last {
-                    // The bookies returned fewer entries than asked.
+                    // The store returned fewer entries than asked.
                     return Err(ManagedLedgerError::NoSuchEntry(Position::new(
                         seg.ledger_id,
                         expect,
@@ -142,6 +143,57 @@ impl Core {
         .await;
         self.count_hits(hits, misses);
         result
+    }
+
+    /// Entries `first..=last` of a ledger from where it is stored: its cold
+    /// copy if it has one (falling back to the bookies' copy when the cold
+    /// read fails and the bookies still have theirs), else the bookies
+    /// (going to the cold copy when they no longer have the ledger: the
+    /// offloader deleted it after its deletion lag).
+    async fn read_stored(
+        &self,
+        ledger_id: u64,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        match self.source(ledger_id, last).await? {
+            Source::Hot(r) => match r.read(first, last).await {
+                Ok(entries) => Ok(entries
+                    .into_iter()
+                    .map(|e| (e.entry_id, e.payload))
+                    .collect()),
+                Err(LedgerError::NoSuchLedger(_)) if self.cold.is_some() => {
+                    self.drop_reader(ledger_id);
+                    let Some(cold) = self.open_cold(ledger_id).await else {
+                        return Err(LedgerError::NoSuchLedger(ledger_id).into());
+                    };
+                    cold.read(first, last, usize::MAX)
+                        .await
+                        .map_err(|error| ManagedLedgerError::Cold { ledger_id, error })
+                }
+                Err(e) => Err(e.into()),
+            },
+            Source::Cold(cold) => match cold.read(first, last, usize::MAX).await {
+                Ok(entries) => Ok(entries),
+                Err(error) => {
+                    // Read again from the cold copy next time (the failure may
+                    // pass); this time, try the bookies.
+                    self.drop_reader(ledger_id);
+                    warn!(managed_ledger = %self.name, ledger_id, corrupt = error.corrupt, error = %error, "cold read failed; trying the bookies' copy");
+                    let hot = async {
+                        let r = self.client.open(ledger_id).await?;
+                        r.read(first, last).await
+                    };
+                    match hot.await {
+                        Ok(entries) => Ok(entries
+                            .into_iter()
+                            .map(|e| (e.entry_id, e.payload))
+                            .collect()),
+                        Err(_) => Err(ManagedLedgerError::Cold { ledger_id, error }),
+                    }
+                }
+            },
+        }
     }
 
     /// An entry from the pinned tail of an open ledger or from the cache.

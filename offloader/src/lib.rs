@@ -11,10 +11,22 @@
 //! - [`reader`]: the tiered reader the broker uses: ranged GETs in parallel
 //!   with read-ahead, a foyer hybrid block cache, a bound on concurrent
 //!   requests, retries with backoff, checksums verified on every block;
-//! - [`stats`]: request and byte counters.
+//! - [`stats`]: request and byte counters;
+//! - [`service`]: the offload service (policies, locks, records, deletion
+//!   lag, manual requests) and [`reconcile`] (orphaned objects);
+//! - [`tier`]: the cold tier as the broker uses it (reads, deletes, usage,
+//!   scrub, requests).
 
 pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod policy;
+pub mod reconcile;
+pub mod records;
+pub mod registry;
+pub mod service;
 pub mod stats;
+pub mod tier;
 
 pub use error::{OffloadError, Result};
 pub use stats::{IoCounts, IoSink, IoStats};
