@@ -52,6 +52,7 @@ impl Broker {
         config: BrokerConfig,
         store: Arc<dyn MetadataStore>,
         client: LedgerClient,
+        cold: Option<Arc<strata_offloader::tier::Tier>>,
     ) -> anyhow::Result<Broker> {
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -74,8 +75,17 @@ impl Broker {
             },
             config.bundles_per_namespace,
         );
-        let factory =
-            ManagedLedgerFactory::new(client, config.managed_ledger.clone(), config.cache_bytes);
+        let factory = match &cold {
+            Some(tier) => ManagedLedgerFactory::with_cold_tier(
+                client,
+                config.managed_ledger.clone(),
+                config.cache_bytes,
+                tier.clone(),
+            ),
+            None => {
+                ManagedLedgerFactory::new(client, config.managed_ledger.clone(), config.cache_bytes)
+            }
+        };
         let stats_interval = config.stats_interval;
         let service = Arc::new(BrokerService::new(
             Arc::new(config),
@@ -84,6 +94,7 @@ impl Broker {
             ownership,
             service_url,
             broker_id,
+            cold,
         ));
         let cancel = CancellationToken::new();
         tokio::spawn(stats::sample_loop(

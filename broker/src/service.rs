@@ -3,11 +3,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use strata_common::metadata::MetadataStore;
 use strata_common::names::TopicName;
-use strata_managed_ledger::ManagedLedgerFactory;
+use strata_common::names::NamespaceName;
+use strata_managed_ledger::{ManagedLedgerConfig, ManagedLedgerFactory};
+use strata_offloader::tier::Tier;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
@@ -44,6 +47,8 @@ pub struct BrokerService {
     /// managed ledger under the delete.
     deleting: Mutex<HashSet<TopicName>>,
     pub metrics: Arc<BrokerMetrics>,
+    /// The cold tier (object storage), when configured.
+    pub cold: Option<Arc<Tier>>,
 }
 
 /// Keeps a topic from loading while it is being deleted; see
@@ -79,6 +84,7 @@ impl BrokerService {
         ownership: Ownership,
         service_url: String,
         broker_id: String,
+        cold: Option<Arc<Tier>>,
     ) -> Self {
         BrokerService {
             config,
@@ -93,6 +99,7 @@ impl BrokerService {
             admin_lock: tokio::sync::Mutex::new(()),
             deleting: Mutex::new(HashSet::new()),
             metrics: Arc::default(),
+            cold,
         }
     }
 
@@ -172,7 +179,37 @@ impl BrokerService {
             self.check_may_create(name, creation).await?;
         }
         let ml = self.factory.open(&ml_name).await?;
+        let policies = self.get_policies(&name.namespace).await?;
+        if let Err(e) = ml.set_config(self.managed_ledger_config(&policies)) {
+            warn!(topic = %name, error = %e, "namespace policies give an invalid managed-ledger configuration; keeping the broker's");
+        }
         Topic::load(name.clone(), ml, self.config.dispatch_batch_entries).await
+    }
+
+    /// The managed-ledger configuration of a topic under `policies`: the
+    /// broker's, with the namespace's retention.
+    pub fn managed_ledger_config(&self, policies: &Policies) -> ManagedLedgerConfig {
+        let mut cfg = self.config.managed_ledger.clone();
+        if let Some(r) = &policies.retention_policies {
+            // Pulsar: -1 is unlimited; 0 keeps nothing once consumed.
+            cfg.retention_time = (r.retention_time_in_minutes >= 0)
+                .then(|| Duration::from_secs(r.retention_time_in_minutes as u64 * 60));
+            cfg.retention_size_bytes =
+                (r.retention_size_in_mb >= 0).then(|| r.retention_size_in_mb as u64 * 1024 * 1024);
+        }
+        cfg
+    }
+
+    /// Applies changed namespace policies to the namespace's loaded topics.
+    pub(crate) fn apply_policies(&self, ns: &NamespaceName, policies: &Policies) {
+        let cfg = self.managed_ledger_config(policies);
+        for topic in self.loaded_topics() {
+            if &topic.name.namespace == ns
+                && let Err(e) = topic.ml.set_config(cfg.clone())
+            {
+                warn!(topic = %topic.name, error = %e, "could not apply namespace policies");
+            }
+        }
     }
 
     /// Whether a new topic may be created here; see [`Creation`].

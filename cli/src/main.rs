@@ -1,7 +1,9 @@
 //! `strata`: the one Strata binary.
 
 mod admin;
+mod cold;
 mod metrics_http;
+mod offloader;
 mod perf;
 mod standalone;
 
@@ -29,6 +31,8 @@ enum Command {
     Standalone(standalone::StandaloneArgs),
     /// Run a bookie (storage node).
     Bookie(Box<BookieArgs>),
+    /// Run the offload service alone (moves aged ledgers to object storage).
+    Offloader(Box<offloader::OffloaderArgs>),
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         match command {
             Command::Standalone(args) => standalone::run(args).await,
             Command::Bookie(args) => run_bookie(*args).await,
+            Command::Offloader(args) => offloader::run(*args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
             Command::Admin(_) => unreachable!("handled before the runtime starts"),
         }

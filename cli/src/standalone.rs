@@ -1,7 +1,9 @@
-//! `strata standalone`: a bookie and a broker in one process, with the
-//! embedded RocksDB metadata store, for development and single-node use.
+//! `strata standalone`: a bookie, a broker and an offloader in one process,
+//! with the embedded RocksDB metadata store and a local directory (or any
+//! S3 store) as the cold tier, for development and single-node use.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -11,7 +13,12 @@ use strata_broker::config::AutoTopicCreationType;
 use strata_broker::{Broker, BrokerConfig};
 use strata_common::names::NamespaceName;
 use strata_ledger::{ClientConfig, LedgerClient};
+use strata_managed_ledger::ManagedLedgerConfig;
+use strata_offloader::metrics::ColdMetrics;
+use strata_offloader::registry::Usage;
 use tokio_util::sync::CancellationToken;
+
+use crate::cold;
 use tracing::info;
 
 #[derive(Args, Debug)]
@@ -49,6 +56,23 @@ pub struct StandaloneArgs {
     #[arg(long, env = "STRATA_DEFAULT_NUM_PARTITIONS", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub default_num_partitions: u32,
+    /// A ledger rolls over after this many entries (Pulsar's
+    /// managedLedgerMaxEntriesPerLedger)...
+    #[arg(long, env = "STRATA_MANAGED_LEDGER_MAX_ENTRIES_PER_LEDGER", default_value_t = 50_000)]
+    pub managed_ledger_max_entries_per_ledger: u64,
+    /// ...or this many MiB (managedLedgerMaxSizePerLedgerMbytes)...
+    #[arg(long, env = "STRATA_MANAGED_LEDGER_MAX_SIZE_PER_LEDGER_MB", default_value_t = 1024)]
+    pub managed_ledger_max_size_per_ledger_mb: u64,
+    /// ...but not before it is this old (managedLedgerMinLedgerRolloverTimeMinutes)...
+    #[arg(long, env = "STRATA_MANAGED_LEDGER_MIN_LEDGER_ROLLOVER_TIME", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub managed_ledger_min_ledger_rollover_time: std::time::Duration,
+    /// ...and at the latest once it is this old (managedLedgerMaxLedgerRolloverTimeMinutes).
+    #[arg(long, env = "STRATA_MANAGED_LEDGER_MAX_LEDGER_ROLLOVER_TIME", default_value = "4h",
+          value_parser = humantime::parse_duration)]
+    pub managed_ledger_max_ledger_rollover_time: std::time::Duration,
+    #[command(flatten)]
+    pub cold: crate::cold::ColdArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -101,6 +125,33 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 
     let client = LedgerClient::new(store.clone(), ClientConfig::default());
     let ledger_metrics = client.metrics_source();
+
+    // The cold tier: a local directory unless told otherwise.
+    let cold_url = match &args.cold.object_store {
+        Some(url) => url.clone(),
+        None => {
+            let dir = std::path::absolute(dir.join("cold")).context("locating the data directory")?;
+            format!("file://{}", dir.display())
+        }
+    };
+    let stores = cold::open_stores(&cold_url).await?;
+    let usage = Usage::new();
+    let tier = cold::start_tier(&args.cold, store.clone(), stores.clone(), usage.clone(), &dir.join("cold-cache")).await?;
+    let offload_cancel = CancellationToken::new();
+    let offloader = cold::start_offloader(
+        &args.cold,
+        None,
+        store.clone(),
+        client.clone(),
+        stores,
+        usage.clone(),
+        offload_cancel.clone(),
+    )
+    .await?;
+    let cold_metrics = Arc::new(ColdMetrics {
+        offloader: Some(offloader.metrics()),
+        usage,
+    });
     let broker = Broker::start(
         BrokerConfig {
             listen: format!("{}:{}", args.bind_address, args.broker_port),
@@ -110,10 +161,18 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
                 AutoTopicCreationArg::Partitioned => AutoTopicCreationType::Partitioned,
             },
             default_num_partitions: args.default_num_partitions,
+            managed_ledger: ManagedLedgerConfig {
+                max_entries_per_ledger: args.managed_ledger_max_entries_per_ledger,
+                max_ledger_size_bytes: args.managed_ledger_max_size_per_ledger_mb << 20,
+                min_ledger_age_for_rollover: args.managed_ledger_min_ledger_rollover_time,
+                max_ledger_age: args.managed_ledger_max_ledger_rollover_time,
+                ..ManagedLedgerConfig::default()
+            },
             ..BrokerConfig::default()
         },
         store.clone(),
         client,
+        Some(tier),
     )
     .await?;
     let public = NamespaceName::parse("public/default").expect("valid name");
@@ -131,6 +190,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             ledger_metrics,
             bookie.metrics_source(),
             broker.topic_metrics(),
+            cold_metrics,
         ],
         admin_cancel.clone(),
     )
@@ -143,12 +203,14 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         args.advertised_address,
         admin.address.port()
     );
+    println!("cold tier: {cold_url}");
     println!("strata standalone ready");
 
     crate::shutdown_signal().await;
     info!("shutting down");
     admin_cancel.cancel();
     admin.stop().await;
+    offload_cancel.cancel();
     broker.shutdown().await;
     bookie.shutdown().await?;
     info!("stopped");

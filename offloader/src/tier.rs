@@ -9,7 +9,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use serde::Serialize;
 use strata_common::metadata::{self, Expect, MetadataStore};
-use strata_managed_ledger::{ColdError, ColdLedger, ColdTier, ManagedLedgerInfo};
+use strata_managed_ledger::{ColdError, ColdLedger, ColdTier, LedgerInfo};
 use tracing::{info, warn};
 
 use crate::error::{OffloadError, Result};
@@ -126,10 +126,10 @@ impl Tier {
     }
 
     /// Both tiers' bytes of a topic, from its info record and offload records.
-    pub async fn topic_usage(&self, name: &str, info: &ManagedLedgerInfo) -> Result<TopicUsage> {
+    pub async fn topic_usage(&self, name: &str, ledgers: &[LedgerInfo]) -> Result<TopicUsage> {
         let records = records_of(self.meta.as_ref(), name).await?;
         let mut u = TopicUsage::default();
-        for l in &info.ledgers {
+        for l in ledgers {
             match records.get(&l.ledger_id).map(|(r, _)| r).filter(|r| r.is_complete()) {
                 Some(r) => {
                     u.offloaded_ledgers += 1;
@@ -175,6 +175,17 @@ impl Tier {
         let req = OffloadRequest { ledger_id, entry_id, requested_ms: now_ms() };
         metadata::put_json(self.meta.as_ref(), &keys::request(name), &req, Expect::Any).await?;
         Ok(())
+    }
+
+    /// Whether an offload of the topic is queued or under way (a status
+    /// left `RUNNING` by an offloader that died does not count).
+    pub async fn offload_running(&self, name: &str) -> Result<bool> {
+        let (req, status) = self.offload_status(name).await?;
+        if req.is_some() {
+            return Ok(true);
+        }
+        let running = status.is_some_and(|s| s.status == crate::records::RunStatus::Running);
+        Ok(running && self.meta.get(&keys::lock(name)).await?.is_some())
     }
 
     /// The pending request and the last run's status of a topic.

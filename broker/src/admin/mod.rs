@@ -9,6 +9,7 @@
 
 mod error;
 mod namespaces;
+mod offload;
 mod stats;
 mod subscriptions;
 mod tenants;
@@ -97,6 +98,7 @@ fn router(state: AdminState) -> Router {
         .merge(topics::routes())
         .merge(stats::routes())
         .merge(subscriptions::routes())
+        .merge(offload::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

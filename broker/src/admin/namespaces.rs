@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::AdminState;
 use super::error::{ApiError, ApiResult, P, Q};
 use crate::resources::{
-    BacklogQuota, Policies, RetentionPolicies, invalid_field, namespace_name, parse_json,
+    BacklogQuota, Policies, RetentionPolicies, invalid_field, namespace_name, parse_integer,
+    parse_json,
 };
 
 type NsPath = P<(String, String)>;
@@ -142,20 +143,9 @@ async fn set_ttl(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let ns = namespace_name(&t, &ns)?;
-    // A JSON number, as Pulsar's client sends it.
-    let ttl = match parse_json::<Value>(&body, "message TTL")? {
-        Value::Number(n) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-        Value::String(v) => v.trim().parse::<i32>().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| {
-        invalid_field(
-            "message_ttl_in_seconds",
-            format!(
-                "expected an integer, got {:?}",
-                String::from_utf8_lossy(&body)
-            ),
-        )
+    let ttl = parse_integer(&body, "message_ttl_in_seconds")?;
+    let ttl = i32::try_from(ttl).map_err(|_| {
+        invalid_field("message_ttl_in_seconds", format!("{ttl} is out of range"))
     })?;
     s.service
         .update_policies(&ns, |p| {

@@ -43,7 +43,11 @@ async fn stats(
     let name = topic_name(&t, &ns, &topic)?;
     single(&s, &name, "use .../partitioned-stats").await?;
     let topic = s.service.admin_topic(&name, false).await?;
-    Ok(Json(topic_stats(&topic)))
+    let mut stats = topic_stats(&topic);
+    if s.service.cold.is_some() {
+        stats.offloaded_storage_size = s.service.topic_usage(&name).await?.cold_bytes;
+    }
+    Ok(Json(stats))
 }
 
 async fn partitioned_stats(
@@ -91,7 +95,21 @@ async fn internal(
     let name = topic_name(&t, &ns, &topic)?;
     single(&s, &name, "ask for the internal stats of each partition").await?;
     let topic = s.service.admin_topic(&name, false).await?;
-    Ok(Json(internal_stats(&topic).await))
+    let mut stats = internal_stats(&topic).await;
+    if let Some(tier) = &s.service.cold {
+        let offloaded: std::collections::HashSet<u64> = tier
+            .records(topic.ml.name())
+            .await
+            .map_err(|e| crate::error::BrokerError::Unknown(e.to_string()))?
+            .into_iter()
+            .filter(|r| r.is_complete())
+            .map(|r| r.ledger_id)
+            .collect();
+        for l in &mut stats.ledgers {
+            l.offloaded = offloaded.contains(&l.ledger_id);
+        }
+    }
+    Ok(Json(stats))
 }
 
 #[derive(Serialize)]

@@ -17,6 +17,7 @@
 
 mod namespaces;
 mod policies;
+mod offload;
 mod subscriptions;
 mod tenants;
 mod topics;
@@ -27,10 +28,11 @@ use strata_common::metadata::{self, Expect, MetadataError, Version};
 use strata_common::names::NamespaceName;
 
 pub use policies::{
-    BacklogQuota, BacklogQuotaPolicy, CLUSTER, MAX_PARTITIONS, PartitionedTopicInfo,
+    BacklogQuota, BacklogQuotaPolicy, CLUSTER, MAX_PARTITIONS, OffloadPolicies, PartitionedTopicInfo,
     PersistencePolicies, Policies, PublishRate, RetentionPolicies, TenantInfo, invalid_field,
-    parse_json, parse_partitions,
+    parse_integer, parse_json, parse_partitions,
 };
+pub use offload::{FirstUnoffloaded, NamespaceUsage, OffloadProcessStatus};
 pub use subscriptions::{MessageIdBody, StartAt};
 
 use crate::error::{BrokerError, Result};

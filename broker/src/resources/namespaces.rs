@@ -80,6 +80,7 @@ impl BrokerService {
             change(&mut policies)?;
             policies.validate()?;
             if write(self, &key, &policies, Expect::Version(version)).await? {
+                self.apply_policies(ns, &policies);
                 return Ok(policies);
             }
         }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use strata_offloader::policy::OffloadPolicies;
+
 use crate::error::BrokerError;
 
 /// The cluster a standalone broker belongs to.
@@ -126,6 +128,12 @@ pub struct Policies {
     pub offload_threshold: i64,
     #[serde(default)]
     pub offload_deletion_lag_ms: Option<i64>,
+    /// Seconds after which a closed ledger is offloaded (-1: never).
+    #[serde(default = "minus_one")]
+    pub offload_threshold_in_seconds: i64,
+    /// Pulsar's `OffloadPoliciesImpl`; its fields win over the three above.
+    #[serde(default)]
+    pub offload_policies: Option<OffloadPolicies>,
     #[serde(default)]
     pub deleted: bool,
 }
@@ -148,6 +156,8 @@ impl Default for Policies {
             max_subscriptions_per_topic: None,
             offload_threshold: -1,
             offload_deletion_lag_ms: None,
+            offload_threshold_in_seconds: -1,
+            offload_policies: None,
             deleted: false,
         }
     }
@@ -221,6 +231,19 @@ impl Policies {
                 ));
             }
         }
+        for (field, v) in [
+            ("offload_threshold", self.offload_threshold),
+            ("offload_threshold_in_seconds", self.offload_threshold_in_seconds),
+            ("offload_deletion_lag_ms", self.offload_deletion_lag_ms.unwrap_or(-1)),
+        ] {
+            if v < -1 {
+                return Err(invalid_field(field, format!("must be >= -1, got {v}")));
+            }
+        }
+        if let Some(o) = &self.offload_policies {
+            o.validate()
+                .map_err(|(field, reason)| invalid_field(&format!("offload_policies.{field}"), reason))?;
+        }
         if let Some(c) = self
             .replication_clusters
             .iter()
@@ -233,6 +256,23 @@ impl Policies {
         }
         Ok(())
     }
+}
+
+/// An integer request body, as Pulsar's clients send it: a JSON number or
+/// a JSON string holding one. Errors name `field`.
+pub fn parse_integer(body: &[u8], field: &str) -> Result<i64, BrokerError> {
+    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    match &value {
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(v)) => v.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        invalid_field(
+            field,
+            format!("expected an integer, got {:?}", String::from_utf8_lossy(body).trim()),
+        )
+    })
 }
 
 /// A partition count given as a JSON number or a JSON string (`4`, `"4"`).

@@ -13,6 +13,7 @@
 mod cluster;
 mod http;
 mod namespaces;
+mod offload;
 mod parse;
 mod stats;
 mod subscriptions;

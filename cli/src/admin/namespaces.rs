@@ -6,6 +6,7 @@ use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
 use super::http::AdminError;
+use super::offload;
 use super::{Ctx, api_path, namespace_arg, namespace_path, parse, render_fields, render_names};
 
 #[derive(Subcommand, Debug)]
@@ -37,6 +38,39 @@ pub enum NamespacesCommand {
     },
     /// List the topics of a namespace.
     Topics {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+    },
+    /// Set where and when the namespace's topics are offloaded.
+    SetOffloadPolicies {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+        #[command(flatten)]
+        policies: offload::PolicyArgs,
+    },
+    /// Show the namespace's offload policies.
+    GetOffloadPolicies {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+    },
+    /// Remove the namespace's offload policies.
+    RemoveOffloadPolicies {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+    },
+    /// Set how long and how much consumed data is kept (both tiers).
+    SetRetention {
+        /// The namespace: TENANT/NAMESPACE.
+        namespace: String,
+        /// Keep consumed data this long after its ledger closed (e.g. 3d; -1: forever).
+        #[arg(long, allow_negative_numbers = true)]
+        time: String,
+        /// Keep at most this much (e.g. 10G; -1: no limit).
+        #[arg(long, allow_negative_numbers = true)]
+        size: String,
+    },
+    /// Bytes on bookies and in the cold tier, and cold requests, of a namespace.
+    Usage {
         /// The namespace: TENANT/NAMESPACE.
         namespace: String,
     },
@@ -128,6 +162,41 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), AdminError> {
                 .get(&namespace_path(&ns, &["topics"]), &[])
                 .await?;
             ctx.show(body, render_names);
+        }
+        NamespacesCommand::SetOffloadPolicies {
+            namespace,
+            policies,
+        } => offload::set_policies(ctx, &namespace_arg(&namespace)?, &policies).await?,
+        NamespacesCommand::GetOffloadPolicies { namespace } => {
+            let ns = namespace_arg(&namespace)?;
+            let path = namespace_path(&ns, &["offloadPolicies"]);
+            let body = ctx.client.get(&path, &[]).await?;
+            ctx.show(body, render_fields);
+        }
+        NamespacesCommand::RemoveOffloadPolicies { namespace } => {
+            let ns = namespace_arg(&namespace)?;
+            let path = namespace_path(&ns, &["offloadPolicies"]);
+            let body = ctx.client.delete(&path, false).await?;
+            ctx.done(body, format_args!("removed the offload policies of {ns}"));
+        }
+        NamespacesCommand::SetRetention {
+            namespace,
+            time,
+            size,
+        } => {
+            let ns = namespace_arg(&namespace)?;
+            let body = json!({
+                "retentionTimeInMinutes": parse::retention_minutes(&time)?,
+                "retentionSizeInMB": parse::retention_megabytes(&size)?,
+            });
+            let path = namespace_path(&ns, &["retention"]);
+            let answer = ctx.client.post(&path, Some(&body)).await?;
+            ctx.done(answer, format_args!("set the retention of {ns}"));
+        }
+        NamespacesCommand::Usage { namespace } => {
+            let ns = namespace_arg(&namespace)?;
+            let body = ctx.client.get(&namespace_path(&ns, &["usage"]), &[]).await?;
+            ctx.show(body, render_fields);
         }
     }
     Ok(())

@@ -4,6 +4,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::http::AdminError;
+use super::offload;
 use super::{
     Ctx, api_path, namespace_arg, render_fields, render_names, stats, topic_arg, topic_path,
 };
@@ -86,6 +87,35 @@ pub enum TopicsCommand {
         /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
         topic: String,
     },
+    /// Offload a topic's closed ledgers to the cold tier.
+    Offload {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+        /// Keep the newest this-many bytes on bookies (e.g. 10M; default: offload every closed ledger).
+        #[arg(short = 's', long)]
+        size_threshold: Option<String>,
+        /// Wait for the offload to finish, with a progress bar.
+        #[arg(short = 'w', long)]
+        wait: bool,
+    },
+    /// Status of a topic's last offload.
+    OffloadStatus {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+        /// Follow a running offload to its end, with a progress bar.
+        #[arg(short = 'w', long)]
+        wait: bool,
+    },
+    /// Re-verify every cold object of a topic (sizes and checksums); exits 1 if one is bad.
+    Scrub {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
+    /// Bytes a topic holds on bookies and in the cold tier.
+    Usage {
+        /// The topic: NAME (in public/default), TENANT/NS/NAME or persistent://TENANT/NS/NAME.
+        topic: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: TopicsCommand) -> Result<(), AdminError> {
@@ -165,6 +195,20 @@ pub async fn run(ctx: &Ctx, cmd: TopicsCommand) -> Result<(), AdminError> {
         TopicsCommand::LastMessageId { topic } => {
             let t = topic_arg(&topic)?;
             let body = c.get(&topic_path(&t, &["lastMessageId"]), &[]).await?;
+            ctx.show(body, render_fields);
+        }
+        TopicsCommand::Offload {
+            topic,
+            size_threshold,
+            wait,
+        } => offload::offload(ctx, &topic_arg(&topic)?, size_threshold.as_deref(), wait).await?,
+        TopicsCommand::OffloadStatus { topic, wait } => {
+            offload::status(ctx, &topic_arg(&topic)?, wait).await?
+        }
+        TopicsCommand::Scrub { topic } => offload::scrub(ctx, &topic_arg(&topic)?).await?,
+        TopicsCommand::Usage { topic } => {
+            let t = topic_arg(&topic)?;
+            let body = c.get(&topic_path(&t, &["usage"]), &[]).await?;
             ctx.show(body, render_fields);
         }
     }

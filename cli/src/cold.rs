@@ -1,0 +1,98 @@
+//! The cold tier's settings and start-up, shared by `strata standalone`
+//! (which embeds an offloader) and `strata offloader` (the service alone).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use strata_common::metadata::MetadataStore;
+use strata_ledger::LedgerClient;
+use strata_offloader::reader::{ReaderConfig, TieredReader};
+use strata_offloader::registry::{StoreRegistry, Usage};
+use strata_offloader::service::{Offloader, OffloaderConfig};
+use strata_offloader::store::ColdStore;
+use strata_offloader::tier::Tier;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug, Clone)]
+pub struct ColdArgs {
+    /// The cold tier's object store: `file:///dir`, or
+    /// `s3://bucket/prefix?endpoint=http://host:9000&region=R` (MinIO,
+    /// Garage: path-style; AWS: leave out the endpoint). S3 credentials come
+    /// from the AWS default chain (AWS_ACCESS_KEY_ID…, profile, web
+    /// identity, instance metadata). Standalone default: DATA_DIR/cold.
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// How often the offloader looks at every topic (age thresholds,
+    /// deletion lags); rollovers and requests are handled at once.
+    #[arg(long, env = "STRATA_OFFLOAD_SCAN_INTERVAL", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub offload_scan_interval: Duration,
+    /// How often objects no record refers to are looked for.
+    #[arg(long, env = "STRATA_OFFLOAD_RECONCILE_INTERVAL", default_value = "1h",
+          value_parser = humantime::parse_duration)]
+    pub offload_reconcile_interval: Duration,
+    /// Unreferenced objects younger than this are left alone.
+    #[arg(long, env = "STRATA_OFFLOAD_ORPHAN_GRACE", default_value = "1h",
+          value_parser = humantime::parse_duration)]
+    pub offload_orphan_grace: Duration,
+    /// Memory of the cold block cache, in MiB.
+    #[arg(long, env = "STRATA_COLD_CACHE_MEMORY_MB", default_value_t = 64)]
+    pub cold_cache_memory_mb: u64,
+    /// Local disk of the cold block cache, in MiB (0: memory only).
+    #[arg(long, env = "STRATA_COLD_CACHE_DISK_MB", default_value_t = 1024)]
+    pub cold_cache_disk_mb: u64,
+}
+
+/// Opens the default store (`url`), failing with a message naming what is wrong.
+pub async fn open_stores(url: &str) -> anyhow::Result<Arc<StoreRegistry>> {
+    let store = ColdStore::open(url)
+        .await
+        .with_context(|| format!("opening the object store {url}"))?;
+    Ok(StoreRegistry::new(store))
+}
+
+/// The broker's side: the tiered reader with its block cache under `cache_dir`.
+pub async fn start_tier(
+    args: &ColdArgs,
+    meta: Arc<dyn MetadataStore>,
+    stores: Arc<StoreRegistry>,
+    usage: Arc<Usage>,
+    cache_dir: &Path,
+) -> anyhow::Result<Arc<Tier>> {
+    let reader = TieredReader::new(ReaderConfig {
+        memory_cache_bytes: args.cold_cache_memory_mb << 20,
+        disk_cache_dir: (args.cold_cache_disk_mb > 0).then(|| cache_dir.to_path_buf()),
+        disk_cache_bytes: args.cold_cache_disk_mb << 20,
+        ..ReaderConfig::default()
+    })
+    .await
+    .context("starting the cold block cache")?;
+    Ok(Tier::new(meta, stores, reader, usage))
+}
+
+/// The offload service (probes the default store first).
+pub async fn start_offloader(
+    args: &ColdArgs,
+    id: Option<String>,
+    meta: Arc<dyn MetadataStore>,
+    client: LedgerClient,
+    stores: Arc<StoreRegistry>,
+    usage: Arc<Usage>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Offloader> {
+    let mut cfg = OffloaderConfig {
+        scan_interval: args.offload_scan_interval,
+        reconcile_interval: args.offload_reconcile_interval,
+        orphan_grace: args.offload_orphan_grace,
+        ..OffloaderConfig::default()
+    };
+    if let Some(id) = id {
+        cfg.id = id;
+    }
+    Offloader::start(cfg, meta, client, stores, usage, cancel)
+        .await
+        .context("starting the offloader")
+}
