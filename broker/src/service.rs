@@ -204,10 +204,12 @@ impl BrokerService {
     pub(crate) fn apply_policies(&self, ns: &NamespaceName, policies: &Policies) {
         let cfg = self.managed_ledger_config(policies);
         for topic in self.loaded_topics() {
-            if &topic.name.namespace == ns
-                && let Err(e) = topic.ml.set_config(cfg.clone())
-            {
-                warn!(topic = %topic.name, error = %e, "could not apply namespace policies");
+            if &topic.name.namespace != ns {
+                continue;
+            }
+            match topic.ml.set_config(cfg.clone()) {
+                Ok(()) => topic.ml.trim_soon(),
+                Err(e) => warn!(topic = %topic.name, error = %e, "could not apply namespace policies"),
             }
         }
     }

@@ -59,6 +59,7 @@ pub async fn run(args: OffloaderArgs) -> anyhow::Result<()> {
                 Arc::new(ColdMetrics {
                     offloader: Some(offloader.metrics()),
                     usage,
+                    tier: None,
                 }),
                 client.metrics_source(),
                 Arc::new(strata_common::metrics::ProcessMetrics),

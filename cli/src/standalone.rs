@@ -148,9 +148,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         offload_cancel.clone(),
     )
     .await?;
+    tier.spawn_storage_refresh(std::time::Duration::from_secs(15), offload_cancel.clone());
     let cold_metrics = Arc::new(ColdMetrics {
         offloader: Some(offloader.metrics()),
         usage,
+        tier: Some(tier.clone()),
     });
     let broker = Broker::start(
         BrokerConfig {

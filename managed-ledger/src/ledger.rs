@@ -349,6 +349,11 @@ impl ManagedLedger {
         Ok(())
     }
 
+    /// Asks the background task to trim now (e.g. after retention changed).
+    pub fn trim_soon(&self) {
+        self.core.trim_wanted.notify_one();
+    }
+
     /// Properties of the managed ledger, stored in its info record.
     pub async fn properties(&self) -> BTreeMap<String, String> {
         self.core.info.lock().await.info.properties.clone()

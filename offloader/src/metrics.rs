@@ -6,6 +6,7 @@ use std::sync::Arc;
 use strata_common::metrics::{Counter, Exposition, MetricsSource};
 
 use crate::registry::Usage;
+use crate::tier::Tier;
 
 #[derive(Debug, Default)]
 pub struct OffloaderMetrics {
@@ -24,6 +25,8 @@ pub struct OffloaderMetrics {
 pub struct ColdMetrics {
     pub offloader: Option<Arc<OffloaderMetrics>>,
     pub usage: Arc<Usage>,
+    /// The broker's side (retention deletes, storage per namespace).
+    pub tier: Option<Arc<Tier>>,
 }
 
 impl MetricsSource for ColdMetrics {
@@ -36,6 +39,18 @@ impl MetricsSource for ColdMetrics {
             out.counter("strata_offload_orphans_deleted_total", "Unreferenced objects deleted by reconciliation.", m.orphans_deleted.get());
             out.counter("strata_offload_stale_records_deleted_total", "Offload records of deleted ledgers removed by reconciliation.", m.stale_records_deleted.get());
             out.counter("strata_offload_reconcile_runs_total", "Reconciliation passes.", m.reconcile_runs.get());
+        }
+        if let Some(t) = &self.tier {
+            out.counter(
+                "strata_cold_copies_deleted_total",
+                "Cold copies deleted by retention or topic deletion.",
+                t.copies_deleted.get(),
+            );
+            for (ns, (hot, cold)) in t.storage_by_namespace() {
+                let labels = [("namespace", ns.as_str())];
+                out.gauge_with("strata_namespace_hot_storage_bytes", "Bytes a namespace holds on bookies.", &labels, hot as i64);
+                out.gauge_with("strata_namespace_cold_storage_bytes", "Bytes a namespace holds in the cold tier.", &labels, cold as i64);
+            }
         }
         let namespaces = self.usage.namespaces();
         type Field = (&'static str, &'static str, fn(&crate::IoCounts) -> u64);

@@ -2,21 +2,27 @@
 //! ledger's [`ColdTier`] over the offload records and the tiered reader, and
 //! answers admin questions (usage, scrub, offload requests and status).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use serde::Serialize;
 use strata_common::metadata::{self, Expect, MetadataStore};
-use strata_managed_ledger::{ColdError, ColdLedger, ColdTier, LedgerInfo};
+use parking_lot::Mutex;
+use strata_common::metrics::Counter;
+use strata_managed_ledger::keys as ml_keys;
+use strata_managed_ledger::{ColdError, ColdLedger, ColdTier, LedgerInfo, ManagedLedgerInfo};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::{OffloadError, Result};
 use crate::keys;
 use crate::reader::{ColdLedger as ColdCopy, TieredReader};
 use crate::records::{OffloadRecord, OffloadRequest, OffloadStatus};
-use crate::registry::{StoreRegistry, Usage};
+use crate::registry::{StoreRegistry, Usage, namespace_of};
 use crate::service::{now_ms, records_of};
 use crate::upload;
 
@@ -25,6 +31,11 @@ pub struct Tier {
     stores: Arc<StoreRegistry>,
     reader: Arc<TieredReader>,
     usage: Arc<Usage>,
+    /// Cold copies deleted (retention, topic deletion).
+    pub copies_deleted: Counter,
+    /// (hot bytes, cold bytes) per namespace, refreshed in the background
+    /// for `/metrics` (see [`Tier::spawn_storage_refresh`]).
+    storage: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 fn cold_error(e: OffloadError) -> ColdError {
@@ -95,7 +106,14 @@ impl Tier {
         reader: Arc<TieredReader>,
         usage: Arc<Usage>,
     ) -> Arc<Tier> {
-        Arc::new(Tier { meta, stores, reader, usage })
+        Arc::new(Tier {
+            meta,
+            stores,
+            reader,
+            usage,
+            copies_deleted: Counter::default(),
+            storage: Mutex::new(BTreeMap::new()),
+        })
     }
 
     pub fn usage(&self) -> &Arc<Usage> {
@@ -121,8 +139,67 @@ impl Tier {
             Err(e) if e.is_bad_version() => {}
             Err(e) => return Err(e.into()),
         }
+        self.copies_deleted.inc();
         info!(managed_ledger = name, ledger_id, "deleted the cold copy");
         Ok(())
+    }
+
+    /// (hot bytes, cold bytes) per namespace as of the last refresh.
+    pub fn storage_by_namespace(&self) -> BTreeMap<String, (u64, u64)> {
+        self.storage.lock().clone()
+    }
+
+    /// Recomputes both tiers' bytes per namespace from every topic's info
+    /// record and every offload record (two prefix lists).
+    pub async fn refresh_storage(&self) -> Result<()> {
+        let mut records: HashMap<(String, u64), OffloadRecord> = HashMap::new();
+        for kv in self.meta.list(keys::LEDGERS).await? {
+            if let Ok(r) = serde_json::from_slice::<OffloadRecord>(&kv.value)
+                && r.is_complete()
+            {
+                records.insert((r.managed_ledger.clone(), r.ledger_id), r);
+            }
+        }
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for kv in self.meta.list(ml_keys::MANAGED_LEDGERS).await? {
+            let (Some(name), Ok(info)) = (
+                ml_keys::managed_ledger_name(&kv.key),
+                serde_json::from_slice::<ManagedLedgerInfo>(&kv.value),
+            ) else {
+                continue;
+            };
+            let slot = out.entry(namespace_of(&name)).or_default();
+            for l in &info.ledgers {
+                match records.get(&(name.clone(), l.ledger_id)) {
+                    Some(r) => {
+                        slot.0 += r.hot_bytes(l.size_bytes);
+                        slot.1 += r.cold_bytes();
+                    }
+                    None => slot.0 += l.size_bytes,
+                }
+            }
+        }
+        *self.storage.lock() = out;
+        Ok(())
+    }
+
+    /// Refreshes [`Tier::storage_by_namespace`] every `every` until cancelled.
+    pub fn spawn_storage_refresh(self: &Arc<Self>, every: Duration, cancel: CancellationToken) {
+        let tier = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(tier) = tier.upgrade() else { return };
+                if let Err(e) = tier.refresh_storage().await {
+                    warn!(error = %e, "could not refresh storage usage");
+                }
+            }
+        });
     }
 
     /// Both tiers' bytes of a topic, from its info record and offload records.
