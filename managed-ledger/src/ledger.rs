@@ -473,6 +473,12 @@ impl ManagedLedger {
                 first_error.get_or_insert(e);
             }
         }
+        // Its entries are of no use here any more (the topic may move to
+        // another broker, or come back later as a fresh instance).
+        let ids: Vec<u64> = self.core.view.lock().ledgers.keys().copied().collect();
+        for id in ids {
+            self.core.cache.invalidate_ledger(id);
+        }
         if self.core.status() == Status::Fenced {
             return Err(ManagedLedgerError::Fenced(self.core.name.to_string()));
         }
