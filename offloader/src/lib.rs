@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod stats;
+pub mod store;
 
 pub use error::{OffloadError, Result};
 pub use stats::{IoCounts, IoSink, IoStats};
