@@ -178,6 +178,8 @@ fn explain(t: &Target<'_>, step: &'static str, e: StepError) -> String {
     };
     let text = chain_text(&e);
     let has = |s: &str| text.contains(s);
+    // Garage says `AccessDenied` with a message, not the specific S3 codes.
+    let lower = text.to_ascii_lowercase();
     let cause = if has(NO_CREDENTIALS) {
         "no credentials: none were found in the AWS provider chain \
          (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
@@ -198,9 +200,9 @@ fn explain(t: &Target<'_>, step: &'static str, e: StepError) -> String {
         }
     } else if has("NoSuchBucket") {
         format!("{bucket} does not exist: create it, or fix the bucket name in the URL")
-    } else if has("InvalidAccessKeyId") {
+    } else if has("InvalidAccessKeyId") || lower.contains("no such key:") {
         "wrong credentials: the store does not know this access key id".to_string()
-    } else if has("SignatureDoesNotMatch") {
+    } else if has("SignatureDoesNotMatch") || lower.contains("invalid signature") {
         "wrong credentials: the secret access key does not match the access key id".to_string()
     } else if matches!(e, object_store::Error::Unauthenticated { .. }) {
         "wrong credentials: the store refused them (401)".to_string()
