@@ -234,6 +234,19 @@ async fn unreachable_endpoint_is_reported() {
 }
 
 #[tokio::test]
+async fn unresolvable_endpoint_host_is_reported() {
+    chain_env();
+    // `.invalid` never resolves (RFC 2606).
+    let url = "s3://strata/p?endpoint=http://strata-no-such-host.invalid:9000&region=garage";
+    let (step, reason) =
+        tokio::time::timeout(std::time::Duration::from_secs(300), probe_failure(url))
+            .await
+            .expect("the probe of an unresolvable endpoint did not end");
+    assert_eq!(step, "put", "{reason}");
+    assert!(reason.contains("does not resolve"), "{reason}");
+}
+
+#[tokio::test]
 async fn multipart_upload_over_10_mib_round_trips() {
     let g = garage().await;
     let cs = ColdStore::open(&g.url("mp")).await.expect("open");

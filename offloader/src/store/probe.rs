@@ -107,7 +107,10 @@ async fn steps(
                 return Err(e.into());
             }
         }
-        upload.complete().await?;
+        if let Err(e) = upload.complete().await {
+            let _ = upload.abort().await;
+            return Err(e.into());
+        }
         let size = store.head(big_path).await?.size;
         let want = (MIN_PART + LAST_PART_LEN) as u64;
         if size != want {
