@@ -26,6 +26,7 @@ pub mod records;
 pub mod registry;
 pub mod service;
 pub mod stats;
+pub mod store;
 pub mod tier;
 
 pub use error::{OffloadError, Result};

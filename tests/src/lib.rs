@@ -3,6 +3,7 @@
 pub mod bookie;
 pub mod etcd;
 pub mod fault;
+pub mod garage;
 pub mod process;
 pub mod python;
 pub mod standalone;

@@ -28,6 +28,8 @@ pub struct ServerProcess {
     ready_line: String,
     log_path: PathBuf,
     child: Option<Child>,
+    /// Extra environment for the process (on top of the test's own).
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl ServerProcess {
@@ -46,7 +48,16 @@ impl ServerProcess {
             ready_line: ready_line.into(),
             log_path: log_path.into(),
             child: None,
+            envs: Vec::new(),
         }
+    }
+
+    /// Adds environment variables the process is started (and restarted)
+    /// with, e.g. object store credentials.
+    pub fn with_envs(mut self, envs: &[(String, String)]) -> ServerProcess {
+        self.envs
+            .extend(envs.iter().map(|(k, v)| (k.into(), v.into())));
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -138,7 +149,8 @@ impl ServerProcess {
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
+            .stderr(log)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
         if std::env::var_os("STRATA_LOG").is_none() {
             cmd.env("STRATA_LOG", "info");
         }

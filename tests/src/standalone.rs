@@ -60,6 +60,16 @@ impl StandaloneProcess {
 
     /// As [`StandaloneProcess::start`], with `extra` flags after the ports.
     pub async fn start_with(data_dir: impl AsRef<Path>, extra: &[&str]) -> StandaloneProcess {
+        StandaloneProcess::start_with_env(data_dir, extra, &[]).await
+    }
+
+    /// As [`StandaloneProcess::start_with`], with extra environment
+    /// variables (kept on restart), e.g. [`crate::garage::Garage::env`].
+    pub async fn start_with_env(
+        data_dir: impl AsRef<Path>,
+        extra: &[&str],
+        envs: &[(String, String)],
+    ) -> StandaloneProcess {
         let data_dir = data_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&data_dir).expect("create standalone data dir");
         let bin = strata_binary();
@@ -90,7 +100,8 @@ impl StandaloneProcess {
                     args,
                     READY_LINE,
                     log_dir.join(format!("standalone-{broker}.log")),
-                ),
+                )
+                .with_envs(envs),
                 data_dir: data_dir.clone(),
                 service_url: String::new(),
                 admin_url: String::new(),
