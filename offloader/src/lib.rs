@@ -11,10 +11,20 @@
 //! - [`reader`]: the tiered reader the broker uses: ranged GETs in parallel
 //!   with read-ahead, a foyer hybrid block cache, a bound on concurrent
 //!   requests, retries with backoff, checksums verified on every block;
+//! - [`retry`]: per-request timeouts and retries with backoff;
+//! - [`faulty`]: a fault-injecting object store wrapper for tests;
 //! - [`stats`]: request and byte counters.
 
 pub mod error;
+pub mod faulty;
+pub mod format;
+pub mod reader;
+pub mod retry;
 pub mod stats;
+pub mod upload;
 
 pub use error::{OffloadError, Result};
 pub use stats::{IoCounts, IoSink, IoStats};
+pub use format::LedgerHeader;
+pub use reader::{ColdLedger, ReaderConfig, ReaderStats, TieredReader};
+pub use upload::{OffloadedObjects, UploadOptions, delete_objects, upload_ledger, verify};
