@@ -73,6 +73,8 @@ pub struct Fault {
     pub times: u32,
     /// Only requests whose path contains this string.
     pub path_contains: Option<String>,
+    /// Matching requests let through before the fault starts.
+    pub skip: u32,
 }
 
 impl Fault {
@@ -83,6 +85,7 @@ impl Fault {
             kind,
             times: 1,
             path_contains: None,
+            skip: 0,
         }
     }
 
@@ -97,6 +100,12 @@ impl Fault {
 
     pub fn on_path(mut self, part: impl Into<String>) -> Fault {
         self.path_contains = Some(part.into());
+        self
+    }
+
+    /// Lets the first `n` matching requests through.
+    pub fn after(mut self, n: u32) -> Fault {
+        self.skip = n;
         self
     }
 }
@@ -120,12 +129,15 @@ impl State {
         let found = faults.iter_mut().find(|f| {
             f.op == op && f.times > 0 && f.path_contains.as_deref().is_none_or(|s| p.contains(s))
         });
-        found.map(|f| {
-            if f.times != u32::MAX {
-                f.times -= 1;
-            }
-            f.kind.clone()
-        })
+        let f = found?;
+        if f.skip > 0 {
+            f.skip -= 1;
+            return None;
+        }
+        if f.times != u32::MAX {
+            f.times -= 1;
+        }
+        Some(f.kind.clone())
     }
 
     /// Applies latency, hangs and failures of a taken fault; returns what
@@ -444,7 +456,8 @@ mod tests {
         store.put(&a, Bytes::from_static(b"0123456789").into()).await.unwrap();
         store.put(&b, Bytes::from_static(b"abc").into()).await.unwrap();
 
-        store.fail_next(Op::Get, 1);
+        store.inject(Fault::new(Op::Get, FaultKind::Fail).after(1));
+        assert!(store.get_range(&a, 0..4).await.is_ok());
         assert!(store.get_range(&a, 0..4).await.is_err());
         assert_eq!(store.get_range(&a, 0..4).await.unwrap().as_ref(), b"0123");
 
@@ -471,7 +484,7 @@ mod tests {
         assert!(store.list(None).next().await.unwrap().is_err());
         assert_eq!(store.list(None).collect::<Vec<_>>().await.len(), 1);
 
-        assert_eq!(store.requests(Op::Get), 7);
+        assert_eq!(store.requests(Op::Get), 8);
         assert_eq!(store.requests(Op::Head), 2);
         assert!(store.max_concurrent_gets() >= 1);
     }
