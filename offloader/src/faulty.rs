@@ -20,9 +20,9 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult, RenameOptions, UploadPart,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    RenameOptions, UploadPart,
 };
 use parking_lot::Mutex;
 
@@ -305,7 +305,11 @@ impl ObjectStore for FaultyStore {
         }))
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         let op = if options.head { Op::Head } else { Op::Get };
         let _guard = GetGuard::new(&self.state);
         let fault = self.state.before(op, location).await?;
@@ -329,7 +333,11 @@ impl ObjectStore for FaultyStore {
         })
     }
 
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
         let mut out = Vec::with_capacity(ranges.len());
         for r in ranges {
             out.push(self.get_range(location, r.clone()).await?);
@@ -396,12 +404,22 @@ impl ObjectStore for FaultyStore {
         self.inner.list_with_delimiter(prefix).await
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.state.before(Op::Put, to).await?;
         self.inner.copy_opts(from, to, options).await
     }
 
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> object_store::Result<()> {
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
         self.state.before(Op::Put, to).await?;
         self.inner.rename_opts(from, to, options).await
     }
@@ -453,8 +471,14 @@ mod tests {
         let store = FaultyStore::new(Arc::new(InMemory::new()));
         let a = Path::from("x/data");
         let b = Path::from("x/index");
-        store.put(&a, Bytes::from_static(b"0123456789").into()).await.unwrap();
-        store.put(&b, Bytes::from_static(b"abc").into()).await.unwrap();
+        store
+            .put(&a, Bytes::from_static(b"0123456789").into())
+            .await
+            .unwrap();
+        store
+            .put(&b, Bytes::from_static(b"abc").into())
+            .await
+            .unwrap();
 
         store.inject(Fault::new(Op::Get, FaultKind::Fail).after(1));
         assert!(store.get_range(&a, 0..4).await.is_ok());
@@ -462,8 +486,14 @@ mod tests {
         assert_eq!(store.get_range(&a, 0..4).await.unwrap().as_ref(), b"0123");
 
         store.inject(Fault::new(Op::Get, FaultKind::Truncate(3)).on_path("data"));
-        assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap().as_ref(), b"abc");
-        assert_eq!(store.get(&a).await.unwrap().bytes().await.unwrap().as_ref(), b"0123456");
+        assert_eq!(
+            store.get(&b).await.unwrap().bytes().await.unwrap().as_ref(),
+            b"abc"
+        );
+        assert_eq!(
+            store.get(&a).await.unwrap().bytes().await.unwrap().as_ref(),
+            b"0123456"
+        );
 
         store.inject(Fault::new(Op::Get, FaultKind::FlipByte).times(2));
         for _ in 0..2 {
@@ -507,8 +537,14 @@ mod tests {
     async fn hangs_delay_requests() {
         let store = FaultyStore::new(Arc::new(InMemory::new()));
         let p = Path::from("h");
-        store.put(&p, Bytes::from_static(b"x").into()).await.unwrap();
-        store.inject(Fault::new(Op::Get, FaultKind::Hang(Duration::from_secs(3600))));
+        store
+            .put(&p, Bytes::from_static(b"x").into())
+            .await
+            .unwrap();
+        store.inject(Fault::new(
+            Op::Get,
+            FaultKind::Hang(Duration::from_secs(3600)),
+        ));
         let r = tokio::time::timeout(Duration::from_millis(50), store.get_range(&p, 0..1)).await;
         assert!(r.is_err(), "a hung GET must not complete");
         assert_eq!(store.get_range(&p, 0..1).await.unwrap().as_ref(), b"x");

@@ -113,9 +113,7 @@ impl LedgerIndex {
 
     /// Bytes this index takes in memory (for cache weighting).
     pub fn weight(&self) -> usize {
-        self.rows.len() * std::mem::size_of::<BlockRow>()
-            + self.header.managed_ledger.len()
-            + 256
+        self.rows.len() * std::mem::size_of::<BlockRow>() + self.header.managed_ledger.len() + 256
     }
 }
 
@@ -166,7 +164,9 @@ pub fn decode_index(key: &str, bytes: &[u8]) -> Result<LedgerIndex> {
     }
     let header_len = buf.get_u32_le() as usize;
     if header_len > MAX_HEADER_LEN || buf.len() < header_len + 8 {
-        return Err(bad(format!("index header length {header_len} out of range")));
+        return Err(bad(format!(
+            "index header length {header_len} out of range"
+        )));
     }
     let header: LedgerHeader = serde_json::from_slice(&buf[..header_len])
         .map_err(|e| bad(format!("index header is not valid JSON: {e}")))?;
@@ -588,10 +588,7 @@ mod tests {
         assert!(e.is_corrupt());
 
         // A row that claims one entry fewer: CRC matches, structure does not.
-        let fewer = BlockRow {
-            entries: 2,
-            ..r
-        };
+        let fewer = BlockRow { entries: 2, ..r };
         let e = check_block("k", &fewer, &block).unwrap_err();
         assert!(e.to_string().contains("after the last entry"), "{e}");
 
@@ -645,7 +642,9 @@ mod tests {
             }
 
             let r = rows[rng.random_range(0..rows.len())];
-            let mut block = data.slice(r.offset as usize..r.range().end as usize).to_vec();
+            let mut block = data
+                .slice(r.offset as usize..r.range().end as usize)
+                .to_vec();
             let at = rng.random_range(0..block.len());
             block[at] ^= rng.random_range(1..=255u8);
             assert!(check_block("k", &r, &Bytes::from(block.clone())).is_err());

@@ -24,7 +24,7 @@ pub mod stats;
 pub mod upload;
 
 pub use error::{OffloadError, Result};
-pub use stats::{IoCounts, IoSink, IoStats};
 pub use format::LedgerHeader;
 pub use reader::{ColdLedger, ReaderConfig, ReaderStats, TieredReader};
+pub use stats::{IoCounts, IoSink, IoStats};
 pub use upload::{OffloadedObjects, UploadOptions, delete_objects, upload_ledger, verify};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::retry::{RetryContext, RetryFailure};
+use object_store::{ObjectStore, ObjectStoreExt};
 use rand::Rng;
 use tokio::sync::Semaphore;
 
@@ -157,7 +157,9 @@ pub(crate) struct PartRetry {
 impl object_store::retry::RetryPolicy for PartRetry {
     async fn retry(&self, ctx: RetryContext) -> bool {
         let transient = match ctx.failure {
-            RetryFailure::Status(s) => s.is_server_error() || s.as_u16() == 429 || s.as_u16() == 408,
+            RetryFailure::Status(s) => {
+                s.is_server_error() || s.as_u16() == 429 || s.as_u16() == 408
+            }
             RetryFailure::Transport(_) => true,
             _ => false,
         };
@@ -170,7 +172,10 @@ impl object_store::retry::RetryPolicy for PartRetry {
     }
 }
 
-pub(crate) fn part_retry(policy: &RetryPolicy, io: &IoSink) -> Arc<dyn object_store::retry::RetryPolicy> {
+pub(crate) fn part_retry(
+    policy: &RetryPolicy,
+    io: &IoSink,
+) -> Arc<dyn object_store::retry::RetryPolicy> {
     Arc::new(PartRetry {
         policy: policy.clone(),
         io: io.clone(),

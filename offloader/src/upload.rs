@@ -78,7 +78,10 @@ impl Default for UploadOptions {
 
 /// Paths of a ledger's two objects under its base path.
 pub fn object_paths(base: &Path) -> (Path, Path) {
-    (base.clone().join(DATA_OBJECT), base.clone().join(INDEX_OBJECT))
+    (
+        base.clone().join(DATA_OBJECT),
+        base.clone().join(INDEX_OBJECT),
+    )
 }
 
 /// An open multipart upload and its parts in flight.
@@ -116,10 +119,16 @@ impl DataWriter<'_> {
 
     async fn start_multipart(&mut self) -> Result<()> {
         let key = self.path.as_ref();
-        let opts = PutMultipartOptions::default().with_retry_policy(part_retry(&self.opts.retry, self.io));
-        let upload = with_retry(&self.opts.retry, self.io, "create multipart", key, None, || {
-            self.store.put_multipart_opts(self.path, opts.clone())
-        })
+        let opts =
+            PutMultipartOptions::default().with_retry_policy(part_retry(&self.opts.retry, self.io));
+        let upload = with_retry(
+            &self.opts.retry,
+            self.io,
+            "create multipart",
+            key,
+            None,
+            || self.store.put_multipart_opts(self.path, opts.clone()),
+        )
         .await?;
         self.multipart = Some(Multipart {
             upload,
@@ -141,7 +150,9 @@ impl DataWriter<'_> {
                 Ok(())
             }
             Some(Ok(Err(e))) => Err(OffloadError::store("put part", key, e)),
-            Some(Err(e)) => Err(OffloadError::Other(format!("part upload task of {key}: {e}"))),
+            Some(Err(e)) => Err(OffloadError::Other(format!(
+                "part upload task of {key}: {e}"
+            ))),
         }
     }
 
@@ -231,7 +242,8 @@ impl DataWriter<'_> {
     async fn abort(&mut self) {
         if let Some(mut mp) = self.multipart.take() {
             mp.parts.abort_all();
-            let res = tokio::time::timeout(self.opts.retry.request_timeout, mp.upload.abort()).await;
+            let res =
+                tokio::time::timeout(self.opts.retry.request_timeout, mp.upload.abort()).await;
             if !matches!(res, Ok(Ok(()))) {
                 tracing::warn!(key = %self.path, "aborting a failed multipart upload failed; reconciliation will remove its parts");
             }
@@ -355,7 +367,11 @@ fn parse_key(key: &str) -> Result<Path> {
 
 /// Reads both objects back and checks everything, with the default retry
 /// policy: see [`verify_with`].
-pub async fn verify(store: &Arc<dyn ObjectStore>, objects: &OffloadedObjects, io: &IoSink) -> Result<()> {
+pub async fn verify(
+    store: &Arc<dyn ObjectStore>,
+    objects: &OffloadedObjects,
+    io: &IoSink,
+) -> Result<()> {
     verify_with(store, objects, io, &RetryPolicy::default()).await
 }
 
@@ -408,10 +424,21 @@ pub async fn verify_with(
             ),
         ));
     }
-    let decoded = decode_index(&objects.index_key, &index_bytes).inspect_err(|_| io.corrupt_block())?;
+    let decoded =
+        decode_index(&objects.index_key, &index_bytes).inspect_err(|_| io.corrupt_block())?;
     let h = &decoded.header;
-    let found = (decoded.rows.len() as u64, h.entries, h.payload_bytes, decoded.data_size);
-    let want = (objects.blocks, objects.entries, objects.payload_bytes, objects.data_size);
+    let found = (
+        decoded.rows.len() as u64,
+        h.entries,
+        h.payload_bytes,
+        decoded.data_size,
+    );
+    let want = (
+        objects.blocks,
+        objects.entries,
+        objects.payload_bytes,
+        objects.data_size,
+    );
     if found != want {
         return Err(corrupt(
             &objects.index_key,
@@ -474,11 +501,18 @@ async fn verify_blocks(
 }
 
 /// Deletes both objects under `objects_base`; missing ones are fine.
-pub async fn delete_objects(store: &Arc<dyn ObjectStore>, objects_base: &Path, io: &IoSink) -> Result<()> {
+pub async fn delete_objects(
+    store: &Arc<dyn ObjectStore>,
+    objects_base: &Path,
+    io: &IoSink,
+) -> Result<()> {
     let (data, index) = object_paths(objects_base);
     let policy = RetryPolicy::default();
     for path in [&index, &data] {
-        let res = with_retry(&policy, io, "delete", path.as_ref(), None, || store.delete(path)).await;
+        let res = with_retry(&policy, io, "delete", path.as_ref(), None, || {
+            store.delete(path)
+        })
+        .await;
         io.delete();
         match res {
             Ok(())

@@ -21,7 +21,11 @@ use strata_offloader::{
 };
 
 /// Reads the data object back and checks every entry against what was sent.
-async fn assert_round_trip(store: &Arc<dyn ObjectStore>, objects: &OffloadedObjects, sent: &[(u64, Bytes)]) {
+async fn assert_round_trip(
+    store: &Arc<dyn ObjectStore>,
+    objects: &OffloadedObjects,
+    sent: &[(u64, Bytes)],
+) {
     let (io, stats) = sink();
     verify(store, objects, &io).await.expect("verify");
     assert_eq!(stats.snapshot().corrupt_blocks, 0);
@@ -117,13 +121,25 @@ async fn large_ledger_goes_multipart_with_bounded_parts_and_progress() {
     };
     let (io, stats) = sink();
     let base = base(5);
-    let objects = upload_ledger(&store, &base, &h, stream::iter(sent.clone().into_iter().map(Ok)), &o, &io, &progress)
-        .await
-        .unwrap();
+    let objects = upload_ledger(
+        &store,
+        &base,
+        &h,
+        stream::iter(sent.clone().into_iter().map(Ok)),
+        &o,
+        &io,
+        &progress,
+    )
+    .await
+    .unwrap();
     let parts = objects.data_size.div_ceil(256 << 10);
     // create + one request per part + complete.
     assert_eq!(faulty.requests(Op::Multipart), parts + 2);
-    assert_eq!(faulty.requests(Op::Put), 1, "only the index is a single PUT");
+    assert_eq!(
+        faulty.requests(Op::Put),
+        1,
+        "only the index is a single PUT"
+    );
     assert_eq!(last.load(Ordering::SeqCst), h.payload_bytes);
     assert!(calls.load(Ordering::SeqCst) > 2);
     assert!(stats.snapshot().put_bytes >= objects.data_size + objects.index_size);
@@ -137,33 +153,73 @@ async fn bad_input_is_refused_and_no_index_is_written() {
     let cases: Vec<(&str, Vec<(u64, Bytes)>)> = vec![
         ("gap", vec![sent[0].clone(), sent[2].clone()]),
         ("too few", sent[..2].to_vec()),
-        ("too many", [sent.clone(), vec![(3, Bytes::from_static(b"x"))]].concat()),
+        (
+            "too many",
+            [sent.clone(), vec![(3, Bytes::from_static(b"x"))]].concat(),
+        ),
         ("not from zero", sent[1..].to_vec()),
     ];
     for (name, items) in cases {
         let base = base(6);
         let h = header(6, &sent);
-        let res = upload_ledger(&store, &base, &h, stream::iter(items.into_iter().map(Ok)), &opts(64), &IoSink::default(), &|_| {}).await;
-        assert!(matches!(res, Err(OffloadError::Input(_))), "{name}: {res:?}");
-        assert!(store.head(&base.clone().join("index")).await.is_err(), "{name}: index written");
+        let res = upload_ledger(
+            &store,
+            &base,
+            &h,
+            stream::iter(items.into_iter().map(Ok)),
+            &opts(64),
+            &IoSink::default(),
+            &|_| {},
+        )
+        .await;
+        assert!(
+            matches!(res, Err(OffloadError::Input(_))),
+            "{name}: {res:?}"
+        );
+        assert!(
+            store.head(&base.clone().join("index")).await.is_err(),
+            "{name}: index written"
+        );
     }
     // An error from the source stream is passed on.
     let base = base(6);
     let items = stream::iter(vec![
         Ok(sent[0].clone()),
-        Err(OffloadError::Source { ledger_id: 6, reason: "bookies gone".into() }),
+        Err(OffloadError::Source {
+            ledger_id: 6,
+            reason: "bookies gone".into(),
+        }),
     ]);
-    let res = upload_ledger(&store, &base, &header(6, &sent), items, &opts(64), &IoSink::default(), &|_| {}).await;
+    let res = upload_ledger(
+        &store,
+        &base,
+        &header(6, &sent),
+        items,
+        &opts(64),
+        &IoSink::default(),
+        &|_| {},
+    )
+    .await;
     assert!(matches!(res, Err(OffloadError::Source { .. })), "{res:?}");
 }
 
 /// Replaces an object with other bytes.
 async fn overwrite(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) {
-    store.put(&Path::parse(key).unwrap(), PutPayload::from(bytes)).await.unwrap();
+    store
+        .put(&Path::parse(key).unwrap(), PutPayload::from(bytes))
+        .await
+        .unwrap();
 }
 
 async fn read_all(store: &Arc<dyn ObjectStore>, key: &str) -> Vec<u8> {
-    store.get(&Path::parse(key).unwrap()).await.unwrap().bytes().await.unwrap().to_vec()
+    store
+        .get(&Path::parse(key).unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 fn corrupt_reason(r: Result<(), OffloadError>) -> String {
@@ -216,19 +272,58 @@ async fn verify_catches_damaged_objects_and_wrong_records() {
 
     // Records that do not match the objects.
     for (what, o) in [
-        ("data size", OffloadedObjects { data_size: objects.data_size + 1, ..objects.clone() }),
-        ("index size", OffloadedObjects { index_size: objects.index_size - 1, ..objects.clone() }),
-        ("crc", OffloadedObjects { index_crc32c: objects.index_crc32c ^ 1, ..objects.clone() }),
-        ("blocks", OffloadedObjects { blocks: objects.blocks + 1, ..objects.clone() }),
-        ("entries", OffloadedObjects { entries: objects.entries - 1, ..objects.clone() }),
-        ("payload", OffloadedObjects { payload_bytes: 1, ..objects.clone() }),
+        (
+            "data size",
+            OffloadedObjects {
+                data_size: objects.data_size + 1,
+                ..objects.clone()
+            },
+        ),
+        (
+            "index size",
+            OffloadedObjects {
+                index_size: objects.index_size - 1,
+                ..objects.clone()
+            },
+        ),
+        (
+            "crc",
+            OffloadedObjects {
+                index_crc32c: objects.index_crc32c ^ 1,
+                ..objects.clone()
+            },
+        ),
+        (
+            "blocks",
+            OffloadedObjects {
+                blocks: objects.blocks + 1,
+                ..objects.clone()
+            },
+        ),
+        (
+            "entries",
+            OffloadedObjects {
+                entries: objects.entries - 1,
+                ..objects.clone()
+            },
+        ),
+        (
+            "payload",
+            OffloadedObjects {
+                payload_bytes: 1,
+                ..objects.clone()
+            },
+        ),
     ] {
         let reason = check(o).await;
         assert!(!reason.is_empty(), "{what}");
     }
 
     // A missing object.
-    store.delete(&Path::parse(&objects.data_key).unwrap()).await.unwrap();
+    store
+        .delete(&Path::parse(&objects.data_key).unwrap())
+        .await
+        .unwrap();
     assert!(check(objects.clone()).await.contains("missing"));
 }
 
@@ -242,7 +337,9 @@ async fn verify_catches_a_truncated_response_and_retries_transient_failures() {
     faulty.fail_next(Op::Head, 1);
     faulty.fail_next(Op::Get, 2);
     let (io, stats) = sink();
-    verify_with(&store, &objects, &io, &fast_retry()).await.unwrap();
+    verify_with(&store, &objects, &io, &fast_retry())
+        .await
+        .unwrap();
     assert_eq!(stats.snapshot().retries, 3);
 
     faulty.inject(Fault::new(Op::Get, FaultKind::Truncate(5)).on_path("data"));
@@ -263,14 +360,25 @@ async fn upload_retries_through_transient_put_failures_and_hangs() {
     let sent = entries(&random_sizes(9, 100, 500));
     faulty.fail_next(Op::Put, 2);
     // Taken once the two failures are used up.
-    faulty.inject(Fault::new(Op::Put, FaultKind::Hang(Duration::from_secs(3600))));
+    faulty.inject(Fault::new(
+        Op::Put,
+        FaultKind::Hang(Duration::from_secs(3600)),
+    ));
     let (io, stats) = sink();
     let base = base(9);
     let mut o = opts(4096);
     o.retry.request_timeout = Duration::from_millis(200);
-    let objects = upload_ledger(&store, &base, &header(9, &sent), stream::iter(sent.clone().into_iter().map(Ok)), &o, &io, &|_| {})
-        .await
-        .unwrap();
+    let objects = upload_ledger(
+        &store,
+        &base,
+        &header(9, &sent),
+        stream::iter(sent.clone().into_iter().map(Ok)),
+        &o,
+        &io,
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(stats.snapshot().retries, 3);
     assert_round_trip(&store, &objects, &sent).await;
 }
@@ -282,7 +390,11 @@ async fn a_failed_multipart_upload_is_aborted() {
         let store: Arc<dyn ObjectStore> = faulty.clone();
         let sent = entries(&random_sizes(10, 400, 4000));
         // Request 1 creates the upload; the third part fails.
-        faulty.inject(Fault::new(Op::Multipart, kind.clone()).after(3).on_path("data"));
+        faulty.inject(
+            Fault::new(Op::Multipart, kind.clone())
+                .after(3)
+                .on_path("data"),
+        );
         let o = UploadOptions {
             block_target: 8192,
             part_size: 64 << 10,
@@ -294,11 +406,29 @@ async fn a_failed_multipart_upload_is_aborted() {
             },
         };
         let base = base(10);
-        let res = upload_ledger(&store, &base, &header(10, &sent), stream::iter(sent.into_iter().map(Ok)), &o, &IoSink::default(), &|_| {}).await;
-        assert!(matches!(res, Err(OffloadError::Store { .. })), "{kind:?}: {res:?}");
+        let res = upload_ledger(
+            &store,
+            &base,
+            &header(10, &sent),
+            stream::iter(sent.into_iter().map(Ok)),
+            &o,
+            &IoSink::default(),
+            &|_| {},
+        )
+        .await;
+        assert!(
+            matches!(res, Err(OffloadError::Store { .. })),
+            "{kind:?}: {res:?}"
+        );
         assert_eq!(faulty.aborts(), 1, "{kind:?}");
-        assert!(store.head(&base.clone().join("data")).await.is_err(), "{kind:?}: data object exists");
-        assert!(store.head(&base.clone().join("index")).await.is_err(), "{kind:?}: index written");
+        assert!(
+            store.head(&base.clone().join("data")).await.is_err(),
+            "{kind:?}: data object exists"
+        );
+        assert!(
+            store.head(&base.clone().join("index")).await.is_err(),
+            "{kind:?}: index written"
+        );
     }
 }
 
@@ -315,5 +445,7 @@ async fn delete_removes_both_objects_and_tolerates_missing_ones() {
     for key in [&objects.data_key, &objects.index_key] {
         assert!(store.head(&Path::parse(key).unwrap()).await.is_err());
     }
-    delete_objects(&store, &base, &IoSink::default()).await.unwrap();
+    delete_objects(&store, &base, &IoSink::default())
+        .await
+        .unwrap();
 }

@@ -45,8 +45,8 @@ impl Code for BlockKey {
         }
         let mut k = vec![0u8; len];
         r.read_exact(&mut k).map_err(foyer::Error::io_error)?;
-        let object = String::from_utf8(k)
-            .map_err(|e| foyer::Error::io_error(std::io::Error::other(e)))?;
+        let object =
+            String::from_utf8(k).map_err(|e| foyer::Error::io_error(std::io::Error::other(e)))?;
         let mut block = [0u8; 8];
         r.read_exact(&mut block).map_err(foyer::Error::io_error)?;
         Ok(BlockKey {
@@ -84,7 +84,9 @@ pub(crate) async fn build_cache(
             let device = FsDeviceBuilder::new(dir)
                 .with_capacity(bytes as usize)
                 .build()
-                .map_err(|e| OffloadError::Config(format!("disk cache in {}: {e}", dir.display())))?;
+                .map_err(|e| {
+                    OffloadError::Config(format!("disk cache in {}: {e}", dir.display()))
+                })?;
             // Several foyer blocks even for a small cache; each must hold
             // the largest block we cache (bigger ones stay memory-only).
             let block_size = (bytes / 16).clamp(1 << 20, 16 << 20) as usize;

@@ -93,39 +93,47 @@ impl ColdLedger {
         let Some(b0) = index.block_of(first) else {
             return Err(no_such());
         };
-        // Blocks up to the one holding `last`, or until max_bytes is covered.
-        let mut end = b0;
-        let mut bytes = 0u64;
-        while end < index.rows.len() {
-            let row = &index.rows[end];
-            end += 1;
-            bytes += row.payload_bytes();
-            if row.last_entry() >= last || bytes >= max_bytes as u64 {
-                break;
-            }
-        }
-        let pending = self
-            .reader
-            .request_blocks(&self.shared, b0..end, Purpose::Read);
-        let blocks = try_join_all(pending.into_iter().map(|p| p.get())).await?;
-
         let mut out = Vec::new();
         let mut total = 0usize;
+        let mut b = b0;
         let mut last_block = b0;
-        'blocks: for (i, block) in blocks.into_iter().enumerate() {
-            let row = index.rows[b0 + i];
-            last_block = b0 + i;
-            for e in BlockEntries::new(&self.shared.data_key, row, block)? {
-                let (id, payload) = e?;
-                if id < first {
-                    continue;
+        // Usually one round; another when the estimate below (whole blocks'
+        // payload, including entries before `first`) fell short.
+        'rounds: while b < index.rows.len() {
+            // Blocks up to the one holding `last`, or until max_bytes is covered.
+            let mut end = b;
+            let mut estimate = total as u64;
+            while end < index.rows.len() {
+                let row = &index.rows[end];
+                end += 1;
+                estimate += row.payload_bytes();
+                if row.last_entry() >= last || estimate >= max_bytes as u64 {
+                    break;
                 }
-                if id > last || (!out.is_empty() && total + payload.len() > max_bytes) {
-                    break 'blocks;
-                }
-                total += payload.len();
-                out.push((id, payload));
             }
+            let pending = self
+                .reader
+                .request_blocks(&self.shared, b..end, Purpose::Read);
+            let blocks = try_join_all(pending.into_iter().map(|p| p.get())).await?;
+            for (i, block) in blocks.into_iter().enumerate() {
+                let row = index.rows[b + i];
+                last_block = b + i;
+                for e in BlockEntries::new(&self.shared.data_key, row, block)? {
+                    let (id, payload) = e?;
+                    if id < first {
+                        continue;
+                    }
+                    if id > last || (!out.is_empty() && total + payload.len() > max_bytes) {
+                        break 'rounds;
+                    }
+                    total += payload.len();
+                    out.push((id, payload));
+                }
+            }
+            if out.last().is_some_and(|(id, _)| *id >= last) {
+                break;
+            }
+            b = end;
         }
         let next = out.last().map_or(first, |(id, _)| id + 1);
         self.after_read(first, next, last_block);

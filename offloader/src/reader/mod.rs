@@ -181,7 +181,15 @@ impl TieredReader {
                     if !speculate {
                         return None;
                     }
-                    let r = get_range(&store, &data_path, 0..spec_len, &self.retry, &io, Some(&self.limiter)).await;
+                    let r = get_range(
+                        &store,
+                        &data_path,
+                        0..spec_len,
+                        &self.retry,
+                        &io,
+                        Some(&self.limiter),
+                    )
+                    .await;
                     Some(r)
                 };
                 let (index, spec) =
@@ -195,7 +203,14 @@ impl TieredReader {
                 index
             }
         };
-        Ok(ColdLedger::new(self.clone(), store, data_path, data_key, index, io))
+        Ok(ColdLedger::new(
+            self.clone(),
+            store,
+            data_path,
+            data_key,
+            index,
+            io,
+        ))
     }
 
     /// GETs the index (twice if the first copy is damaged) and checks it.
@@ -209,10 +224,17 @@ impl TieredReader {
         let mut tries = 0;
         loop {
             tries += 1;
-            let got = get_range(store, path, 0..objects.index_size, &self.retry, io, Some(&self.limiter))
-                .await
-                .inspect(|b| self.count_get(b.len()))
-                .and_then(|bytes| check_index(objects, &bytes));
+            let got = get_range(
+                store,
+                path,
+                0..objects.index_size,
+                &self.retry,
+                io,
+                Some(&self.limiter),
+            )
+            .await
+            .inspect(|b| self.count_get(b.len()))
+            .and_then(|bytes| check_index(objects, &bytes));
             match got {
                 Ok(index) => return Ok(Arc::new(index)),
                 Err(e) if e.is_corrupt() => {
@@ -323,7 +345,9 @@ fn check_index(objects: &OffloadedObjects, bytes: &Bytes) -> Result<LedgerIndex>
     if found != want {
         return Err(OffloadError::corrupt(
             key,
-            format!("index holds (blocks, entries, payload, data size) {found:?}, the record says {want:?}"),
+            format!(
+                "index holds (blocks, entries, payload, data size) {found:?}, the record says {want:?}"
+            ),
         ));
     }
     Ok(index)

@@ -13,7 +13,9 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use rand::{Rng, SeedableRng};
 use strata_offloader::retry::RetryPolicy;
-use strata_offloader::{IoSink, IoStats, LedgerHeader, OffloadedObjects, UploadOptions, upload_ledger};
+use strata_offloader::{
+    IoSink, IoStats, LedgerHeader, OffloadedObjects, UploadOptions, upload_ledger,
+};
 
 /// Payload of entry `id`: recognisable bytes that differ per entry.
 pub fn payload(id: u64, len: usize) -> Bytes {
@@ -82,7 +84,10 @@ pub fn local(dir: &tempfile::TempDir) -> Arc<dyn ObjectStore> {
 }
 
 pub fn base(ledger_id: u64) -> Path {
-    Path::from(format!("cold/public/default/t/{ledger_id}-{}", uuid::Uuid::new_v4()))
+    Path::from(format!(
+        "cold/public/default/t/{ledger_id}-{}",
+        uuid::Uuid::new_v4()
+    ))
 }
 
 /// Uploads `entries` under a fresh base path.
