@@ -48,6 +48,23 @@ pub struct OffloadedObjects {
     pub payload_bytes: u64,
 }
 
+impl OffloadedObjects {
+    /// The ledger's base path (what [`delete_objects`] takes).
+    pub fn base_path(&self) -> Result<Path> {
+        let base = self
+            .data_key
+            .strip_suffix(DATA_OBJECT)
+            .and_then(|b| b.strip_suffix('/'))
+            .ok_or_else(|| {
+                OffloadError::Other(format!(
+                    "data key {:?} does not end in /{DATA_OBJECT}",
+                    self.data_key
+                ))
+            })?;
+        parse_key(base)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct UploadOptions {
     /// Size at which a block is closed.

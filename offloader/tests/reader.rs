@@ -424,3 +424,34 @@ async fn reads_work_on_a_local_directory_store() {
         next = got.last().unwrap().0 + 1;
     }
 }
+
+#[tokio::test]
+async fn entries_larger_than_a_disk_cache_block_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 MiB of disk cache is cut into 1 MiB foyer blocks; these entries
+    // (and so their blocks) are bigger and can only be cached in memory.
+    let s = setup(33, &[3 << 20, 10, 2 << 20, 5], 64 << 10).await;
+    let cfg = ReaderConfig {
+        disk_cache_dir: Some(dir.path().to_path_buf()),
+        disk_cache_bytes: 8 << 20,
+        ..config()
+    };
+    let reader = TieredReader::new(cfg.clone()).await.unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    expect(&s.sent, 0, &ledger.read(0, 3, usize::MAX).await.unwrap());
+    expect(&s.sent, 2, &ledger.read(2, 2, 1).await.unwrap());
+    reader.close().await.unwrap();
+    drop(reader);
+    let reader = TieredReader::new(cfg).await.unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    expect(&s.sent, 0, &ledger.read(0, 3, usize::MAX).await.unwrap());
+
+    let too_small = ReaderConfig {
+        disk_cache_bytes: 1 << 20,
+        ..reader.config().clone()
+    };
+    assert!(matches!(
+        TieredReader::new(too_small).await,
+        Err(OffloadError::Config(_))
+    ));
+}

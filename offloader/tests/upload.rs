@@ -438,6 +438,7 @@ async fn delete_removes_both_objects_and_tolerates_missing_ones() {
     let store: Arc<dyn ObjectStore> = faulty.clone();
     let sent = entries(&[10, 20]);
     let (base, objects) = upload(&store, 11, &sent, &opts(4096)).await;
+    assert_eq!(objects.base_path().unwrap(), base);
     faulty.fail_next(Op::Delete, 1);
     let (io, stats) = sink();
     delete_objects(&store, &base, &io).await.unwrap();

@@ -42,6 +42,8 @@ use crate::upload::OffloadedObjects;
 use cache::{BlockCache, BlockKey, Counters};
 use fetch::Inflight;
 
+/// Smallest disk cache: it is cut into at least 8 foyer blocks of ≥ 1 MiB.
+const MIN_DISK_CACHE: u64 = 8 << 20;
 /// Bytes of decoded indexes kept (a 1 GiB ledger's index is ~450 KiB).
 const INDEX_CACHE_BYTES: usize = 32 << 20;
 
@@ -126,6 +128,11 @@ impl TieredReader {
             return Err(OffloadError::Config(
                 "max_concurrent_requests and range_bytes must be above zero".into(),
             ));
+        }
+        if config.disk_cache_dir.is_some() && config.disk_cache_bytes < MIN_DISK_CACHE {
+            return Err(OffloadError::Config(format!(
+                "disk_cache_bytes must be at least {MIN_DISK_CACHE} when a disk cache directory is set"
+            )));
         }
         let disk = config
             .disk_cache_dir
