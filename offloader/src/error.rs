@@ -35,6 +35,10 @@ pub enum OffloadError {
     /// Reading the ledger from bookies for an upload failed.
     #[error("reading ledger {ledger_id} from bookies: {reason}")]
     Source { ledger_id: u64, reason: String },
+    /// The caller handed the uploader something that is not a whole
+    /// ledger (ids out of order, a count that does not match the header).
+    #[error("invalid upload input: {0}")]
+    Input(String),
     #[error("metadata store: {0}")]
     Metadata(#[from] strata_common::metadata::MetadataError),
     #[error("{0}")]

@@ -1,0 +1,274 @@
+//! Retries of single object-store requests: a per-attempt timeout (so a hung
+//! store cannot hang an offload or a read forever), exponential backoff with
+//! jitter, and retrying only what may succeed next time.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::retry::{RetryContext, RetryFailure};
+use object_store::{ObjectStore, ObjectStoreExt};
+use rand::Rng;
+use tokio::sync::Semaphore;
+
+use crate::error::{OffloadError, Result};
+use crate::stats::IoSink;
+
+/// How one request is retried.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// Limit on one attempt (including reading the body).
+    pub request_timeout: Duration,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 5,
+            request_timeout: Duration::from_secs(30),
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `attempt` (1-based): exponential, capped,
+    /// with "equal jitter" so that many clients retrying together spread out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = exp.min(self.max_backoff);
+        let half = capped / 2;
+        let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
+        half + Duration::from_micros(jitter)
+    }
+}
+
+/// Whether a failed request may succeed if repeated. Stores report server
+/// errors (5xx) and connection failures as `Generic` (after their own
+/// retries); everything that names a definite answer (not found, a failed
+/// precondition, denied) will not change by asking again.
+pub fn is_transient(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+pub(crate) fn timeout_error(op: &str, after: Duration) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "strata",
+        source: format!("{op} did not finish within {after:?}").into(),
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or retries run out.
+/// With a `limiter`, each attempt holds one permit (released while backing
+/// off, so a retrying request does not starve others).
+pub async fn with_retry<T, F, Fut>(
+    policy: &RetryPolicy,
+    io: &IoSink,
+    op: &'static str,
+    key: &str,
+    limiter: Option<&Semaphore>,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, object_store::Error>>,
+{
+    let mut tries = 0u32;
+    loop {
+        let permit = match limiter {
+            Some(s) => Some(
+                s.acquire()
+                    .await
+                    .map_err(|_| OffloadError::Other("request limiter closed".into()))?,
+            ),
+            None => None,
+        };
+        let res = tokio::time::timeout(policy.request_timeout, attempt()).await;
+        drop(permit);
+        let err = match res {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => timeout_error(op, policy.request_timeout),
+        };
+        if !is_transient(&err) || tries >= policy.max_retries {
+            return Err(OffloadError::store(op, key, err));
+        }
+        tries += 1;
+        io.retry();
+        tracing::debug!(op, key, attempt = tries, error = %err, "retrying object store request");
+        tokio::time::sleep(policy.backoff(tries)).await;
+    }
+}
+
+/// One ranged GET with retries; a body of the wrong length is corrupt data
+/// (a truncated object or response), not a transient failure.
+pub(crate) async fn get_range(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    range: Range<u64>,
+    policy: &RetryPolicy,
+    io: &IoSink,
+    limiter: Option<&Semaphore>,
+) -> Result<Bytes> {
+    let key = path.as_ref();
+    let want = range.end - range.start;
+    let bytes = with_retry(policy, io, "get", key, limiter, || {
+        store.get_range(path, range.clone())
+    })
+    .await?;
+    io.get(bytes.len() as u64);
+    if bytes.len() as u64 != want {
+        return Err(OffloadError::corrupt(
+            key,
+            format!(
+                "GET of bytes {}..{} returned {} bytes, not {want}",
+                range.start,
+                range.end,
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Retry policy handed to HTTP stores for multipart parts, which cannot be
+/// retried from outside (a repeated `put_part` would be a new part).
+#[derive(Debug)]
+pub(crate) struct PartRetry {
+    pub policy: RetryPolicy,
+    pub io: IoSink,
+}
+
+#[async_trait]
+impl object_store::retry::RetryPolicy for PartRetry {
+    async fn retry(&self, ctx: RetryContext) -> bool {
+        let transient = match ctx.failure {
+            RetryFailure::Status(s) => {
+                s.is_server_error() || s.as_u16() == 429 || s.as_u16() == 408
+            }
+            RetryFailure::Transport(_) => true,
+            _ => false,
+        };
+        if !transient || ctx.attempt > self.policy.max_retries as usize {
+            return false;
+        }
+        self.io.retry();
+        tokio::time::sleep(self.policy.backoff(ctx.attempt as u32)).await;
+        true
+    }
+}
+
+pub(crate) fn part_retry(
+    policy: &RetryPolicy,
+    io: &IoSink,
+) -> Arc<dyn object_store::retry::RetryPolicy> {
+    Arc::new(PartRetry {
+        policy: policy.clone(),
+        io: io.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn generic() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "t",
+            source: "503".into(),
+        }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            request_timeout: Duration::from_millis(100),
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failures_and_timeouts_are_retried() {
+        let calls = AtomicU32::new(0);
+        let stats = crate::IoStats::new();
+        let io = IoSink(vec![stats.clone()]);
+        let v = with_retry(&fast(), &io, "get", "k", None, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(generic()),
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(0)
+                }
+                n => Ok(n),
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(stats.snapshot().retries, 2);
+    }
+
+    #[tokio::test]
+    async fn definite_answers_are_not_retried_and_retries_run_out() {
+        let calls = AtomicU32::new(0);
+        let io = IoSink::default();
+        let e = with_retry(&fast(), &io, "get", "k", None, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(object_store::Error::NotFound {
+                path: "k".into(),
+                source: "gone".into(),
+            })
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            OffloadError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        calls.store(0, Ordering::SeqCst);
+        let e = with_retry(&fast(), &io, "put", "k", None, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(generic())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(e, OffloadError::Store { op: "put", .. }));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            ..fast()
+        };
+        for a in 1..40 {
+            let d = p.backoff(a);
+            assert!(d <= Duration::from_millis(1000), "{a}: {d:?}");
+        }
+        assert!(p.backoff(1) >= Duration::from_millis(50));
+        assert!(p.backoff(10) >= Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,457 @@
+//! The tiered reader against real object_store backends with faults
+//! injected through FaultyStore.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use object_store::ObjectStore;
+use rand::{Rng, SeedableRng};
+use strata_offloader::faulty::{Fault, FaultKind, FaultyStore, Op};
+use strata_offloader::{
+    ColdLedger, IoSink, OffloadError, OffloadedObjects, ReaderConfig, TieredReader,
+};
+
+fn config() -> ReaderConfig {
+    ReaderConfig {
+        memory_cache_bytes: 64 << 20,
+        disk_cache_dir: None,
+        disk_cache_bytes: 0,
+        max_concurrent_requests: 8,
+        range_bytes: 64 << 10,
+        read_ahead_bytes: 0,
+        first_range_bytes: 0,
+        request_timeout: Duration::from_millis(500),
+        max_retries: 4,
+    }
+}
+
+struct Setup {
+    faulty: Arc<FaultyStore>,
+    store: Arc<dyn ObjectStore>,
+    sent: Vec<(u64, Bytes)>,
+    objects: OffloadedObjects,
+}
+
+/// A ledger of `sizes` entries in blocks of about `block` bytes.
+async fn setup(seed: u64, sizes: &[usize], block: usize) -> Setup {
+    let faulty = FaultyStore::new(memory());
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let sent = entries(sizes);
+    let (_, objects) = upload(&store, seed, &sent, &opts(block)).await;
+    faulty.reset_counters();
+    Setup {
+        faulty,
+        store,
+        sent,
+        objects,
+    }
+}
+
+async fn open(
+    reader: &Arc<TieredReader>,
+    s: &Setup,
+) -> (Arc<ColdLedger>, IoSink, Arc<strata_offloader::IoStats>) {
+    let (io, stats) = sink();
+    let ledger = reader
+        .open(s.store.clone(), &s.objects, io.clone())
+        .await
+        .expect("open");
+    (ledger, io, stats)
+}
+
+/// Waits (bounded) until the ledger's read-ahead finished.
+async fn read_ahead_done(ledger: &ColdLedger) {
+    for _ in 0..2000 {
+        if !ledger.read_ahead_running() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("read-ahead did not finish");
+}
+
+fn expect(sent: &[(u64, Bytes)], first: u64, got: &[(u64, Bytes)]) {
+    assert!(!got.is_empty());
+    for (i, (id, payload)) in got.iter().enumerate() {
+        assert_eq!(*id, first + i as u64);
+        assert!(payload == &sent[*id as usize].1, "entry {id} differs");
+    }
+}
+
+#[tokio::test]
+async fn arbitrary_ranges_return_exact_bytes_within_max_bytes() {
+    let sizes = random_sizes(21, 2000, 3000);
+    let s = setup(21, &sizes, 8192).await;
+    let reader = TieredReader::new(config()).await.unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    assert_eq!(ledger.header().entries, 2000);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for _ in 0..300 {
+        let first = rng.random_range(0..2000u64);
+        let last = first + rng.random_range(0..200u64);
+        let max = rng.random_range(0..40_000usize);
+        let got = ledger.read(first, last, max).await.unwrap();
+        expect(&s.sent, first, &got);
+        let end = got.last().unwrap().0;
+        assert!(end <= last.min(1999));
+        let bytes: usize = got.iter().map(|(_, p)| p.len()).sum();
+        if got.len() > 1 {
+            assert!(bytes <= max, "{bytes} > max {max}");
+        }
+        // Stopped early only because the next entry would not fit.
+        if end < last.min(1999) {
+            let next = s.sent[end as usize + 1].1.len();
+            assert!(bytes + next > max, "stopped at {end} with room left");
+        }
+    }
+    // Whole ledger in one read; the end is clamped.
+    let all = ledger.read(0, u64::MAX, usize::MAX).await.unwrap();
+    expect(&s.sent, 0, &all);
+    assert_eq!(all.len(), 2000);
+    // Past the end.
+    for (f, l) in [(2000, 2000), (5000, 6000), (10, 9)] {
+        let r = ledger.read(f, l, 1000).await;
+        assert!(
+            matches!(r, Err(OffloadError::NoSuchEntries { .. })),
+            "{f}..={l}: {r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_read_is_served_from_memory_without_gets() {
+    let s = setup(22, &random_sizes(22, 500, 2000), 4096).await;
+    let reader = TieredReader::new(config()).await.unwrap();
+    let (ledger, _, io) = open(&reader, &s).await;
+    let first = ledger.read(100, 300, usize::MAX).await.unwrap();
+    let gets = s.faulty.requests(Op::Get);
+    assert!(gets >= 2, "index and data were fetched");
+    let before = reader.stats();
+    let again = ledger.read(100, 300, usize::MAX).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(
+        s.faulty.requests(Op::Get),
+        gets,
+        "second read went to the store"
+    );
+    let after = reader.stats();
+    assert!(after.memory_hits > before.memory_hits);
+    assert_eq!(after.misses, before.misses);
+    assert_eq!(io.snapshot().get_requests, gets);
+
+    // A second open of the same ledger finds the index in the cache.
+    let (ledger2, _, _) = open(&reader, &s).await;
+    assert_eq!(reader.stats().index_hits, 1);
+    assert_eq!(ledger2.read(100, 300, usize::MAX).await.unwrap(), first);
+    assert_eq!(s.faulty.requests(Op::Get), gets);
+}
+
+#[tokio::test]
+async fn one_read_of_a_block_costs_one_small_get() {
+    // 4 MiB ledger in 64 KiB blocks.
+    let s = setup(23, &vec![1000; 4000], 64 << 10).await;
+    let reader = TieredReader::new(config()).await.unwrap();
+    let (ledger, _, io) = open(&reader, &s).await;
+    let index_bytes = io.snapshot().get_bytes;
+    ledger.read(2500, 2500, 1).await.unwrap();
+    let c = io.snapshot();
+    assert_eq!(c.get_requests, 2);
+    assert!(
+        c.get_bytes - index_bytes <= 64 << 10,
+        "{} bytes for one entry",
+        c.get_bytes - index_bytes
+    );
+}
+
+#[tokio::test]
+async fn open_fetches_the_first_range_with_the_index() {
+    let s = setup(24, &random_sizes(24, 400, 1000), 4096).await;
+    let reader = TieredReader::new(ReaderConfig {
+        first_range_bytes: 32 << 10,
+        ..config()
+    })
+    .await
+    .unwrap();
+    s.faulty.set_latency(Duration::from_millis(100));
+    let (ledger, _, _) = open(&reader, &s).await;
+    assert_eq!(s.faulty.requests(Op::Get), 2, "index + first range");
+    assert_eq!(
+        s.faulty.max_concurrent_gets(),
+        2,
+        "the two GETs ran together"
+    );
+    let st = reader.stats();
+    assert!(st.speculative_blocks >= 4, "{st:?}");
+    let got = ledger.read(0, 20, usize::MAX).await.unwrap();
+    expect(&s.sent, 0, &got);
+    assert_eq!(
+        s.faulty.requests(Op::Get),
+        2,
+        "the first read needed no GET"
+    );
+}
+
+#[tokio::test]
+async fn sequential_reads_fetch_ahead() {
+    let s = setup(25, &vec![500; 4000], 4096).await;
+    let reader = TieredReader::new(ReaderConfig {
+        read_ahead_bytes: 256 << 10,
+        range_bytes: 64 << 10,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    let mut next = 0u64;
+    let mut fetched_by_reads = 0;
+    while next < 4000 {
+        let before = s.faulty.requests(Op::Get);
+        let got = ledger.read(next, next + 49, usize::MAX).await.unwrap();
+        expect(&s.sent, next, &got);
+        fetched_by_reads += s.faulty.requests(Op::Get) - before;
+        next = got.last().unwrap().0 + 1;
+        read_ahead_done(&ledger).await;
+    }
+    let st = reader.stats();
+    assert!(st.read_ahead_blocks > 0, "{st:?}");
+    // Only the first read waited for the store; read-ahead stayed in front.
+    assert_eq!(fetched_by_reads, 1, "{st:?}");
+    assert!(st.misses <= 8, "only the first read missed: {st:?}");
+
+    // A random read elsewhere does not start read-ahead.
+    let other = TieredReader::new(ReaderConfig {
+        read_ahead_bytes: 256 << 10,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let (l2, _, _) = open(&other, &s).await;
+    l2.read(2000, 2000, 1).await.unwrap();
+    read_ahead_done(&l2).await;
+    assert_eq!(other.stats().read_ahead_blocks, 0);
+}
+
+#[tokio::test]
+async fn concurrent_gets_never_exceed_the_limit() {
+    let s = setup(26, &vec![2000; 3000], 4096).await;
+    let reader = TieredReader::new(ReaderConfig {
+        max_concurrent_requests: 3,
+        range_bytes: 4096,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    s.faulty.reset_counters();
+    s.faulty.set_latency(Duration::from_millis(10));
+    let reads = (0..60u64).map(|i| {
+        let ledger = ledger.clone();
+        async move { ledger.read(i * 50, i * 50 + 3, usize::MAX).await }
+    });
+    for r in futures::future::join_all(reads).await {
+        r.unwrap();
+    }
+    let max = s.faulty.max_concurrent_gets();
+    assert!(max <= 3, "{max} GETs at once");
+    assert!(max >= 2, "reads did not run in parallel at all");
+}
+
+#[tokio::test]
+async fn concurrent_reads_of_one_block_share_one_get() {
+    let s = setup(27, &vec![100; 1000], 4096).await;
+    let reader = TieredReader::new(config()).await.unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    s.faulty.reset_counters();
+    s.faulty.set_latency(Duration::from_millis(50));
+    let reads = (0..10).map(|_| ledger.read(500, 500, 1));
+    for r in futures::future::join_all(reads).await {
+        expect(&s.sent, 500, &r.unwrap());
+    }
+    assert_eq!(s.faulty.requests(Op::Get), 1);
+}
+
+#[tokio::test]
+async fn transient_failures_and_hangs_are_retried() {
+    let s = setup(28, &random_sizes(28, 300, 1000), 4096).await;
+    let reader = TieredReader::new(ReaderConfig {
+        request_timeout: Duration::from_millis(200),
+        ..config()
+    })
+    .await
+    .unwrap();
+    s.faulty.fail_next(Op::Get, 2);
+    s.faulty.inject(Fault::new(
+        Op::Get,
+        FaultKind::Hang(Duration::from_secs(3600)),
+    ));
+    let (ledger, _, io) = open(&reader, &s).await;
+    assert_eq!(io.snapshot().retries, 3);
+    s.faulty.fail_next(Op::Get, 1);
+    s.faulty.inject(Fault::new(
+        Op::Get,
+        FaultKind::Hang(Duration::from_secs(3600)),
+    ));
+    let got = ledger.read(0, 299, usize::MAX).await.unwrap();
+    expect(&s.sent, 0, &got);
+    assert_eq!(io.snapshot().retries, 5);
+
+    // Failures beyond the retries are errors, and the reader recovers.
+    s.faulty
+        .inject(Fault::new(Op::Get, FaultKind::Fail).always());
+    let fresh = TieredReader::new(config()).await.unwrap();
+    let r = fresh
+        .open(s.store.clone(), &s.objects, IoSink::default())
+        .await;
+    assert!(
+        matches!(r, Err(OffloadError::Store { .. })),
+        "{:?}",
+        r.err()
+    );
+    s.faulty.clear_faults();
+    let (l2, _, _) = open(&fresh, &s).await;
+    expect(&s.sent, 7, &l2.read(7, 7, 1).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_damaged_response_is_fetched_again_and_succeeds() {
+    for kind in [FaultKind::FlipByte, FaultKind::Truncate(7)] {
+        let s = setup(29, &random_sizes(29, 300, 1000), 4096).await;
+        let reader = TieredReader::new(config()).await.unwrap();
+        let (ledger, _, io) = open(&reader, &s).await;
+        s.faulty
+            .inject(Fault::new(Op::Get, kind.clone()).on_path("data"));
+        let got = ledger.read(0, 299, usize::MAX).await.unwrap();
+        expect(&s.sent, 0, &got);
+        assert_eq!(io.snapshot().corrupt_blocks, 0, "{kind:?}");
+        assert_eq!(reader.stats().corrupt_blocks, 0, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_persistently_corrupt_block_is_an_error_never_data() {
+    let s = setup(30, &vec![300; 200], 4096).await;
+    let reader = TieredReader::new(config()).await.unwrap();
+    let (ledger, _, io) = open(&reader, &s).await;
+    s.faulty.inject(
+        Fault::new(Op::Get, FaultKind::FlipByte)
+            .always()
+            .on_path("data"),
+    );
+    for _ in 0..2 {
+        let r = ledger.read(20, 20, 1).await;
+        assert!(matches!(r, Err(OffloadError::Corrupt { .. })), "{r:?}");
+    }
+    assert_eq!(io.snapshot().corrupt_blocks, 2);
+    assert_eq!(reader.stats().corrupt_blocks, 2);
+    // Nothing damaged was cached: once the store is healthy the read works.
+    s.faulty.clear_faults();
+    expect(&s.sent, 20, &ledger.read(20, 20, 1).await.unwrap());
+
+    // A damaged index fails the open the same way.
+    s.faulty.inject(
+        Fault::new(Op::Get, FaultKind::FlipByte)
+            .always()
+            .on_path("index"),
+    );
+    let fresh = TieredReader::new(config()).await.unwrap();
+    let r = fresh
+        .open(s.store.clone(), &s.objects, IoSink::default())
+        .await;
+    assert!(
+        matches!(r, Err(OffloadError::Corrupt { .. })),
+        "{:?}",
+        r.err()
+    );
+}
+
+#[tokio::test]
+async fn the_disk_cache_survives_a_new_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(31, &random_sizes(31, 1000, 2000), 8192).await;
+    let cfg = ReaderConfig {
+        memory_cache_bytes: 1 << 20,
+        disk_cache_dir: Some(dir.path().to_path_buf()),
+        disk_cache_bytes: 32 << 20,
+        ..config()
+    };
+    {
+        let reader = TieredReader::new(cfg.clone()).await.unwrap();
+        let (ledger, _, _) = open(&reader, &s).await;
+        expect(&s.sent, 0, &ledger.read(0, 999, usize::MAX).await.unwrap());
+        reader.close().await.unwrap();
+    }
+    s.faulty.reset_counters();
+    let reader = TieredReader::new(cfg).await.unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    let got = ledger.read(0, 999, usize::MAX).await.unwrap();
+    expect(&s.sent, 0, &got);
+    assert_eq!(got.len(), 1000);
+    let st = reader.stats();
+    assert_eq!(
+        s.faulty.requests(Op::Get),
+        1,
+        "only the index was fetched: {st:?}"
+    );
+    assert_eq!(st.misses, 0, "{st:?}");
+    assert!(st.disk_hits > 0, "{st:?}");
+}
+
+#[tokio::test]
+async fn reads_work_on_a_local_directory_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = local(&dir);
+    let sent = entries(&random_sizes(32, 700, 5000));
+    let (_, objects) = upload(&store, 32, &sent, &opts(16 << 10)).await;
+    let reader = TieredReader::new(ReaderConfig {
+        read_ahead_bytes: 128 << 10,
+        first_range_bytes: 64 << 10,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let ledger = reader
+        .open(store, &objects, IoSink::default())
+        .await
+        .unwrap();
+    let mut next = 0;
+    while next < 700 {
+        let got = ledger.read(next, 699, 50_000).await.unwrap();
+        expect(&sent, next, &got);
+        next = got.last().unwrap().0 + 1;
+    }
+}
+
+#[tokio::test]
+async fn entries_larger_than_a_disk_cache_block_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 MiB of disk cache is cut into 1 MiB foyer blocks; these entries
+    // (and so their blocks) are bigger and can only be cached in memory.
+    let s = setup(33, &[3 << 20, 10, 2 << 20, 5], 64 << 10).await;
+    let cfg = ReaderConfig {
+        disk_cache_dir: Some(dir.path().to_path_buf()),
+        disk_cache_bytes: 8 << 20,
+        ..config()
+    };
+    let reader = TieredReader::new(cfg.clone()).await.unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    expect(&s.sent, 0, &ledger.read(0, 3, usize::MAX).await.unwrap());
+    expect(&s.sent, 2, &ledger.read(2, 2, 1).await.unwrap());
+    reader.close().await.unwrap();
+    drop(reader);
+    let reader = TieredReader::new(cfg).await.unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    expect(&s.sent, 0, &ledger.read(0, 3, usize::MAX).await.unwrap());
+
+    let too_small = ReaderConfig {
+        disk_cache_bytes: 1 << 20,
+        ..reader.config().clone()
+    };
+    assert!(matches!(
+        TieredReader::new(too_small).await,
+        Err(OffloadError::Config(_))
+    ));
+}
