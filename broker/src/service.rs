@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use strata_common::metadata::MetadataStore;
-use strata_common::names::TopicName;
 use strata_common::names::NamespaceName;
+use strata_common::names::TopicName;
 use strata_managed_ledger::{ManagedLedgerConfig, ManagedLedgerFactory};
 use strata_offloader::tier::Tier;
 use tokio::sync::OnceCell;
@@ -209,7 +209,9 @@ impl BrokerService {
             }
             match topic.ml.set_config(cfg.clone()) {
                 Ok(()) => topic.ml.trim_soon(),
-                Err(e) => warn!(topic = %topic.name, error = %e, "could not apply namespace policies"),
+                Err(e) => {
+                    warn!(topic = %topic.name, error = %e, "could not apply namespace policies")
+                }
             }
         }
     }

@@ -31,11 +31,9 @@ pub struct OffloaderArgs {
 }
 
 pub async fn run(args: OffloaderArgs) -> anyhow::Result<()> {
-    let url = args
-        .cold
-        .object_store
-        .clone()
-        .context("--object-store is required (e.g. s3://bucket/prefix?endpoint=http://127.0.0.1:9000)")?;
+    let url = args.cold.object_store.clone().context(
+        "--object-store is required (e.g. s3://bucket/prefix?endpoint=http://127.0.0.1:9000)",
+    )?;
     let meta = strata_common::metadata::open(&args.metadata_url)
         .await
         .with_context(|| format!("opening the metadata store {}", args.metadata_url))?;

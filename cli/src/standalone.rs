@@ -58,10 +58,18 @@ pub struct StandaloneArgs {
     pub default_num_partitions: u32,
     /// A ledger rolls over after this many entries (Pulsar's
     /// managedLedgerMaxEntriesPerLedger)...
-    #[arg(long, env = "STRATA_MANAGED_LEDGER_MAX_ENTRIES_PER_LEDGER", default_value_t = 50_000)]
+    #[arg(
+        long,
+        env = "STRATA_MANAGED_LEDGER_MAX_ENTRIES_PER_LEDGER",
+        default_value_t = 50_000
+    )]
     pub managed_ledger_max_entries_per_ledger: u64,
     /// ...or this many MiB (managedLedgerMaxSizePerLedgerMbytes)...
-    #[arg(long, env = "STRATA_MANAGED_LEDGER_MAX_SIZE_PER_LEDGER_MB", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "STRATA_MANAGED_LEDGER_MAX_SIZE_PER_LEDGER_MB",
+        default_value_t = 1024
+    )]
     pub managed_ledger_max_size_per_ledger_mb: u64,
     /// ...but not before it is this old (managedLedgerMinLedgerRolloverTimeMinutes)...
     #[arg(long, env = "STRATA_MANAGED_LEDGER_MIN_LEDGER_ROLLOVER_TIME", default_value = "10s",
@@ -130,13 +138,21 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let cold_url = match &args.cold.object_store {
         Some(url) => url.clone(),
         None => {
-            let dir = std::path::absolute(dir.join("cold")).context("locating the data directory")?;
+            let dir =
+                std::path::absolute(dir.join("cold")).context("locating the data directory")?;
             format!("file://{}", dir.display())
         }
     };
     let stores = cold::open_stores(&cold_url).await?;
     let usage = Usage::new();
-    let tier = cold::start_tier(&args.cold, store.clone(), stores.clone(), usage.clone(), &dir.join("cold-cache")).await?;
+    let tier = cold::start_tier(
+        &args.cold,
+        store.clone(),
+        stores.clone(),
+        usage.clone(),
+        &dir.join("cold-cache"),
+    )
+    .await?;
     let offload_cancel = CancellationToken::new();
     let offloader = cold::start_offloader(
         &args.cold,

@@ -19,10 +19,13 @@ use strata_managed_ledger::{
     Position,
 };
 
+/// Entries of each (managed ledger, ledger) copy.
+type Copies = HashMap<(String, u64), Arc<Vec<Bytes>>>;
+
 /// Ledger copies kept in memory, with switches for failures.
 #[derive(Default)]
 struct FakeTier {
-    copies: Mutex<HashMap<(String, u64), Arc<Vec<Bytes>>>>,
+    copies: Mutex<Copies>,
     corrupt: AtomicBool,
     reads: AtomicU64,
     deletes: Mutex<Vec<u64>>,

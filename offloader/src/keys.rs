@@ -58,10 +58,7 @@ mod tests {
     #[test]
     fn keys_round_trip_and_do_not_overlap() {
         let ml = "public/default/persistent/t";
-        assert_eq!(
-            parse_record(&record(ml, 42)),
-            Some((ml.to_string(), 42))
-        );
+        assert_eq!(parse_record(&record(ml, 42)), Some((ml.to_string(), 42)));
         assert!(record(ml, 9) < record(ml, 10));
         assert!(!record("a/b/persistent/tt", 1).starts_with(&records_of("a/b/persistent/t")));
         assert_eq!(

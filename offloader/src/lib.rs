@@ -19,7 +19,6 @@
 //! - [`tier`]: the cold tier as the broker uses it (reads, deletes, usage,
 //!   scrub, requests).
 
-
 pub mod error;
 pub mod faulty;
 pub mod format;

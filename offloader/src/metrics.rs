@@ -32,13 +32,41 @@ pub struct ColdMetrics {
 impl MetricsSource for ColdMetrics {
     fn render(&self, out: &mut Exposition) {
         if let Some(m) = &self.offloader {
-            out.counter("strata_offload_ledgers_total", "Ledgers offloaded and verified.", m.ledgers_offloaded.get());
-            out.counter("strata_offload_bytes_total", "Object bytes written for verified offloads.", m.bytes_offloaded.get());
-            out.counter("strata_offload_failures_total", "Offload passes that failed (retried later).", m.failures.get());
-            out.counter("strata_offload_bookie_copies_deleted_total", "Bookie copies deleted after the deletion lag.", m.bookie_copies_deleted.get());
-            out.counter("strata_offload_orphans_deleted_total", "Unreferenced objects deleted by reconciliation.", m.orphans_deleted.get());
-            out.counter("strata_offload_stale_records_deleted_total", "Offload records of deleted ledgers removed by reconciliation.", m.stale_records_deleted.get());
-            out.counter("strata_offload_reconcile_runs_total", "Reconciliation passes.", m.reconcile_runs.get());
+            out.counter(
+                "strata_offload_ledgers_total",
+                "Ledgers offloaded and verified.",
+                m.ledgers_offloaded.get(),
+            );
+            out.counter(
+                "strata_offload_bytes_total",
+                "Object bytes written for verified offloads.",
+                m.bytes_offloaded.get(),
+            );
+            out.counter(
+                "strata_offload_failures_total",
+                "Offload passes that failed (retried later).",
+                m.failures.get(),
+            );
+            out.counter(
+                "strata_offload_bookie_copies_deleted_total",
+                "Bookie copies deleted after the deletion lag.",
+                m.bookie_copies_deleted.get(),
+            );
+            out.counter(
+                "strata_offload_orphans_deleted_total",
+                "Unreferenced objects deleted by reconciliation.",
+                m.orphans_deleted.get(),
+            );
+            out.counter(
+                "strata_offload_stale_records_deleted_total",
+                "Offload records of deleted ledgers removed by reconciliation.",
+                m.stale_records_deleted.get(),
+            );
+            out.counter(
+                "strata_offload_reconcile_runs_total",
+                "Reconciliation passes.",
+                m.reconcile_runs.get(),
+            );
         }
         if let Some(t) = &self.tier {
             out.counter(
@@ -48,22 +76,63 @@ impl MetricsSource for ColdMetrics {
             );
             for (ns, (hot, cold)) in t.storage_by_namespace() {
                 let labels = [("namespace", ns.as_str())];
-                out.gauge_with("strata_namespace_hot_storage_bytes", "Bytes a namespace holds on bookies.", &labels, hot as i64);
-                out.gauge_with("strata_namespace_cold_storage_bytes", "Bytes a namespace holds in the cold tier.", &labels, cold as i64);
+                out.gauge_with(
+                    "strata_namespace_hot_storage_bytes",
+                    "Bytes a namespace holds on bookies.",
+                    &labels,
+                    hot as i64,
+                );
+                out.gauge_with(
+                    "strata_namespace_cold_storage_bytes",
+                    "Bytes a namespace holds in the cold tier.",
+                    &labels,
+                    cold as i64,
+                );
             }
         }
         let namespaces = self.usage.namespaces();
         type Field = (&'static str, &'static str, fn(&crate::IoCounts) -> u64);
         const FIELDS: [Field; 7] = [
-            ("strata_cold_put_requests_total", "PUT requests to the object store.", |c| c.put_requests),
-            ("strata_cold_put_bytes_total", "Bytes written to the object store.", |c| c.put_bytes),
-            ("strata_cold_get_requests_total", "GET and HEAD requests to the object store.", |c| c.get_requests),
-            ("strata_cold_get_bytes_total", "Bytes read from the object store.", |c| c.get_bytes),
-            ("strata_cold_delete_requests_total", "DELETE requests to the object store.", |c| c.delete_requests),
-            ("strata_cold_retries_total", "Object-store requests retried.", |c| c.retries),
-            ("strata_cold_corrupt_blocks_total", "Cold blocks that failed verification (never served).", |c| c.corrupt_blocks),
+            (
+                "strata_cold_put_requests_total",
+                "PUT requests to the object store.",
+                |c| c.put_requests,
+            ),
+            (
+                "strata_cold_put_bytes_total",
+                "Bytes written to the object store.",
+                |c| c.put_bytes,
+            ),
+            (
+                "strata_cold_get_requests_total",
+                "GET and HEAD requests to the object store.",
+                |c| c.get_requests,
+            ),
+            (
+                "strata_cold_get_bytes_total",
+                "Bytes read from the object store.",
+                |c| c.get_bytes,
+            ),
+            (
+                "strata_cold_delete_requests_total",
+                "DELETE requests to the object store.",
+                |c| c.delete_requests,
+            ),
+            (
+                "strata_cold_retries_total",
+                "Object-store requests retried.",
+                |c| c.retries,
+            ),
+            (
+                "strata_cold_corrupt_blocks_total",
+                "Cold blocks that failed verification (never served).",
+                |c| c.corrupt_blocks,
+            ),
         ];
-        let snaps: Vec<(String, crate::IoCounts)> = namespaces.iter().map(|(n, s)| (n.clone(), s.snapshot())).collect();
+        let snaps: Vec<(String, crate::IoCounts)> = namespaces
+            .iter()
+            .map(|(n, s)| (n.clone(), s.snapshot()))
+            .collect();
         for (name, help, get) in FIELDS {
             for (ns, c) in &snaps {
                 out.counter_with(name, help, &[("namespace", ns)], get(c));

@@ -44,7 +44,11 @@ pub struct OffloadPolicies {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_managed_ledger_offload_region: Option<String>,
     /// For the `filesystem` driver: the directory.
-    #[serde(default, rename = "fileSystemURI", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "fileSystemURI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_system_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_ledger_offload_prefix: Option<String>,
@@ -60,17 +64,26 @@ impl OffloadPolicies {
         if let Some(v) = self.managed_ledger_offload_threshold_in_bytes
             && v < -1
         {
-            return f("managedLedgerOffloadThresholdInBytes", format!("must be >= -1, got {v}"));
+            return f(
+                "managedLedgerOffloadThresholdInBytes",
+                format!("must be >= -1, got {v}"),
+            );
         }
         if let Some(v) = self.managed_ledger_offload_threshold_in_seconds
             && v < -1
         {
-            return f("managedLedgerOffloadThresholdInSeconds", format!("must be >= -1, got {v}"));
+            return f(
+                "managedLedgerOffloadThresholdInSeconds",
+                format!("must be >= -1, got {v}"),
+            );
         }
         if let Some(v) = self.managed_ledger_offload_deletion_lag_in_millis
             && v < -1
         {
-            return f("managedLedgerOffloadDeletionLagInMillis", format!("must be >= -1, got {v}"));
+            return f(
+                "managedLedgerOffloadDeletionLagInMillis",
+                format!("must be >= -1, got {v}"),
+            );
         }
         if let Err(e) = self.store_url() {
             return f("managedLedgerOffloadDriver", e);
@@ -87,19 +100,39 @@ impl OffloadPolicies {
         let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
         match driver.to_ascii_lowercase().as_str() {
             "aws-s3" | "s3" => {
-                let bucket = pick(&self.s3_managed_ledger_offload_bucket, &self.managed_ledger_offload_bucket)
-                    .filter(|b| !b.is_empty())
-                    .ok_or_else(|| format!("driver {driver} needs a bucket (s3ManagedLedgerOffloadBucket)"))?;
+                let bucket = pick(
+                    &self.s3_managed_ledger_offload_bucket,
+                    &self.managed_ledger_offload_bucket,
+                )
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| {
+                    format!("driver {driver} needs a bucket (s3ManagedLedgerOffloadBucket)")
+                })?;
                 let mut url = format!("s3://{bucket}");
-                if let Some(p) = self.managed_ledger_offload_prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+                if let Some(p) = self
+                    .managed_ledger_offload_prefix
+                    .as_deref()
+                    .map(|p| p.trim_matches('/'))
+                    .filter(|p| !p.is_empty())
+                {
                     url.push('/');
                     url.push_str(p);
                 }
                 let mut query = Vec::new();
-                if let Some(e) = pick(&self.s3_managed_ledger_offload_service_endpoint, &self.managed_ledger_offload_service_endpoint).filter(|e| !e.is_empty()) {
+                if let Some(e) = pick(
+                    &self.s3_managed_ledger_offload_service_endpoint,
+                    &self.managed_ledger_offload_service_endpoint,
+                )
+                .filter(|e| !e.is_empty())
+                {
                     query.push(format!("endpoint={e}"));
                 }
-                if let Some(r) = pick(&self.s3_managed_ledger_offload_region, &self.managed_ledger_offload_region).filter(|r| !r.is_empty()) {
+                if let Some(r) = pick(
+                    &self.s3_managed_ledger_offload_region,
+                    &self.managed_ledger_offload_region,
+                )
+                .filter(|r| !r.is_empty())
+                {
                     query.push(format!("region={r}"));
                 }
                 if !query.is_empty() {
@@ -113,10 +146,18 @@ impl OffloadPolicies {
                     .file_system_uri
                     .clone()
                     .filter(|d| !d.is_empty())
-                    .ok_or_else(|| "driver filesystem needs fileSystemURI (a directory)".to_string())?;
-                Ok(Some(if dir.starts_with("file://") { dir } else { format!("file://{dir}") }))
+                    .ok_or_else(|| {
+                        "driver filesystem needs fileSystemURI (a directory)".to_string()
+                    })?;
+                Ok(Some(if dir.starts_with("file://") {
+                    dir
+                } else {
+                    format!("file://{dir}")
+                }))
             }
-            other => Err(format!("unknown offload driver {other:?} (aws-s3, s3, filesystem)")),
+            other => Err(format!(
+                "unknown offload driver {other:?} (aws-s3, s3, filesystem)"
+            )),
         }
     }
 }
@@ -235,7 +276,12 @@ mod tests {
         let mut current = ledger(4, 100, 0);
         current.closed = false;
         ManagedLedgerInfo {
-            ledgers: vec![ledger(1, 100, 1_000), ledger(2, 100, 2_000), ledger(3, 100, 3_000), current],
+            ledgers: vec![
+                ledger(1, 100, 1_000),
+                ledger(2, 100, 2_000),
+                ledger(3, 100, 3_000),
+                current,
+            ],
             properties: Default::default(),
         }
     }
@@ -252,19 +298,34 @@ mod tests {
     #[test]
     fn size_threshold_keeps_the_newest_bytes() {
         // Current ledger 100 + ledger 3 100 = 200 kept; 1 and 2 go.
-        assert_eq!(candidates(&info(), &policy(Some(200), None), None, 0), vec![1, 2]);
+        assert_eq!(
+            candidates(&info(), &policy(Some(200), None), None, 0),
+            vec![1, 2]
+        );
         // 0: everything closed goes.
-        assert_eq!(candidates(&info(), &policy(Some(0), None), None, 0), vec![1, 2, 3]);
+        assert_eq!(
+            candidates(&info(), &policy(Some(0), None), None, 0),
+            vec![1, 2, 3]
+        );
         assert!(candidates(&info(), &policy(Some(10_000), None), None, 0).is_empty());
         assert!(candidates(&info(), &policy(None, None), None, 0).is_empty());
     }
 
     #[test]
     fn age_threshold_and_requests() {
-        assert_eq!(candidates(&info(), &policy(None, Some(1_500)), None, 4_000), vec![1, 2]);
-        assert_eq!(candidates(&info(), &policy(None, None), Some(3), 0), vec![1, 2]);
+        assert_eq!(
+            candidates(&info(), &policy(None, Some(1_500)), None, 4_000),
+            vec![1, 2]
+        );
+        assert_eq!(
+            candidates(&info(), &policy(None, None), Some(3), 0),
+            vec![1, 2]
+        );
         // A request naming the current ledger takes every closed one.
-        assert_eq!(candidates(&info(), &policy(None, None), Some(4), 0), vec![1, 2, 3]);
+        assert_eq!(
+            candidates(&info(), &policy(None, None), Some(4), 0),
+            vec![1, 2, 3]
+        );
     }
 
     #[test]
@@ -286,12 +347,15 @@ mod tests {
             Some("s3://b/p?endpoint=http://127.0.0.1:9000&region=garage")
         );
         let off: NamespaceOffload = serde_json::from_str("{}").unwrap();
-        assert_eq!(off.effective(), Effective {
-            threshold_bytes: None,
-            threshold_age: None,
-            deletion_lag: Some(DEFAULT_DELETION_LAG),
-            store_url: None,
-        });
+        assert_eq!(
+            off.effective(),
+            Effective {
+                threshold_bytes: None,
+                threshold_age: None,
+                deletion_lag: Some(DEFAULT_DELETION_LAG),
+                store_url: None,
+            }
+        );
         let bad = OffloadPolicies {
             managed_ledger_offload_driver: Some("tape".into()),
             ..Default::default()

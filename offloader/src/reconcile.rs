@@ -57,15 +57,19 @@ impl Offloader {
 
         // Records whose ledger is gone from its topic.
         let mut referenced: HashSet<(String, String)> = HashSet::new();
-        let mut infos: std::collections::HashMap<String, Option<ManagedLedgerInfo>> = Default::default();
+        let mut infos: std::collections::HashMap<String, Option<ManagedLedgerInfo>> =
+            Default::default();
         for kv in meta.list(keys::LEDGERS).await? {
             let Ok(record) = serde_json::from_slice::<OffloadRecord>(&kv.value) else {
                 continue;
             };
             if !infos.contains_key(&record.managed_ledger) {
-                let info = metadata::get_json::<ManagedLedgerInfo>(meta, &ml_keys::managed_ledger(&record.managed_ledger))
-                    .await?
-                    .map(|(i, _)| i);
+                let info = metadata::get_json::<ManagedLedgerInfo>(
+                    meta,
+                    &ml_keys::managed_ledger(&record.managed_ledger),
+                )
+                .await?
+                .map(|(i, _)| i);
                 infos.insert(record.managed_ledger.clone(), info);
             }
             let present = infos[&record.managed_ledger]
@@ -79,7 +83,10 @@ impl Offloader {
             // objects that only the orphan sweep finds.
             if let Ok(store) = inner.stores.get(Some(&record.store_url)).await {
                 let io = inner.usage.sink_for(&record.managed_ledger);
-                if let Err(e) = upload::delete_objects(store.store(), &Path::from(record.base.as_str()), &io).await {
+                if let Err(e) =
+                    upload::delete_objects(store.store(), &Path::from(record.base.as_str()), &io)
+                        .await
+                {
                     warn!(base = %record.base, error = %e, "could not delete a stale record's objects");
                     referenced.insert((record.store_url.clone(), record.base.clone()));
                     continue;
@@ -87,7 +94,9 @@ impl Offloader {
             }
             match meta.delete(&kv.key, Expect::Version(kv.version)).await {
                 Ok(()) => report.stale_records_deleted += 1,
-                Err(e) => warn!(key = %kv.key, error = %e, "could not delete a stale offload record"),
+                Err(e) => {
+                    warn!(key = %kv.key, error = %e, "could not delete a stale offload record")
+                }
             }
         }
 
@@ -97,9 +106,15 @@ impl Offloader {
         for store in inner.stores.all().await {
             let mut orphans: HashSet<Path> = HashSet::new();
             let mut listing = store.store().list(Some(store.prefix()));
-            while let Some(obj) = listing.try_next().await.map_err(|e| OffloadError::store("list", store.prefix(), e))? {
+            while let Some(obj) = listing
+                .try_next()
+                .await
+                .map_err(|e| OffloadError::store("list", store.prefix(), e))?
+            {
                 report.objects += 1;
-                let Some(base) = upload_base(&obj.location) else { continue };
+                let Some(base) = upload_base(&obj.location) else {
+                    continue;
+                };
                 if referenced.contains(&(store.url().to_string(), base.to_string())) {
                     continue;
                 }
@@ -114,7 +129,8 @@ impl Offloader {
                 if self.is_referenced(store.url(), &base).await? {
                     continue;
                 }
-                let io = inner.usage.sink_for(&base.to_string());
+                // Whose they were is unknown: counted in the total only.
+                let io = crate::IoSink(vec![inner.usage.total().clone()]);
                 match upload::delete_objects(store.store(), &base, &io).await {
                     Ok(()) => {
                         report.orphans_deleted += 1;
@@ -125,7 +141,10 @@ impl Offloader {
             }
         }
         inner.metrics.orphans_deleted.inc_by(report.orphans_deleted);
-        inner.metrics.stale_records_deleted.inc_by(report.stale_records_deleted);
+        inner
+            .metrics
+            .stale_records_deleted
+            .inc_by(report.stale_records_deleted);
         inner.metrics.reconcile_runs.inc();
         Ok(report)
     }
@@ -151,7 +170,10 @@ mod tests {
     fn recognizes_upload_objects_only() {
         let u = "0b8e3f2c-7d4e-4c4e-9a0e-1f2d3c4b5a69";
         let p = Path::from(format!("pre/t/ns/topic/12-{u}/data"));
-        assert_eq!(upload_base(&p), Some(Path::from(format!("pre/t/ns/topic/12-{u}"))));
+        assert_eq!(
+            upload_base(&p),
+            Some(Path::from(format!("pre/t/ns/topic/12-{u}")))
+        );
         assert!(upload_base(&Path::from(format!("pre/t/ns/topic/12-{u}/other"))).is_none());
         assert!(upload_base(&Path::from("pre/t/ns/topic/x-y/data")).is_none());
         assert!(upload_base(&Path::from("data")).is_none());

@@ -131,7 +131,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(namespace_of("public/default/persistent/t"), "public/default");
+        assert_eq!(
+            namespace_of("public/default/persistent/t"),
+            "public/default"
+        );
         assert_eq!(
             object_base("acme/logs/persistent/clicks-partition-0", 7, "u"),
             "acme/logs/clicks-partition-0/7-u"

@@ -28,7 +28,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use parking_lot::Mutex;
-use strata_common::metadata::{self, Expect, MetadataStore, PutOptions, Session, Version, WatchEvent};
+use strata_common::metadata::{
+    self, Expect, MetadataStore, PutOptions, Session, Version, WatchEvent,
+};
 use strata_common::paths;
 use strata_ledger::{LedgerClient, LedgerError};
 use strata_managed_ledger::keys as ml_keys;
@@ -116,7 +118,10 @@ impl Offloader {
         let session = meta.session(cfg.session_ttl).await?;
         let inner = Arc::new(Inner {
             metrics: Arc::new(OffloaderMetrics::default()),
-            probed: tokio::sync::Mutex::new(HashSet::from([stores.default_store().url().to_string()])),
+            probed: tokio::sync::Mutex::new(HashSet::from([stores
+                .default_store()
+                .url()
+                .to_string()])),
             cfg,
             meta,
             client,
@@ -127,7 +132,10 @@ impl Offloader {
             wake: Notify::new(),
         });
         let me = Offloader { inner };
-        tokio::spawn(me.clone().watch_loop(ml_keys::MANAGED_LEDGERS, cancel.clone()));
+        tokio::spawn(
+            me.clone()
+                .watch_loop(ml_keys::MANAGED_LEDGERS, cancel.clone()),
+        );
         tokio::spawn(me.clone().watch_loop(keys::REQUESTS, cancel.clone()));
         tokio::spawn(me.clone().timer_loop(cancel.clone()));
         tokio::spawn(me.clone().reconcile_loop(cancel.clone()));
@@ -264,27 +272,21 @@ impl Offloader {
     /// offloader holds the topic.
     pub async fn run_topic(&self, ml: &str) -> Result<()> {
         let meta = self.inner.meta.as_ref();
-        let Some((info, _)) = metadata::get_json::<ManagedLedgerInfo>(meta, &ml_keys::managed_ledger(ml)).await? else {
+        let Some((info, _)) =
+            metadata::get_json::<ManagedLedgerInfo>(meta, &ml_keys::managed_ledger(ml)).await?
+        else {
             return Ok(()); // Deleted.
         };
         let policy = self.policy_of(ml).await?;
         let request = metadata::get_json::<OffloadRequest>(meta, &keys::request(ml)).await?;
         let records = self.records(ml).await?;
-        let now = now_ms();
-        let wanted: Vec<u64> = policy::candidates(&info, &policy, request.as_ref().map(|(r, _)| r.ledger_id), now)
-            .into_iter()
-            .filter(|id| !records.get(id).is_some_and(|(r, _)| r.is_complete()))
-            .collect();
-        let lag_due: Vec<u64> = records
-            .values()
-            .filter(|(r, _)| r.is_complete() && r.bookie_deleted_ms.is_none())
-            .filter(|(r, _)| {
-                policy.deletion_lag.is_some_and(|lag| {
-                    now.saturating_sub(r.completed_ms.unwrap_or(now)) >= lag.as_millis() as u64
-                })
-            })
-            .map(|(r, _)| r.ledger_id)
-            .collect();
+        let (wanted, lag_due) = plan(
+            &info,
+            &policy,
+            request.as_ref().map(|(r, _)| r.ledger_id),
+            &records,
+            now_ms(),
+        );
         if wanted.is_empty() && lag_due.is_empty() && request.is_none() {
             return Ok(());
         }
@@ -292,7 +294,9 @@ impl Offloader {
             debug!(managed_ledger = ml, "another offloader holds the topic");
             return Ok(());
         };
-        let result = self.work(ml, &info, &policy, request, wanted, lag_due).await;
+        let result = self
+            .work(ml, &info, &policy, request, wanted, lag_due)
+            .await;
         if let Err(e) = meta.delete(&keys::lock(ml), Expect::Version(lock)).await {
             debug!(managed_ledger = ml, error = %e, "releasing the offload lock");
         }
@@ -308,14 +312,19 @@ impl Offloader {
         wanted: Vec<u64>,
         lag_due: Vec<u64>,
     ) -> Result<()> {
-        let ledgers: HashMap<u64, &LedgerInfo> = info.ledgers.iter().map(|l| (l.ledger_id, l)).collect();
+        let ledgers: HashMap<u64, &LedgerInfo> =
+            info.ledgers.iter().map(|l| (l.ledger_id, l)).collect();
         let mut status = request.as_ref().map(|(r, _)| OffloadStatus {
             status: RunStatus::Running,
             last_error: String::new(),
             request: r.clone(),
             ledgers_total: wanted.len() as u64,
             ledgers_done: 0,
-            bytes_total: wanted.iter().filter_map(|id| ledgers.get(id)).map(|l| l.size_bytes).sum(),
+            bytes_total: wanted
+                .iter()
+                .filter_map(|id| ledgers.get(id))
+                .map(|l| l.size_bytes)
+                .sum(),
             bytes_done: 0,
             updated_ms: now_ms(),
         });
@@ -332,7 +341,9 @@ impl Offloader {
             let last_report = Arc::new(Mutex::new(std::time::Instant::now()));
             let progress = move |bytes: u64| {
                 // Rate-limited progress for `offload-status`.
-                let Some(mut s) = progress_status.clone() else { return };
+                let Some(mut s) = progress_status.clone() else {
+                    return;
+                };
                 let mut last = last_report.lock();
                 if last.elapsed() < Duration::from_millis(500) {
                     return;
@@ -377,7 +388,11 @@ impl Offloader {
             // Done with it either way (the status says how it went); a
             // newer request (another version) stays for the next pass.
             let _ = req;
-            let _ = self.inner.meta.delete(&keys::request(ml), Expect::Version(version)).await;
+            let _ = self
+                .inner
+                .meta
+                .delete(&keys::request(ml), Expect::Version(version))
+                .await;
         }
         outcome
     }
@@ -402,7 +417,7 @@ impl Offloader {
                 return Ok(());
             }
             Some((old, v)) => {
-                self.delete_upload_objects(&old).await;
+                self.delete_upload_objects(old).await;
                 Expect::Version(v)
             }
             None => Expect::Absent,
@@ -426,7 +441,13 @@ impl Offloader {
         let version = metadata::put_json(meta, &key, &record, expect).await?;
         let started = std::time::Instant::now();
         let result = async {
-            let reader = Arc::new(self.inner.client.open(l.ledger_id).await.map_err(|e| source(l.ledger_id, e))?);
+            let reader = Arc::new(
+                self.inner
+                    .client
+                    .open(l.ledger_id)
+                    .await
+                    .map_err(|e| source(l.ledger_id, e))?,
+            );
             let header = LedgerHeader {
                 ledger_id: l.ledger_id,
                 managed_ledger: ml.to_string(),
@@ -437,7 +458,8 @@ impl Offloader {
                 offloaded_ms: now_ms(),
                 properties: BTreeMap::new(),
             };
-            let per_read = (READ_CHUNK_BYTES / (l.size_bytes / l.entries.max(1)).max(1)).clamp(1, 10_000);
+            let per_read =
+                (READ_CHUNK_BYTES / (l.size_bytes / l.entries.max(1)).max(1)).clamp(1, 10_000);
             let ranges: Vec<(u64, u64)> = (0..l.entries)
                 .step_by(per_read as usize)
                 .map(|first| (first, (first + per_read).min(l.entries) - 1))
@@ -447,20 +469,38 @@ impl Offloader {
                 .map(move |(first, last)| {
                     let reader = reader.clone();
                     async move {
-                        let got = reader.read(first, last).await.map_err(|e| source(ledger_id, e))?;
+                        let got = reader
+                            .read(first, last)
+                            .await
+                            .map_err(|e| source(ledger_id, e))?;
                         if got.len() as u64 != last - first + 1 {
                             return Err(OffloadError::Source {
                                 ledger_id,
-                                reason: format!("asked entries {first}..={last}, got {}", got.len()),
+                                reason: format!(
+                                    "asked entries {first}..={last}, got {}",
+                                    got.len()
+                                ),
                             });
                         }
-                        Ok(stream::iter(got.into_iter().map(|e| Ok::<(u64, Bytes), OffloadError>((e.entry_id, e.payload)))))
+                        Ok(stream::iter(got.into_iter().map(|e| {
+                            Ok::<(u64, Bytes), OffloadError>((e.entry_id, e.payload))
+                        })))
                     }
                 })
                 // Read the next chunk while the current one uploads.
                 .buffered(2)
-                .try_flatten();
-            let objects = upload::upload_ledger(store.store(), &base, &header, entries, &self.inner.cfg.upload, &io, progress).await?;
+                .try_flatten()
+                .boxed();
+            let objects = upload::upload_ledger(
+                store.store(),
+                &base,
+                &header,
+                entries,
+                &self.inner.cfg.upload,
+                &io,
+                progress,
+            )
+            .await?;
             upload::verify(store.store(), &objects, &io).await?;
             Ok::<_, OffloadError>(objects)
         }
@@ -468,7 +508,7 @@ impl Offloader {
         let objects = match result {
             Ok(o) => o,
             Err(e) => {
-                self.delete_upload_objects(&record).await;
+                self.delete_upload_objects(record.clone()).await;
                 let _ = meta.delete(&key, Expect::Version(version)).await;
                 return Err(e);
             }
@@ -480,17 +520,24 @@ impl Offloader {
         if let Err(e) = metadata::put_json(meta, &key, &record, Expect::Version(version)).await {
             // Someone else took over the record (our lock lapsed) or it was
             // deleted by retention: our objects are nobody's.
-            self.delete_upload_objects(&record).await;
+            self.delete_upload_objects(record.clone()).await;
             return Err(e.into());
         }
         let secs = started.elapsed().as_secs_f64();
         self.inner.metrics.ledgers_offloaded.inc();
         self.inner.metrics.bytes_offloaded.inc_by(bytes);
-        info!(managed_ledger = ml, ledger_id = l.ledger_id, bytes, secs, mb_per_s = bytes as f64 / 1e6 / secs.max(1e-9), "ledger offloaded and verified");
+        info!(
+            managed_ledger = ml,
+            ledger_id = l.ledger_id,
+            bytes,
+            secs,
+            mb_per_s = bytes as f64 / 1e6 / secs.max(1e-9),
+            "ledger offloaded and verified"
+        );
         Ok(())
     }
 
-    async fn delete_upload_objects(&self, record: &OffloadRecord) {
+    async fn delete_upload_objects(&self, record: OffloadRecord) {
         let io = self.inner.usage.sink_for(&record.managed_ledger);
         match self.inner.stores.get(Some(&record.store_url)).await {
             Ok(store) => {
@@ -499,7 +546,9 @@ impl Offloader {
                     warn!(base = %record.base, error = %e, "could not delete an upload's objects; reconciliation will");
                 }
             }
-            Err(e) => warn!(store = %record.store_url, error = %e, "could not open a store to delete objects"),
+            Err(e) => {
+                warn!(store = %record.store_url, error = %e, "could not open a store to delete objects")
+            }
         }
     }
 
@@ -507,7 +556,8 @@ impl Offloader {
     async fn delete_bookie_copy(&self, ml: &str, ledger_id: u64) -> Result<()> {
         let meta = self.inner.meta.as_ref();
         let key = keys::record(ml, ledger_id);
-        let Some((mut record, version)) = metadata::get_json::<OffloadRecord>(meta, &key).await? else {
+        let Some((mut record, version)) = metadata::get_json::<OffloadRecord>(meta, &key).await?
+        else {
             return Ok(());
         };
         if !record.is_complete() || record.bookie_deleted_ms.is_some() {
@@ -520,7 +570,10 @@ impl Offloader {
         record.bookie_deleted_ms = Some(now_ms());
         metadata::put_json(meta, &key, &record, Expect::Version(version)).await?;
         self.inner.metrics.bookie_copies_deleted.inc();
-        info!(managed_ledger = ml, ledger_id, "deleted the bookies' copy of an offloaded ledger");
+        info!(
+            managed_ledger = ml,
+            ledger_id, "deleted the bookies' copy of an offloaded ledger"
+        );
         Ok(())
     }
 
@@ -539,7 +592,16 @@ impl Offloader {
             expect: Expect::Absent,
             session: Some(self.inner.session.clone()),
         };
-        match self.inner.meta.put(&keys::lock(ml), Bytes::from(self.inner.cfg.id.clone()), opts).await {
+        match self
+            .inner
+            .meta
+            .put(
+                &keys::lock(ml),
+                Bytes::from(self.inner.cfg.id.clone()),
+                opts,
+            )
+            .await
+        {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_bad_version() => Ok(None),
             Err(e) => Err(e.into()),
@@ -549,7 +611,11 @@ impl Offloader {
     async fn policy_of(&self, ml: &str) -> Result<Effective> {
         let ns = namespace_of(ml);
         let (tenant, namespace) = ns.split_once('/').unwrap_or((&ns, ""));
-        let found = metadata::get_json::<NamespaceOffload>(self.inner.meta.as_ref(), &paths::namespace(tenant, namespace)).await?;
+        let found = metadata::get_json::<NamespaceOffload>(
+            self.inner.meta.as_ref(),
+            &paths::namespace(tenant, namespace),
+        )
+        .await?;
         Ok(found.map(|(n, _)| n).unwrap_or_default().effective())
     }
 
@@ -559,24 +625,58 @@ impl Offloader {
     }
 
     async fn put_status(&self, ml: &str, s: &OffloadStatus) {
-        if let Err(e) = metadata::put_json(self.inner.meta.as_ref(), &keys::status(ml), s, Expect::Any).await {
+        if let Err(e) =
+            metadata::put_json(self.inner.meta.as_ref(), &keys::status(ml), s, Expect::Any).await
+        {
             debug!(managed_ledger = ml, error = %e, "could not write offload status");
         }
     }
 }
 
 /// The offload records of a topic, by ledger id.
-pub async fn records_of(meta: &dyn MetadataStore, ml: &str) -> Result<BTreeMap<u64, (OffloadRecord, Version)>> {
+pub async fn records_of(
+    meta: &dyn MetadataStore,
+    ml: &str,
+) -> Result<BTreeMap<u64, (OffloadRecord, Version)>> {
     let mut out = BTreeMap::new();
     for kv in meta.list(&keys::records_of(ml)).await? {
         match serde_json::from_slice::<OffloadRecord>(&kv.value) {
             Ok(r) => {
                 out.insert(r.ledger_id, (r, kv.version));
             }
-            Err(e) => warn!(key = %kv.key, error = %e, "ignoring an offload record that does not parse"),
+            Err(e) => {
+                warn!(key = %kv.key, error = %e, "ignoring an offload record that does not parse")
+            }
         }
     }
     Ok(out)
+}
+
+/// Which ledgers to offload and whose bookie copy may go now. A plain
+/// function: iterator closures over borrowed records must not live in the
+/// async state machines (they would make them not `Send`).
+fn plan(
+    info: &ManagedLedgerInfo,
+    policy: &Effective,
+    requested_before: Option<u64>,
+    records: &BTreeMap<u64, (OffloadRecord, Version)>,
+    now: u64,
+) -> (Vec<u64>, Vec<u64>) {
+    let wanted = policy::candidates(info, policy, requested_before, now)
+        .into_iter()
+        .filter(|id| !records.get(id).is_some_and(|(r, _)| r.is_complete()))
+        .collect();
+    let lag_due = records
+        .values()
+        .filter(|(r, _)| r.is_complete() && r.bookie_deleted_ms.is_none())
+        .filter(|(r, _)| {
+            policy.deletion_lag.is_some_and(|lag| {
+                now.saturating_sub(r.completed_ms.unwrap_or(now)) >= lag.as_millis() as u64
+            })
+        })
+        .map(|(r, _)| r.ledger_id)
+        .collect();
+    (wanted, lag_due)
 }
 
 fn source(ledger_id: u64, e: LedgerError) -> OffloadError {
@@ -592,4 +692,3 @@ pub(crate) fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-

@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
+use parking_lot::Mutex;
 use serde::Serialize;
 use strata_common::metadata::{self, Expect, MetadataStore};
-use parking_lot::Mutex;
 use strata_common::metrics::Counter;
 use strata_managed_ledger::keys as ml_keys;
 use strata_managed_ledger::{ColdError, ColdLedger, ColdTier, LedgerInfo, ManagedLedgerInfo};
@@ -46,22 +46,41 @@ struct Copy(Arc<ColdCopy>);
 
 #[async_trait]
 impl ColdLedger for Copy {
-    async fn read(&self, first: u64, last: u64, max_bytes: usize) -> Result<Vec<(u64, Bytes)>, ColdError> {
-        self.0.read(first, last, max_bytes).await.map_err(cold_error)
+    async fn read(
+        &self,
+        first: u64,
+        last: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>, ColdError> {
+        self.0
+            .read(first, last, max_bytes)
+            .await
+            .map_err(cold_error)
     }
 }
 
 #[async_trait]
 impl ColdTier for Tier {
-    async fn open(&self, name: &str, ledger_id: u64) -> Result<Option<Arc<dyn ColdLedger>>, ColdError> {
-        let found = metadata::get_json::<OffloadRecord>(self.meta.as_ref(), &keys::record(name, ledger_id))
-            .await
-            .map_err(|e| ColdError::new(false, e.to_string()))?;
-        let Some((record, _)) = found else { return Ok(None) };
+    async fn open(
+        &self,
+        name: &str,
+        ledger_id: u64,
+    ) -> Result<Option<Arc<dyn ColdLedger>>, ColdError> {
+        let found =
+            metadata::get_json::<OffloadRecord>(self.meta.as_ref(), &keys::record(name, ledger_id))
+                .await
+                .map_err(|e| ColdError::new(false, e.to_string()))?;
+        let Some((record, _)) = found else {
+            return Ok(None);
+        };
         let Some(objects) = record.objects.as_ref().filter(|_| record.is_complete()) else {
             return Ok(None);
         };
-        let store = self.stores.get(Some(&record.store_url)).await.map_err(cold_error)?;
+        let store = self
+            .stores
+            .get(Some(&record.store_url))
+            .await
+            .map_err(cold_error)?;
         let copy = self
             .reader
             .open(store.store().clone(), objects, self.usage.sink_for(name))
@@ -127,11 +146,18 @@ impl Tier {
     /// Deletes a ledger's cold copy: objects, then the record.
     pub async fn delete_copy(&self, name: &str, ledger_id: u64) -> Result<()> {
         let key = keys::record(name, ledger_id);
-        let Some((record, version)) = metadata::get_json::<OffloadRecord>(self.meta.as_ref(), &key).await? else {
+        let Some((record, version)) =
+            metadata::get_json::<OffloadRecord>(self.meta.as_ref(), &key).await?
+        else {
             return Ok(());
         };
         let store = self.stores.get(Some(&record.store_url)).await?;
-        upload::delete_objects(store.store(), &Path::from(record.base.as_str()), &self.usage.sink_for(name)).await?;
+        upload::delete_objects(
+            store.store(),
+            &Path::from(record.base.as_str()),
+            &self.usage.sink_for(name),
+        )
+        .await?;
         match self.meta.delete(&key, Expect::Version(version)).await {
             Ok(()) => {}
             // Changed meanwhile (an offload restarted it): reconciliation
@@ -207,7 +233,11 @@ impl Tier {
         let records = records_of(self.meta.as_ref(), name).await?;
         let mut u = TopicUsage::default();
         for l in ledgers {
-            match records.get(&l.ledger_id).map(|(r, _)| r).filter(|r| r.is_complete()) {
+            match records
+                .get(&l.ledger_id)
+                .map(|(r, _)| r)
+                .filter(|r| r.is_complete())
+            {
                 Some(r) => {
                     u.offloaded_ledgers += 1;
                     u.cold_bytes += r.cold_bytes();
@@ -224,7 +254,11 @@ impl Tier {
 
     /// The offload records of a topic, oldest ledger first.
     pub async fn records(&self, name: &str) -> Result<Vec<OffloadRecord>> {
-        Ok(records_of(self.meta.as_ref(), name).await?.into_values().map(|(r, _)| r).collect())
+        Ok(records_of(self.meta.as_ref(), name)
+            .await?
+            .into_values()
+            .map(|(r, _)| r)
+            .collect())
     }
 
     /// Re-verifies every complete cold copy of a topic (sizes, index
@@ -232,24 +266,42 @@ impl Tier {
     pub async fn scrub(&self, name: &str) -> Result<Vec<ScrubResult>> {
         let mut out = Vec::new();
         for (id, (mut record, version)) in records_of(self.meta.as_ref(), name).await? {
-            let Some(objects) = record.objects.clone().filter(|_| record.is_complete()) else { continue };
+            let Some(objects) = record.objects.clone().filter(|_| record.is_complete()) else {
+                continue;
+            };
             let store = self.stores.get(Some(&record.store_url)).await?;
             let result = upload::verify(store.store(), &objects, &self.usage.sink_for(name)).await;
             match &result {
                 Ok(()) => {
                     record.scrubbed_ms = Some(now_ms());
-                    let _ = metadata::put_json(self.meta.as_ref(), &keys::record(name, id), &record, Expect::Version(version)).await;
+                    let _ = metadata::put_json(
+                        self.meta.as_ref(),
+                        &keys::record(name, id),
+                        &record,
+                        Expect::Version(version),
+                    )
+                    .await;
                 }
-                Err(e) => warn!(managed_ledger = name, ledger_id = id, error = %e, "scrub found a bad cold copy"),
+                Err(e) => {
+                    warn!(managed_ledger = name, ledger_id = id, error = %e, "scrub found a bad cold copy")
+                }
             }
-            out.push(ScrubResult { ledger_id: id, ok: result.is_ok(), error: result.err().map(|e| e.to_string()) });
+            out.push(ScrubResult {
+                ledger_id: id,
+                ok: result.is_ok(),
+                error: result.err().map(|e| e.to_string()),
+            });
         }
         Ok(out)
     }
 
     /// Records a manual offload request (the offloader picks it up).
     pub async fn request_offload(&self, name: &str, ledger_id: u64, entry_id: u64) -> Result<()> {
-        let req = OffloadRequest { ledger_id, entry_id, requested_ms: now_ms() };
+        let req = OffloadRequest {
+            ledger_id,
+            entry_id,
+            requested_ms: now_ms(),
+        };
         metadata::put_json(self.meta.as_ref(), &keys::request(name), &req, Expect::Any).await?;
         Ok(())
     }
@@ -266,10 +318,17 @@ impl Tier {
     }
 
     /// The pending request and the last run's status of a topic.
-    pub async fn offload_status(&self, name: &str) -> Result<(Option<OffloadRequest>, Option<OffloadStatus>)> {
+    pub async fn offload_status(
+        &self,
+        name: &str,
+    ) -> Result<(Option<OffloadRequest>, Option<OffloadStatus>)> {
         let meta = self.meta.as_ref();
-        let req = metadata::get_json::<OffloadRequest>(meta, &keys::request(name)).await?.map(|(r, _)| r);
-        let status = metadata::get_json::<OffloadStatus>(meta, &keys::status(name)).await?.map(|(s, _)| s);
+        let req = metadata::get_json::<OffloadRequest>(meta, &keys::request(name))
+            .await?
+            .map(|(r, _)| r);
+        let status = metadata::get_json::<OffloadStatus>(meta, &keys::status(name))
+            .await?
+            .map(|(s, _)| s);
         Ok((req, status))
     }
 }

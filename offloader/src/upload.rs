@@ -464,29 +464,34 @@ pub async fn verify_with(
             ),
         ));
     }
-    futures::stream::iter(group_rows(&decoded.rows, VERIFY_RANGE))
-        .map(|rows| verify_blocks(store, &data, rows, policy, io))
+    // Owned group bounds, not borrowed slices, as the closure's argument: a
+    // closure over `&[BlockRow]` returning a borrowing future makes the
+    // caller's future not `Send` (higher-ranked lifetimes).
+    let rows = &decoded.rows;
+    futures::stream::iter(group_rows(rows, VERIFY_RANGE))
+        .map(|g| verify_blocks(store, &data, &rows[g], policy, io))
         .buffer_unordered(VERIFY_PARALLEL)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
 }
 
-/// Splits rows into runs of whole blocks of about `target` bytes each.
-pub(crate) fn group_rows(rows: &[BlockRow], target: u64) -> Vec<&[BlockRow]> {
+/// Splits rows into runs of whole blocks of about `target` bytes each (as
+/// index ranges into `rows`).
+pub(crate) fn group_rows(rows: &[BlockRow], target: u64) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
     let mut start = 0;
     let mut bytes = 0u64;
     for (i, r) in rows.iter().enumerate() {
         if i > start && bytes + u64::from(r.len) > target {
-            groups.push(&rows[start..i]);
+            groups.push(start..i);
             start = i;
             bytes = 0;
         }
         bytes += u64::from(r.len);
     }
     if start < rows.len() {
-        groups.push(&rows[start..]);
+        groups.push(start..rows.len());
     }
     groups
 }

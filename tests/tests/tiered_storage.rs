@@ -56,7 +56,8 @@ impl Cold {
             "--offload-orphan-grace",
             "0s",
         ];
-        let s = StandaloneProcess::start_with_env(dir.path().join("data"), &flags, &garage.env()).await;
+        let s =
+            StandaloneProcess::start_with_env(dir.path().join("data"), &flags, &garage.env()).await;
         Cold {
             garage,
             prefix: prefix.to_string(),
@@ -72,10 +73,17 @@ impl Cold {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {path}: {status} {text}\n{}", self.s.log_tail());
+        assert!(
+            status.is_success(),
+            "{method} {path}: {status} {text}\n{}",
+            self.s.log_tail()
+        );
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
@@ -101,11 +109,14 @@ impl Cold {
     }
 
     async fn usage(&self, topic: &str) -> Value {
-        self.get(&format!("{}/usage", Self::topic_path(topic))).await
+        self.get(&format!("{}/usage", Self::topic_path(topic)))
+            .await
     }
 
     async fn ledgers(&self, topic: &str) -> Vec<Value> {
-        let st = self.get(&format!("{}/internalStats", Self::topic_path(topic))).await;
+        let st = self
+            .get(&format!("{}/internalStats", Self::topic_path(topic)))
+            .await;
         st["ledgers"].as_array().cloned().unwrap_or_default()
     }
 
@@ -162,28 +173,54 @@ async fn two_hundred_mb_offloaded_and_read_back_from_the_cold_tier() {
     bounded("cold round trip", Duration::from_secs(900), async {
         let c = Cold::start("roundtrip", 32).await;
         let count = "200000";
-        c.script(&["--mode", "produce", "--topic", "big", "--count", count]).await;
+        c.script(&["--mode", "produce", "--topic", "big", "--count", count])
+            .await;
         c.offload_everything().await;
         let offloaded = c.wait_cold_only("big", Duration::from_secs(300)).await;
-        assert!(offloaded >= 5, "200 MB in 32 MB ledgers: {offloaded} offloaded");
+        assert!(
+            offloaded >= 5,
+            "200 MB in 32 MB ledgers: {offloaded} offloaded"
+        );
         let ledgers = c.ledgers("big").await;
-        assert!(ledgers[..ledgers.len() - 1].iter().all(|l| l["offloaded"] == json!(true)), "{ledgers:?}");
+        assert!(
+            ledgers[..ledgers.len() - 1]
+                .iter()
+                .all(|l| l["offloaded"] == json!(true)),
+            "{ledgers:?}"
+        );
         let usage = c.usage("big").await;
         let newest = ledgers.last().unwrap()["size"].as_u64().unwrap();
         assert_eq!(usage["hotBytes"].as_u64().unwrap(), newest, "{usage}");
-        assert!(usage["coldBytes"].as_u64().unwrap() > 190_000_000, "{usage}");
+        assert!(
+            usage["coldBytes"].as_u64().unwrap() > 190_000_000,
+            "{usage}"
+        );
         // Every object in the bucket belongs to an offloaded ledger.
         assert_eq!(c.object_bases().await.len() as u64, offloaded);
 
-        let out = c.script(&["--mode", "consume", "--topic", "big", "--count", count]).await;
+        let out = c
+            .script(&["--mode", "consume", "--topic", "big", "--count", count])
+            .await;
         assert!(out.contains("consumed 200000"), "{out}");
         // The reads came from the cold tier.
         let ns = c.get(&format!("/admin/v2/namespaces/{NS}/usage")).await;
-        assert!(ns["coldRequests"]["getBytes"].as_u64().unwrap() > 190_000_000, "{ns}");
+        assert!(
+            ns["coldRequests"]["getBytes"].as_u64().unwrap() > 190_000_000,
+            "{ns}"
+        );
         let stats = c.get(&format!("{}/stats", Cold::topic_path("big"))).await;
-        assert!(stats["offloadedStorageSize"].as_u64().unwrap() > 190_000_000, "{stats}");
+        assert!(
+            stats["offloadedStorageSize"].as_u64().unwrap() > 190_000_000,
+            "{stats}"
+        );
         // Scrub re-verifies every object.
-        let scrub = c.call(reqwest::Method::POST, &format!("{}/offload/scrub", Cold::topic_path("big")), None).await;
+        let scrub = c
+            .call(
+                reqwest::Method::POST,
+                &format!("{}/offload/scrub", Cold::topic_path("big")),
+                None,
+            )
+            .await;
         let results = scrub.as_array().unwrap();
         assert_eq!(results.len() as u64, offloaded);
         assert!(results.iter().all(|r| r["ok"] == json!(true)), "{scrub}");
@@ -197,14 +234,28 @@ async fn offload_while_producing_and_tailing_loses_and_duplicates_nothing() {
         let c = Cold::start("traffic", 2).await;
         c.offload_everything().await;
         let out = c
-            .script(&["--mode", "tail", "--topic", "live", "--count", "60000", "--rate", "4000"])
+            .script(&[
+                "--mode", "tail", "--topic", "live", "--count", "60000", "--rate", "4000",
+            ])
             .await;
         assert!(out.contains("tailed 60000"), "{out}");
         let u = c.usage("live").await;
-        assert!(u["offloadedLedgers"].as_u64().unwrap() >= 3, "offloads ran during the traffic: {u}");
+        assert!(
+            u["offloadedLedgers"].as_u64().unwrap() >= 3,
+            "offloads ran during the traffic: {u}"
+        );
         c.wait_cold_only("live", Duration::from_secs(120)).await;
         let out = c
-            .script(&["--mode", "consume", "--topic", "live", "--count", "60000", "--subscription", "late"])
+            .script(&[
+                "--mode",
+                "consume",
+                "--topic",
+                "live",
+                "--count",
+                "60000",
+                "--subscription",
+                "late",
+            ])
             .await;
         assert!(out.contains("consumed 60000"), "{out}");
     })
@@ -215,7 +266,8 @@ async fn offload_while_producing_and_tailing_loses_and_duplicates_nothing() {
 async fn sigkill_mid_upload_marks_nothing_offloaded_and_leaves_no_orphan() {
     bounded("offloader crash", Duration::from_secs(900), async {
         let mut c = Cold::start("crash", 48).await;
-        c.script(&["--mode", "produce", "--topic", "crash", "--count", "150000"]).await;
+        c.script(&["--mode", "produce", "--topic", "crash", "--count", "150000"])
+            .await;
         let ledgers = c.ledgers("crash").await;
         assert!(ledgers.len() >= 3, "{ledgers:?}");
         let newest = ledgers.last().unwrap()["ledgerId"].as_u64().unwrap();
@@ -228,33 +280,65 @@ async fn sigkill_mid_upload_marks_nothing_offloaded_and_leaves_no_orphan() {
         .await;
         let started = Instant::now();
         loop {
-            let st = c.get(&format!("{}/offload", Cold::topic_path("crash"))).await;
+            let st = c
+                .get(&format!("{}/offload", Cold::topic_path("crash")))
+                .await;
             let done = st["bytesDone"].as_u64().unwrap_or(0);
             let total = st["bytesTotal"].as_u64().unwrap_or(0);
             if done > 0 && done < total {
                 break;
             }
-            assert!(st["status"] != json!("SUCCESS"), "finished before the kill: {st}");
-            assert!(started.elapsed() < Duration::from_secs(120), "no progress: {st}");
+            assert!(
+                st["status"] != json!("SUCCESS"),
+                "finished before the kill: {st}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no progress: {st}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         c.s.kill();
         c.s.restart().await;
         // Whatever is marked offloaded is complete and verifies.
-        let scrub = c.call(reqwest::Method::POST, &format!("{}/offload/scrub", Cold::topic_path("crash")), None).await;
-        assert!(scrub.as_array().unwrap().iter().all(|r| r["ok"] == json!(true)), "{scrub}");
+        let scrub = c
+            .call(
+                reqwest::Method::POST,
+                &format!("{}/offload/scrub", Cold::topic_path("crash")),
+                None,
+            )
+            .await;
+        assert!(
+            scrub
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["ok"] == json!(true)),
+            "{scrub}"
+        );
         // The request survives the crash and the restarted offloader finishes it.
         let started = Instant::now();
         loop {
-            let st = c.get(&format!("{}/offload", Cold::topic_path("crash"))).await;
+            let st = c
+                .get(&format!("{}/offload", Cold::topic_path("crash")))
+                .await;
             if st["status"] == json!("SUCCESS") {
                 break;
             }
             assert!(st["status"] != json!("ERROR"), "{st}");
-            assert!(started.elapsed() < Duration::from_secs(300), "never finished: {st}\n{}", c.s.log_tail());
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "never finished: {st}\n{}",
+                c.s.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let offloaded = c.ledgers("crash").await.iter().filter(|l| l["offloaded"] == json!(true)).count();
+        let offloaded = c
+            .ledgers("crash")
+            .await
+            .iter()
+            .filter(|l| l["offloaded"] == json!(true))
+            .count();
         assert_eq!(offloaded, ledgers.len() - 1);
         // Reconciliation (every 2 s, no grace) removes the killed upload's objects.
         let started = Instant::now();
@@ -263,10 +347,15 @@ async fn sigkill_mid_upload_marks_nothing_offloaded_and_leaves_no_orphan() {
             if bases.len() == offloaded {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "orphans remain: {bases:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "orphans remain: {bases:?}"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let out = c.script(&["--mode", "consume", "--topic", "crash", "--count", "150000"]).await;
+        let out = c
+            .script(&["--mode", "consume", "--topic", "crash", "--count", "150000"])
+            .await;
         assert!(out.contains("consumed 150000"), "{out}");
     })
     .await;
@@ -277,22 +366,53 @@ async fn retention_removes_consumed_data_from_both_tiers_and_nothing_else() {
     bounded("retention", Duration::from_secs(900), async {
         let c = Cold::start("retention", 4).await;
         // A subscription at the start: its backlog must survive any retention.
-        c.script(&["--mode", "produce", "--topic", "ret", "--count", "0"]).await;
+        c.script(&["--mode", "produce", "--topic", "ret", "--count", "0"])
+            .await;
         let sub = format!("{}/subscription/keeper", Cold::topic_path("ret"));
-        c.call(reqwest::Method::PUT, &sub, Some(json!({"ledgerId": -1, "entryId": -1}))).await;
-        c.script(&["--mode", "produce", "--topic", "ret", "--count", "30000"]).await;
+        c.call(
+            reqwest::Method::PUT,
+            &sub,
+            Some(json!({"ledgerId": -1, "entryId": -1})),
+        )
+        .await;
+        c.script(&["--mode", "produce", "--topic", "ret", "--count", "30000"])
+            .await;
         c.offload_everything().await;
         let offloaded = c.wait_cold_only("ret", Duration::from_secs(180)).await;
         assert!(offloaded >= 4, "{offloaded}");
         let bases_before = c.object_bases().await;
         // Size retention with an unconsumed backlog: nothing goes.
         let retention = format!("/admin/v2/namespaces/{NS}/retention");
-        c.call(reqwest::Method::POST, &retention, Some(json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": 5}))).await;
+        c.call(
+            reqwest::Method::POST,
+            &retention,
+            Some(json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": 5})),
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(c.object_bases().await, bases_before, "retention deleted unconsumed data");
+        assert_eq!(
+            c.object_bases().await,
+            bases_before,
+            "retention deleted unconsumed data"
+        );
         // Consume everything; now size retention keeps about 5 MB.
-        c.script(&["--mode", "consume", "--topic", "ret", "--count", "30000", "--subscription", "keeper"]).await;
-        c.call(reqwest::Method::POST, &retention, Some(json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": 6}))).await;
+        c.script(&[
+            "--mode",
+            "consume",
+            "--topic",
+            "ret",
+            "--count",
+            "30000",
+            "--subscription",
+            "keeper",
+        ])
+        .await;
+        c.call(
+            reqwest::Method::POST,
+            &retention,
+            Some(json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": 6})),
+        )
+        .await;
         let started = Instant::now();
         loop {
             let ledgers = c.ledgers("ret").await;
@@ -300,30 +420,70 @@ async fn retention_removes_consumed_data_from_both_tiers_and_nothing_else() {
             if size <= 12 << 20 {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "size retention did nothing: {ledgers:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "size retention did nothing: {ledgers:?}"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let remaining: BTreeSet<u64> = c.ledgers("ret").await.iter().map(|l| l["ledgerId"].as_u64().unwrap()).collect();
+        let remaining: BTreeSet<u64> = c
+            .ledgers("ret")
+            .await
+            .iter()
+            .map(|l| l["ledgerId"].as_u64().unwrap())
+            .collect();
         let bases = c.object_bases().await;
-        assert!(bases.len() < bases_before.len(), "cold copies not deleted: {bases:?}");
+        assert!(
+            bases.len() < bases_before.len(),
+            "cold copies not deleted: {bases:?}"
+        );
         for b in &bases {
-            let id: u64 = b.rsplit('/').next().unwrap().split('-').next().unwrap().parse().unwrap();
-            assert!(remaining.contains(&id), "object {b} of a deleted ledger remains");
+            let id: u64 = b
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                remaining.contains(&id),
+                "object {b} of a deleted ledger remains"
+            );
         }
         // What is left reads back, from some message on to the end.
         let out = c
-            .script(&["--mode", "consume", "--topic", "ret", "--count", "30000", "--subscription", "reader", "--from-any"])
+            .script(&[
+                "--mode",
+                "consume",
+                "--topic",
+                "ret",
+                "--count",
+                "30000",
+                "--subscription",
+                "reader",
+                "--from-any",
+            ])
             .await;
         assert!(out.contains("consumed"), "{out}");
         // Time retention (one minute, Pulsar's unit) removes the rest of the closed ledgers.
-        c.call(reqwest::Method::POST, &retention, Some(json!({"retentionTimeInMinutes": 1, "retentionSizeInMB": -1}))).await;
+        c.call(
+            reqwest::Method::POST,
+            &retention,
+            Some(json!({"retentionTimeInMinutes": 1, "retentionSizeInMB": -1})),
+        )
+        .await;
         let started = Instant::now();
         loop {
             let ledgers = c.ledgers("ret").await;
             if ledgers.len() == 1 && c.object_bases().await.is_empty() {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(150), "time retention did nothing: {ledgers:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(150),
+                "time retention did nothing: {ledgers:?}"
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })

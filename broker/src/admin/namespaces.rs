@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::Value;
 
 use super::AdminState;
 use super::error::{ApiError, ApiResult, P, Q};
@@ -144,9 +143,8 @@ async fn set_ttl(
 ) -> ApiResult<StatusCode> {
     let ns = namespace_name(&t, &ns)?;
     let ttl = parse_integer(&body, "message_ttl_in_seconds")?;
-    let ttl = i32::try_from(ttl).map_err(|_| {
-        invalid_field("message_ttl_in_seconds", format!("{ttl} is out of range"))
-    })?;
+    let ttl = i32::try_from(ttl)
+        .map_err(|_| invalid_field("message_ttl_in_seconds", format!("{ttl} is out of range")))?;
     s.service
         .update_policies(&ns, |p| {
             p.message_ttl_in_seconds = Some(ttl);

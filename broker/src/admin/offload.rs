@@ -32,7 +32,10 @@ pub fn routes() -> Router<AdminState> {
             &format!("{N}/offloadPolicies"),
             get(get_policies).post(set_policies).delete(remove_policies),
         )
-        .route(&format!("{N}/removeOffloadPolicies"), delete(remove_policies))
+        .route(
+            &format!("{N}/removeOffloadPolicies"),
+            delete(remove_policies),
+        )
         .route(
             &format!("{N}/offloadThreshold"),
             get(get_threshold).put(set_threshold),
@@ -153,10 +156,7 @@ async fn set_threshold_secs(
     .await
 }
 
-async fn get_lag(
-    State(s): State<AdminState>,
-    P((t, ns)): NsPath,
-) -> ApiResult<Json<Option<i64>>> {
+async fn get_lag(State(s): State<AdminState>, P((t, ns)): NsPath) -> ApiResult<Json<Option<i64>>> {
     let p = policies(&s, &t, &ns).await?;
     Ok(Json(
         p.offload_policies
@@ -194,7 +194,9 @@ async fn namespace_usage(
     State(s): State<AdminState>,
     P((t, ns)): NsPath,
 ) -> ApiResult<Json<NamespaceUsage>> {
-    Ok(Json(s.service.namespace_usage(&namespace_name(&t, &ns)?).await?))
+    Ok(Json(
+        s.service.namespace_usage(&namespace_name(&t, &ns)?).await?,
+    ))
 }
 
 async fn trigger(

@@ -16,8 +16,8 @@
 //! on the owning broker instead.
 
 mod namespaces;
-mod policies;
 mod offload;
+mod policies;
 mod subscriptions;
 mod tenants;
 mod topics;
@@ -27,12 +27,12 @@ use serde::de::DeserializeOwned;
 use strata_common::metadata::{self, Expect, MetadataError, Version};
 use strata_common::names::NamespaceName;
 
-pub use policies::{
-    BacklogQuota, BacklogQuotaPolicy, CLUSTER, MAX_PARTITIONS, OffloadPolicies, PartitionedTopicInfo,
-    PersistencePolicies, Policies, PublishRate, RetentionPolicies, TenantInfo, invalid_field,
-    parse_integer, parse_json, parse_partitions,
-};
 pub use offload::{FirstUnoffloaded, NamespaceUsage, OffloadProcessStatus};
+pub use policies::{
+    BacklogQuota, BacklogQuotaPolicy, CLUSTER, MAX_PARTITIONS, OffloadPolicies,
+    PartitionedTopicInfo, PersistencePolicies, Policies, PublishRate, RetentionPolicies,
+    TenantInfo, invalid_field, parse_integer, parse_json, parse_partitions,
+};
 pub use subscriptions::{MessageIdBody, StartAt};
 
 use crate::error::{BrokerError, Result};

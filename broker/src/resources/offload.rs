@@ -139,7 +139,10 @@ impl BrokerService {
         let t = self.admin_topic(topic, false).await?;
         let ledgers = t.ml.stats().ledgers;
         match &self.cold {
-            Some(tier) => tier.topic_usage(t.ml.name(), &ledgers).await.map_err(offload_error),
+            Some(tier) => tier
+                .topic_usage(t.ml.name(), &ledgers)
+                .await
+                .map_err(offload_error),
             None => Ok(TopicUsage {
                 hot_bytes: ledgers.iter().map(|l| l.size_bytes).sum(),
                 ..TopicUsage::default()
@@ -165,7 +168,10 @@ impl BrokerService {
             };
             out.topics += 1;
             let u = match &self.cold {
-                Some(tier) => tier.topic_usage(&name, &info.ledgers).await.map_err(offload_error)?,
+                Some(tier) => tier
+                    .topic_usage(&name, &info.ledgers)
+                    .await
+                    .map_err(offload_error)?,
                 None => TopicUsage {
                     hot_bytes: info.ledgers.iter().map(|l| l.size_bytes).sum(),
                     ..TopicUsage::default()

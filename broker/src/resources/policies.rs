@@ -233,16 +233,23 @@ impl Policies {
         }
         for (field, v) in [
             ("offload_threshold", self.offload_threshold),
-            ("offload_threshold_in_seconds", self.offload_threshold_in_seconds),
-            ("offload_deletion_lag_ms", self.offload_deletion_lag_ms.unwrap_or(-1)),
+            (
+                "offload_threshold_in_seconds",
+                self.offload_threshold_in_seconds,
+            ),
+            (
+                "offload_deletion_lag_ms",
+                self.offload_deletion_lag_ms.unwrap_or(-1),
+            ),
         ] {
             if v < -1 {
                 return Err(invalid_field(field, format!("must be >= -1, got {v}")));
             }
         }
         if let Some(o) = &self.offload_policies {
-            o.validate()
-                .map_err(|(field, reason)| invalid_field(&format!("offload_policies.{field}"), reason))?;
+            o.validate().map_err(|(field, reason)| {
+                invalid_field(&format!("offload_policies.{field}"), reason)
+            })?;
         }
         if let Some(c) = self
             .replication_clusters
@@ -270,7 +277,10 @@ pub fn parse_integer(body: &[u8], field: &str) -> Result<i64, BrokerError> {
     .ok_or_else(|| {
         invalid_field(
             field,
-            format!("expected an integer, got {:?}", String::from_utf8_lossy(body).trim()),
+            format!(
+                "expected an integer, got {:?}",
+                String::from_utf8_lossy(body).trim()
+            ),
         )
     })
 }

@@ -195,7 +195,10 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), AdminError> {
         }
         NamespacesCommand::Usage { namespace } => {
             let ns = namespace_arg(&namespace)?;
-            let body = ctx.client.get(&namespace_path(&ns, &["usage"]), &[]).await?;
+            let body = ctx
+                .client
+                .get(&namespace_path(&ns, &["usage"]), &[])
+                .await?;
             ctx.show(body, render_fields);
         }
     }

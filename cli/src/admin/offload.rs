@@ -27,7 +27,10 @@ pub async fn offload(
         Some(s) => parse::size_bytes("size threshold", s)?,
         None => 0,
     };
-    let stats = ctx.client.get_json(&topic_path(t, &["internalStats"])).await?;
+    let stats = ctx
+        .client
+        .get_json(&topic_path(t, &["internalStats"]))
+        .await?;
     let ledgers: Vec<(u64, u64)> = stats["ledgers"]
         .as_array()
         .map(|ls| {
@@ -47,11 +50,19 @@ pub async fn offload(
         }
     }
     let Some(before) = first_kept else {
-        return Err(AdminError::Invalid(format!("{t} has no ledgers to offload")));
+        return Err(AdminError::Invalid(format!(
+            "{t} has no ledgers to offload"
+        )));
     };
     let body = json!({"ledgerId": before, "entryId": 0, "partitionIndex": -1});
-    let answer = ctx.client.put(&topic_path(t, &["offload"]), Some(&body)).await?;
-    ctx.done(answer, format_args!("offload of {t} requested (ledgers before {before})"));
+    let answer = ctx
+        .client
+        .put(&topic_path(t, &["offload"]), Some(&body))
+        .await?;
+    ctx.done(
+        answer,
+        format_args!("offload of {t} requested (ledgers before {before})"),
+    );
     if wait {
         wait_for(ctx, t).await?;
     }
@@ -119,15 +130,24 @@ fn progress(s: &Value, tty: bool) {
         s["status"].as_str().unwrap_or(""),
     );
     let mut err = std::io::stderr().lock();
-    let _ = if tty { write!(err, "\r{line}") } else { writeln!(err, "{line}") };
+    let _ = if tty {
+        write!(err, "\r{line}")
+    } else {
+        writeln!(err, "{line}")
+    };
     let _ = err.flush();
 }
 
 /// Re-verifies a topic's cold objects; fails if any is bad.
 pub async fn scrub(ctx: &Ctx, t: &TopicName) -> Result<(), AdminError> {
-    let body = ctx.client.post(&topic_path(t, &["offload", "scrub"]), None).await?;
+    let body = ctx
+        .client
+        .post(&topic_path(t, &["offload", "scrub"]), None)
+        .await?;
     let bad = match &body {
-        Body::Json(Value::Array(results)) => results.iter().filter(|r| r["ok"] != json!(true)).count(),
+        Body::Json(Value::Array(results)) => {
+            results.iter().filter(|r| r["ok"] != json!(true)).count()
+        }
         _ => 0,
     };
     ctx.show(body, |v| {
@@ -146,7 +166,9 @@ pub async fn scrub(ctx: &Ctx, t: &TopicName) -> Result<(), AdminError> {
         t.render()
     });
     if bad > 0 {
-        return Err(AdminError::Invalid(format!("{bad} cold copies of {t} failed verification")));
+        return Err(AdminError::Invalid(format!(
+            "{bad} cold copies of {t} failed verification"
+        )));
     }
     Ok(())
 }
@@ -181,7 +203,11 @@ pub struct PolicyArgs {
     pub deletion_lag: Option<String>,
 }
 
-fn signed(what: &str, s: &str, parse: impl Fn(&str) -> Result<i64, AdminError>) -> Result<i64, AdminError> {
+fn signed(
+    what: &str,
+    s: &str,
+    parse: impl Fn(&str) -> Result<i64, AdminError>,
+) -> Result<i64, AdminError> {
     if s.trim() == "-1" {
         return Ok(-1);
     }
@@ -193,11 +219,15 @@ pub fn size_setting(s: &str) -> Result<i64, AdminError> {
 }
 
 pub fn seconds_setting(s: &str) -> Result<i64, AdminError> {
-    signed("time", s, |s| Ok(parse::duration("time", s)?.as_secs() as i64))
+    signed("time", s, |s| {
+        Ok(parse::duration("time", s)?.as_secs() as i64)
+    })
 }
 
 pub fn millis_setting(s: &str) -> Result<i64, AdminError> {
-    signed("lag", s, |s| Ok(parse::duration("lag", s)?.as_millis() as i64))
+    signed("lag", s, |s| {
+        Ok(parse::duration("lag", s)?.as_millis() as i64)
+    })
 }
 
 pub async fn set_policies(ctx: &Ctx, ns: &NamespaceName, a: &PolicyArgs) -> Result<(), AdminError> {
@@ -224,17 +254,29 @@ pub async fn set_policies(ctx: &Ctx, ns: &NamespaceName, a: &PolicyArgs) -> Resu
         put("fileSystemURI", json!(d));
     }
     if let Some(s) = &a.threshold_size {
-        put("managedLedgerOffloadThresholdInBytes", json!(size_setting(s)?));
+        put(
+            "managedLedgerOffloadThresholdInBytes",
+            json!(size_setting(s)?),
+        );
     }
     if let Some(s) = &a.threshold_time {
-        put("managedLedgerOffloadThresholdInSeconds", json!(seconds_setting(s)?));
+        put(
+            "managedLedgerOffloadThresholdInSeconds",
+            json!(seconds_setting(s)?),
+        );
     }
     if let Some(s) = &a.deletion_lag {
-        put("managedLedgerOffloadDeletionLagInMillis", json!(millis_setting(s)?));
+        put(
+            "managedLedgerOffloadDeletionLagInMillis",
+            json!(millis_setting(s)?),
+        );
     }
     let body = ctx
         .client
-        .post(&namespace_path(ns, &["offloadPolicies"]), Some(&Value::Object(p)))
+        .post(
+            &namespace_path(ns, &["offloadPolicies"]),
+            Some(&Value::Object(p)),
+        )
         .await?;
     ctx.done(body, format_args!("set the offload policies of {ns}"));
     Ok(())
