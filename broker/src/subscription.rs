@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use strata_managed_ledger::{ManagedCursor, ManagedLedger, Position};
+use strata_managed_ledger::{ManagedCursor, ManagedLedger, ManagedLedgerError, Position};
 use strata_proto::pulsar::command_subscribe::SubType;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -369,15 +369,22 @@ impl Subscription {
     /// The dispatcher task.
     async fn run(self: Arc<Self>) {
         let mut confirmed = self.ml.subscribe_confirmed();
+        // Pause after a failed round: 500 ms, doubling up to 10 s while the
+        // failure lasts (a corrupt cold block, an unreachable store).
+        let mut pause = std::time::Duration::from_millis(500);
         loop {
             let outcome = match self.dispatch_round().await {
-                Ok(o) => o,
+                Ok(o) => {
+                    pause = std::time::Duration::from_millis(500);
+                    o
+                }
                 Err(e) => {
-                    warn!(subscription = %self.name, topic = %self.ml.name(), error = %e, "dispatch failed; retrying");
+                    warn!(subscription = %self.name, topic = %self.ml.name(), error = %e, retry_in = ?pause, "dispatch failed; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        _ = tokio::time::sleep(pause) => {}
                         _ = self.cancel.cancelled() => return,
                     }
+                    pause = (pause * 2).min(std::time::Duration::from_secs(10));
                     continue;
                 }
             };
@@ -430,11 +437,15 @@ impl Subscription {
                 }
                 let entry = match self.ml.read_entry(pos).await {
                     Ok(e) => e,
-                    Err(e) => {
-                        debug!(position = %pos, error = %e, "replay entry unreadable; dropped");
+                    // Trimmed away: nothing left to redeliver.
+                    Err(e @ ManagedLedgerError::NoSuchEntry(_)) => {
+                        debug!(position = %pos, error = %e, "replay entry gone; dropped");
                         self.forget(&[pos]);
                         continue;
                     }
+                    // Unreadable for now (e.g. the cold tier failed): keep it
+                    // for redelivery and retry the round after a pause.
+                    Err(e) => return Err(e.into()),
                 };
                 let info = EntryInfo::of(&entry.data);
                 match self.pick(pos, &info, &held) {

@@ -332,6 +332,7 @@ impl Offloader {
             self.put_status(ml, s).await;
         }
         let mut outcome = Ok(());
+        let mut lag_due = lag_due;
         for id in &wanted {
             let Some(l) = ledgers.get(id) else { continue };
             let done_before = status.as_ref().map_or(0, |s| s.bytes_done);
@@ -357,6 +358,20 @@ impl Offloader {
             };
             match self.offload_ledger(ml, l, policy, &progress).await {
                 Ok(()) => {
+                    // The bookies' copy goes now (no lag) or when its lag
+                    // has passed, rather than at the next full scan.
+                    match policy.deletion_lag {
+                        Some(lag) if lag.is_zero() => lag_due.push(*id),
+                        Some(lag) if lag < self.inner.cfg.scan_interval => {
+                            let me = self.clone();
+                            let ml = ml.to_string();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(lag).await;
+                                me.enqueue(&ml);
+                            });
+                        }
+                        _ => {}
+                    }
                     if let Some(s) = &mut status {
                         s.ledgers_done += 1;
                         s.bytes_done = done_before + l.size_bytes;

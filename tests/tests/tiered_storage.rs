@@ -404,7 +404,13 @@ async fn retention_removes_consumed_data_from_both_tiers_and_nothing_else() {
             bases_before,
             "retention deleted unconsumed data"
         );
-        // Consume everything; now size retention keeps about 5 MB.
+        // Size retention of 12 MB, then consume everything: about 12 MB stay.
+        c.call(
+            reqwest::Method::POST,
+            &retention,
+            Some(json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": 12})),
+        )
+        .await;
         c.script(&[
             "--mode",
             "consume",
@@ -415,12 +421,6 @@ async fn retention_removes_consumed_data_from_both_tiers_and_nothing_else() {
             "--subscription",
             "keeper",
         ])
-        .await;
-        c.call(
-            reqwest::Method::POST,
-            &retention,
-            Some(json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": 6})),
-        )
         .await;
         // Trimming takes ledgers out of the topic first, then deletes their
         // copies: wait for both.
@@ -490,6 +490,71 @@ async fn retention_removes_consumed_data_from_both_tiers_and_nothing_else() {
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    })
+    .await;
+}
+
+/// `strata perf cold-read` runs end to end and reports every figure (the
+/// targets themselves are measured by hand on a quiet machine, not here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_cold_read_reports_every_figure() {
+    bounded("perf cold-read", Duration::from_secs(600), async {
+        let c = Cold::start("perf", 8).await;
+        let store = c.garage.url("perf");
+        let out = tokio::time::timeout(
+            Duration::from_secs(420),
+            tokio::process::Command::new(strata_tests::bookie::strata_binary())
+                .args([
+                    "perf",
+                    "cold-read",
+                    "--url",
+                    c.s.service_url(),
+                    "--admin-url",
+                    c.s.admin_url(),
+                ])
+                .args([
+                    "--object-store",
+                    store.as_str(),
+                    "--size-mb",
+                    "24",
+                    "--json",
+                ])
+                .envs(c.garage.env())
+                .env("STRATA_LOG", "warn")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("perf cold-read finishes")
+        .expect("run strata perf");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "perf cold-read failed:\n{}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.s.log_tail()
+        );
+        let r: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"));
+        for field in [
+            "offload_mb_per_sec",
+            "cold_read_mb_per_sec",
+            "cold_first_message_ms",
+            "warm_read_mb_per_sec",
+            "warm_first_message_ms",
+            "raw_get_mb_per_sec",
+            "raw_ranged_get_ms",
+            "cold_vs_raw",
+            "warm_vs_cold",
+            "first_message_vs_ranged_get",
+        ] {
+            let v = r[field].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{field} = {v} in {r}");
+        }
+        assert!(r["data_bytes"].as_u64().unwrap() >= 24_000_000, "{r}");
+        assert!(r["offloaded_bytes"].as_u64().unwrap() >= 24_000_000, "{r}");
+        assert!(r["raw_bytes"].as_u64().unwrap() >= 24_000_000, "{r}");
+        assert!(r["machine"]["cores"].as_u64().unwrap() >= 1, "{r}");
     })
     .await;
 }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod bookie;
+mod cold;
 mod raw;
 mod report;
 mod topics;
@@ -28,6 +29,8 @@ pub enum PerfCommand {
     E2e(Box<workload::WorkloadArgs>),
     /// Load many idle topics; report broker memory per topic.
     Topics(Box<topics::TopicsArgs>),
+    /// Write, offload and read back from the cold tier; compare with raw GETs.
+    ColdRead(Box<cold::ColdReadArgs>),
 }
 
 pub async fn run(cmd: PerfCommand) -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ pub async fn run(cmd: PerfCommand) -> anyhow::Result<()> {
         PerfCommand::Consume(args) => workload::run(workload::Mode::Consume, *args).await,
         PerfCommand::E2e(args) => workload::run(workload::Mode::EndToEnd, *args).await,
         PerfCommand::Topics(args) => topics::run(*args).await,
+        PerfCommand::ColdRead(args) => cold::run(*args).await,
     }
 }

@@ -1,0 +1,374 @@
+//! `strata perf cold-read`: how fast data comes back from the cold tier.
+//!
+//! Writes N MB to a fresh topic in namespace `public/strata-perf-cold`,
+//! offloads all of it (deletion lag 0, so the bookies' copies go and reads
+//! must use the cold tier), then reads it from earliest twice: with a cold
+//! block cache and with a warm one. In the same run it measures what the
+//! object store gives a plain `object_store` client on the same objects:
+//! GET throughput with the reader's range size and parallelism, and the
+//! latency of one small ranged GET. Reports the ratios the targets are
+//! about: cold read / raw GET, warm / cold, first cold message / one ranged
+//! GET, and offload MB/s.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use futures::{StreamExt, TryStreamExt};
+use hyper::Method;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+use serde_json::Value;
+use strata_client::{Client, ClientOptions, ConsumerOptions, InitialPosition, ProducerOptions};
+use strata_offloader::store::ColdStore;
+
+use super::admin::http;
+use super::report::Machine;
+
+const NAMESPACE: &str = "public/strata-perf-cold";
+
+#[derive(Args, Debug)]
+pub struct ColdReadArgs {
+    /// Broker service URL.
+    #[arg(long, default_value = "pulsar://127.0.0.1:6650")]
+    pub url: String,
+    /// Broker admin URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub admin_url: String,
+    /// The broker's cold tier (as `strata standalone` prints it at start:
+    /// `cold tier: URL`), for the raw baseline; credentials as the server's.
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: String,
+    /// Megabytes to write, offload and read back.
+    #[arg(long, default_value_t = 256)]
+    pub size_mb: u64,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Topic name in public/strata-perf-cold (default: a fresh one).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Parallel GETs of the raw baseline (the tiered reader's default limit).
+    #[arg(long, default_value_t = 16)]
+    pub raw_concurrency: usize,
+    /// Bytes per ranged GET of the raw baseline (the reader's default).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub raw_range_bytes: u64,
+    /// Give up on any phase after this long.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ColdReadReport {
+    pub machine: Machine,
+    pub topic: String,
+    pub messages: u64,
+    pub message_size: usize,
+    pub data_bytes: u64,
+    /// Bytes the offloader moved (from its status) and how fast.
+    pub offloaded_bytes: u64,
+    pub offload_secs: f64,
+    pub offload_mb_per_sec: f64,
+    pub cold_read_mb_per_sec: f64,
+    pub cold_first_message_ms: f64,
+    pub warm_read_mb_per_sec: f64,
+    pub warm_first_message_ms: f64,
+    pub raw_get_mb_per_sec: f64,
+    pub raw_ranged_get_ms: f64,
+    pub raw_objects: usize,
+    pub raw_bytes: u64,
+    /// cold read / raw GET (target ≥ 0.8).
+    pub cold_vs_raw: f64,
+    /// warm read / cold read (target ≥ 3).
+    pub warm_vs_cold: f64,
+    /// first cold message / one raw ranged GET (target < 2).
+    pub first_message_vs_ranged_get: f64,
+}
+
+pub async fn run(args: ColdReadArgs) -> anyhow::Result<()> {
+    let report = measure(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn mb(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs.max(1e-9)
+}
+
+async fn admin(
+    args: &ColdReadArgs,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<Value> {
+    let url = format!("{}{path}", args.admin_url.trim_end_matches('/'));
+    let (status, text) = http(method.clone(), &url, body).await?;
+    if !status.is_success() {
+        bail!("{method} {url} answered {status}: {}", text.trim());
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
+    let local = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("cold-{}", uuid::Uuid::new_v4().simple()));
+    let topic = format!("persistent://{NAMESPACE}/{local}");
+    let tpath = format!("/admin/v2/persistent/{NAMESPACE}/{local}");
+    // Its own namespace, with no deletion lag.
+    let ns_url = format!(
+        "{}/admin/v2/namespaces/{NAMESPACE}",
+        args.admin_url.trim_end_matches('/')
+    );
+    let (status, text) = http(Method::PUT, &ns_url, Some("{}".into())).await?;
+    if !status.is_success() && status.as_u16() != 409 {
+        bail!("PUT {ns_url} answered {status}: {}", text.trim());
+    }
+    admin(
+        args,
+        Method::PUT,
+        &format!("/admin/v2/namespaces/{NAMESPACE}/offloadDeletionLagMs"),
+        Some("0".into()),
+    )
+    .await?;
+
+    // 1. Write.
+    let client = Client::connect(&args.url, ClientOptions::default()).await?;
+    let messages = (args.size_mb * 1_000_000).div_ceil(args.size.max(1) as u64);
+    let producer = client
+        .create_producer(
+            &topic,
+            ProducerOptions {
+                batch_max_messages: 1000,
+                batch_max_bytes: 1 << 20,
+                batch_max_delay: Duration::from_millis(5),
+                ..ProducerOptions::default()
+            },
+        )
+        .await?;
+    let mut payload = vec![0u8; args.size.max(16)];
+    let mut pending = futures::stream::FuturesOrdered::new();
+    for i in 0..messages {
+        payload[..8].copy_from_slice(&i.to_be_bytes());
+        pending.push_back(producer.send(&payload).await?);
+        if pending.len() >= 20_000 {
+            pending.next().await.context("receipt")??;
+        }
+    }
+    producer.flush().await?;
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    producer.close().await?;
+    let data_bytes = messages * payload.len() as u64;
+
+    // 2. Seal the ledger (unload), offload everything, wait for cold-only.
+    admin(args, Method::PUT, &format!("{tpath}/unload"), None).await?;
+    let started = Instant::now();
+    admin(
+        args,
+        Method::PUT,
+        &format!("{tpath}/offload"),
+        Some(format!(r#"{{"ledgerId":{},"entryId":0}}"#, i64::MAX)),
+    )
+    .await?;
+    let status = loop {
+        let s = admin(args, Method::GET, &format!("{tpath}/offload"), None).await?;
+        match s["status"].as_str() {
+            Some("SUCCESS") => break s,
+            Some("ERROR") => bail!("offload failed: {}", s["lastError"]),
+            _ if started.elapsed() > args.timeout => bail!("offload did not finish: {s}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let offload_secs = started.elapsed().as_secs_f64();
+    let offloaded_bytes = status["bytesTotal"].as_u64().unwrap_or(0);
+    loop {
+        let u = admin(args, Method::GET, &format!("{tpath}/usage"), None).await?;
+        let (done, only) = (
+            u["offloadedLedgers"].as_u64().unwrap_or(0),
+            u["coldOnlyLedgers"].as_u64().unwrap_or(0),
+        );
+        if done > 0 && only == done {
+            break;
+        }
+        if started.elapsed() > args.timeout {
+            bail!("the bookies' copies were not deleted: {u}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Drop the broker's entry cache of the topic.
+    admin(args, Method::PUT, &format!("{tpath}/unload"), None).await?;
+
+    // 3. Cold, then warm reads.
+    let (cold_secs, cold_first) = read_all(&client, &topic, "cold", messages, args.timeout).await?;
+    let (warm_secs, warm_first) = read_all(&client, &topic, "warm", messages, args.timeout).await?;
+    client.close().await;
+
+    // 4. The raw baseline on the same objects.
+    let store = ColdStore::open(&args.object_store).await?;
+    let dir = store.path(&format!("{NAMESPACE}/{local}"));
+    let objects: Vec<_> = store
+        .store()
+        .list(Some(&dir))
+        .try_collect::<Vec<_>>()
+        .await
+        .context("listing the topic's objects")?
+        .into_iter()
+        .filter(|o| o.location.filename() == Some("data"))
+        .collect();
+    if objects.is_empty() {
+        bail!(
+            "no data objects under {dir} in {}: is --object-store the broker's cold tier?",
+            args.object_store
+        );
+    }
+    let mut ranges = Vec::new();
+    for o in &objects {
+        let mut at = 0;
+        while at < o.size {
+            let end = (at + args.raw_range_bytes).min(o.size);
+            ranges.push((o.location.clone(), at..end));
+            at = end;
+        }
+    }
+    let raw_bytes: u64 = objects.iter().map(|o| o.size).sum();
+    let started = Instant::now();
+    futures::stream::iter(ranges)
+        .map(|(p, r)| {
+            let s = store.store().clone();
+            async move { s.get_range(&p, r).await }
+        })
+        .buffer_unordered(args.raw_concurrency.max(1))
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .context("raw GETs")?;
+    let raw_secs = started.elapsed().as_secs_f64();
+    let mut ranged = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        store
+            .store()
+            .get_range(&objects[0].location, 0..(64 << 10).min(objects[0].size))
+            .await?;
+        ranged.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ranged.sort_by(f64::total_cmp);
+    let raw_ranged_get_ms = ranged[ranged.len() / 2];
+
+    let cold = mb(data_bytes, cold_secs);
+    let warm = mb(data_bytes, warm_secs);
+    let raw = mb(raw_bytes, raw_secs);
+    Ok(ColdReadReport {
+        machine: Machine::describe(),
+        topic,
+        messages,
+        message_size: payload.len(),
+        data_bytes,
+        offloaded_bytes,
+        offload_secs,
+        offload_mb_per_sec: mb(offloaded_bytes, offload_secs),
+        cold_read_mb_per_sec: cold,
+        cold_first_message_ms: cold_first,
+        warm_read_mb_per_sec: warm,
+        warm_first_message_ms: warm_first,
+        raw_get_mb_per_sec: raw,
+        raw_ranged_get_ms,
+        raw_objects: objects.len(),
+        raw_bytes,
+        cold_vs_raw: cold / raw.max(1e-9),
+        warm_vs_cold: warm / cold.max(1e-9),
+        first_message_vs_ranged_get: cold_first / raw_ranged_get_ms.max(1e-9),
+    })
+}
+
+/// Reads `messages` from earliest with a new subscription; returns the
+/// seconds from subscribing to the last message, and the milliseconds to
+/// the first.
+async fn read_all(
+    client: &Client,
+    topic: &str,
+    name: &str,
+    messages: u64,
+    limit: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let mut consumer = client
+        .subscribe(
+            topic,
+            &format!("perf-{name}-{}", uuid::Uuid::new_v4().simple()),
+            ConsumerOptions {
+                initial_position: InitialPosition::Earliest,
+                receiver_queue_size: 5000,
+                ..ConsumerOptions::default()
+            },
+        )
+        .await?;
+    let mut first_ms = 0.0;
+    for i in 0..messages {
+        let m = tokio::time::timeout(limit, consumer.receive())
+            .await
+            .with_context(|| format!("{name} read: message {i} did not come"))??;
+        if i == 0 {
+            first_ms = started.elapsed().as_secs_f64() * 1000.0;
+        }
+        let mut idx = [0u8; 8];
+        idx.copy_from_slice(&m.payload[..8]);
+        if u64::from_be_bytes(idx) != i {
+            bail!(
+                "{name} read: message {i} came as {}",
+                u64::from_be_bytes(idx)
+            );
+        }
+        if i % 1000 == 999 || i + 1 == messages {
+            consumer.ack_cumulative(&m.id).await?;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    consumer.close().await?;
+    Ok((secs, first_ms))
+}
+
+fn print_text(r: &ColdReadReport) {
+    println!(
+        "topic {} — {} messages of {} B, {:.1} MB",
+        r.topic,
+        r.messages,
+        r.message_size,
+        r.data_bytes as f64 / 1e6
+    );
+    println!(
+        "offload:     {:>9.1} MB/s  ({:.1} MB in {:.2} s)",
+        r.offload_mb_per_sec,
+        r.offloaded_bytes as f64 / 1e6,
+        r.offload_secs
+    );
+    println!(
+        "cold read:   {:>9.1} MB/s  first message {:.1} ms",
+        r.cold_read_mb_per_sec, r.cold_first_message_ms
+    );
+    println!(
+        "warm read:   {:>9.1} MB/s  first message {:.1} ms",
+        r.warm_read_mb_per_sec, r.warm_first_message_ms
+    );
+    println!(
+        "raw GET:     {:>9.1} MB/s  ({} objects, {:.1} MB); one 64 KiB ranged GET {:.2} ms",
+        r.raw_get_mb_per_sec,
+        r.raw_objects,
+        r.raw_bytes as f64 / 1e6,
+        r.raw_ranged_get_ms
+    );
+    println!(
+        "ratios: cold/raw {:.2} (target >= 0.8), warm/cold {:.2} (>= 3), first message / ranged GET {:.2} (< 2), offload {:.0} MB/s (>= 100)",
+        r.cold_vs_raw, r.warm_vs_cold, r.first_message_vs_ranged_get, r.offload_mb_per_sec
+    );
+}
