@@ -44,6 +44,15 @@ pub struct ColdArgs {
     /// Local disk of the cold block cache, in MiB (0: memory only).
     #[arg(long, env = "STRATA_COLD_CACHE_DISK_MB", default_value_t = 1024)]
     pub cold_cache_disk_mb: u64,
+    /// Object-store requests the tiered reader has in flight at most (read-ahead may use half).
+    #[arg(long, env = "STRATA_COLD_MAX_REQUESTS", default_value_t = 32)]
+    pub cold_max_requests: usize,
+    /// Bytes a sequential cold read fetches ahead, in MiB.
+    #[arg(long, env = "STRATA_COLD_READ_AHEAD_MB", default_value_t = 64)]
+    pub cold_read_ahead_mb: u64,
+    /// Bytes of one ranged GET of the tiered reader, in MiB.
+    #[arg(long, env = "STRATA_COLD_RANGE_MB", default_value_t = 4)]
+    pub cold_range_mb: u64,
 }
 
 /// Opens the default store (`url`), failing with a message naming what is wrong.
@@ -66,6 +75,9 @@ pub async fn start_tier(
         memory_cache_bytes: args.cold_cache_memory_mb << 20,
         disk_cache_dir: (args.cold_cache_disk_mb > 0).then(|| cache_dir.to_path_buf()),
         disk_cache_bytes: args.cold_cache_disk_mb << 20,
+        max_concurrent_requests: args.cold_max_requests.max(1),
+        read_ahead_bytes: args.cold_read_ahead_mb << 20,
+        range_bytes: (args.cold_range_mb << 20).max(64 << 10),
         ..ReaderConfig::default()
     })
     .await

@@ -122,8 +122,11 @@ impl ManagedCursor {
                     out.push(e);
                 }
             }
-            if seeked {
-                // Hand out what was read; the new read position stays.
+            if seeked || !out.is_empty() {
+                // Hand out what was read (after a seek the new read
+                // position stays). Reading on to fill `max_bytes` would make
+                // the caller wait for entries it does not have yet (a cold
+                // read fetching the next range) before it can send any.
                 break;
             }
         }

@@ -16,7 +16,7 @@ use strata_common::metrics::Counter;
 use strata_managed_ledger::keys as ml_keys;
 use strata_managed_ledger::{ColdError, ColdLedger, ColdTier, LedgerInfo, ManagedLedgerInfo};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{OffloadError, Result};
 use crate::keys;
@@ -52,10 +52,10 @@ impl ColdLedger for Copy {
         last: u64,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>, ColdError> {
-        self.0
-            .read(first, last, max_bytes)
-            .await
-            .map_err(cold_error)
+        let started = std::time::Instant::now();
+        let read = self.0.read(first, last, max_bytes).await;
+        debug!(first, last, elapsed = ?started.elapsed(), "cold read");
+        read.map_err(cold_error)
     }
 }
 
@@ -76,6 +76,7 @@ impl ColdTier for Tier {
         let Some(objects) = record.objects.as_ref().filter(|_| record.is_complete()) else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         let store = self
             .stores
             .get(Some(&record.store_url))
@@ -86,6 +87,7 @@ impl ColdTier for Tier {
             .open(store.store().clone(), objects, self.usage.sink_for(name))
             .await
             .map_err(cold_error)?;
+        debug!(managed_ledger = name, ledger_id, elapsed = ?started.elapsed(), "opened a cold copy");
         Ok(Some(Arc::new(Copy(copy))))
     }
 

@@ -209,6 +209,10 @@ async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
     // Drop the broker's entry cache of the topic.
     admin(args, Method::PUT, &format!("{tpath}/unload"), None).await?;
 
+    // Load the topic again before timing: what is measured is the read,
+    // not the topic's load (recovery, a new ledger).
+    admin(args, Method::GET, &format!("{tpath}/stats"), None).await?;
+
     // 3. Cold, then warm reads.
     let (cold_secs, cold_first) = read_all(&client, &topic, "cold", messages, args.timeout).await?;
     let (warm_secs, warm_first) = read_all(&client, &topic, "warm", messages, args.timeout).await?;
