@@ -116,6 +116,12 @@ impl Core {
                 if let Some(c) = self.cache.first_cached(seg.ledger_id, next + 1, last) {
                     last = c - 1;
                 }
+                // Nor into the pinned tail: bookies do not know those
+                // entries are confirmed and would refuse the whole read.
+                let pinned = self.view.lock().first_pinned(seg.ledger_id);
+                if let Some(p) = pinned.filter(|p| *p > next && *p <= last) {
+                    last = p - 1;
+                }
                 let entries = self.read_stored(seg.ledger_id, next, last).await?;
                 let mut expect = next;
                 for (entry_id, payload) in entries {
