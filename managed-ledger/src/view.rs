@@ -135,7 +135,11 @@ impl View {
     /// The oldest pinned entry of a ledger: bookies cannot serve it (nor
     /// any later one) yet.
     pub fn first_pinned(&self, ledger_id: u64) -> Option<u64> {
-        self.ledgers.get(&ledger_id)?.tail.front().map(|(id, _)| *id)
+        self.ledgers
+            .get(&ledger_id)?
+            .tail
+            .front()
+            .map(|(id, _)| *id)
     }
 
     /// Sets a ledger's final count and size; returns whether
