@@ -503,8 +503,7 @@ impl Offloader {
             .await?;
             // With the configured timeouts and retries: a hung store must
             // fail the pass in bounded time, like the upload's requests.
-            upload::verify_with(store.store(), &objects, &io, &self.inner.cfg.upload.retry)
-                .await?;
+            upload::verify_with(store.store(), &objects, &io, &self.inner.cfg.upload.retry).await?;
             Ok::<_, OffloadError>(objects)
         }
         .await;
