@@ -11,7 +11,8 @@
 //! Each test injects one family of faults and checks what must hold
 //! whatever the store does:
 //! - no ledger is marked offloaded without a verified copy, and the bookies'
-//!   copy never goes before that (a monitor watches this throughout);
+//!   copy never goes before that (a monitor watches this while offloads
+//!   run);
 //! - data read back through the managed ledger is byte-identical, or the
 //!   read fails — wrong bytes are never returned;
 //! - corrupt cold data is detected (counted, `ManagedLedgerError::Cold`
@@ -58,7 +59,7 @@ const LIMIT: Duration = Duration::from_secs(300);
 const WAIT: Duration = Duration::from_secs(120);
 const TENANT: &str = "public";
 const NAMESPACE: &str = "default";
-/// S3's smallest part (all but the last); Garage enforces it.
+/// S3's smallest part size (for all parts but the last).
 const MIB5: usize = 5 << 20;
 
 /// A payload of `min..=max` seeded random bytes.
