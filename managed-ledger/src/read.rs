@@ -116,6 +116,12 @@ impl Core {
                 if let Some(c) = self.cache.first_cached(seg.ledger_id, next + 1, last) {
                     last = c - 1;
                 }
+                // Nor into the pinned tail: bookies do not know those
+                // entries are confirmed and would refuse the whole read.
+                let pinned = self.view.lock().first_pinned(seg.ledger_id);
+                if let Some(p) = pinned.filter(|p| *p > next && *p <= last) {
+                    last = p - 1;
+                }
                 let entries = self.read_stored(seg.ledger_id, next, last).await?;
                 let mut expect = next;
                 for (entry_id, payload) in entries {
@@ -162,11 +168,18 @@ impl Core {
                     .into_iter()
                     .map(|e| (e.entry_id, e.payload))
                     .collect()),
-                Err(LedgerError::NoSuchLedger(_)) if self.cold.is_some() => {
-                    self.drop_reader(ledger_id);
+                // The bookies may no longer have the ledger: the offloader
+                // deleted their copy after its deletion lag, and a reader
+                // opened before that still points at them (they answer "no
+                // such entry", not "no such ledger"). The cold copy has it.
+                Err(e) if self.cold.is_some() => {
+                    if matches!(e, LedgerError::NoSuchLedger(_)) {
+                        self.drop_reader(ledger_id);
+                    }
                     let Some(cold) = self.open_cold(ledger_id).await else {
-                        return Err(LedgerError::NoSuchLedger(ledger_id).into());
+                        return Err(e.into());
                     };
+                    self.drop_reader(ledger_id);
                     cold.read(first, last, usize::MAX)
                         .await
                         .map_err(|error| ManagedLedgerError::Cold { ledger_id, error })

@@ -132,6 +132,16 @@ impl View {
         (*id == entry_id).then(|| data.clone())
     }
 
+    /// The oldest pinned entry of a ledger: bookies cannot serve it (nor
+    /// any later one) yet.
+    pub fn first_pinned(&self, ledger_id: u64) -> Option<u64> {
+        self.ledgers
+            .get(&ledger_id)?
+            .tail
+            .front()
+            .map(|(id, _)| *id)
+    }
+
     /// Sets a ledger's final count and size; returns whether
     /// `last_confirmed` moved.
     pub fn close_ledger(

@@ -204,3 +204,29 @@ async fn trimming_deletes_both_copies() {
     assert!(tier.copies.lock().is_empty());
     assert!(ml.first_position().unwrap().ledger_id > first_ledger);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_read_from_bookies_before_its_offload_is_read_from_cold_after() {
+    let c = Cluster::start(1).await;
+    let (tier, f) = setup(&c, small_ledgers(10)).await;
+    let ml = f.open(NAME).await.unwrap();
+    let positions = add_n(&ml, 0, 15).await;
+    wait_confirmed(&ml, *positions.last().unwrap()).await;
+    let first_ledger = positions[0].ledger_id;
+    // A reader catches up while the ledger is only on bookies...
+    assert_eq!(
+        ml.read_entries(positions[0], 10, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    // ...then the offloader copies it and deletes the bookies' copy.
+    offload(&c, &tier, first_ledger, 10, true).await;
+    let got = ml.read_entries(positions[0], 10, usize::MAX).await.unwrap();
+    assert_eq!(
+        got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+        (0..10).map(payload).collect::<Vec<_>>()
+    );
+    assert!(tier.reads.load(Ordering::Relaxed) >= 1);
+}

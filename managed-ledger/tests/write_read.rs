@@ -477,3 +477,25 @@ async fn an_aged_ledger_rolls_over_on_the_timer() {
     assert!(q.ledger_id > first && q.entry_id == 0);
     assert_eq!(ml.next_position(p), q);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_bookies_stops_where_the_pinned_tail_starts() {
+    let c = Cluster::start(1).await;
+    // No cache: entries below the LAC the bookies know come from them, the
+    // rest from the pinned tail of the open ledger.
+    let f = c.factory(small_ledgers(1000), 0);
+    let ml = f.open("t/pinned-tail").await.unwrap();
+    // One at a time: each add tells the bookies the previous one is
+    // confirmed, so only the newest entry is pinned.
+    for i in 0..10 {
+        ml.add_entry(payload(i)).await.unwrap().await.unwrap();
+    }
+    let all = ml
+        .read_entries(Position::EARLIEST, 1000, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 10);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.data, payload(i as u64), "entry {i}");
+    }
+}

@@ -163,7 +163,9 @@ impl OffloadPolicies {
 }
 
 /// The offload fields of a namespace record (other fields are ignored).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `Default` is what a record without them (or no record) means: no
+/// offloading, as in Pulsar (thresholds -1).
+#[derive(Clone, Debug, Deserialize)]
 pub struct NamespaceOffload {
     #[serde(default = "minus_one")]
     pub offload_threshold: i64,
@@ -177,6 +179,19 @@ pub struct NamespaceOffload {
 
 fn minus_one() -> i64 {
     -1
+}
+
+/// Not derived: a derived `Default` would make the thresholds 0 ("offload
+/// every closed ledger at once") for a namespace that has no record.
+impl Default for NamespaceOffload {
+    fn default() -> Self {
+        NamespaceOffload {
+            offload_threshold: minus_one(),
+            offload_threshold_in_seconds: minus_one(),
+            offload_deletion_lag_ms: None,
+            offload_policies: None,
+        }
+    }
 }
 
 /// What a namespace's policies come to.
@@ -347,6 +362,8 @@ mod tests {
             Some("s3://b/p?endpoint=http://127.0.0.1:9000&region=garage")
         );
         let off: NamespaceOffload = serde_json::from_str("{}").unwrap();
+        // No record at all means the same as a record without the fields.
+        assert_eq!(NamespaceOffload::default().effective(), off.effective());
         assert_eq!(
             off.effective(),
             Effective {

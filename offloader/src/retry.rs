@@ -59,10 +59,20 @@ impl RetryPolicy {
 /// retries); everything that names a definite answer (not found, a failed
 /// precondition, denied) will not change by asking again.
 pub fn is_transient(e: &object_store::Error) -> bool {
-    matches!(
-        e,
-        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-    )
+    match e {
+        object_store::Error::Generic { .. } => !is_range_not_satisfiable(e),
+        object_store::Error::JoinError { .. } => true,
+        _ => false,
+    }
+}
+
+/// S3's answer (416) to a range that starts past the end of the object. The
+/// client reports it only as text inside a `Generic` error, so this is a
+/// best guess; [`get_range`] does not depend on it for correctness (it
+/// checks the object's size once retries are exhausted), only for not
+/// retrying a definite answer.
+fn is_range_not_satisfiable(e: &object_store::Error) -> bool {
+    e.to_string().contains("416 Range Not Satisfiable")
 }
 
 pub(crate) fn timeout_error(op: &str, after: Duration) -> object_store::Error {
@@ -126,10 +136,18 @@ pub(crate) async fn get_range(
 ) -> Result<Bytes> {
     let key = path.as_ref();
     let want = range.end - range.start;
-    let bytes = with_retry(policy, io, "get", key, limiter, || {
+    let got = with_retry(policy, io, "get", key, limiter, || {
         store.get_range(path, range.clone())
     })
-    .await?;
+    .await;
+    let bytes = match got {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(past_the_end(store, path, &range, policy, io)
+                .await
+                .unwrap_or(e));
+        }
+    };
     io.get(bytes.len() as u64);
     if bytes.len() as u64 != want {
         return Err(OffloadError::corrupt(
@@ -143,6 +161,33 @@ pub(crate) async fn get_range(
         ));
     }
     Ok(bytes)
+}
+
+/// After a ranged GET failed for good: is the object shorter than the range
+/// (a truncated object, which S3 answers with 416)? That is corrupt data,
+/// not a failing store, and is reported so. One HEAD, not retried: if it
+/// fails too, the GET's own error stands.
+async fn past_the_end(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    range: &Range<u64>,
+    policy: &RetryPolicy,
+    io: &IoSink,
+) -> Option<OffloadError> {
+    let meta = tokio::time::timeout(policy.request_timeout, store.head(path))
+        .await
+        .ok()?
+        .ok()?;
+    io.get(0);
+    (meta.size < range.end).then(|| {
+        OffloadError::corrupt(
+            path,
+            format!(
+                "object is {} bytes, shorter than its record says: bytes {}..{} are past its end",
+                meta.size, range.start, range.end
+            ),
+        )
+    })
 }
 
 /// Retry policy handed to HTTP stores for multipart parts, which cannot be
@@ -255,6 +300,35 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, OffloadError::Store { op: "put", .. }));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn reads_past_the_end_of_a_short_object_are_corrupt() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let p = Path::from("data");
+        store
+            .put(&p, Bytes::from_static(b"0123456789").into())
+            .await
+            .unwrap();
+        let io = IoSink::default();
+        for range in [4..16, 12..16] {
+            let e = get_range(&store, &p, range.clone(), &fast(), &io, None)
+                .await
+                .unwrap_err();
+            assert!(e.is_corrupt(), "{range:?}: {e}");
+        }
+        // A missing object is not called corrupt here (verification does).
+        let e = get_range(&store, &Path::from("gone"), 0..4, &fast(), &io, None)
+            .await
+            .unwrap_err();
+        assert!(!e.is_corrupt(), "{e}");
+        assert_eq!(
+            get_range(&store, &p, 2..4, &fast(), &io, None)
+                .await
+                .unwrap()
+                .as_ref(),
+            b"23"
+        );
     }
 
     #[test]

@@ -516,7 +516,9 @@ impl Offloader {
                 progress,
             )
             .await?;
-            upload::verify(store.store(), &objects, &io).await?;
+            // With the configured timeouts and retries: a hung store must
+            // fail the pass in bounded time, like the upload's requests.
+            upload::verify_with(store.store(), &objects, &io, &self.inner.cfg.upload.retry).await?;
             Ok::<_, OffloadError>(objects)
         }
         .await;
