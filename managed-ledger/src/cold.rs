@@ -34,8 +34,9 @@ impl ColdError {
 /// A readable, verified cold copy of one ledger.
 #[async_trait]
 pub trait ColdLedger: Send + Sync {
-    /// Entries `first..=last` (all of them exist), stopping once
-    /// `max_bytes` of payload are returned (at least one entry), in order.
+    /// Entries from `first` on, in order, up to `last` (all of them
+    /// exist) or `max_bytes` of payload; at least entry `first`, and
+    /// possibly fewer than asked (what the store had ready).
     async fn read(
         &self,
         first: u64,

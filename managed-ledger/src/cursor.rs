@@ -99,14 +99,12 @@ impl ManagedCursor {
                 let view = self.core.view.lock();
                 (st.effective_read_position(&view), st.seek_epoch)
             };
+            let asked = max_entries - out.len();
             let entries = self
                 .core
-                .read_entries(
-                    from,
-                    max_entries - out.len(),
-                    max_bytes.saturating_sub(bytes).max(1),
-                )
+                .read_entries(from, asked, max_bytes.saturating_sub(bytes).max(1))
                 .await?;
+            let got = entries.len();
             let Some(last) = entries.last().map(|e| e.position) else {
                 break;
             };
@@ -122,11 +120,13 @@ impl ManagedCursor {
                     out.push(e);
                 }
             }
-            if seeked || !out.is_empty() {
-                // Hand out what was read (after a seek the new read
-                // position stays). Reading on to fill `max_bytes` would make
-                // the caller wait for entries it does not have yet (a cold
-                // read fetching the next range) before it can send any.
+            // Hand out what was read after a seek (the new read position
+            // stays), and when the read came back short (the byte budget, a
+            // ledger's end, a cold read returning what it had ready):
+            // reading on would make the caller wait for entries it does not
+            // have yet before it can send any. A read thinned out only by
+            // acknowledged entries goes on.
+            if seeked || (!out.is_empty() && got < asked) {
                 break;
             }
         }

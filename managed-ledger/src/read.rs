@@ -111,6 +111,11 @@ impl Core {
                 // many as the byte budget is likely to take.
                 let budget = max_bytes.saturating_sub(*bytes) as u64;
                 let avg = self.average_entry_size(seg.ledger_id);
+                // What is left of the budget would not hold another entry:
+                // hand out what we have rather than wait for a store read.
+                if !out.is_empty() && budget < avg {
+                    break;
+                }
                 let mut last = next + (budget / avg).clamp(1, MAX_READ_BATCH) - 1;
                 last = last.min(end - 1);
                 if let Some(c) = self.cache.first_cached(seg.ledger_id, next + 1, last) {
@@ -123,6 +128,7 @@ impl Core {
                     last = p - 1;
                 }
                 let entries = self.read_stored(seg.ledger_id, next, last).await?;
+                let asked_from = next;
                 let mut expect = next;
                 for (entry_id, payload) in entries {
                     if entry_id != expect {
@@ -137,7 +143,12 @@ impl Core {
                     }
                 }
                 if expect <= last {
-                    // The store returned fewer entries than asked.
+                    if expect > asked_from {
+                        // A prefix (the cold tier returns what it has
+                        // ready): hand it out; the rest comes next read.
+                        break;
+                    }
+                    // The store returned none of the entries asked for.
                     return Err(ManagedLedgerError::NoSuchEntry(Position::new(
                         seg.ledger_id,
                         expect,

@@ -82,6 +82,16 @@ fn expect(sent: &[(u64, Bytes)], first: u64, got: &[(u64, Bytes)]) {
     }
 }
 
+/// Reads `first..=last`, reading on after short reads.
+async fn read_on(ledger: &ColdLedger, first: u64, last: u64) -> Vec<(u64, Bytes)> {
+    let mut got = ledger.read(first, last, usize::MAX).await.unwrap();
+    while got.last().unwrap().0 < last {
+        let from = got.last().unwrap().0 + 1;
+        got.extend(ledger.read(from, last, usize::MAX).await.unwrap());
+    }
+    got
+}
+
 #[tokio::test]
 async fn arbitrary_ranges_return_exact_bytes_within_max_bytes() {
     let sizes = random_sizes(21, 2000, 3000);
@@ -94,22 +104,35 @@ async fn arbitrary_ranges_return_exact_bytes_within_max_bytes() {
         let first = rng.random_range(0..2000u64);
         let last = first + rng.random_range(0..200u64);
         let max = rng.random_range(0..40_000usize);
-        let got = ledger.read(first, last, max).await.unwrap();
+        // A read returns a prefix (what was ready); reading on from where
+        // it ended gives the rest, until the range or the budget is used.
+        let mut got = ledger.read(first, last, max).await.unwrap();
+        let mut bytes: usize = got.iter().map(|(_, p)| p.len()).sum();
+        loop {
+            let end = got.last().unwrap().0;
+            if end >= last.min(1999) {
+                break;
+            }
+            let next = s.sent[end as usize + 1].1.len();
+            if bytes + next > max {
+                break;
+            }
+            let more = ledger.read(end + 1, last, max - bytes).await.unwrap();
+            bytes += more.iter().map(|(_, p)| p.len()).sum::<usize>();
+            got.extend(more);
+        }
         expect(&s.sent, first, &got);
-        let end = got.last().unwrap().0;
-        assert!(end <= last.min(1999));
-        let bytes: usize = got.iter().map(|(_, p)| p.len()).sum();
+        assert!(got.last().unwrap().0 <= last.min(1999));
         if got.len() > 1 {
             assert!(bytes <= max, "{bytes} > max {max}");
         }
-        // Stopped early only because the next entry would not fit.
-        if end < last.min(1999) {
-            let next = s.sent[end as usize + 1].1.len();
-            assert!(bytes + next > max, "stopped at {end} with room left");
-        }
     }
-    // Whole ledger in one read; the end is clamped.
-    let all = ledger.read(0, u64::MAX, usize::MAX).await.unwrap();
+    // The whole ledger, read on until the end (clamped).
+    let mut all = ledger.read(0, u64::MAX, usize::MAX).await.unwrap();
+    while all.last().unwrap().0 < 1999 {
+        let from = all.last().unwrap().0 + 1;
+        all.extend(ledger.read(from, u64::MAX, usize::MAX).await.unwrap());
+    }
     expect(&s.sent, 0, &all);
     assert_eq!(all.len(), 2000);
     // Past the end.
@@ -381,13 +404,13 @@ async fn the_disk_cache_survives_a_new_reader() {
     {
         let reader = TieredReader::new(cfg.clone()).await.unwrap();
         let (ledger, _, _) = open(&reader, &s).await;
-        expect(&s.sent, 0, &ledger.read(0, 999, usize::MAX).await.unwrap());
+        expect(&s.sent, 0, &read_on(&ledger, 0, 999).await);
         reader.close().await.unwrap();
     }
     s.faulty.reset_counters();
     let reader = TieredReader::new(cfg).await.unwrap();
     let (ledger, _, _) = open(&reader, &s).await;
-    let got = ledger.read(0, 999, usize::MAX).await.unwrap();
+    let got = read_on(&ledger, 0, 999).await;
     expect(&s.sent, 0, &got);
     assert_eq!(got.len(), 1000);
     let st = reader.stats();

@@ -62,18 +62,19 @@ impl Code for BlockKey {
 
 pub(crate) type BlockCache = HybridCache<BlockKey, Bytes>;
 
-/// Builds the cache. Blocks are written to disk as they are inserted (not on
-/// eviction from memory), so a restarted broker finds what the previous one
-/// fetched; foyer recovers the disk cache's index when it opens the
-/// directory again.
+/// Builds the cache. Blocks go to disk when memory evicts them (not on
+/// insertion: a sequential scan then costs no disk writes in its read path),
+/// and what memory holds is flushed on close, so a restarted broker finds
+/// what the previous one fetched; foyer recovers the disk cache's index when
+/// it opens the directory again.
 pub(crate) async fn build_cache(
     memory_bytes: u64,
     disk: Option<(&std::path::Path, u64)>,
 ) -> Result<BlockCache> {
     let builder = HybridCacheBuilder::new()
         .with_name("strata-cold-blocks")
-        .with_policy(HybridCachePolicy::WriteOnInsertion)
-        .with_flush_on_close(false)
+        .with_policy(HybridCachePolicy::WriteOnEviction)
+        .with_flush_on_close(true)
         .memory(memory_bytes.max(1) as usize)
         .with_eviction_config(LruConfig::default())
         .with_weighter(|k: &BlockKey, v: &Bytes| k.object.len() + v.len() + 64)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures::future::try_join_all;
+use futures::FutureExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parking_lot::Mutex;
@@ -77,7 +77,9 @@ impl ColdLedger {
     /// blocks coalesced up to `range_bytes`, in parallel, within the process
     /// limit); each fetched block is checked before use, a damaged one is
     /// fetched once more and then reported as `Corrupt`, never returned.
-    /// Sequential reads start a background read-ahead.
+    /// Sequential reads start a background read-ahead. Only the first
+    /// block is waited for: the entries of the blocks ready by then are
+    /// returned, so a read may end before `last` (never before `first`).
     pub async fn read(&self, first: u64, last: u64, max_bytes: usize) -> Result<Vec<(u64, Bytes)>> {
         let index = &self.shared.index;
         let entries = index.header.entries;
@@ -114,7 +116,26 @@ impl ColdLedger {
             let pending = self
                 .reader
                 .request_blocks(&self.shared, b..end, Purpose::Read);
-            let blocks = try_join_all(pending.into_iter().map(|p| p.get())).await?;
+            // The first block is awaited; after it, only blocks already
+            // here are used: a reader gets what is ready now rather than
+            // wait for the whole range (the rest keeps coming into the
+            // cache for its next read). The first message of a cold ledger
+            // thus costs about one small GET.
+            let mut blocks = Vec::with_capacity(pending.len());
+            let mut short = false;
+            for (i, p) in pending.into_iter().enumerate() {
+                if i == 0 || out.is_empty() && blocks.is_empty() {
+                    blocks.push(p.get().await?);
+                    continue;
+                }
+                match p.get().now_or_never() {
+                    Some(block) => blocks.push(block?),
+                    None => {
+                        short = true;
+                        break;
+                    }
+                }
+            }
             for (i, block) in blocks.into_iter().enumerate() {
                 let row = index.rows[b + i];
                 last_block = b + i;
@@ -130,7 +151,7 @@ impl ColdLedger {
                     out.push((id, payload));
                 }
             }
-            if out.last().is_some_and(|(id, _)| *id >= last) {
+            if short || out.last().is_some_and(|(id, _)| *id >= last) {
                 break;
             }
             b = end;
