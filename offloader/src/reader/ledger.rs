@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
+use futures::future::try_join_all;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parking_lot::Mutex;
@@ -77,9 +78,10 @@ impl ColdLedger {
     /// blocks coalesced up to `range_bytes`, in parallel, within the process
     /// limit); each fetched block is checked before use, a damaged one is
     /// fetched once more and then reported as `Corrupt`, never returned.
-    /// Sequential reads start a background read-ahead. Only the first
-    /// block is waited for: the entries of the blocks ready by then are
-    /// returned, so a read may end before `last` (never before `first`).
+    /// Sequential reads start a background read-ahead. A read that does not
+    /// continue the previous one waits for its first block only and returns
+    /// the entries of the blocks ready by then, so it may end before `last`
+    /// (never before `first`).
     pub async fn read(&self, first: u64, last: u64, max_bytes: usize) -> Result<Vec<(u64, Bytes)>> {
         let index = &self.shared.index;
         let entries = index.header.entries;
@@ -116,25 +118,32 @@ impl ColdLedger {
             let pending = self
                 .reader
                 .request_blocks(&self.shared, b..end, Purpose::Read);
-            // The first block is awaited; after it, only blocks already
-            // here are used: a reader gets what is ready now rather than
-            // wait for the whole range (the rest keeps coming into the
-            // cache for its next read). The first message of a cold ledger
-            // thus costs about one small GET.
+            // A read that does not continue the previous one (a reader's
+            // first) awaits its first block only and then takes just the
+            // blocks already here: the first message of a cold ledger costs
+            // about one small GET, not a whole range (the rest keeps coming
+            // into the cache for the next read). Sequential reads wait for
+            // all their blocks, which come in parallel (from the store or
+            // the disk cache).
+            let first_read = b == b0 && self.seq.lock().next_entry != first;
             let mut blocks = Vec::with_capacity(pending.len());
             let mut short = false;
-            for (i, p) in pending.into_iter().enumerate() {
-                if i == 0 || out.is_empty() && blocks.is_empty() {
-                    blocks.push(p.get().await?);
-                    continue;
-                }
-                match p.get().now_or_never() {
-                    Some(block) => blocks.push(block?),
-                    None => {
-                        short = true;
-                        break;
+            if first_read {
+                for (i, p) in pending.into_iter().enumerate() {
+                    if i == 0 {
+                        blocks.push(p.get().await?);
+                        continue;
+                    }
+                    match p.get().now_or_never() {
+                        Some(block) => blocks.push(block?),
+                        None => {
+                            short = true;
+                            break;
+                        }
                     }
                 }
+            } else {
+                blocks = try_join_all(pending.into_iter().map(|p| p.get())).await?;
             }
             for (i, block) in blocks.into_iter().enumerate() {
                 let row = index.rows[b + i];
