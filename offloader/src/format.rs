@@ -246,17 +246,7 @@ pub struct BlockEntries<'a> {
 impl<'a> BlockEntries<'a> {
     /// `block` must be exactly the block's bytes.
     pub fn new(key: &'a str, row: BlockRow, block: Bytes) -> Result<Self> {
-        if block.len() != row.len as usize {
-            return Err(OffloadError::corrupt(
-                key,
-                format!(
-                    "block at offset {} is {} bytes, index says {}",
-                    row.offset,
-                    block.len(),
-                    row.len
-                ),
-            ));
-        }
+        check_len(key, &row, &block)?;
         Ok(BlockEntries {
             key,
             row,
@@ -309,9 +299,8 @@ impl Iterator for BlockEntries<'_> {
 }
 
 /// Checks a block completely: length, CRC32C, entry ids, count and lengths.
-/// Called on every block read from the store or the disk cache before it is
-/// used or cached.
-pub fn check_block(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
+/// The block must be as long as its index row says.
+fn check_len(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
     if block.len() != row.len as usize {
         return Err(OffloadError::corrupt(
             key,
@@ -323,6 +312,13 @@ pub fn check_block(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Called on every block read from the store or the disk cache before it is
+/// used or cached.
+pub fn check_block(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
+    check_len(key, row, block)?;
     let crc = crc32c::crc32c(block);
     if crc != row.crc32c {
         return Err(OffloadError::corrupt(

@@ -17,8 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{OffloadError, Result};
 use crate::format::{
-    BlockRow, BlockWriter, DEFAULT_BLOCK_TARGET, LedgerHeader, check_block, decode_index,
-    encode_index,
+    BlockRow, BlockWriter, DEFAULT_BLOCK_TARGET, LedgerHeader, check_block, encode_index,
 };
 use crate::retry::{RetryPolicy, get_range, part_retry, timeout_error, with_retry};
 use crate::stats::IoSink;
@@ -431,39 +430,11 @@ pub async fn verify_with(
     } else {
         get_range(store, &index, 0..objects.index_size, policy, io, None).await?
     };
-    let crc = crc32c::crc32c(&index_bytes);
-    if crc != objects.index_crc32c {
-        return Err(corrupt(
-            &objects.index_key,
-            format!(
-                "index checksum {crc:#010x}, the record says {:#010x}",
-                objects.index_crc32c
-            ),
-        ));
-    }
-    let decoded =
-        decode_index(&objects.index_key, &index_bytes).inspect_err(|_| io.corrupt_block())?;
-    let h = &decoded.header;
-    let found = (
-        decoded.rows.len() as u64,
-        h.entries,
-        h.payload_bytes,
-        decoded.data_size,
-    );
-    let want = (
-        objects.blocks,
-        objects.entries,
-        objects.payload_bytes,
-        objects.data_size,
-    );
-    if found != want {
-        return Err(corrupt(
-            &objects.index_key,
-            format!(
-                "index holds (blocks, entries, payload, data size) {found:?}, the record says {want:?}"
-            ),
-        ));
-    }
+    let decoded = crate::reader::check_index(objects, &index_bytes).inspect_err(|e| {
+        if e.is_corrupt() {
+            io.corrupt_block();
+        }
+    })?;
     // Owned group bounds, not borrowed slices, as the closure's argument: a
     // closure over `&[BlockRow]` returning a borrowing future makes the
     // caller's future not `Send` (higher-ranked lifetimes).

@@ -323,8 +323,10 @@ fn parse_key(key: &str) -> Result<Path> {
     Path::parse(key).map_err(|e| OffloadError::Other(format!("invalid object key {key:?}: {e}")))
 }
 
-/// The index bytes must be exactly what the offload record describes.
-fn check_index(objects: &OffloadedObjects, bytes: &Bytes) -> Result<LedgerIndex> {
+/// The index bytes must be exactly what the offload record describes
+/// (checksum, then the counts it decodes to); used by reads and by the
+/// upload's verification.
+pub(crate) fn check_index(objects: &OffloadedObjects, bytes: &Bytes) -> Result<LedgerIndex> {
     let key = &objects.index_key;
     let crc = crc32c::crc32c(bytes);
     if crc != objects.index_crc32c {
