@@ -50,13 +50,19 @@ impl Core {
                 break;
             }
             let want = seg.count.min((max_entries - out.len()) as u64);
-            self.read_segment(
-                Segment { count: want, ..seg },
-                max_bytes,
-                &mut bytes,
-                &mut out,
-            )
-            .await?;
+            let whole = self
+                .read_segment(
+                    Segment { count: want, ..seg },
+                    max_bytes,
+                    &mut bytes,
+                    &mut out,
+                )
+                .await?;
+            if !whole {
+                // Stopped inside this segment (the byte budget, or a short
+                // read): going on with the next one would leave a gap.
+                break;
+            }
         }
         Ok(out)
     }
@@ -85,14 +91,16 @@ impl Core {
     }
 
     /// Appends the entries of `seg` to `out`, in order, until `*bytes`
-    /// reaches `max_bytes` (always at least one entry in `out`).
+    /// reaches `max_bytes` (always at least one entry in `out`), or the
+    /// store returns a short read. True when every entry of `seg` was
+    /// appended; after `false` the caller must not read past the gap.
     async fn read_segment(
         &self,
         seg: Segment,
         max_bytes: usize,
         bytes: &mut usize,
         out: &mut Vec<Entry>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let end = seg.first + seg.count;
         let mut next = seg.first;
         let (mut hits, mut misses) = (0u64, 0u64);
@@ -159,7 +167,7 @@ impl Core {
         }
         .await;
         self.count_hits(hits, misses);
-        result
+        result.map(|()| next >= end)
     }
 
     /// Entries `first..=last` of a ledger from where it is stored: its cold

@@ -27,6 +27,9 @@ type Copies = HashMap<(String, u64), Arc<Vec<Bytes>>>;
 struct FakeTier {
     copies: Mutex<Copies>,
     corrupt: AtomicBool,
+    /// Return only the first entry asked for (a cold read handing out what
+    /// it has ready).
+    short: AtomicBool,
     reads: AtomicU64,
     deletes: Mutex<Vec<u64>>,
 }
@@ -48,6 +51,11 @@ impl ColdLedger for FakeCopy {
         if self.tier.corrupt.load(Ordering::Relaxed) {
             return Err(ColdError::new(true, "block checksum mismatch"));
         }
+        let last = if self.tier.short.load(Ordering::Relaxed) {
+            first
+        } else {
+            last
+        };
         Ok((first..=last)
             .map(|i| (i, self.entries[i as usize].clone()))
             .collect())
@@ -229,4 +237,35 @@ async fn a_ledger_read_from_bookies_before_its_offload_is_read_from_cold_after()
         (0..10).map(payload).collect::<Vec<_>>()
     );
     assert!(tier.reads.load(Ordering::Relaxed) >= 1);
+}
+
+/// A cold read may return fewer entries than asked (what it had ready): the
+/// read must end there, not go on with the next ledger and leave a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_cold_reads_never_leave_a_gap() {
+    let c = Cluster::start(1).await;
+    let (tier, f) = setup(&c, small_ledgers(10)).await;
+    let ml = f.open(NAME).await.unwrap();
+    let positions = add_n(&ml, 0, 30).await;
+    wait_confirmed(&ml, *positions.last().unwrap()).await;
+    for l in [positions[0].ledger_id, positions[10].ledger_id] {
+        offload(&c, &tier, l, 10, true).await;
+    }
+    tier.short.store(true, Ordering::Relaxed);
+    let sub = ml
+        .open_cursor("short", strata_managed_ledger::InitialPosition::Earliest)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        let batch = sub.read_entries(100, usize::MAX).await.unwrap();
+        assert!(!batch.is_empty());
+        got.extend(batch.into_iter().map(|e| (e.position, e.data)));
+    }
+    let want: Vec<_> = positions
+        .iter()
+        .copied()
+        .zip((0..30).map(payload))
+        .collect();
+    assert_eq!(got, want);
 }
