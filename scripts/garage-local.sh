@@ -46,6 +46,11 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 [[ -n ${node:-} ]] || { echo "garage did not start; see $dir/garage.log" >&2; exit 1; }
+# `node id` answers before the server listens: wait for its RPC.
+for _ in $(seq 1 100); do
+    g status > /dev/null 2>&1 && break
+    sleep 0.2
+done
 g layout assign -z dc1 -c 10G "$node" > /dev/null
 g layout apply --version 1 > /dev/null
 key=$(g key create strata)
