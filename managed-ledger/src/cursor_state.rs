@@ -295,7 +295,6 @@ mod tests {
             created_ms: 0,
             closed,
             closed_ms: None,
-            offload: None,
         };
         View::from_infos([info(1, 5, true), info(2, 4, false)])
     }

@@ -29,23 +29,6 @@ pub struct LedgerInfo {
     /// When it was closed, ms since the Unix epoch (retention counts from it).
     #[serde(default)]
     pub closed_ms: Option<u64>,
-    /// Where the offloader put the ledger, once it did.
-    #[serde(default)]
-    pub offload: Option<OffloadInfo>,
-}
-
-/// State of a ledger's copy in object storage (filled in by the offloader).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct OffloadInfo {
-    /// True once the copy is complete and may replace the bookies' copy.
-    #[serde(default)]
-    pub complete: bool,
-    /// Object-store location of the copy.
-    #[serde(default)]
-    pub location: Option<String>,
-    /// Offloader-specific details.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
 }
 
 /// The record stored at [`crate::keys::managed_ledger`].

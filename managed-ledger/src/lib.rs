@@ -57,6 +57,6 @@ pub use cursor::ManagedCursor;
 pub use cursor_state::{BatchAck, CursorRecord, MAX_PERSISTED_RANGES};
 pub use error::{ManagedLedgerError, Result};
 pub use factory::ManagedLedgerFactory;
-pub use info::{LedgerInfo, ManagedLedgerInfo, OffloadInfo};
+pub use info::{LedgerInfo, ManagedLedgerInfo};
 pub use ledger::{AddFuture, ManagedLedger, ManagedLedgerStats};
 pub use position::{Entry, InitialPosition, Position};

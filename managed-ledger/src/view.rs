@@ -320,7 +320,6 @@ mod tests {
             created_ms: 0,
             closed,
             closed_ms: None,
-            offload: None,
         }
     }
 

@@ -243,7 +243,6 @@ impl Core {
             created_ms: now_ms(),
             closed: false,
             closed_ms: None,
-            offload: None,
         };
         let recorded = info.clone();
         if let Err(e) = self.update_info(move |i| i.ledgers.push(recorded)).await {

@@ -283,7 +283,6 @@ mod tests {
             created_ms: closed_ms,
             closed: true,
             closed_ms: Some(closed_ms),
-            offload: None,
         }
     }
 

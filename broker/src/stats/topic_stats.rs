@@ -301,7 +301,6 @@ mod tests {
             created_ms: 0,
             closed: true,
             closed_ms: None,
-            offload: None,
         }
     }
 
