@@ -74,7 +74,8 @@ impl MetricsSource for ColdMetrics {
                 "Cold copies deleted by retention or topic deletion.",
                 t.copies_deleted.get(),
             );
-            for (ns, (hot, cold)) in t.storage_by_namespace() {
+            for (ns, u) in t.storage_by_namespace() {
+                let (hot, cold) = (u.hot_bytes, u.cold_bytes);
                 let labels = [("namespace", ns.as_str())];
                 out.gauge_with(
                     "strata_namespace_hot_storage_bytes",

@@ -33,9 +33,9 @@ pub struct Tier {
     usage: Arc<Usage>,
     /// Cold copies deleted (retention, topic deletion).
     pub copies_deleted: Counter,
-    /// (hot bytes, cold bytes) per namespace, refreshed in the background
+    /// Both tiers' use per namespace, refreshed in the background
     /// for `/metrics` (see [`Tier::spawn_storage_refresh`]).
-    storage: Mutex<BTreeMap<String, (u64, u64)>>,
+    storage: Mutex<BTreeMap<String, TopicUsage>>,
 }
 
 fn cold_error(e: OffloadError) -> ColdError {
@@ -110,6 +110,31 @@ pub struct TopicUsage {
     pub cold_only_ledgers: u64,
 }
 
+impl TopicUsage {
+    /// Counts one ledger of `size_bytes` payload with its offload record.
+    pub fn count(&mut self, size_bytes: u64, record: Option<&OffloadRecord>) {
+        match record.filter(|r| r.is_complete()) {
+            Some(r) => {
+                self.offloaded_ledgers += 1;
+                self.cold_bytes += r.cold_bytes();
+                self.hot_bytes += r.hot_bytes(size_bytes);
+                if r.bookie_deleted_ms.is_some() {
+                    self.cold_only_ledgers += 1;
+                }
+            }
+            None => self.hot_bytes += size_bytes,
+        }
+    }
+
+    /// Adds another topic's use.
+    pub fn add(&mut self, other: &TopicUsage) {
+        self.hot_bytes += other.hot_bytes;
+        self.cold_bytes += other.cold_bytes;
+        self.offloaded_ledgers += other.offloaded_ledgers;
+        self.cold_only_ledgers += other.cold_only_ledgers;
+    }
+}
+
 /// One ledger's scrub outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -172,8 +197,8 @@ impl Tier {
         Ok(())
     }
 
-    /// (hot bytes, cold bytes) per namespace as of the last refresh.
-    pub fn storage_by_namespace(&self) -> BTreeMap<String, (u64, u64)> {
+    /// Both tiers' use per namespace as of the last refresh.
+    pub fn storage_by_namespace(&self) -> BTreeMap<String, TopicUsage> {
         self.storage.lock().clone()
     }
 
@@ -188,7 +213,7 @@ impl Tier {
                 records.insert((r.managed_ledger.clone(), r.ledger_id), r);
             }
         }
-        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut out: BTreeMap<String, TopicUsage> = BTreeMap::new();
         for kv in self.meta.list(ml_keys::MANAGED_LEDGERS).await? {
             let (Some(name), Ok(info)) = (
                 ml_keys::managed_ledger_name(&kv.key),
@@ -198,13 +223,7 @@ impl Tier {
             };
             let slot = out.entry(namespace_of(&name)).or_default();
             for l in &info.ledgers {
-                match records.get(&(name.clone(), l.ledger_id)) {
-                    Some(r) => {
-                        slot.0 += r.hot_bytes(l.size_bytes);
-                        slot.1 += r.cold_bytes();
-                    }
-                    None => slot.0 += l.size_bytes,
-                }
+                slot.count(l.size_bytes, records.get(&(name.clone(), l.ledger_id)));
             }
         }
         *self.storage.lock() = out;
@@ -235,23 +254,19 @@ impl Tier {
         let records = records_of(self.meta.as_ref(), name).await?;
         let mut u = TopicUsage::default();
         for l in ledgers {
-            match records
-                .get(&l.ledger_id)
-                .map(|(r, _)| r)
-                .filter(|r| r.is_complete())
-            {
-                Some(r) => {
-                    u.offloaded_ledgers += 1;
-                    u.cold_bytes += r.cold_bytes();
-                    u.hot_bytes += r.hot_bytes(l.size_bytes);
-                    if r.bookie_deleted_ms.is_some() {
-                        u.cold_only_ledgers += 1;
-                    }
-                }
-                None => u.hot_bytes += l.size_bytes,
-            }
+            u.count(l.size_bytes, records.get(&l.ledger_id).map(|(r, _)| r));
         }
         Ok(u)
+    }
+
+    /// Ids of the ledgers of a topic with a complete cold copy.
+    pub async fn offloaded_ledgers(&self, name: &str) -> Result<std::collections::HashSet<u64>> {
+        Ok(records_of(self.meta.as_ref(), name)
+            .await?
+            .into_values()
+            .filter(|(r, _)| r.is_complete())
+            .map(|(r, _)| r.ledger_id)
+            .collect())
     }
 
     /// The offload records of a topic, oldest ledger first.

@@ -97,14 +97,10 @@ async fn internal(
     let topic = s.service.admin_topic(&name, false).await?;
     let mut stats = internal_stats(&topic).await;
     if let Some(tier) = &s.service.cold {
-        let offloaded: std::collections::HashSet<u64> = tier
-            .records(topic.ml.name())
+        let offloaded = tier
+            .offloaded_ledgers(topic.ml.name())
             .await
-            .map_err(|e| crate::error::BrokerError::Unknown(e.to_string()))?
-            .into_iter()
-            .filter(|r| r.is_complete())
-            .map(|r| r.ledger_id)
-            .collect();
+            .map_err(crate::resources::offload_error)?;
         for l in &mut stats.ledgers {
             l.offloaded = offloaded.contains(&l.ledger_id);
         }

@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use strata_common::metadata::{self, Expect, MetadataError, Version};
 use strata_common::names::NamespaceName;
 
+pub(crate) use offload::offload_error;
 pub use offload::{FirstUnoffloaded, NamespaceUsage, OffloadProcessStatus};
 pub use policies::{
     BacklogQuota, BacklogQuotaPolicy, CLUSTER, MAX_PARTITIONS, OffloadPolicies,

@@ -83,14 +83,7 @@ impl BrokerService {
         let tier = self.tier()?;
         let name = t.ml.name().to_string();
         let (request, status) = tier.offload_status(&name).await.map_err(offload_error)?;
-        let offloaded: std::collections::HashSet<u64> = tier
-            .records(&name)
-            .await
-            .map_err(offload_error)?
-            .into_iter()
-            .filter(|r| r.is_complete())
-            .map(|r| r.ledger_id)
-            .collect();
+        let offloaded = tier.offloaded_ledgers(&name).await.map_err(offload_error)?;
         let ledgers = t.ml.stats().ledgers;
         let first = ledgers
             .iter()
@@ -177,10 +170,7 @@ impl BrokerService {
                     ..TopicUsage::default()
                 },
             };
-            out.storage.hot_bytes += u.hot_bytes;
-            out.storage.cold_bytes += u.cold_bytes;
-            out.storage.offloaded_ledgers += u.offloaded_ledgers;
-            out.storage.cold_only_ledgers += u.cold_only_ledgers;
+            out.storage.add(&u);
         }
         if let Some(tier) = &self.cold {
             out.cold_requests = tier.usage().namespace(&ns.to_string()).snapshot();
@@ -189,7 +179,7 @@ impl BrokerService {
     }
 }
 
-fn offload_error(e: strata_offloader::OffloadError) -> BrokerError {
+pub(crate) fn offload_error(e: strata_offloader::OffloadError) -> BrokerError {
     match e {
         strata_offloader::OffloadError::Metadata(m) => m.into(),
         e => BrokerError::Unknown(e.to_string()),
