@@ -21,7 +21,7 @@
 //! deletes its objects and starts again. Nothing is ever marked complete
 //! without a verified copy, and the bookies' copy never goes before that.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ pub(crate) struct Inner {
     pub metrics: Arc<OffloaderMetrics>,
     session: Arc<dyn Session>,
     /// Topics waiting to be looked at (deduplicated).
-    pending: Mutex<(Vec<String>, HashSet<String>)>,
+    pending: Mutex<(VecDeque<String>, HashSet<String>)>,
     wake: Notify,
     /// Stores already probed by this offloader.
     probed: tokio::sync::Mutex<HashSet<String>>,
@@ -128,7 +128,7 @@ impl Offloader {
             stores,
             usage,
             session,
-            pending: Mutex::new((Vec::new(), HashSet::new())),
+            pending: Mutex::new((VecDeque::new(), HashSet::new())),
             wake: Notify::new(),
         });
         let me = Offloader { inner };
@@ -159,7 +159,7 @@ impl Offloader {
     pub fn enqueue(&self, managed_ledger: &str) {
         let mut p = self.inner.pending.lock();
         if p.1.insert(managed_ledger.to_string()) {
-            p.0.push(managed_ledger.to_string());
+            p.0.push_back(managed_ledger.to_string());
             drop(p);
             self.inner.wake.notify_one();
         }
@@ -167,10 +167,7 @@ impl Offloader {
 
     fn next_pending(&self) -> Option<String> {
         let mut p = self.inner.pending.lock();
-        if p.0.is_empty() {
-            return None;
-        }
-        let ml = p.0.remove(0);
+        let ml = p.0.pop_front()?;
         p.1.remove(&ml);
         Some(ml)
     }
