@@ -325,13 +325,13 @@ async fn read_all(
         if i == 0 {
             first_ms = started.elapsed().as_secs_f64() * 1000.0;
         }
-        let mut idx = [0u8; 8];
-        idx.copy_from_slice(&m.payload[..8]);
-        if u64::from_be_bytes(idx) != i {
-            bail!(
-                "{name} read: message {i} came as {}",
-                u64::from_be_bytes(idx)
-            );
+        let got = m
+            .payload
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes);
+        if got != Some(i) {
+            bail!("{name} read: message {i} came as {got:?} (not this benchmark's message)");
         }
         if i % 1000 == 999 || i + 1 == messages {
             consumer.ack_cumulative(&m.id).await?;
