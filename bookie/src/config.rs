@@ -9,6 +9,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BookieError, Result};
 
+/// Where entries live once they leave the write cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageMode {
+    /// Entries stay in the journal files that made them durable; the index
+    /// points there, and garbage collection later compacts the live entries
+    /// of old journal files into entry logs. Every byte is written once, so
+    /// one disk gives its whole bandwidth to adds.
+    #[default]
+    Journal,
+    /// BookKeeper's way: the write cache is copied into entry logs sorted by
+    /// ledger and the journal is trimmed. Every byte is written twice; choose
+    /// it when the journal has its own small, fast disk.
+    EntryLog,
+}
+
 /// Every bookie setting, with its default.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +54,9 @@ pub struct BookieConfig {
     pub journal_preallocate: u64,
     /// A journal file is closed and a new one started past this size.
     pub journal_max_file_size: u64,
+    /// Where entries live after the write cache: `journal` (written once,
+    /// the default) or `entry-log` (copied into entry logs).
+    pub storage_mode: StorageMode,
     /// Bytes of entries held in memory before they must be flushed to entry logs.
     pub write_cache_bytes: usize,
     /// Capacity of the foyer read cache in bytes.
@@ -83,6 +102,7 @@ impl Default for BookieConfig {
             journal_flush_when_queue_empty: true,
             journal_preallocate: 16 << 20,
             journal_max_file_size: 128 << 20,
+            storage_mode: StorageMode::Journal,
             write_cache_bytes: 64 << 20,
             read_cache_bytes: 64 << 20,
             entry_log_size_limit: 256 << 20,
@@ -203,6 +223,9 @@ pub struct BookieArgs {
     /// Start a new journal file past this size [default: 128 MiB].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_FILE_SIZE")]
     pub journal_max_file_size: Option<u64>,
+    /// Where entries live after the write cache: journal (written once) or entry-log (copied, for a journal on its own disk) [default: journal].
+    #[arg(long, env = "STRATA_BOOKIE_STORAGE_MODE", value_enum)]
+    pub storage_mode: Option<StorageMode>,
     /// Bytes of entries held in memory before they must be flushed [default: 64 MiB].
     #[arg(long, env = "STRATA_BOOKIE_WRITE_CACHE_BYTES")]
     pub write_cache_bytes: Option<usize>,
@@ -259,6 +282,7 @@ impl BookieArgs {
             journal_flush_when_queue_empty,
             journal_preallocate,
             journal_max_file_size,
+            storage_mode,
             write_cache_bytes,
             read_cache_bytes,
             entry_log_size_limit,

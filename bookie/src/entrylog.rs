@@ -15,6 +15,13 @@
 //! Invariant: the index only ever points at records that were written and
 //! fsynced before the index write; a failed append truncates the file back to
 //! where it was, so later records never follow partial garbage.
+//!
+//! In single-write mode entries are not copied here when the write cache is
+//! flushed: the index points at their records in the journal files, which
+//! this type then also reads, sizes and removes. Such locations carry
+//! [`JOURNAL_LOG`] in their log id, with the journal file's sequence number
+//! below it. Garbage collection later compacts the live entries of old
+//! journal files into entry logs, sorted by ledger.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -29,6 +36,18 @@ use crate::error::{BookieError, Result};
 use crate::fileio::{self, BlockWriter};
 
 const MAGIC: &[u8; 8] = b"STRELOG1";
+/// Log ids with this bit set name a journal file (see the module docs).
+pub const JOURNAL_LOG: u64 = 1 << 63;
+
+/// The log id of journal file `seq`.
+pub fn journal_log_id(seq: u64) -> u64 {
+    JOURNAL_LOG | seq
+}
+
+/// The journal file a log id names, if it names one.
+pub fn journal_seq(log_id: u64) -> Option<u64> {
+    (log_id & JOURNAL_LOG != 0).then_some(log_id & !JOURNAL_LOG)
+}
 /// Bytes of a record before the payload.
 pub const RECORD_OVERHEAD: usize = 4 + 8 + 8 + 8 + 4;
 
@@ -136,6 +155,9 @@ const WRITE_BLOCK: usize = 256 << 10;
 /// The set of entry-log files of one bookie.
 pub struct EntryLogs {
     dir: PathBuf,
+    journal_dir: PathBuf,
+    /// Journal files read so far (opened on first read).
+    journals: RwLock<HashMap<u64, Arc<File>>>,
     size_limit: u64,
     /// Open read handles; a deleted log is removed here, readers that already
     /// hold its `Arc<File>` finish their read (unlinked files stay readable).
@@ -144,7 +166,7 @@ pub struct EntryLogs {
 }
 
 impl EntryLogs {
-    pub fn open(dir: &Path, size_limit: u64) -> Result<EntryLogs> {
+    pub fn open(dir: &Path, journal_dir: &Path, size_limit: u64) -> Result<EntryLogs> {
         fs::create_dir_all(dir).map_err(|e| BookieError::io("create entry log dir", e))?;
         let mut readers = HashMap::new();
         let mut max_id = 0;
@@ -159,6 +181,8 @@ impl EntryLogs {
         readers.insert(active.id, active.file.clone());
         Ok(EntryLogs {
             dir: dir.to_path_buf(),
+            journal_dir: journal_dir.to_path_buf(),
+            journals: RwLock::new(HashMap::new()),
             size_limit,
             readers: RwLock::new(readers),
             active: Mutex::new(active),
@@ -231,6 +255,9 @@ impl EntryLogs {
 
     /// Reads and decodes one record. Blocking.
     pub fn read(&self, loc: Location) -> Result<StoredEntry> {
+        if let Some(seq) = journal_seq(loc.log_id) {
+            return self.read_journal(seq, loc);
+        }
         let file = self
             .readers
             .read()
@@ -257,28 +284,75 @@ impl EntryLogs {
         StoredEntry::decode(&buf)
     }
 
+    /// Reads an entry the index places in journal file `seq`.
+    fn read_journal(&self, seq: u64, loc: Location) -> Result<StoredEntry> {
+        let file = self.journal_file(seq)?;
+        let min = crate::journal::RECORD_HEADER + crate::storage::JOURNAL_HEAD;
+        let max = min + crate::storage::MAX_ENTRY_SIZE;
+        if (loc.len as usize) < min || loc.len as usize > max {
+            return Err(BookieError::corrupt(
+                "entry index",
+                format!("journal record length {} outside {min}..={max}", loc.len),
+            ));
+        }
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| BookieError::io("read journal file", e))?;
+        let body = crate::journal::check_record(&buf)?;
+        Ok(crate::storage::decode_journal_add(body)?.0.entry)
+    }
+
+    fn journal_file(&self, seq: u64) -> Result<Arc<File>> {
+        if let Some(f) = self.journals.read().get(&seq) {
+            return Ok(f.clone());
+        }
+        let path = self.journal_dir.join(crate::journal::file_name(seq));
+        let file = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            // Compaction may just have moved its entries and removed it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BookieError::corrupt(
+                    "index",
+                    format!("journal file {seq} is gone"),
+                ));
+            }
+            Err(e) => return Err(BookieError::io("open journal file", e)),
+        };
+        Ok(self.journals.write().entry(seq).or_insert(file).clone())
+    }
+
     /// Deletes a log file (after compaction moved its live entries). Blocking.
     pub fn remove(&self, log_id: u64) -> Result<u64> {
+        if let Some(seq) = journal_seq(log_id) {
+            self.journals.write().remove(&seq);
+            return remove_file(&self.journal_dir.join(crate::journal::file_name(seq)));
+        }
         if log_id == self.active_id() {
             return Err(BookieError::Invalid(
                 "cannot remove the active entry log".into(),
             ));
         }
         self.readers.write().remove(&log_id);
-        let path = self.dir.join(name(log_id));
-        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(size),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(BookieError::io("remove entry log", e)),
-        }
+        remove_file(&self.dir.join(name(log_id)))
     }
 
     /// Size on disk of a log file.
     pub fn size(&self, log_id: u64) -> u64 {
-        fs::metadata(self.dir.join(name(log_id)))
-            .map(|m| m.len())
-            .unwrap_or(0)
+        let path = match journal_seq(log_id) {
+            Some(seq) => self.journal_dir.join(crate::journal::file_name(seq)),
+            None => self.dir.join(name(log_id)),
+        };
+        fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Removes a file; returns its size (0 if it was already gone).
+fn remove_file(path: &Path) -> Result<u64> {
+    let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    match fs::remove_file(path) {
+        Ok(()) => Ok(size),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(BookieError::io("remove log file", e)),
     }
 }
 
@@ -361,7 +435,7 @@ mod tests {
     #[test]
     fn append_read_rotate_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = EntryLogs::open(dir.path(), 200).unwrap();
+        let logs = EntryLogs::open(dir.path(), dir.path(), 200).unwrap();
         let a = entry(1, 0, &[1; 190]);
         let b = entry(1, 1, b"second");
         let la = logs.append(&[&a]).unwrap();
@@ -374,7 +448,7 @@ mod tests {
         logs.remove(la[0].log_id).unwrap();
         assert!(logs.read(la[0]).is_err());
         drop(logs);
-        let logs = EntryLogs::open(dir.path(), 200).unwrap();
+        let logs = EntryLogs::open(dir.path(), dir.path(), 200).unwrap();
         assert_eq!(logs.read(lb[0]).unwrap(), b);
         assert!(logs.active_id() > lb[0].log_id);
     }
@@ -382,7 +456,7 @@ mod tests {
     #[test]
     fn corrupt_record_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = EntryLogs::open(dir.path(), 1 << 20).unwrap();
+        let logs = EntryLogs::open(dir.path(), dir.path(), 1 << 20).unwrap();
         let a = entry(7, 3, b"payload-bytes");
         let loc = logs.append(&[&a]).unwrap()[0];
         let f = OpenOptions::new()

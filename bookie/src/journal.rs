@@ -18,8 +18,14 @@
 //!   `fdatasync`. A request's completion is sent only once `synced` covers
 //!   its record, so an acknowledged add is always on disk.
 //! - A checkpoint `(seq, offset)` (kept by the ledger storage) means every
-//!   record before it is also in the entry logs and index; replay starts
-//!   there, and files wholly before it are deleted ([`Journal::trim`]).
+//!   record before it is indexed, either copied into an entry log or (in the
+//!   default single-write mode) pointed at where it lies in its journal
+//!   file; replay starts there. Files wholly before it that no index entry
+//!   refers to may be deleted ([`Journal::trim`]); the others are entry
+//!   storage and are reclaimed by the storage's garbage collection.
+//! - A record's [`Placement`] is resolved (with its start position, or as
+//!   failed) before `written` moves past it, so whoever reads `written` and
+//!   then a placement sees every record below that position placed.
 //! - Replay stops at the first record whose length is impossible or whose CRC
 //!   does not match (a torn write from a crash, or corruption) and truncates
 //!   the file there, so the bad bytes are never read again. New records
@@ -36,7 +42,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -81,6 +87,11 @@ pub struct JournalConfig {
     pub queue_capacity: usize,
 }
 
+/// Where a record landed: set once by the writer thread, to the position of
+/// the record's first byte (its length field) when it is durable, or to
+/// `Err(())` when its write failed or the journal stopped first.
+pub type Placement = Arc<OnceLock<std::result::Result<JournalPos, ()>>>;
+
 /// A framed record, built by the caller: `[len][crc][head]` followed by
 /// `tail`, so the payload is copied once (into the write buffer) and the CRC
 /// is computed on the caller's thread, not the journal's.
@@ -88,7 +99,25 @@ struct Request {
     framed_head: Vec<u8>,
     tail: Bytes,
     done: oneshot::Sender<Result<JournalPos>>,
+    placement: Option<Placement>,
     queued: Instant,
+}
+
+impl Request {
+    fn fail(self, e: BookieError) {
+        if let Some(p) = &self.placement {
+            let _ = p.set(Err(()));
+        }
+        let _ = self.done.send(Err(e));
+    }
+}
+
+/// A request in the batch being written, with its record's start offset.
+struct Pending {
+    done: oneshot::Sender<Result<JournalPos>>,
+    placement: Option<Placement>,
+    start: u64,
+    end: u64,
 }
 
 /// Handle to the journal writer thread.
@@ -121,6 +150,28 @@ impl PositionCell {
             offset: self.offset.load(Ordering::Acquire),
         }
     }
+}
+
+/// Checks one record read back from a journal file (`[len][crc][body]`, the
+/// buffer exactly as long as the record) and returns its body.
+pub fn check_record(buf: &[u8]) -> Result<&[u8]> {
+    let corrupt = |why: String| Err(BookieError::corrupt("journal record", why));
+    if buf.len() < RECORD_HEADER + 1 {
+        return corrupt(format!("{} bytes is shorter than a record", buf.len()));
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let body = &buf[RECORD_HEADER..];
+    if len != body.len() {
+        return corrupt(format!(
+            "length field {len} does not match the indexed length {}",
+            body.len()
+        ));
+    }
+    if crc32c::crc32c(body) != crc {
+        return corrupt("CRC32C mismatch".into());
+    }
+    Ok(body)
 }
 
 /// One record found by replay, with the position just past it.
@@ -187,8 +238,22 @@ impl Journal {
 
     /// Appends the record `head || tail`; resolves once it is durable.
     pub async fn append_parts(&self, head: &[u8], tail: Bytes) -> Result<JournalPos> {
+        self.append_placed(head, tail, None).await
+    }
+
+    /// As [`Journal::append_parts`], and resolves `placement` (see
+    /// [`Placement`]) before the journal's written position passes the record.
+    pub async fn append_placed(
+        &self,
+        head: &[u8],
+        tail: Bytes,
+        placement: Option<Placement>,
+    ) -> Result<JournalPos> {
         let len = head.len() + tail.len();
         if len == 0 || len > MAX_RECORD_LEN {
+            if let Some(p) = &placement {
+                let _ = p.set(Err(()));
+            }
             return Err(BookieError::Invalid(format!(
                 "journal record of {len} bytes (must be 1..={MAX_RECORD_LEN})"
             )));
@@ -204,10 +269,14 @@ impl Journal {
                 framed_head,
                 tail,
                 done,
+                placement,
                 queued: Instant::now(),
             })
             .await
-            .map_err(|_| BookieError::ShuttingDown)?;
+            .map_err(|e| {
+                e.into_inner().fail(BookieError::ShuttingDown);
+                BookieError::ShuttingDown
+            })?;
         rx.await.map_err(|_| BookieError::ShuttingDown)?
     }
 
@@ -216,11 +285,17 @@ impl Journal {
         self.written.get()
     }
 
-    /// Deletes journal files wholly before `checkpoint`.
-    pub fn trim(&self, checkpoint: JournalPos) -> Result<usize> {
+    /// Sequence numbers of the journal files on disk, ascending.
+    pub fn files(&self) -> Result<Vec<u64>> {
+        Ok(list_files(&self.dir)?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// Deletes journal files wholly before `checkpoint` for which `keep`
+    /// says no (files the index still points into must be kept).
+    pub fn trim(&self, checkpoint: JournalPos, keep: impl Fn(u64) -> bool) -> Result<usize> {
         let mut removed = 0;
         for (seq, path) in list_files(&self.dir)? {
-            if seq < checkpoint.seq {
+            if seq < checkpoint.seq && !keep(seq) {
                 fs::remove_file(&path).map_err(|e| BookieError::io("remove journal file", e))?;
                 removed += 1;
             }
@@ -238,6 +313,7 @@ impl Journal {
             framed_head: Vec::new(),
             tail: Bytes::new(),
             done,
+            placement: None,
             queued: Instant::now(),
         });
         if let Some(t) = self.thread.lock().take() {
@@ -269,7 +345,8 @@ fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(files)
 }
 
-fn file_name(seq: u64) -> String {
+/// Name of journal file `seq` in the journal directory.
+pub fn file_name(seq: u64) -> String {
     format!("{seq:020}.jnl")
 }
 
@@ -307,6 +384,15 @@ fn replay_file(
         }
     }
     Ok(replayed.records)
+}
+
+impl Pending {
+    fn fail(self, e: BookieError) {
+        if let Some(p) = &self.placement {
+            let _ = p.set(Err(()));
+        }
+        let _ = self.done.send(Err(e));
+    }
 }
 
 struct Writer {
@@ -424,7 +510,7 @@ impl Writer {
     }
 
     fn run(&mut self, rx: flume::Receiver<Request>, written: &PositionCell) {
-        let mut batch: Vec<(oneshot::Sender<Result<JournalPos>>, u64)> = Vec::new();
+        let mut batch: Vec<Pending> = Vec::new();
         let mut stop = false;
         while !stop {
             let first = match rx.recv() {
@@ -442,10 +528,15 @@ impl Writer {
                 self.metrics
                     .journal_queue_seconds
                     .observe(req.queued.elapsed().as_secs_f64());
+                let start = self.offset + self.buf.len() as u64;
                 self.buf.extend_from_slice(&req.framed_head);
                 self.buf.extend_from_slice(&req.tail);
-                let end = self.offset + self.buf.len() as u64;
-                batch.push((req.done, end));
+                batch.push(Pending {
+                    done: req.done,
+                    placement: req.placement,
+                    start,
+                    end: self.offset + self.buf.len() as u64,
+                });
                 if self.buf.len() >= MAX_BATCH_BYTES {
                     break;
                 }
@@ -479,12 +570,18 @@ impl Writer {
                 .observe(self.buf.len() as f64);
             match result {
                 Ok(()) => {
+                    let seq = self.seq;
+                    for p in &batch {
+                        if let Some(pl) = &p.placement {
+                            let _ = pl.set(Ok(JournalPos {
+                                seq,
+                                offset: p.start,
+                            }));
+                        }
+                    }
                     written.set(self.pos());
-                    for (done, end) in batch.drain(..) {
-                        let _ = done.send(Ok(JournalPos {
-                            seq: self.seq,
-                            offset: end,
-                        }));
+                    for p in batch.drain(..) {
+                        let _ = p.done.send(Ok(JournalPos { seq, offset: p.end }));
                     }
                     if self.offset >= self.config.max_file_size
                         && let Err(e) = self.roll()
@@ -497,8 +594,8 @@ impl Writer {
                 Err(e) => {
                     // The storage turns the bookie read-only on this error.
                     error!(error = %e, "journal write failed; failing the batch");
-                    for (done, _) in batch.drain(..) {
-                        let _ = done.send(Err(BookieError::JournalFailed(e.to_string())));
+                    for p in batch.drain(..) {
+                        p.fail(BookieError::JournalFailed(e.to_string()));
                     }
                     // Anything written past `offset` is garbage; start a new
                     // file so it can never be followed by good records.
@@ -515,10 +612,10 @@ impl Writer {
         }
         // Complete whatever is still queued after a stop request as failed.
         while let Ok(req) = rx.try_recv() {
-            let _ = req.done.send(Err(BookieError::ShuttingDown));
+            req.fail(BookieError::ShuttingDown);
         }
-        for (done, _) in batch.drain(..) {
-            let _ = done.send(Err(BookieError::ShuttingDown));
+        for p in batch.drain(..) {
+            p.fail(BookieError::ShuttingDown);
         }
     }
 
@@ -603,7 +700,7 @@ mod tests {
         // Every open starts a new file and prepares the next one: trimming
         // before the newest written one removes the first open's two.
         let w = j.written();
-        assert_eq!(j.trim(w).unwrap(), 2);
+        assert_eq!(j.trim(w, |_| false).unwrap(), 2);
         drop(j);
         let (_j, got) = replay_all(dir.path(), w);
         assert!(got.is_empty());

@@ -7,6 +7,14 @@
 //! same lock, so every record before that position belongs to an entry in
 //! the swapped-out buffer (see [`LedgerStorage::flush`]).
 //!
+//! A flush makes the buffer's entries reachable through the index. In
+//! [`StorageMode::EntryLog`] it copies them into entry logs and the journal
+//! is trimmed. In the default [`StorageMode::Journal`] nothing is copied:
+//! each entry's journal [`Placement`] (resolved before the journal's written
+//! position passes it) is indexed as its location, so every byte reaches the
+//! disk once; entries still queued in the journal stay in the write cache for
+//! the next flush, and failed ones are dropped.
+//!
 //! Read path: write cache → foyer cache → entry log via the index; the entry
 //! CRC is verified on every read from disk.
 
@@ -21,20 +29,63 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::config::BookieConfig;
-use crate::entrylog::{EntryLogs, StoredEntry};
+use crate::config::{BookieConfig, StorageMode};
+use crate::entrylog::{EntryLogs, Location, StoredEntry, journal_log_id, journal_seq};
 use crate::error::{BookieError, Result};
 use crate::index::{Index, IndexBatch, LedgerState, LogUsage};
-use crate::journal::{Journal, JournalConfig, JournalPos, MAX_RECORD_LEN};
+use crate::journal::{
+    Journal, JournalConfig, JournalPos, MAX_RECORD_LEN, Placement, RECORD_HEADER,
+};
 use crate::metrics::Metrics;
 
 type Key = (u64, u64);
-type Buffer = BTreeMap<Key, Arc<StoredEntry>>;
+type Buffer = BTreeMap<Key, Slot>;
+
+/// An entry in the write cache, with where the journal put it (journal mode).
+#[derive(Clone)]
+struct Slot {
+    entry: Arc<StoredEntry>,
+    placement: Option<Placement>,
+}
+
+impl Slot {
+    /// The entry's location in its journal file, once the record is durable.
+    fn location(&self) -> PlacementState {
+        placement_state(self.placement.as_ref(), self.entry.payload.len())
+    }
+}
+
+enum PlacementState {
+    Placed(Location),
+    Pending,
+    Failed,
+}
+
+fn placement_state(p: Option<&Placement>, payload_len: usize) -> PlacementState {
+    match p.and_then(|p| p.get()) {
+        None => PlacementState::Pending,
+        Some(Err(())) => PlacementState::Failed,
+        Some(Ok(pos)) => PlacementState::Placed(Location {
+            log_id: journal_log_id(pos.seq),
+            offset: pos.offset,
+            len: (RECORD_HEADER + JOURNAL_HEAD + payload_len) as u32,
+        }),
+    }
+}
+
+/// A journaled entry replaced in the write cache by a newer add of the same
+/// key (a writer's resend, or recovery): its record stays indexable until
+/// the newer one is durable, so a failed resend never unindexes it.
+struct Displaced {
+    key: Key,
+    placement: Placement,
+    payload_len: usize,
+}
 
 pub use crate::validate::MAX_ENTRY_SIZE;
 const JOURNAL_ADD: u8 = 1;
 /// Bytes of a journal add record before its payload.
-const JOURNAL_HEAD: usize = 1 + 8 * 4 + 4;
+pub(crate) const JOURNAL_HEAD: usize = 1 + 8 * 4 + 4;
 /// Entry-log writes are cut into pieces of this size to bound memory.
 const FLUSH_CHUNK: usize = 8 << 20;
 
@@ -44,6 +95,15 @@ struct WriteCache {
     /// The buffer being flushed, still readable until its flush is indexed.
     flushing: Option<Arc<Buffer>>,
     flushing_bytes: usize,
+    displaced: Vec<Displaced>,
+}
+
+/// What a journal-mode flush could not index yet: buffer keys and
+/// displaced records whose journal write is still pending.
+#[derive(Default)]
+struct Unindexed {
+    keys: Vec<Key>,
+    displaced: Vec<usize>,
 }
 
 /// One add as received from a writer.
@@ -60,6 +120,7 @@ pub enum ReadOnlyReason {
 }
 
 pub struct LedgerStorage {
+    mode: StorageMode,
     journal: Journal,
     index: Index,
     logs: EntryLogs,
@@ -85,6 +146,7 @@ impl LedgerStorage {
         let index = Index::open(&config.ledger_dir().join("index"))?;
         let logs = EntryLogs::open(
             &config.ledger_dir().join("logs"),
+            &config.journal_dir(),
             config.entry_log_size_limit,
         )?;
         let mut states: HashMap<u64, LedgerState> = index.ledger_states()?.into_iter().collect();
@@ -99,6 +161,7 @@ impl LedgerStorage {
             max_file_size: config.journal_max_file_size,
             queue_capacity: 64 * 1024,
         };
+        let mode = config.storage_mode;
         let journal = Journal::open(journal_config, checkpoint, metrics.clone(), |rec| {
             let (op, _) = decode_journal_add(&rec.body)?;
             let state = states.entry(op.entry.ledger_id).or_default();
@@ -107,14 +170,25 @@ impl LedgerStorage {
             }
             state.lac = state.lac.max(op.lac);
             state.last_entry = state.last_entry.max(op.entry.entry_id as i64);
-            replay.insert((op.entry.ledger_id, op.entry.entry_id), Arc::new(op.entry));
+            // In journal mode the replayed record itself is the entry's home.
+            let placement = (mode == StorageMode::Journal).then(|| {
+                let start = rec.end.offset - (RECORD_HEADER + rec.body.len()) as u64;
+                Arc::new(std::sync::OnceLock::from(Ok(JournalPos {
+                    seq: rec.end.seq,
+                    offset: start,
+                })))
+            });
+            let key = (op.entry.ledger_id, op.entry.entry_id);
+            let entry = Arc::new(op.entry);
+            replay.insert(key, Slot { entry, placement });
             Ok(())
         })?;
-        let replay_bytes = replay.values().map(|e| e.record_len()).sum();
+        let replay_bytes = replay.values().map(|s| s.entry.record_len()).sum();
         let read_cache = CacheBuilder::new(config.read_cache_bytes.max(1 << 20))
             .with_weighter(|_k: &Key, v: &Arc<StoredEntry>| v.record_len())
             .build();
         let storage = LedgerStorage {
+            mode,
             journal,
             index,
             logs,
@@ -123,6 +197,7 @@ impl LedgerStorage {
                 active_bytes: replay_bytes,
                 flushing: None,
                 flushing_bytes: 0,
+                displaced: Vec::new(),
             }),
             cache_limit: config.write_cache_bytes,
             states: Mutex::new(states),
@@ -188,17 +263,25 @@ impl LedgerStorage {
         let head = encode_journal_head(&op);
         let payload = op.entry.payload.clone();
         let size = op.entry.record_len();
-        let entry = Arc::new(op.entry);
-        self.insert_in_cache(entry, size).await;
+        let placement: Option<Placement> =
+            (self.mode == StorageMode::Journal).then(|| Arc::new(std::sync::OnceLock::new()));
+        let slot = Slot {
+            entry: Arc::new(op.entry),
+            placement: placement.clone(),
+        };
+        self.insert_in_cache(slot, size).await;
         // A fence that landed between the check above and the insert (which
         // may wait for cache space) came before a recovery read that could
         // not see this entry: acknowledging it now would acknowledge an entry
         // the recovered ledger does not contain. Any fence after this point
         // is followed by reads that find the entry in the cache.
         if !op.recovery && self.states.lock().get(&ledger).is_some_and(|s| s.fenced) {
+            if let Some(p) = &placement {
+                let _ = p.set(Err(()));
+            }
             return Err(BookieError::Fenced(ledger));
         }
-        match self.journal.append_parts(&head, payload).await {
+        match self.journal.append_placed(&head, payload, placement).await {
             Ok(_) => {}
             Err(e) => {
                 if e.is_no_space() {
@@ -222,7 +305,7 @@ impl LedgerStorage {
         Ok(())
     }
 
-    async fn insert_in_cache(&self, entry: Arc<StoredEntry>, size: usize) {
+    async fn insert_in_cache(&self, slot: Slot, size: usize) {
         let started = Instant::now();
         let mut waited = false;
         loop {
@@ -232,9 +315,16 @@ impl LedgerStorage {
                 let used = c.active_bytes + c.flushing_bytes;
                 // An empty cache always takes one entry, however large.
                 if used == 0 || used + size <= self.cache_limit {
-                    let key = (entry.ledger_id, entry.entry_id);
-                    if let Some(old) = c.active.insert(key, entry) {
-                        c.active_bytes -= old.record_len();
+                    let key = (slot.entry.ledger_id, slot.entry.entry_id);
+                    if let Some(old) = c.active.insert(key, slot) {
+                        c.active_bytes -= old.entry.record_len();
+                        if let Some(placement) = old.placement {
+                            c.displaced.push(Displaced {
+                                key,
+                                placement,
+                                payload_len: old.entry.payload.len(),
+                            });
+                        }
                     }
                     c.active_bytes += size;
                     self.metrics
@@ -281,7 +371,7 @@ impl LedgerStorage {
         c.active
             .get(&key)
             .or_else(|| c.flushing.as_ref().and_then(|f| f.get(&key)))
-            .cloned()
+            .map(|s| s.entry.clone())
     }
 
     /// Reads one entry (`None` if this bookie does not have it). Blocking:
@@ -368,8 +458,8 @@ impl LedgerStorage {
             .map(|(k, _)| *k)
             .collect();
         for k in keys {
-            if let Some(e) = c.active.remove(&k) {
-                c.active_bytes -= e.record_len();
+            if let Some(s) = c.active.remove(&k) {
+                c.active_bytes -= s.entry.record_len();
             }
         }
         Ok(())
@@ -397,41 +487,72 @@ impl LedgerStorage {
         self.logs.ids().len()
     }
 
-    /// Moves the write cache into the entry logs and index, records the
-    /// checkpoint and trims the journal. Blocking.
+    /// Journal files on disk (in journal mode they hold entries until GC).
+    pub fn journal_file_count(&self) -> usize {
+        self.journal.files().map_or(0, |f| f.len())
+    }
+
+    /// Makes the write cache reachable through the index (copying it into
+    /// the entry logs in entry-log mode), records the checkpoint and trims
+    /// the journal files nothing refers to. Blocking.
     pub fn flush(&self) -> Result<()> {
         let _m = self.maintenance.lock();
         let started = Instant::now();
-        let (buffer, mark) = {
+        let (buffer, displaced, mark) = {
             let mut c = self.cache.lock();
-            if c.active.is_empty() {
+            if c.active.is_empty() && c.displaced.is_empty() {
                 return Ok(());
             }
             let buffer = Arc::new(std::mem::take(&mut c.active));
             c.flushing = Some(buffer.clone());
             c.flushing_bytes = std::mem::take(&mut c.active_bytes);
-            (buffer, self.journal.written())
+            let displaced = std::mem::take(&mut c.displaced);
+            (buffer, displaced, self.journal.written())
         };
-        let result = self.write_buffer(&buffer, mark);
+        let result = match self.mode {
+            StorageMode::EntryLog => self
+                .write_buffer(&buffer, mark)
+                .map(|()| Unindexed::default()),
+            StorageMode::Journal => self.index_buffer(&buffer, &displaced, mark),
+        };
         {
             let mut c = self.cache.lock();
-            if result.is_err() {
-                // Keep the entries: they go back in front of newer adds and
-                // are retried at the next flush (the journal still has them).
-                for (k, v) in buffer.iter() {
-                    if let std::collections::btree_map::Entry::Vacant(slot) = c.active.entry(*k) {
+            // Entries not indexed yet go back in front of newer adds and are
+            // retried at the next flush: all of them after a failure (the
+            // journal still has them), else those still queued in the journal.
+            let (keys, kept): (Vec<Key>, Vec<usize>) = match &result {
+                Err(_) => (buffer.keys().copied().collect(), (0..displaced.len()).collect()),
+                Ok(u) => (u.keys.clone(), u.displaced.clone()),
+            };
+            for k in keys {
+                let Some(v) = buffer.get(&k) else { continue };
+                match c.active.entry(k) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
                         slot.insert(v.clone());
-                        c.active_bytes += v.record_len();
+                        c.active_bytes += v.entry.record_len();
+                    }
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        if let Some(placement) = v.placement.clone() {
+                            let payload_len = v.entry.payload.len();
+                            c.displaced.push(Displaced {
+                                key: k,
+                                placement,
+                                payload_len,
+                            });
+                        }
                     }
                 }
             }
+            let mut displaced: Vec<Option<Displaced>> = displaced.into_iter().map(Some).collect();
+            c.displaced
+                .extend(kept.into_iter().filter_map(|i| displaced[i].take()));
             c.flushing = None;
             c.flushing_bytes = 0;
             self.metrics.write_cache_bytes.set(c.active_bytes as i64);
         }
         self.space.notify_waiters();
         result?;
-        let trimmed = self.journal.trim(mark)?;
+        let trimmed = self.trim_journal(mark)?;
         self.metrics.flushes.inc();
         self.metrics
             .flush_seconds
@@ -442,12 +563,79 @@ impl LedgerStorage {
         Ok(())
     }
 
+    /// Deletes the journal files before `checkpoint` that hold no indexed
+    /// entry. Called with the maintenance lock held.
+    fn trim_journal(&self, checkpoint: JournalPos) -> Result<usize> {
+        self.journal.trim(checkpoint, |seq| {
+            // When in doubt, keep the file.
+            self.index
+                .usage(journal_log_id(seq))
+                .map_or(true, |u| !u.ledgers.is_empty())
+        })
+    }
+
+    /// Journal mode: indexes each durable entry of `buffer` (and each
+    /// displaced record) where the journal wrote it, with the checkpoint
+    /// `mark`; returns what is still queued in the journal.
+    fn index_buffer(
+        &self,
+        buffer: &Buffer,
+        displaced: &[Displaced],
+        mark: JournalPos,
+    ) -> Result<Unindexed> {
+        let states: HashMap<u64, LedgerState> = self.states.lock().clone();
+        let live = |ledger: u64| states.get(&ledger).is_none_or(|s| !s.deleted);
+        let mut batch = IndexBatch::default();
+        let mut usage: BTreeMap<u64, LogUsage> = BTreeMap::new();
+        let mut pending = Unindexed::default();
+        // Older records first, so a newer durable one of the same key wins.
+        for (i, d) in displaced.iter().enumerate() {
+            match placement_state(Some(&d.placement), d.payload_len) {
+                PlacementState::Placed(loc) if live(d.key.0) => {
+                    batch.put_location(d.key.0, d.key.1, loc);
+                    self.count_usage(&mut usage, d.key.0, loc)?;
+                }
+                PlacementState::Pending => pending.displaced.push(i),
+                _ => {}
+            }
+        }
+        let mut touched = Vec::new();
+        for (key, slot) in buffer.iter() {
+            if !live(key.0) {
+                continue;
+            }
+            match slot.location() {
+                PlacementState::Placed(loc) => {
+                    batch.put_location(key.0, key.1, loc);
+                    self.count_usage(&mut usage, key.0, loc)?;
+                    touched.push(key.0);
+                }
+                PlacementState::Pending => pending.keys.push(*key),
+                PlacementState::Failed => {}
+            }
+        }
+        for (log_id, u) in &usage {
+            batch.put_usage(*log_id, u);
+        }
+        touched.dedup();
+        for ledger in touched {
+            if let Some(s) = states.get(&ledger) {
+                batch.put_state(ledger, s);
+            }
+        }
+        batch.put_checkpoint(mark);
+        self.index.write(batch)?;
+        Ok(pending)
+    }
+
+    /// Entry-log mode: copies `buffer` into the entry logs and indexes it
+    /// there, with the checkpoint `mark`.
     fn write_buffer(&self, buffer: &Buffer, mark: JournalPos) -> Result<()> {
         let states: HashMap<u64, LedgerState> = self.states.lock().clone();
         let live: Vec<&StoredEntry> = buffer
             .values()
-            .filter(|e| states.get(&e.ledger_id).is_none_or(|s| !s.deleted))
-            .map(|e| e.as_ref())
+            .filter(|s| states.get(&s.entry.ledger_id).is_none_or(|st| !st.deleted))
+            .map(|s| s.entry.as_ref())
             .collect();
         let mut batch = IndexBatch::default();
         let mut usage: BTreeMap<u64, LogUsage> = BTreeMap::new();
@@ -507,9 +695,15 @@ impl LedgerStorage {
     pub fn gc(&self) -> Result<u64> {
         let usages = self.index.log_usages()?;
         let active = self.logs.active_id();
+        // Journal files from the checkpoint on are still replayed at start.
+        let checkpoint = self.index.checkpoint()?;
         let mut reclaimed = 0;
         for (log_id, usage) in usages {
-            if log_id >= active {
+            let collectable = match journal_seq(log_id) {
+                Some(seq) => seq < checkpoint.seq,
+                None => log_id < active,
+            };
+            if !collectable {
                 continue;
             }
             let deleted: Vec<u64> = {
@@ -540,8 +734,15 @@ impl LedgerStorage {
             reclaimed += freed;
             self.metrics.compacted_logs.inc();
             self.metrics.reclaimed_bytes.inc_by(freed);
-            info!(log_id, live, total, freed, "entry log garbage-collected");
+            match journal_seq(log_id) {
+                Some(seq) => info!(seq, live, total, freed, "journal file garbage-collected"),
+                None => info!(log_id, live, total, freed, "entry log garbage-collected"),
+            }
         }
+        // Journal files nothing refers to (all their ledgers were deleted
+        // before a flush, or their batch failed) go too.
+        let _m = self.maintenance.lock();
+        self.trim_journal(checkpoint)?;
         Ok(reclaimed)
     }
 
@@ -640,12 +841,29 @@ mod tests {
         BookieConfig {
             data_dir: dir.to_path_buf(),
             journal_preallocate: 1 << 20,
+            // Small files, so that GC finds closed journal files too.
+            journal_max_file_size: 64 << 10,
             write_cache_bytes: 4 << 20,
             entry_log_size_limit: 64 << 10,
             // The first log holds both ledgers half and half.
             gc_live_ratio: 0.6,
             ..BookieConfig::default()
         }
+    }
+
+    fn config_in(dir: &std::path::Path, mode: StorageMode) -> BookieConfig {
+        BookieConfig {
+            storage_mode: mode,
+            ..config(dir)
+        }
+    }
+
+    /// Bytes in entry-log files (beyond their 4 KiB headers).
+    fn entry_log_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir.join("ledgers/logs"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len().saturating_sub(4096))
+            .sum()
     }
 
     fn op(ledger: u64, entry: u64, fill: u8, len: usize) -> AddOp {
@@ -670,8 +888,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn entries_survive_flush_and_restart_and_gc_reclaims_deleted_ledgers() {
+        for mode in [StorageMode::Journal, StorageMode::EntryLog] {
+            survive_and_reclaim(mode).await;
+        }
+    }
+
+    async fn survive_and_reclaim(mode: StorageMode) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path());
+        let cfg = config_in(dir.path(), mode);
         let s = LedgerStorage::open(&cfg, Arc::new(Metrics::default())).unwrap();
         // Ledgers 1 and 2 interleaved so every entry log holds both.
         for e in 0..200u64 {
@@ -723,7 +947,18 @@ mod tests {
 
         // Delete ledger 1: logs holding only it go, mixed logs get compacted.
         tokio::task::block_in_place(|| s.flush()).unwrap();
-        let logs_before = s.entry_log_count();
+        // Single-write mode copies nothing into entry logs on flush.
+        let copied = entry_log_bytes(dir.path());
+        match mode {
+            StorageMode::Journal => assert_eq!(copied, 0),
+            StorageMode::EntryLog => assert!(copied > 500_000, "{copied}"),
+        }
+        // Files that hold entries: journal files too in journal mode.
+        let files = |s: &LedgerStorage| match mode {
+            StorageMode::Journal => s.entry_log_count() + s.journal_file_count(),
+            StorageMode::EntryLog => s.entry_log_count(),
+        };
+        let logs_before = files(&s);
         s.delete_blocking(1).unwrap();
         assert!(matches!(
             s.read_blocking(1, 0),
@@ -733,12 +968,13 @@ mod tests {
         s.add(op(5, 0, 5, 70_000)).await.unwrap();
         tokio::task::block_in_place(|| s.flush()).unwrap();
         let reclaimed = tokio::task::block_in_place(|| s.gc()).unwrap();
-        assert!(reclaimed > 250_000, "reclaimed {reclaimed} of ~300 KB");
-        assert!(
-            s.entry_log_count() < logs_before,
-            "{} >= {logs_before}",
-            s.entry_log_count()
-        );
+        assert!(reclaimed > 250_000, "{mode:?}: reclaimed {reclaimed} of ~300 KB");
+        let logs_after = files(&s);
+        assert!(logs_after < logs_before, "{mode:?}: {logs_after} >= {logs_before}");
+        if mode == StorageMode::Journal {
+            // Ledger 2's entries were moved out of the mixed journal files.
+            assert!(entry_log_bytes(dir.path()) > 100_000);
+        }
         for e in 0..200u64 {
             assert_eq!(
                 read(&s, 2, e).unwrap(),
@@ -754,6 +990,38 @@ mod tests {
         ));
         assert_eq!(read(&s, 2, 150).unwrap(), Bytes::from(vec![2u8; 1000]));
         assert_eq!(read(&s, 2, 200).unwrap(), Bytes::from(vec![2u8; 10]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn switching_storage_mode_keeps_journal_resident_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = config_in(dir.path(), StorageMode::Journal);
+        let s = LedgerStorage::open(&journal, Arc::new(Metrics::default())).unwrap();
+        for e in 0..300u64 {
+            s.add(op(4, e, 4, 1000)).await.unwrap();
+        }
+        tokio::task::block_in_place(|| s.shutdown()).unwrap();
+        drop(s);
+        assert_eq!(entry_log_bytes(dir.path()), 0);
+
+        // Entry-log mode trims only journal files that nothing points into.
+        let copy = config_in(dir.path(), StorageMode::EntryLog);
+        let s = LedgerStorage::open(&copy, Arc::new(Metrics::default())).unwrap();
+        for e in 0..10u64 {
+            s.add(op(5, e, 5, 1000)).await.unwrap();
+        }
+        tokio::task::block_in_place(|| s.flush()).unwrap();
+        tokio::task::block_in_place(|| s.gc()).unwrap();
+        for e in 0..300u64 {
+            assert_eq!(read(&s, 4, e).unwrap(), Bytes::from(vec![4u8; 1000]), "{e}");
+        }
+        assert!(entry_log_bytes(dir.path()) >= 10_000);
+        // Once ledger 4 is deleted, GC removes its journal files.
+        let files = s.journal_file_count();
+        s.delete_blocking(4).unwrap();
+        tokio::task::block_in_place(|| s.gc()).unwrap();
+        assert!(s.journal_file_count() < files, "{} >= {files}", s.journal_file_count());
+        assert_eq!(read(&s, 5, 9).unwrap(), Bytes::from(vec![5u8; 1000]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
