@@ -31,19 +31,26 @@
 //!   the file there, so the bad bytes are never read again. New records
 //!   always go to a new file, never after a cut.
 //!
-//! Group commit: one thread takes queued records, waiting for more until
-//! ~`group_bytes` are pending or `max_group_wait` has passed since the first
-//! one (or, with `flush_when_queue_empty`, until the queue is empty), writes
-//! them with one `pwrite`, syncs once, and completes them all. Records
-//! already queued always join the batch, so under load each fsync covers
-//! everything that arrived during the previous one.
+//! Group commit, pipelined over two threads:
+//! - the writer takes queued records, waiting for more until ~`group_bytes`
+//!   are pending or `max_group_wait` has passed since the first one (or, with
+//!   `flush_when_queue_empty`, until the queue is empty), writes them with one
+//!   `pwrite` and hands the batch to the syncer;
+//! - the syncer takes every batch written so far, makes them durable with one
+//!   `fdatasync` per file, and completes them all.
+//!
+//! So the next batch is copied into the page cache while the previous one is
+//! being synced, and under load each fsync covers everything written during
+//! the previous one. A failed fsync fails every batch written to that file
+//! (their bytes are in an unknown state) and the writer moves to a new file;
+//! later records never follow records that were not made durable.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -395,10 +402,19 @@ impl Pending {
     }
 }
 
+/// A written batch waiting for its fsync.
+struct SyncJob {
+    file: Arc<File>,
+    seq: u64,
+    /// File offset just past the batch.
+    end: u64,
+    batch: Vec<Pending>,
+}
+
 struct Writer {
     config: JournalConfig,
     seq: u64,
-    file: File,
+    file: Arc<File>,
     offset: u64,
     allocated: u64,
     buf: Vec<u8>,
@@ -442,7 +458,7 @@ impl Writer {
             allocated,
             config,
             seq,
-            file,
+            file: Arc::new(file),
             offset: HEADER_LEN,
             buf: Vec::with_capacity(1 << 20),
             metrics,
@@ -502,14 +518,37 @@ impl Writer {
         };
         // Give back what was preallocated but not used.
         let _ = self.file.set_len(self.offset);
-        (self.file, self.allocated) = prepared;
+        self.file = Arc::new(prepared.0);
+        self.allocated = prepared.1;
         self.seq = seq;
         self.offset = HEADER_LEN;
         self.start_spare();
         Ok(())
     }
 
-    fn run(&mut self, rx: flume::Receiver<Request>, written: &PositionCell) {
+    fn run(&mut self, rx: flume::Receiver<Request>, written: &Arc<PositionCell>) {
+        // A few written batches may wait for the syncer; past that the
+        // writer blocks, and requests pile up into the next, larger batch.
+        let (jobs_tx, jobs_rx) = flume::bounded::<SyncJob>(4);
+        // 1 + the sequence number of a file whose fsync failed (0: none).
+        let poisoned = Arc::new(AtomicU64::new(0));
+        let syncer = {
+            let (written, metrics, poisoned) =
+                (written.clone(), self.metrics.clone(), poisoned.clone());
+            std::thread::Builder::new()
+                .name("journal-sync".into())
+                .spawn(move || sync_loop(jobs_rx, &written, &metrics, &poisoned))
+        };
+        let syncer = match syncer {
+            Ok(t) => t,
+            Err(e) => {
+                error!(error = %e, "cannot start the journal sync thread");
+                while let Ok(req) = rx.recv() {
+                    req.fail(BookieError::JournalFailed("no journal sync thread".into()));
+                }
+                return;
+            }
+        };
         let mut batch: Vec<Pending> = Vec::new();
         let mut stop = false;
         while !stop {
@@ -540,9 +579,8 @@ impl Writer {
                 if self.buf.len() >= MAX_BATCH_BYTES {
                     break;
                 }
-                // Whatever is already queued always joins the batch (one
-                // fsync for all of it); only waiting for more is bounded by
-                // the group size and the group wait.
+                // Whatever is already queued always joins the batch; only
+                // waiting for more is bounded by the group size and wait.
                 next = match rx.try_recv() {
                     Ok(r) => Some(r),
                     Err(_)
@@ -564,31 +602,37 @@ impl Writer {
             if batch.is_empty() {
                 continue;
             }
+            // After a failed fsync nothing more goes into that file.
+            if poisoned.load(Ordering::Acquire) == self.seq + 1 {
+                self.roll_or_log();
+                rebase(&mut batch, self.offset);
+            }
+            let started = Instant::now();
             let result = self.write_batch();
+            self.metrics
+                .journal_write_seconds
+                .observe(started.elapsed().as_secs_f64());
             self.metrics
                 .journal_batch_bytes
                 .observe(self.buf.len() as f64);
             match result {
                 Ok(()) => {
-                    let seq = self.seq;
-                    for p in &batch {
-                        if let Some(pl) = &p.placement {
-                            let _ = pl.set(Ok(JournalPos {
-                                seq,
-                                offset: p.start,
-                            }));
+                    let job = SyncJob {
+                        file: self.file.clone(),
+                        seq: self.seq,
+                        end: self.offset,
+                        batch: std::mem::take(&mut batch),
+                    };
+                    if let Err(e) = jobs_tx.send(job) {
+                        for p in e.into_inner().batch {
+                            p.fail(BookieError::ShuttingDown);
                         }
+                        break;
                     }
-                    written.set(self.pos());
-                    for p in batch.drain(..) {
-                        let _ = p.done.send(Ok(JournalPos { seq, offset: p.end }));
-                    }
-                    if self.offset >= self.config.max_file_size
-                        && let Err(e) = self.roll()
-                    {
-                        // Keep appending to the current file; the next
-                        // batch tries to roll again.
-                        error!(error = %e, "journal roll failed");
+                    if self.offset >= self.config.max_file_size {
+                        // On failure keep appending to the current file;
+                        // the next batch tries to roll again.
+                        self.roll_or_log();
                     }
                 }
                 Err(e) => {
@@ -599,12 +643,13 @@ impl Writer {
                     }
                     // Anything written past `offset` is garbage; start a new
                     // file so it can never be followed by good records.
-                    if let Err(e) = self.roll() {
-                        error!(error = %e, "cannot open a new journal file");
-                    }
+                    self.roll_or_log();
                 }
             }
         }
+        // The syncer completes what was written, then stops.
+        drop(jobs_tx);
+        let _ = syncer.join();
         // Let a spare file being prepared finish, so a journal reopened in
         // this process never races its creation.
         if let Some(rx) = self.spare.take() {
@@ -619,25 +664,91 @@ impl Writer {
         }
     }
 
+    fn roll_or_log(&mut self) {
+        if let Err(e) = self.roll() {
+            error!(error = %e, "cannot open a new journal file");
+        }
+    }
+
+    /// Writes the batch in `buf` at the end of the current file (not synced).
     fn write_batch(&mut self) -> Result<()> {
         let len = self.buf.len() as u64;
-        let started = Instant::now();
         self.ensure_allocated(len)?;
         fileio::write_all_at(&self.file, &self.buf, self.offset)
             .map_err(|e| BookieError::io("write journal", e))?;
-        self.metrics
-            .journal_write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let started = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(|e| BookieError::io("fdatasync journal", e))?;
-        self.metrics
-            .journal_fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
         self.offset += len;
         self.metrics.journal_bytes.inc_by(len);
         Ok(())
+    }
+}
+
+/// Moves a batch's record positions to a new file offset (the batch was laid
+/// out for a file it will not be written to).
+fn rebase(batch: &mut [Pending], offset: u64) {
+    let Some(first) = batch.first().map(|p| p.start) else {
+        return;
+    };
+    for p in batch {
+        p.start = p.start - first + offset;
+        p.end = p.end - first + offset;
+    }
+}
+
+/// The syncer: makes written batches durable and completes them, in order.
+fn sync_loop(
+    jobs: flume::Receiver<SyncJob>,
+    written: &PositionCell,
+    metrics: &Metrics,
+    poisoned: &AtomicU64,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        group.extend(jobs.try_iter());
+        // One fsync per file, for its last batch (which covers the others).
+        let mut failed: Vec<(u64, String)> = Vec::new();
+        let started = Instant::now();
+        for (i, job) in group.iter().enumerate() {
+            let last_of_file = group.get(i + 1).is_none_or(|n| n.seq != job.seq);
+            if !last_of_file {
+                continue;
+            }
+            if poisoned.load(Ordering::Acquire) == job.seq + 1 {
+                failed.push((job.seq, "an earlier fsync of this file failed".into()));
+            } else if let Err(e) = job.file.sync_data() {
+                error!(error = %e, seq = job.seq, "journal fdatasync failed; failing its batches");
+                poisoned.store(job.seq + 1, Ordering::Release);
+                failed.push((job.seq, format!("fdatasync journal: {e}")));
+            }
+        }
+        metrics
+            .journal_fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for job in group {
+            if let Some((_, why)) = failed.iter().find(|(s, _)| *s == job.seq) {
+                for p in job.batch {
+                    p.fail(BookieError::JournalFailed(why.clone()));
+                }
+                continue;
+            }
+            for p in &job.batch {
+                if let Some(pl) = &p.placement {
+                    let _ = pl.set(Ok(JournalPos {
+                        seq: job.seq,
+                        offset: p.start,
+                    }));
+                }
+            }
+            written.set(JournalPos {
+                seq: job.seq,
+                offset: job.end,
+            });
+            for p in job.batch {
+                let _ = p.done.send(Ok(JournalPos {
+                    seq: job.seq,
+                    offset: p.end,
+                }));
+            }
+        }
     }
 }
 
@@ -738,6 +849,50 @@ mod tests {
             assert_eq!(got.last().unwrap(), b"after", "{damage}");
             assert_eq!(got.len(), 3, "{damage}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn placements_point_at_durable_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = replay_all(dir.path(), JournalPos::default());
+        let j = Arc::new(j);
+        let mut tasks = Vec::new();
+        for i in 0..400u32 {
+            let j = j.clone();
+            tasks.push(tokio::spawn(async move {
+                let placement: Placement = Arc::new(OnceLock::new());
+                let body = i.to_le_bytes().repeat(i as usize * 7 % 5000 + 1);
+                let end = j
+                    .append_placed(
+                        &body[..3],
+                        Bytes::copy_from_slice(&body[3..]),
+                        Some(placement.clone()),
+                    )
+                    .await
+                    .unwrap();
+                // Resolved before the append completed, and before the
+                // journal's written position passed the record.
+                let start = placement.get().unwrap().unwrap();
+                assert_eq!(start.seq, end.seq);
+                assert_eq!(
+                    end.offset - start.offset,
+                    (RECORD_HEADER + body.len()) as u64
+                );
+                assert!(j.written() >= end);
+                (start, body)
+            }));
+        }
+        for t in tasks {
+            let (start, body) = t.await.unwrap();
+            let file = File::open(dir.path().join(file_name(start.seq))).unwrap();
+            let mut buf = vec![0u8; RECORD_HEADER + body.len()];
+            file.read_exact_at(&mut buf, start.offset).unwrap();
+            assert_eq!(check_record(&buf).unwrap(), &body[..]);
+        }
+        // A damaged record is refused, not returned.
+        let mut bad = vec![0u8; RECORD_HEADER + 4];
+        bad[..4].copy_from_slice(&4u32.to_le_bytes());
+        assert!(check_record(&bad).is_err());
     }
 
     #[tokio::test]

@@ -521,7 +521,10 @@ impl LedgerStorage {
             // retried at the next flush: all of them after a failure (the
             // journal still has them), else those still queued in the journal.
             let (keys, kept): (Vec<Key>, Vec<usize>) = match &result {
-                Err(_) => (buffer.keys().copied().collect(), (0..displaced.len()).collect()),
+                Err(_) => (
+                    buffer.keys().copied().collect(),
+                    (0..displaced.len()).collect(),
+                ),
                 Ok(u) => (u.keys.clone(), u.displaced.clone()),
             };
             for k in keys {
@@ -968,9 +971,15 @@ mod tests {
         s.add(op(5, 0, 5, 70_000)).await.unwrap();
         tokio::task::block_in_place(|| s.flush()).unwrap();
         let reclaimed = tokio::task::block_in_place(|| s.gc()).unwrap();
-        assert!(reclaimed > 250_000, "{mode:?}: reclaimed {reclaimed} of ~300 KB");
+        assert!(
+            reclaimed > 250_000,
+            "{mode:?}: reclaimed {reclaimed} of ~300 KB"
+        );
         let logs_after = files(&s);
-        assert!(logs_after < logs_before, "{mode:?}: {logs_after} >= {logs_before}");
+        assert!(
+            logs_after < logs_before,
+            "{mode:?}: {logs_after} >= {logs_before}"
+        );
         if mode == StorageMode::Journal {
             // Ledger 2's entries were moved out of the mixed journal files.
             assert!(entry_log_bytes(dir.path()) > 100_000);
@@ -1020,7 +1029,11 @@ mod tests {
         let files = s.journal_file_count();
         s.delete_blocking(4).unwrap();
         tokio::task::block_in_place(|| s.gc()).unwrap();
-        assert!(s.journal_file_count() < files, "{} >= {files}", s.journal_file_count());
+        assert!(
+            s.journal_file_count() < files,
+            "{} >= {files}",
+            s.journal_file_count()
+        );
         assert_eq!(read(&s, 5, 9).unwrap(), Bytes::from(vec![5u8; 1000]));
     }
 
