@@ -240,7 +240,9 @@ impl BookieRpc for BookieService {
     }
 }
 
-async fn add_one(storage: &LedgerStorage, add: strata_proto::bookie::AddEntry) -> AddResult {
+/// One add, validated and made durable: what the add stream does per entry
+/// (also the in-process path of the standalone's ledger client).
+pub async fn add_one(storage: &LedgerStorage, add: strata_proto::bookie::AddEntry) -> AddResult {
     let op = match validate::check_add(add) {
         Ok(op) => op,
         Err(e) => {

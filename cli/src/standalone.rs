@@ -132,6 +132,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     .context("remembering the bookie port")?;
 
     let client = LedgerClient::new(store.clone(), ClientConfig::default());
+    client.register_local_bookie(
+        &bookie.bookie_id,
+        Arc::new(EmbeddedBookie(bookie.storage.clone())),
+    );
     let ledger_metrics = client.metrics_source();
 
     // The cold tier: a local directory unless told otherwise.
@@ -233,4 +237,18 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     bookie.shutdown().await?;
     info!("stopped");
     Ok(())
+}
+
+/// The standalone's own bookie, taking the ledger client's adds in-process.
+struct EmbeddedBookie(Arc<strata_bookie::storage::LedgerStorage>);
+
+impl strata_ledger::bookie_client::LocalBookie for EmbeddedBookie {
+    fn add(
+        &self,
+        add: strata_proto::bookie::AddEntry,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = strata_proto::bookie::AddResult> + Send>>
+    {
+        let storage = self.0.clone();
+        Box::pin(async move { strata_bookie::service::add_one(&storage, add).await })
+    }
 }

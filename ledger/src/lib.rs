@@ -119,6 +119,16 @@ impl LedgerClient {
         &self.ctx.store
     }
 
+    /// Hands adds for bookie `address` straight to a bookie in this process
+    /// (see [`bookie_client::LocalBookie`]).
+    pub fn register_local_bookie(
+        &self,
+        address: &str,
+        bookie: Arc<dyn bookie_client::LocalBookie>,
+    ) {
+        self.ctx.pool.register_local(address, bookie);
+    }
+
     /// This client's metrics (shared by its clones, writers and readers).
     pub fn metrics(&self) -> &Arc<LedgerClientMetrics> {
         &self.ctx.metrics

@@ -215,3 +215,54 @@ async fn bookies_drop_ledgers_whose_metadata_was_deleted_behind_their_back() {
     let r = client.open(keep.ledger_id()).await.unwrap();
     assert_eq!(r.read(0, 8).await.unwrap().len(), 9);
 }
+
+/// An in-process bookie that counts the adds handed to it directly.
+struct CountingLocal {
+    storage: std::sync::Arc<strata_bookie::storage::LedgerStorage>,
+    adds: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl strata_ledger::bookie_client::LocalBookie for CountingLocal {
+    fn add(
+        &self,
+        add: strata_proto::bookie::AddEntry,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = strata_proto::bookie::AddResult> + Send>>
+    {
+        self.adds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let storage = self.storage.clone();
+        Box::pin(async move { strata_bookie::service::add_one(&storage, add).await })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_bookie_takes_adds_in_process_with_the_same_checks() {
+    let c = Cluster::start(1).await;
+    let client = c.client();
+    let bookie = c.bookies[0].as_ref().unwrap();
+    let adds = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    client.register_local_bookie(
+        &bookie.bookie_id,
+        std::sync::Arc::new(CountingLocal {
+            storage: bookie.storage.clone(),
+            adds: adds.clone(),
+        }),
+    );
+    let w = client.create(1, 1, 1).await.unwrap();
+    for i in 0..100u64 {
+        w.append(payload(i)).await.unwrap();
+    }
+    assert_eq!(adds.load(std::sync::atomic::Ordering::Relaxed), 100);
+    // Another client reads them over gRPC, recovers and fences the ledger...
+    let other = c.client();
+    let r = other.open_and_recover(w.ledger_id()).await.unwrap();
+    assert_eq!(r.last_readable(), 99);
+    for e in r.read(0, 99).await.unwrap() {
+        assert_eq!(e.payload, payload(e.entry_id));
+    }
+    // ...and the local path reports the fence like the add stream does.
+    let err = w.append(payload(100)).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Fenced(_)) || err.to_string().contains("fenced"),
+        "{err}"
+    );
+}
