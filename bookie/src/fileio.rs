@@ -146,6 +146,84 @@ impl BlockWriter {
     }
 }
 
+/// A growable byte buffer whose contents start at a [`DIRECT_ALIGN`]-aligned
+/// address, so it can be handed to an `O_DIRECT` write as it is.
+pub struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn with_capacity(capacity: usize) -> AlignedBuf {
+        // Zeroed allocations come from fresh pages: untouched capacity costs
+        // no memory.
+        let storage = vec![0u8; capacity + DIRECT_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf {
+            storage,
+            start,
+            len: 0,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.storage.len() - self.start
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        let need = self.len + data.len();
+        if need > self.capacity() {
+            // Rare (a record larger than the usual batch): move to a bigger,
+            // again aligned, buffer.
+            let mut bigger = AlignedBuf::with_capacity(need.max(self.capacity() * 2));
+            bigger.extend_from_slice(self.as_slice());
+            *self = bigger;
+        }
+        let at = self.start + self.len;
+        self.storage[at..at + data.len()].copy_from_slice(data);
+        self.len = need;
+    }
+
+    /// Appends `n` zero bytes.
+    pub fn extend_zeros(&mut self, n: usize) {
+        let need = self.len + n;
+        if need > self.capacity() {
+            self.extend_from_slice(&vec![0u8; n]);
+            return;
+        }
+        let at = self.start + self.len;
+        self.storage[at..at + n].fill(0);
+        self.len = need;
+    }
+}
+
+/// Opens `path` for `O_DIRECT` writes, if the filesystem allows it.
+pub fn open_direct(path: &std::path::Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
 /// Buffered bulk writes start writeback every this many bytes, so that the
 /// closing `fdatasync` is short and does not stall the journal's syncs.
 const WRITEBACK_EVERY: usize = 4 << 20;
@@ -153,6 +231,19 @@ const WRITEBACK_EVERY: usize = 4 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_buf_stays_aligned_when_it_grows() {
+        let mut b = AlignedBuf::with_capacity(10);
+        b.extend_from_slice(b"hello");
+        b.extend_zeros(3);
+        b.extend_from_slice(&[7u8; 5000]);
+        assert_eq!(b.len(), 5008);
+        assert_eq!(&b.as_slice()[..8], b"hello\0\0\0");
+        assert_eq!(b.as_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
+        b.clear();
+        assert!(b.is_empty());
+    }
 
     #[test]
     fn block_writer_pads_and_continues_aligned() {

@@ -5,13 +5,17 @@
 //!
 //! Invariants of [`replay_bytes`], whatever the bytes:
 //! - records are applied in file order, each with a CRC32C that matches its
-//!   body and a length in `1..=MAX_RECORD_LEN`;
+//!   body and a length in `1..=MAX_RECORD_LEN`; padding records (which
+//!   align batches for direct I/O) are checked and skipped, never applied;
 //! - nothing is allocated beyond the bytes given (a length field is checked
 //!   against the bytes present before it is used);
 //! - the first impossible record stops the scan and names the offset to cut
 //!   the file at, so nothing after a torn or corrupt record is ever applied.
 
-use super::{HEADER_LEN, JournalPos, MAGIC, MAX_RECORD_LEN, RECORD_HEADER, ReplayedRecord};
+use super::{
+    HEADER_LEN, JournalPos, MAGIC, MAX_PAD, MAX_RECORD_LEN, PAD_CRC, PAD_FLAG, RECORD_HEADER,
+    ReplayedRecord,
+};
 use crate::error::Result;
 
 /// How the scan of one journal file ended.
@@ -65,6 +69,7 @@ pub fn replay_bytes(
                 records += 1;
                 pos = next;
             }
+            Parsed::Padding { next } => pos = next,
             Parsed::End => {
                 return Ok(ReplayedFile {
                     records,
@@ -86,6 +91,7 @@ pub fn replay_bytes(
 
 enum Parsed<'a> {
     Record { body: &'a [u8], next: usize },
+    Padding { next: usize },
     End,
     Corrupt(&'static str),
 }
@@ -109,6 +115,19 @@ fn parse_record(data: &[u8], pos: usize) -> Parsed<'_> {
             Parsed::End
         } else {
             Parsed::Corrupt("zero length with a checksum")
+        };
+    }
+    if len & PAD_FLAG as usize != 0 {
+        let n = len & !(PAD_FLAG as usize);
+        if n > MAX_PAD || crc != PAD_CRC {
+            return Parsed::Corrupt("impossible padding record");
+        }
+        return match data.get(header_end..header_end + n) {
+            Some(pad) if pad.iter().all(|b| *b == 0) => Parsed::Padding {
+                next: header_end + n,
+            },
+            Some(_) => Parsed::Corrupt("padding record with data in it"),
+            None => Parsed::Corrupt("padding runs past the end of the file"),
         };
     }
     if len > MAX_RECORD_LEN {
@@ -159,6 +178,40 @@ mod tests {
     /// ff ff`: a header, then a checkpoint offset of `u64::MAX`): the start
     /// plus the record header overflowed, a panic in debug builds. A start
     /// past the end of the file, however far, replays nothing.
+    fn padding(n: usize, fill: u8) -> Vec<u8> {
+        let mut r = (PAD_FLAG | n as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&PAD_CRC.to_le_bytes());
+        r.extend(std::iter::repeat_n(fill, n));
+        r
+    }
+
+    #[test]
+    fn padding_records_are_skipped_and_checked() {
+        let mut file = header();
+        file.extend(padding(100, 0));
+        file.extend(record(b"one"));
+        file.extend(padding(0, 0));
+        file.extend(record(b"two"));
+        let mut got = Vec::new();
+        let r = replay_bytes(1, &file, HEADER_LEN, &mut |rec| {
+            got.push(rec.body);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(r.end, ReplayEnd::Clean);
+        for bad in [padding(10, 1), padding(MAX_PAD + 1, 0)] {
+            let mut file = header();
+            file.extend(record(b"one"));
+            let at = file.len() as u64;
+            file.extend(bad);
+            file.extend(record(b"two"));
+            let r = replay_bytes(1, &file, HEADER_LEN, &mut |_| Ok(())).unwrap();
+            assert_eq!(r.records, 1);
+            assert!(matches!(r.end, ReplayEnd::Torn { offset, .. } if offset == at));
+        }
+    }
+
     #[test]
     fn checkpoint_offset_past_the_end_replays_nothing() {
         let mut file = header();
