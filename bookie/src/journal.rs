@@ -143,11 +143,20 @@ struct Request {
 
 impl Request {
     fn fail(self, e: BookieError) {
-        if let Some(p) = &self.placement {
-            let _ = p.set(Err(()));
-        }
-        let _ = self.done.send(Err(e));
+        fail(self.done, self.placement.as_ref(), e);
     }
+}
+
+/// Completes a record that will never be durable.
+fn fail(
+    done: oneshot::Sender<Result<JournalPos>>,
+    placement: Option<&Placement>,
+    e: BookieError,
+) {
+    if let Some(p) = placement {
+        let _ = p.set(Err(()));
+    }
+    let _ = done.send(Err(e));
 }
 
 /// A request in the batch being written, with its record's start offset.
@@ -426,10 +435,7 @@ fn replay_file(
 
 impl Pending {
     fn fail(self, e: BookieError) {
-        if let Some(p) = &self.placement {
-            let _ = p.set(Err(()));
-        }
-        let _ = self.done.send(Err(e));
+        fail(self.done, self.placement.as_ref(), e);
     }
 }
 
