@@ -739,7 +739,10 @@ impl Writer {
         let len = self.buf.len() as u64;
         self.ensure_allocated(len)?;
         let direct = match &self.direct {
-            Some(d) => fileio::write_all_at(d, self.buf.as_slice(), self.offset),
+            // One call for the whole batch: the block layer then has all of
+            // it in flight at once (cut into pieces, direct writes would go
+            // to the device one at a time).
+            Some(d) => d.write_all_at(self.buf.as_slice(), self.offset),
             None => fileio::write_all_at(&self.file, self.buf.as_slice(), self.offset),
         };
         match direct {
