@@ -240,7 +240,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 }
 
 /// The standalone's own bookie, taking the ledger client's adds in-process.
-struct EmbeddedBookie(Arc<strata_bookie::storage::LedgerStorage>);
+pub(crate) struct EmbeddedBookie(pub(crate) Arc<strata_bookie::storage::LedgerStorage>);
 
 impl strata_ledger::bookie_client::LocalBookie for EmbeddedBookie {
     fn add(

@@ -45,6 +45,11 @@ pub struct BookiePerfArgs {
     /// `data_dir` are set by the benchmark.
     #[arg(long)]
     pub bookie_config: Option<PathBuf>,
+    /// How the ledger client reaches the bookies: `grpc` (as a remote
+    /// bookie, over loopback) or `local` (handed over in-process, as the
+    /// standalone does with its own bookie).
+    #[arg(long, value_enum, default_value_t = Transport::Grpc)]
+    pub transport: Transport,
     /// How long the raw disk baseline runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub raw_duration: Duration,
@@ -53,9 +58,17 @@ pub struct BookiePerfArgs {
     pub json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Grpc,
+    Local,
+}
+
 #[derive(Serialize, Debug)]
 pub struct BookieReport {
     pub entry_size: usize,
+    pub transport: Transport,
     /// Offered rate in entries/s (0: unpaced).
     pub rate: f64,
     pub window_bytes: usize,
@@ -157,6 +170,14 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             ..ClientConfig::default()
         },
     );
+    if args.transport == Transport::Local {
+        for b in &bookies {
+            client.register_local_bookie(
+                &b.bookie_id,
+                Arc::new(crate::standalone::EmbeddedBookie(b.storage.clone())),
+            );
+        }
+    }
     let writer = client
         .create(args.ensemble, args.write_quorum, args.ack_quorum)
         .await?;
@@ -225,6 +246,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let raw = Latency::from(&raw_lat);
     Ok(BookieReport {
         entry_size: args.entry_size,
+        transport: args.transport,
         rate: args.rate,
         window_bytes: args.window_bytes,
         ensemble: args.ensemble,
