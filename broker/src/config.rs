@@ -47,6 +47,36 @@ pub struct BrokerConfig {
     pub managed_ledger: ManagedLedgerConfig,
     /// Window over which topic stats compute their rates (msgRateIn...).
     pub stats_interval: Duration,
+    /// Broker-wide limits; a namespace's policies override each of them.
+    pub limits: Limits,
+    /// How often each topic checks its backlog quotas and the namespace's
+    /// storage quota (Pulsar's backlogQuotaCheckIntervalInSeconds).
+    pub backlog_quota_check_interval: Duration,
+    /// How often each topic expires messages past the namespace's TTL
+    /// (Pulsar's messageExpiryCheckIntervalInMinutes).
+    pub message_expiry_check_interval: Duration,
+}
+
+/// Broker-wide defaults of the namespace limits (0: no limit), with
+/// Pulsar's names.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// maxProducersPerTopic.
+    pub max_producers_per_topic: u32,
+    /// maxConsumersPerTopic.
+    pub max_consumers_per_topic: u32,
+    /// maxConsumersPerSubscription.
+    pub max_consumers_per_subscription: u32,
+    /// maxUnackedMessagesPerSubscription: a Shared / Key_Shared
+    /// subscription with this many unacknowledged messages gets nothing
+    /// more until it acknowledges half of them.
+    pub max_unacked_messages_per_subscription: u32,
+    /// maxSubscriptionsPerTopic.
+    pub max_subscriptions_per_topic: u32,
+    /// maxTopicsPerNamespace (partitions count one each).
+    pub max_topics_per_namespace: u32,
+    /// maxNamespacesPerTenant.
+    pub max_namespaces_per_tenant: u32,
 }
 
 impl Default for BrokerConfig {
@@ -66,6 +96,9 @@ impl Default for BrokerConfig {
             session_ttl: Duration::from_secs(10),
             managed_ledger: ManagedLedgerConfig::default(),
             stats_interval: Duration::from_secs(5),
+            limits: Limits::default(),
+            backlog_quota_check_interval: Duration::from_secs(60),
+            message_expiry_check_interval: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -71,6 +71,46 @@ pub struct PublishRate {
     pub publish_throttling_rate_in_byte: i64,
 }
 
+/// A dispatch rate limit (Pulsar's `DispatchRateImpl`): at most this many
+/// messages and bytes per `ratePeriodInSecond` seconds; a value <= 0 is no
+/// limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchRate {
+    #[serde(default = "minus_one_i32")]
+    pub dispatch_throttling_rate_in_msg: i32,
+    #[serde(default = "minus_one")]
+    pub dispatch_throttling_rate_in_byte: i64,
+    /// Stored for compatibility; Strata does not scale by the publish rate.
+    #[serde(default)]
+    pub relative_to_publish_rate: bool,
+    #[serde(default = "one_i32")]
+    pub rate_period_in_second: i32,
+}
+
+impl Default for DispatchRate {
+    fn default() -> Self {
+        DispatchRate {
+            dispatch_throttling_rate_in_msg: -1,
+            dispatch_throttling_rate_in_byte: -1,
+            relative_to_publish_rate: false,
+            rate_period_in_second: 1,
+        }
+    }
+}
+
+/// Strata's storage quota: bytes a namespace may keep over both tiers (hot
+/// on bookies plus cold in object storage), and what producers meet once
+/// it is used up (`producer_request_hold` or `producer_exception`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageQuota {
+    /// Bytes allowed (-1: no limit).
+    #[serde(default = "minus_one")]
+    pub limit_size: i64,
+    pub policy: BacklogQuotaPolicy,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PersistencePolicies {
@@ -92,6 +132,10 @@ fn minus_one_i32() -> i32 {
     -1
 }
 
+fn one_i32() -> i32 {
+    1
+}
+
 /// A namespace's policies (Pulsar's `Policies`; the subset Strata knows).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policies {
@@ -103,6 +147,12 @@ pub struct Policies {
     /// Per cluster.
     #[serde(default, rename = "publishMaxMessageRate")]
     pub publish_max_message_rate: BTreeMap<String, PublishRate>,
+    /// Per cluster: each topic's dispatch rate (the `dispatchRate` path).
+    #[serde(default, rename = "topicDispatchRate")]
+    pub topic_dispatch_rate: BTreeMap<String, DispatchRate>,
+    /// Per cluster: each subscription's dispatch rate.
+    #[serde(default, rename = "subscriptionDispatchRate")]
+    pub subscription_dispatch_rate: BTreeMap<String, DispatchRate>,
     #[serde(default)]
     pub message_ttl_in_seconds: Option<i32>,
     #[serde(default)]
@@ -123,6 +173,11 @@ pub struct Policies {
     pub max_unacked_messages_per_subscription: Option<i32>,
     #[serde(default)]
     pub max_subscriptions_per_topic: Option<i32>,
+    #[serde(default)]
+    pub max_topics_per_namespace: Option<i32>,
+    /// Strata's quota over both tiers; see [`StorageQuota`].
+    #[serde(default)]
+    pub storage_quota: Option<StorageQuota>,
     /// Bytes of a topic kept on bookies before offloading (-1: never).
     #[serde(default = "minus_one")]
     pub offload_threshold: i64,
@@ -144,6 +199,8 @@ impl Default for Policies {
             replication_clusters: Vec::new(),
             backlog_quota_map: BTreeMap::new(),
             publish_max_message_rate: BTreeMap::new(),
+            topic_dispatch_rate: BTreeMap::new(),
+            subscription_dispatch_rate: BTreeMap::new(),
             message_ttl_in_seconds: None,
             retention_policies: None,
             persistence: None,
@@ -154,6 +211,8 @@ impl Default for Policies {
             max_unacked_messages_per_consumer: None,
             max_unacked_messages_per_subscription: None,
             max_subscriptions_per_topic: None,
+            max_topics_per_namespace: None,
+            storage_quota: None,
             offload_threshold: -1,
             offload_deletion_lag_ms: None,
             offload_threshold_in_seconds: -1,
@@ -232,6 +291,44 @@ impl Policies {
             }
         }
         for (field, v) in [
+            ("max_producers_per_topic", self.max_producers_per_topic),
+            ("max_consumers_per_topic", self.max_consumers_per_topic),
+            (
+                "max_consumers_per_subscription",
+                self.max_consumers_per_subscription,
+            ),
+            (
+                "max_unacked_messages_per_consumer",
+                self.max_unacked_messages_per_consumer,
+            ),
+            (
+                "max_unacked_messages_per_subscription",
+                self.max_unacked_messages_per_subscription,
+            ),
+            ("max_subscriptions_per_topic", self.max_subscriptions_per_topic),
+            ("max_topics_per_namespace", self.max_topics_per_namespace),
+        ] {
+            if let Some(v) = v
+                && v < 0
+            {
+                return Err(invalid_field(field, format!("must be >= 0, got {v}")));
+            }
+        }
+        for (c, r) in &self.publish_max_message_rate {
+            r.validate(&format!("publishMaxMessageRate.{c}"))?;
+        }
+        for (field, rates) in [
+            ("topicDispatchRate", &self.topic_dispatch_rate),
+            ("subscriptionDispatchRate", &self.subscription_dispatch_rate),
+        ] {
+            for (c, r) in rates {
+                r.validate(&format!("{field}.{c}"))?;
+            }
+        }
+        if let Some(q) = &self.storage_quota {
+            q.validate("storage_quota")?;
+        }
+        for (field, v) in [
             ("offload_threshold", self.offload_threshold),
             (
                 "offload_threshold_in_seconds",
@@ -259,6 +356,70 @@ impl Policies {
             return Err(invalid_field(
                 "replication_clusters",
                 format!("unknown cluster {c:?} (this cluster is {CLUSTER:?})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PublishRate {
+    /// Checks the values; errors name `field`.
+    pub fn validate(&self, field: &str) -> Result<(), BrokerError> {
+        if self.publish_throttling_rate_in_msg < -1 {
+            return Err(invalid_field(
+                &format!("{field}.publishThrottlingRateInMsg"),
+                format!("must be >= -1, got {}", self.publish_throttling_rate_in_msg),
+            ));
+        }
+        if self.publish_throttling_rate_in_byte < -1 {
+            return Err(invalid_field(
+                &format!("{field}.publishThrottlingRateInByte"),
+                format!("must be >= -1, got {}", self.publish_throttling_rate_in_byte),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DispatchRate {
+    /// Checks the values; errors name `field`.
+    pub fn validate(&self, field: &str) -> Result<(), BrokerError> {
+        if self.dispatch_throttling_rate_in_msg < -1 {
+            return Err(invalid_field(
+                &format!("{field}.dispatchThrottlingRateInMsg"),
+                format!("must be >= -1, got {}", self.dispatch_throttling_rate_in_msg),
+            ));
+        }
+        if self.dispatch_throttling_rate_in_byte < -1 {
+            return Err(invalid_field(
+                &format!("{field}.dispatchThrottlingRateInByte"),
+                format!("must be >= -1, got {}", self.dispatch_throttling_rate_in_byte),
+            ));
+        }
+        if self.rate_period_in_second < 1 {
+            return Err(invalid_field(
+                &format!("{field}.ratePeriodInSecond"),
+                format!("must be >= 1, got {}", self.rate_period_in_second),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl StorageQuota {
+    /// Checks the values; errors name `field`.
+    pub fn validate(&self, field: &str) -> Result<(), BrokerError> {
+        if self.limit_size < -1 {
+            return Err(invalid_field(
+                &format!("{field}.limitSize"),
+                format!("must be >= -1, got {}", self.limit_size),
+            ));
+        }
+        if self.policy == BacklogQuotaPolicy::ConsumerBacklogEviction {
+            return Err(invalid_field(
+                &format!("{field}.policy"),
+                "consumer_backlog_eviction does not apply to a storage quota \
+                 (retained data is not backlog); use producer_request_hold or producer_exception",
             ));
         }
         Ok(())
