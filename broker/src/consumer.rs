@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 use strata_managed_ledger::Position;
@@ -37,7 +37,10 @@ pub struct Consumer {
     /// joined. Newer entries go to it only once everything up to here is
     /// acknowledged, so a key never has messages at two consumers at once.
     joined_at: Mutex<Option<Position>>,
-    max_unacked: u32,
+    /// 0: no limit. Changed live with the namespace's policies.
+    max_unacked: AtomicU32,
+    /// Shared / Key_Shared: the only types with an unacked limit.
+    limited: bool,
     /// Messages and bytes dispatched to this consumer (stats).
     pub out: Meter,
     /// When it subscribed, ms since the Unix epoch (stats).
@@ -68,7 +71,8 @@ impl Consumer {
             unacked_messages: AtomicI64::new(0),
             blocked: AtomicBool::new(false),
             joined_at: Mutex::new(None),
-            max_unacked: if limited { max_unacked } else { 0 },
+            max_unacked: AtomicU32::new(max_unacked),
+            limited,
             out: Meter::new(),
             connected_since_ms: crate::stats::now_ms(),
         }
@@ -85,6 +89,23 @@ impl Consumer {
     /// Messages sent to it and not acknowledged yet.
     pub fn unacked_messages(&self) -> i64 {
         self.unacked_messages.load(Ordering::Acquire)
+    }
+
+    /// Its unacknowledged-message limit (0: none).
+    pub fn max_unacked(&self) -> u32 {
+        if self.limited {
+            self.max_unacked.load(Ordering::Acquire)
+        } else {
+            0
+        }
+    }
+
+    /// Changes the limit; returns true if that unblocked the consumer.
+    pub fn set_max_unacked(&self, max: u32) -> bool {
+        self.max_unacked.store(max, Ordering::Release);
+        let unacked = self.unacked_messages();
+        let blocked = self.limited && max > 0 && unacked >= max as i64;
+        self.blocked.swap(blocked, Ordering::AcqRel) && !blocked
     }
 
     /// Held back because it reached its unacknowledged-message limit.
@@ -124,7 +145,8 @@ impl Consumer {
                 .unacked_messages
                 .fetch_add(messages as i64, Ordering::AcqRel)
                 + messages as i64;
-            if self.max_unacked > 0 && unacked >= self.max_unacked as i64 {
+            let max = self.max_unacked();
+            if max > 0 && unacked >= max as i64 {
                 self.blocked.store(true, Ordering::Release);
             }
         }
@@ -162,7 +184,7 @@ impl Consumer {
             return false;
         }
         let left = self.unacked_messages.fetch_sub(freed, Ordering::AcqRel) - freed;
-        if self.blocked.load(Ordering::Acquire) && left <= (self.max_unacked / 2) as i64 {
+        if self.blocked.load(Ordering::Acquire) && left <= (self.max_unacked() / 2) as i64 {
             self.blocked.store(false, Ordering::Release);
             return true;
         }

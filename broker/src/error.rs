@@ -50,6 +50,14 @@ pub enum BrokerError {
     Metadata(String),
     #[error("checksum error: {0}")]
     Checksum(String),
+    /// A quota with the `producer_request_hold` policy is exceeded: the
+    /// client retries, its sends wait.
+    #[error("producer blocked, quota exceeded: {0}")]
+    QuotaExceededHold(String),
+    /// A quota with the `producer_exception` policy is exceeded: the
+    /// client's sends fail.
+    #[error("producer blocked, quota exceeded: {0}")]
+    QuotaExceededException(String),
     #[error("unknown error: {0}")]
     Unknown(String),
 }
@@ -78,6 +86,10 @@ impl BrokerError {
             BrokerError::Persistence(_) => ServerError::PersistenceError,
             BrokerError::Metadata(_) => ServerError::MetadataError,
             BrokerError::Checksum(_) => ServerError::ChecksumError,
+            BrokerError::QuotaExceededHold(_) => ServerError::ProducerBlockedQuotaExceededError,
+            BrokerError::QuotaExceededException(_) => {
+                ServerError::ProducerBlockedQuotaExceededException
+            }
             BrokerError::Unknown(_) => ServerError::UnknownError,
         }
     }

@@ -12,6 +12,7 @@ pub mod config;
 mod connection;
 mod consumer;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 mod outbound;
 pub mod ownership;
@@ -100,6 +101,14 @@ impl Broker {
         tokio::spawn(stats::sample_loop(
             Arc::downgrade(&service),
             stats_interval,
+            cancel.clone(),
+        ));
+        tokio::spawn(limits::policy_loop(
+            Arc::downgrade(&service),
+            cancel.clone(),
+        ));
+        tokio::spawn(limits::policy_watch(
+            Arc::downgrade(&service),
             cancel.clone(),
         ));
         let accept = tokio::spawn(accept_loop(listener, service.clone(), cancel.clone()));

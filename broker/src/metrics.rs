@@ -25,6 +25,22 @@ pub struct BrokerMetrics {
     pub lookup_errors: Counter,
     /// LOOKUP request to its answer queued.
     pub lookup_latency: Histogram,
+    /// Times a connection stopped reading because a topic's publish rate
+    /// was used up, and the milliseconds it paused.
+    pub publish_throttled: Counter,
+    pub publish_throttled_ms: Counter,
+    /// Times a dispatcher paused for a dispatch rate.
+    pub dispatch_throttled: Counter,
+    /// Backlog quota checks that moved cursors forward (eviction policy).
+    pub backlog_evictions: Counter,
+    /// Topics whose producers a backlog quota blocked.
+    pub backlog_quota_blocks: Counter,
+    /// Namespaces whose producers the storage quota blocked.
+    pub storage_quota_blocks: Counter,
+    /// Subscriptions whose messages the TTL expired (per check).
+    pub ttl_expirations: Counter,
+    /// Producers, consumers, subscriptions and topics refused by a limit.
+    pub limit_rejections: Counter,
 }
 
 impl Default for BrokerMetrics {
@@ -37,6 +53,14 @@ impl Default for BrokerMetrics {
             lookups: Counter::default(),
             lookup_errors: Counter::default(),
             lookup_latency: Histogram::latency(),
+            publish_throttled: Counter::default(),
+            publish_throttled_ms: Counter::default(),
+            dispatch_throttled: Counter::default(),
+            backlog_evictions: Counter::default(),
+            backlog_quota_blocks: Counter::default(),
+            storage_quota_blocks: Counter::default(),
+            ttl_expirations: Counter::default(),
+            limit_rejections: Counter::default(),
         }
     }
 }
@@ -103,6 +127,50 @@ impl MetricsSource for BrokerMetrics {
             "strata_broker_lookup_latency_seconds",
             "Topic LOOKUP request to its answer queued.",
             &self.lookup_latency,
+        );
+        for (name, help, c) in [
+            (
+                "strata_broker_publish_throttled_total",
+                "Times a connection stopped reading for a topic's publish rate.",
+                &self.publish_throttled,
+            ),
+            (
+                "strata_broker_dispatch_throttled_total",
+                "Times a dispatcher paused for a dispatch rate.",
+                &self.dispatch_throttled,
+            ),
+            (
+                "strata_broker_backlog_evictions_total",
+                "Backlog quota checks that moved cursors forward (consumer_backlog_eviction).",
+                &self.backlog_evictions,
+            ),
+            (
+                "strata_broker_backlog_quota_blocks_total",
+                "Topics whose producers a backlog quota blocked.",
+                &self.backlog_quota_blocks,
+            ),
+            (
+                "strata_broker_storage_quota_blocks_total",
+                "Namespaces whose producers the storage quota blocked.",
+                &self.storage_quota_blocks,
+            ),
+            (
+                "strata_broker_ttl_expirations_total",
+                "Subscriptions whose messages the message TTL expired.",
+                &self.ttl_expirations,
+            ),
+            (
+                "strata_broker_limit_rejections_total",
+                "Producers, consumers, subscriptions and topics refused by a namespace limit.",
+                &self.limit_rejections,
+            ),
+        ] {
+            e.counter(name, help, c.get());
+        }
+        e.counter(
+            "strata_broker_publish_throttled_milliseconds_total",
+            "Milliseconds connections paused reading for publish rates.",
+            self.publish_throttled_ms.get(),
         );
     }
 }

@@ -78,4 +78,9 @@ impl ConnHandle {
     pub fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
     }
+
+    /// Resolves once the connection is closing.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
 }

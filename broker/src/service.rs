@@ -16,9 +16,10 @@ use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::limits::{QuotaBlock, TopicLimits};
 use crate::metrics::BrokerMetrics;
 use crate::ownership::{Owner, Ownership};
-use crate::topic::Topic;
+use crate::topic::{Topic, TopicShared};
 
 pub use crate::resources::{PartitionedTopicInfo, Policies, TenantInfo};
 
@@ -49,6 +50,8 @@ pub struct BrokerService {
     pub metrics: Arc<BrokerMetrics>,
     /// The cold tier (object storage), when configured.
     pub cold: Option<Arc<Tier>>,
+    /// Namespaces whose storage quota is used up (see `limits::quota`).
+    pub(crate) storage_blocks: Mutex<HashMap<NamespaceName, QuotaBlock>>,
 }
 
 /// Keeps a topic from loading while it is being deleted; see
@@ -100,6 +103,7 @@ impl BrokerService {
             deleting: Mutex::new(HashSet::new()),
             metrics: Arc::default(),
             cold,
+            storage_blocks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -183,7 +187,11 @@ impl BrokerService {
         if let Err(e) = ml.set_config(self.managed_ledger_config(&policies)) {
             warn!(topic = %name, error = %e, "namespace policies give an invalid managed-ledger configuration; keeping the broker's");
         }
-        Topic::load(name.clone(), ml, self.config.dispatch_batch_entries).await
+        let shared = Arc::new(TopicShared::new(
+            Arc::new(TopicLimits::new(&self.config, &policies)),
+            self.metrics.clone(),
+        ));
+        Topic::load(name.clone(), ml, self.config.dispatch_batch_entries, shared).await
     }
 
     /// The managed-ledger configuration of a topic under `policies`: the
@@ -203,9 +211,13 @@ impl BrokerService {
     /// Applies changed namespace policies to the namespace's loaded topics.
     pub(crate) fn apply_policies(&self, ns: &NamespaceName, policies: &Policies) {
         let cfg = self.managed_ledger_config(policies);
+        let limits = Arc::new(TopicLimits::new(&self.config, policies));
         for topic in self.loaded_topics() {
             if &topic.name.namespace != ns {
                 continue;
+            }
+            if topic.limits() != limits {
+                topic.set_limits(limits.clone());
             }
             match topic.ml.set_config(cfg.clone()) {
                 Ok(()) => topic.ml.trim_soon(),
@@ -237,6 +249,11 @@ impl BrokerService {
             },
         };
         if allowed {
+            // A partition of a partitioned topic was counted when the
+            // partitioned topic was made.
+            if name.partition().is_none() || self.partitions(&name.base()).await? == 0 {
+                self.check_max_topics(&name.namespace, 1).await?;
+            }
             Ok(())
         } else {
             Err(BrokerError::TopicNotFound(name.to_string()))

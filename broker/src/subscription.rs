@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -25,7 +27,9 @@ use crate::codec;
 use crate::commands;
 use crate::consumer::{Consumer, HASH_RANGE_SIZE};
 use crate::error::{BrokerError, Result};
+use crate::limits::{RateLimiter, TopicLimits};
 use crate::stats::Meter;
+use crate::topic::TopicShared;
 
 /// Points per consumer on the Key_Shared auto-split hash ring.
 const RING_POINTS: u32 = 100;
@@ -61,9 +65,14 @@ pub struct Subscription {
     pub out: Meter,
     /// Entries put back for redelivery (stats).
     pub redelivered: Meter,
-    /// The topic's dispatch meter, shared by its subscriptions so the
-    /// topic's totals outlive a deleted subscription.
-    topic_out: Arc<Meter>,
+    /// The topic's dispatch meter and rate, and its limits.
+    topic: Arc<TopicShared>,
+    /// This subscription's own dispatch rate.
+    rate: RateLimiter,
+    /// Shared / Key_Shared: unacknowledged messages over all consumers
+    /// before dispatch stops (0: no limit); it resumes at half.
+    max_unacked: AtomicU32,
+    unacked_blocked: AtomicBool,
 }
 
 impl Subscription {
@@ -76,8 +85,9 @@ impl Subscription {
         partition: i32,
         sub_type: SubType,
         batch_entries: usize,
-        topic_out: Arc<Meter>,
+        topic: Arc<TopicShared>,
     ) -> Arc<Subscription> {
+        let limits = topic.limits();
         let sub = Arc::new(Subscription {
             name,
             durable,
@@ -99,7 +109,10 @@ impl Subscription {
             batch_entries: batch_entries.max(1),
             out: Meter::new(),
             redelivered: Meter::new(),
-            topic_out,
+            rate: RateLimiter::new(limits.subscription_dispatch_rate),
+            max_unacked: AtomicU32::new(limits.max_unacked_per_subscription),
+            unacked_blocked: AtomicBool::new(false),
+            topic,
         });
         tokio::spawn(sub.clone().run());
         sub
@@ -199,6 +212,42 @@ impl Subscription {
         }
     }
 
+    /// Puts the topic's new limits in force on this subscription and its
+    /// consumers.
+    pub fn apply_limits(&self, limits: &TopicLimits) {
+        self.rate.set(limits.subscription_dispatch_rate);
+        self.max_unacked
+            .store(limits.max_unacked_per_subscription, Ordering::Release);
+        for c in self.consumers() {
+            c.set_max_unacked(limits.max_unacked_per_consumer);
+        }
+        self.wake();
+    }
+
+    /// Whether dispatch stops for the subscription's unacknowledged limit
+    /// (Shared / Key_Shared): on at the limit, off again at half of it.
+    pub fn is_blocked_on_unacked(&self) -> bool {
+        let max = self.max_unacked.load(Ordering::Acquire);
+        let (limited, total) = {
+            let st = self.state.lock();
+            let limited = matches!(st.sub_type, SubType::Shared | SubType::KeyShared);
+            let total: i64 = st.consumers.iter().map(|c| c.unacked_messages()).sum();
+            (limited, total)
+        };
+        if max == 0 || !limited {
+            self.unacked_blocked.store(false, Ordering::Release);
+            return false;
+        }
+        let was = self.unacked_blocked.load(Ordering::Acquire);
+        let now = if was {
+            total > (max / 2) as i64
+        } else {
+            total >= max as i64
+        };
+        self.unacked_blocked.store(now, Ordering::Release);
+        now
+    }
+
     pub fn has_consumers(&self) -> bool {
         !self.state.lock().consumers.is_empty()
     }
@@ -276,8 +325,11 @@ impl Subscription {
 
     fn after_ack(&self) {
         // Key_Shared consumers waiting for the mark-delete position to pass
-        // their join point may be able to receive now.
-        if self.state.lock().sub_type == SubType::KeyShared {
+        // their join point may be able to receive now; a subscription held
+        // on its unacked limit may resume.
+        if self.state.lock().sub_type == SubType::KeyShared
+            || self.unacked_blocked.load(Ordering::Acquire)
+        {
             self.wake();
         }
     }
@@ -403,6 +455,13 @@ impl Subscription {
                         _ = self.cancel.cancelled() => return,
                     }
                 }
+                Round::Throttled(pause) => {
+                    self.topic.metrics.dispatch_throttled.inc();
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.cancel.cancelled() => return,
+                    }
+                }
             }
         }
     }
@@ -420,8 +479,13 @@ impl Subscription {
                 st.replay.iter().take(self.batch_entries).copied().collect();
             (permits, replay)
         };
-        if permits <= 0 {
+        if permits <= 0 || self.is_blocked_on_unacked() {
             return Ok(Round::WaitConsumers);
+        }
+        // Dispatch rates (the topic's, the subscription's): wait out a debt.
+        let pause = self.topic.dispatch_rate.delay().max(self.rate.delay());
+        if !pause.is_zero() {
+            return Ok(Round::Throttled(pause));
         }
         let mut held: HashSet<u64> = HashSet::new();
         let mut sent_any = false;
@@ -470,7 +534,14 @@ impl Subscription {
                 return Ok(Round::WaitConsumers);
             }
         }
-        let n = (permits as usize).min(self.batch_entries);
+        let allowed = self
+            .topic
+            .dispatch_rate
+            .available_msgs()
+            .min(self.rate.available_msgs());
+        let n = (permits as usize)
+            .min(self.batch_entries)
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
         let entries = self.cursor.read_entries(n, READ_BYTES).await?;
         if entries.is_empty() {
             return Ok(if held.is_empty() {
@@ -581,9 +652,13 @@ impl Subscription {
         c.on_sent(pos, messages);
         // Stats count the message as produced (without broker-entry metadata).
         let message = codec::split_entry(&data).1;
-        for m in [&c.out, &self.out, &*self.topic_out] {
+        for m in [&c.out, &self.out, &self.topic.out] {
             m.record(messages as u64, message.len() as u64);
         }
+        self.topic
+            .dispatch_rate
+            .consume(messages as u64, message.len() as u64);
+        self.rate.consume(messages as u64, message.len() as u64);
         let cmd = commands::message(
             c.consumer_id,
             commands::message_id(pos.ledger_id, pos.entry_id, self.partition, -1),
@@ -604,6 +679,8 @@ enum Round {
     More,
     WaitEntries,
     WaitConsumers,
+    /// A dispatch rate is used up for this long.
+    Throttled(Duration),
 }
 
 enum Pick {

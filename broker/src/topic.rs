@@ -15,6 +15,8 @@ use tracing::info;
 use crate::codec;
 use crate::commands;
 use crate::error::{BrokerError, Result};
+use crate::limits::{self, QuotaBlock, RateLimiter, TopicLimits};
+use crate::metrics::BrokerMetrics;
 use crate::outbound::ConnHandle;
 use crate::stats::{Meter, now_ms};
 use crate::subscription::Subscription;
@@ -79,6 +81,34 @@ pub enum ProducerAdmission {
     Waiting(oneshot::Receiver<u64>),
 }
 
+/// What a topic shares with its subscriptions' dispatchers.
+pub struct TopicShared {
+    /// Messages and bytes dispatched to its subscriptions (stats); shared
+    /// so the topic's totals outlive a deleted subscription.
+    pub out: Meter,
+    /// The topic's dispatch rate, over all its subscriptions.
+    pub dispatch_rate: RateLimiter,
+    limits: parking_lot::RwLock<Arc<TopicLimits>>,
+    pub metrics: Arc<BrokerMetrics>,
+}
+
+impl TopicShared {
+    pub fn new(limits: Arc<TopicLimits>, metrics: Arc<BrokerMetrics>) -> TopicShared {
+        let dispatch_rate = RateLimiter::new(limits.dispatch_rate);
+        TopicShared {
+            out: Meter::new(),
+            dispatch_rate,
+            limits: parking_lot::RwLock::new(limits),
+            metrics,
+        }
+    }
+
+    /// The limits in force now.
+    pub fn limits(&self) -> Arc<TopicLimits> {
+        self.limits.read().clone()
+    }
+}
+
 pub struct Topic {
     pub name: TopicName,
     pub ml: Arc<ManagedLedger>,
@@ -89,8 +119,12 @@ pub struct Topic {
     batch_entries: usize,
     /// Messages and bytes published to the topic (stats).
     pub msg_in: Meter,
-    /// Messages and bytes dispatched to its subscriptions (stats).
-    pub msg_out: Arc<Meter>,
+    /// Dispatch meter, rate and limits, shared with the subscriptions.
+    pub shared: Arc<TopicShared>,
+    /// The namespace's publish rate for this topic.
+    pub publish_rate: RateLimiter,
+    /// Set while a quota blocks the topic's producers.
+    quota_block: Mutex<Option<QuotaBlock>>,
     /// Entries added since the topic was loaded (internal stats).
     pub entries_added: AtomicU64,
     /// Serializes admin changes of subscriptions (create, delete), so that
@@ -104,6 +138,7 @@ impl Topic {
         name: TopicName,
         ml: Arc<ManagedLedger>,
         batch_entries: usize,
+        shared: Arc<TopicShared>,
     ) -> Result<Arc<Topic>> {
         // The next broker index continues from the last entry's.
         let mut next_index = 0;
@@ -115,7 +150,6 @@ impl Topic {
             next_index = i + 1;
         }
         let partition = name.partition().map(|p| p as i32).unwrap_or(-1);
-        let msg_out = Arc::new(Meter::new());
         let mut subscriptions = HashMap::new();
         for cursor in ml.cursors() {
             if cursor.is_durable() {
@@ -127,7 +161,7 @@ impl Topic {
                     partition,
                     SubType::Exclusive,
                     batch_entries,
-                    msg_out.clone(),
+                    shared.clone(),
                 );
                 subscriptions.insert(cursor.name().to_string(), sub);
             }
@@ -145,7 +179,9 @@ impl Topic {
             publish: tokio::sync::Mutex::new(next_index),
             batch_entries,
             msg_in: Meter::new(),
-            msg_out,
+            publish_rate: RateLimiter::new(shared.limits().publish_rate),
+            shared,
+            quota_block: Mutex::new(None),
             entries_added: AtomicU64::new(0),
             admin_lock: tokio::sync::Mutex::new(()),
         }))
@@ -163,6 +199,15 @@ impl Topic {
             return Err(BrokerError::ProducerBusy(format!(
                 "producer named {} is already connected to {}",
                 p.name, self.name
+            )));
+        }
+        let max = self.limits().max_producers;
+        if max > 0 && st.producers.len() >= max as usize {
+            self.shared.metrics.limit_rejections.inc();
+            return Err(BrokerError::ProducerBusy(limits::over(
+                "producers",
+                max,
+                &self.name,
             )));
         }
         let exclusive_held = st
@@ -238,6 +283,109 @@ impl Topic {
             .map(|p| p.stats.clone())
     }
 
+    /// The limits in force now.
+    pub fn limits(&self) -> Arc<TopicLimits> {
+        self.shared.limits()
+    }
+
+    /// Puts new limits in force: rates change at once, and counts over a
+    /// new maximum refuse newcomers (nobody connected is dropped).
+    pub fn set_limits(&self, limits: Arc<TopicLimits>) {
+        self.publish_rate.set(limits.publish_rate);
+        self.shared.dispatch_rate.set(limits.dispatch_rate);
+        *self.shared.limits.write() = limits.clone();
+        for s in self.subscriptions() {
+            s.apply_limits(&limits);
+        }
+    }
+
+    /// Refuses a new subscription past the topic's maximum.
+    fn check_subscription_limit(&self) -> Result<()> {
+        let max = self.limits().max_subscriptions;
+        if max > 0 && self.state.lock().subscriptions.len() >= max as usize {
+            self.shared.metrics.limit_rejections.inc();
+            return Err(BrokerError::NotAllowed(limits::over(
+                "subscriptions",
+                max,
+                &self.name,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a consumer past the topic's maximum, or past the maximum of
+    /// its subscription `sub`.
+    pub fn check_consumer_limit(&self, sub: &Subscription) -> Result<()> {
+        let limits = self.limits();
+        let on_topic: usize = self
+            .subscriptions()
+            .iter()
+            .map(|s| s.consumers().len())
+            .sum();
+        let (max, what, count) =
+            if limits.max_consumers > 0 && on_topic >= limits.max_consumers as usize {
+                (limits.max_consumers, "consumers", on_topic)
+            } else if limits.max_consumers_per_subscription > 0
+                && sub.consumers().len() >= limits.max_consumers_per_subscription as usize
+            {
+                (
+                    limits.max_consumers_per_subscription,
+                    "consumers on subscription",
+                    sub.consumers().len(),
+                )
+            } else {
+                return Ok(());
+            };
+        debug_assert!(count >= max as usize);
+        self.shared.metrics.limit_rejections.inc();
+        Err(BrokerError::ConsumerBusy(limits::over(
+            what, max, &self.name,
+        )))
+    }
+
+    /// The quota block in force, if any.
+    pub fn quota_block(&self) -> Option<QuotaBlock> {
+        self.quota_block.lock().clone()
+    }
+
+    /// Sets or lifts the quota block; a new block closes the producers
+    /// (their clients re-create them and meet the block).
+    pub fn set_quota_block(&self, block: Option<QuotaBlock>) {
+        let newly = {
+            let mut b = self.quota_block.lock();
+            let newly = block.is_some() && b.is_none();
+            if *b != block {
+                match &block {
+                    Some(q) => {
+                        tracing::warn!(topic = %self.name, reason = %q.reason, policy = ?q.policy, "backlog quota exceeded; producers blocked")
+                    }
+                    None if b.is_some() => {
+                        info!(topic = %self.name, "backlog quota no longer exceeded")
+                    }
+                    None => {}
+                }
+            }
+            *b = block;
+            newly
+        };
+        if newly {
+            self.close_producers();
+        }
+    }
+
+    /// Tells every producer's client to close it (it reconnects).
+    pub fn close_producers(&self) {
+        let producers: Vec<AttachedProducer> = {
+            let mut st = self.state.lock();
+            st.producers.drain().map(|(_, p)| p).collect()
+        };
+        for p in producers {
+            p.entry
+                .conn
+                .post(commands::close_producer(p.entry.producer_id));
+        }
+    }
+
     /// The attached producers (stats and admin).
     pub fn producers(&self) -> Vec<AttachedProducer> {
         self.state.lock().producers.values().cloned().collect()
@@ -286,6 +434,7 @@ impl Topic {
         if let Some(s) = self.subscription(name) {
             return Ok(s);
         }
+        self.check_subscription_limit()?;
         let cursor = self.ml.open_cursor(name, initial).await?;
         let mut st = self.state.lock();
         let sub = st.subscriptions.entry(name.to_string()).or_insert_with(|| {
@@ -297,7 +446,7 @@ impl Topic {
                 self.partition(),
                 sub_type,
                 self.batch_entries,
-                self.msg_out.clone(),
+                self.shared.clone(),
             )
         });
         Ok(sub.clone())
@@ -326,7 +475,7 @@ impl Topic {
             self.partition(),
             sub_type,
             self.batch_entries,
-            self.msg_out.clone(),
+            self.shared.clone(),
         );
         st.subscriptions.insert(name.to_string(), sub.clone());
         Ok(sub)
@@ -393,7 +542,7 @@ impl Topic {
     /// Closes the stats window of every meter of the topic (the stats task).
     pub fn sample_stats(&self, now: Instant) {
         self.msg_in.sample(now);
-        self.msg_out.sample(now);
+        self.shared.out.sample(now);
         let (producers, subs) = {
             let st = self.state.lock();
             let p: Vec<Arc<PublisherStats>> =

@@ -84,7 +84,9 @@ impl From<BrokerError> for ApiError {
             | BrokerError::ConsumerBusy(_)
             | BrokerError::ConsumerAssign(_)
             | BrokerError::ProducerFenced(_) => ApiError::Conflict(text),
-            BrokerError::PreconditionFailed(_) => ApiError::PreconditionFailed(text),
+            BrokerError::PreconditionFailed(_)
+            | BrokerError::QuotaExceededHold(_)
+            | BrokerError::QuotaExceededException(_) => ApiError::PreconditionFailed(text),
             BrokerError::OperationNotAllowed(_) | BrokerError::NotAllowed(_) => {
                 ApiError::MethodNotAllowed(text)
             }

@@ -131,14 +131,17 @@ impl Conn {
             cmd.priority_level.unwrap_or(0),
             sub_type,
             sticky,
-            self.service.config.max_unacked_messages_per_consumer,
+            topic.limits().max_unacked_per_consumer,
         ));
         // A re-subscribe with the same id replaces the old registration.
         if let Some(old) = self.consumers.lock().remove(&cmd.consumer_id) {
             old.sub.remove_consumer(cmd.consumer_id, self.handle.id);
             old.topic.drop_if_non_durable(&old.sub);
         }
-        if let Err(e) = sub.add_consumer(consumer.clone()) {
+        if let Err(e) = topic
+            .check_consumer_limit(&sub)
+            .and_then(|()| sub.add_consumer(consumer.clone()))
+        {
             topic.drop_if_non_durable(&sub);
             return Err(e);
         }

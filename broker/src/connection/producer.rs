@@ -91,7 +91,27 @@ impl Conn {
             .producer_access_mode
             .and_then(|m| ProducerAccessMode::try_from(m).ok())
             .unwrap_or(ProducerAccessMode::Shared);
-        if self.producers.lock().contains_key(&cmd.producer_id) {
+        let attached = {
+            let mut producers = self.producers.lock();
+            match producers.get(&cmd.producer_id) {
+                // Still attached to this very topic: a client's retry of
+                // a create that already succeeded.
+                Some(p)
+                    if Arc::ptr_eq(&p.topic, &topic)
+                        && topic.publisher(self.handle.id, cmd.producer_id).is_some() =>
+                {
+                    true
+                }
+                // The broker closed it (unload, quota, fencing): the
+                // client re-creates it, and it is admitted afresh.
+                Some(_) => {
+                    producers.remove(&cmd.producer_id);
+                    false
+                }
+                None => false,
+            }
+        };
+        if attached {
             // A retry of a create that already succeeded: answer again.
             self.handle
                 .send(commands::producer_success(
@@ -103,6 +123,7 @@ impl Conn {
                 .await;
             return Ok(());
         }
+        self.service.admit_producer_quota(&topic).await?;
         let entry = ProducerEntry {
             producer_id: cmd.producer_id,
             name: producer_name.clone(),
@@ -174,6 +195,7 @@ impl Conn {
         let Some(payload) = payload else {
             return Err(Fatal("SEND without a message".into()));
         };
+        let mut throttle = std::time::Duration::ZERO;
         let result = match codec::parse_message(&payload) {
             Ok(parsed) => {
                 let n = parsed
@@ -187,7 +209,10 @@ impl Conn {
                         "producer {} was fenced on {}",
                         cmd.producer_id, topic.name
                     ))),
-                    Some(publisher) => topic.publish(&payload, n, Some(&publisher)).await,
+                    Some(publisher) => {
+                        throttle = topic.publish_rate.consume(n as u64, payload.len() as u64);
+                        topic.publish(&payload, n, Some(&publisher)).await
+                    }
                 }
             }
             Err(MessageError::Checksum { .. }) => Err(BrokerError::Checksum(format!(
@@ -205,6 +230,18 @@ impl Conn {
             result,
             received,
         });
+        if !throttle.is_zero() {
+            // The topic's publish rate is used up: stop reading this
+            // connection until it is paid back (its socket fills and the
+            // client's sends wait; nothing is dropped).
+            let m = &self.service.metrics;
+            m.publish_throttled.inc();
+            m.publish_throttled_ms.inc_by(throttle.as_millis() as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(throttle) => {}
+                _ = self.handle.closed() => {}
+            }
+        }
         Ok(())
     }
 

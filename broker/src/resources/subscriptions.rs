@@ -65,7 +65,7 @@ impl MessageIdBody {
 }
 
 /// The broker timestamp of an entry (else its publish time), ms.
-fn entry_time(e: &Entry) -> u64 {
+pub(crate) fn entry_time(e: &Entry) -> u64 {
     codec::entry_broker_metadata(&e.data)
         .and_then(|b| b.broker_timestamp)
         .or_else(|| codec::entry_metadata(&e.data).ok().map(|m| m.publish_time))
@@ -291,7 +291,7 @@ impl BrokerService {
         let subs = self.target_subscriptions(topic, name).await?;
         let cutoff = now_ms().saturating_sub(seconds.saturating_mul(1000));
         for (t, s) in subs {
-            expire(&t, &s, cutoff).await?;
+            expire_before(&t, &s, cutoff).await?;
         }
         Ok(())
     }
@@ -301,15 +301,16 @@ impl BrokerService {
         let cutoff = now_ms().saturating_sub(seconds.saturating_mul(1000));
         for t in self.target_topics(topic, false).await? {
             for s in t.subscriptions() {
-                expire(&t, &s, cutoff).await?;
+                expire_before(&t, &s, cutoff).await?;
             }
         }
         Ok(())
     }
 }
 
-/// Acknowledges every entry of `t` stored before `cutoff_ms`.
-async fn expire(t: &Topic, s: &Subscription, cutoff_ms: u64) -> Result<()> {
+/// Acknowledges every entry of `t` stored before `cutoff_ms` on `s`;
+/// true if that moved its mark-delete position.
+pub(crate) async fn expire_before(t: &Topic, s: &Subscription, cutoff_ms: u64) -> Result<bool> {
     let newest_expired =
         t.ml.find_newest_matching(Position::EARLIEST, |e| entry_time(e) < cutoff_ms)
             .await?;
@@ -317,8 +318,9 @@ async fn expire(t: &Topic, s: &Subscription, cutoff_ms: u64) -> Result<()> {
         && p > s.cursor.mark_delete_position()
     {
         s.admin_ack_through(p);
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(test)]

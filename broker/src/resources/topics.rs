@@ -91,6 +91,25 @@ impl BrokerService {
         Ok(all.into_iter().collect())
     }
 
+    /// Refuses `adding` more topics in `ns` past its maximum (the
+    /// namespace's `max_topics_per_namespace`, else the broker's; each
+    /// partition counts as a topic).
+    pub(crate) async fn check_max_topics(&self, ns: &NamespaceName, adding: u32) -> Result<()> {
+        let policy = self.get_policies(ns).await?.max_topics_per_namespace;
+        let max = crate::limits::pick(policy, self.config.limits.max_topics_per_namespace);
+        if max == 0 || adding == 0 {
+            return Ok(());
+        }
+        let have = self.topics_of_namespace(ns).await?.len();
+        if have + adding as usize > max as usize {
+            self.metrics.limit_rejections.inc();
+            return Err(BrokerError::PreconditionFailed(format!(
+                "namespace {ns} has {have} topics; {adding} more would exceed its maximum of {max}"
+            )));
+        }
+        Ok(())
+    }
+
     /// [`BrokerService::topics_of_namespace`] of an existing namespace.
     pub async fn list_topics(&self, ns: &NamespaceName) -> Result<Vec<String>> {
         if !self.namespace_exists(ns).await? {
@@ -115,6 +134,9 @@ impl BrokerService {
             return Err(BrokerError::AlreadyExists(format!(
                 "topic {topic} (as a non-partitioned topic)"
             )));
+        }
+        if self.partitions(topic).await? == 0 {
+            self.check_max_topics(&topic.namespace, partitions).await?;
         }
         let info = PartitionedTopicInfo { partitions };
         if write(self, &partitioned_key(topic), &info, Expect::Absent).await? {
@@ -142,6 +164,7 @@ impl BrokerService {
             return Ok(n);
         }
         let partitions = self.config.default_num_partitions.max(1);
+        self.check_max_topics(&topic.namespace, partitions).await?;
         let info = PartitionedTopicInfo { partitions };
         if write(self, &partitioned_key(topic), &info, Expect::Absent).await? {
             tracing::info!(topic = %topic, partitions, "created a partitioned topic on first use");
@@ -165,6 +188,8 @@ impl BrokerService {
                 info.partitions
             )));
         }
+        self.check_max_topics(&topic.namespace, partitions - info.partitions)
+            .await?;
         let new = PartitionedTopicInfo { partitions };
         if write(
             self,

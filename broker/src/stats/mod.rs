@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub use internal::{CursorInternalStats, InternalStats, LedgerInternalStats, internal_stats};
 pub use meter::{Meter, MeterReading};
 pub use prometheus::TopicMetrics;
+pub(crate) use topic_stats::backlog_of;
 pub use topic_stats::{
     ConsumerStats, PartitionedMetadata, PublisherStats, SubscriptionStats, TopicStats, topic_stats,
 };

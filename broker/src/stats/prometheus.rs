@@ -148,7 +148,7 @@ impl MetricsSource for TopicMetrics {
         let mut namespaces: BTreeMap<String, Figures> = BTreeMap::new();
         for t in &topics {
             let ml = t.ml.stats();
-            let (i, o) = (t.msg_in.read(), t.msg_out.read());
+            let (i, o) = (t.msg_in.read(), t.shared.out.read());
             let subs = t.subscriptions();
             let f = Figures {
                 msg_rate_in: i.msg_rate,

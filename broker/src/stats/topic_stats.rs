@@ -161,7 +161,7 @@ pub(crate) fn backlog_of(sub: &Subscription, ledgers: &[LedgerInfo]) -> (u64, u6
 pub fn topic_stats(topic: &Topic) -> TopicStats {
     let ml = topic.ml.stats();
     let in_ = topic.msg_in.read();
-    let out = topic.msg_out.read();
+    let out = topic.shared.out.read();
     let publishers = topic
         .producers()
         .into_iter()
@@ -221,7 +221,7 @@ pub fn topic_stats(topic: &Topic) -> TopicStats {
                 sub_type: sub_type_name(sub.sub_type()).to_string(),
                 is_durable: sub.durable,
                 unacked_messages: consumers.iter().map(|c| c.unacked_messages).sum(),
-                blocked_subscription_on_unacked_msgs: false,
+                blocked_subscription_on_unacked_msgs: sub.is_blocked_on_unacked(),
                 consumers,
             },
         );
