@@ -31,8 +31,8 @@ pub(crate) use offload::offload_error;
 pub use offload::{FirstUnoffloaded, NamespaceUsage, OffloadProcessStatus};
 pub use policies::{
     BacklogQuota, BacklogQuotaPolicy, CLUSTER, DispatchRate, MAX_PARTITIONS, OffloadPolicies,
-    PartitionedTopicInfo, PersistencePolicies, Policies, PublishRate, RetentionPolicies, StorageQuota,
-    TenantInfo, invalid_field, parse_integer, parse_json, parse_partitions,
+    PartitionedTopicInfo, PersistencePolicies, Policies, PublishRate, RetentionPolicies,
+    StorageQuota, TenantInfo, invalid_field, parse_integer, parse_json, parse_partitions,
 };
 pub use subscriptions::{MessageIdBody, StartAt};
 

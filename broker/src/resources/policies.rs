@@ -305,7 +305,10 @@ impl Policies {
                 "max_unacked_messages_per_subscription",
                 self.max_unacked_messages_per_subscription,
             ),
-            ("max_subscriptions_per_topic", self.max_subscriptions_per_topic),
+            (
+                "max_subscriptions_per_topic",
+                self.max_subscriptions_per_topic,
+            ),
             ("max_topics_per_namespace", self.max_topics_per_namespace),
         ] {
             if let Some(v) = v
@@ -374,7 +377,10 @@ impl PublishRate {
         if self.publish_throttling_rate_in_byte < -1 {
             return Err(invalid_field(
                 &format!("{field}.publishThrottlingRateInByte"),
-                format!("must be >= -1, got {}", self.publish_throttling_rate_in_byte),
+                format!(
+                    "must be >= -1, got {}",
+                    self.publish_throttling_rate_in_byte
+                ),
             ));
         }
         Ok(())
@@ -387,13 +393,19 @@ impl DispatchRate {
         if self.dispatch_throttling_rate_in_msg < -1 {
             return Err(invalid_field(
                 &format!("{field}.dispatchThrottlingRateInMsg"),
-                format!("must be >= -1, got {}", self.dispatch_throttling_rate_in_msg),
+                format!(
+                    "must be >= -1, got {}",
+                    self.dispatch_throttling_rate_in_msg
+                ),
             ));
         }
         if self.dispatch_throttling_rate_in_byte < -1 {
             return Err(invalid_field(
                 &format!("{field}.dispatchThrottlingRateInByte"),
-                format!("must be >= -1, got {}", self.dispatch_throttling_rate_in_byte),
+                format!(
+                    "must be >= -1, got {}",
+                    self.dispatch_throttling_rate_in_byte
+                ),
             ));
         }
         if self.rate_period_in_second < 1 {
