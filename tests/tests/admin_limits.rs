@@ -288,10 +288,10 @@ async fn max_namespaces_per_tenant_is_a_412_past_the_limit() {
                 a.json("/namespaces/acme").await,
                 json!(["acme/one", "acme/two"])
             );
-            // An existing name is still a conflict, not a limit... (Pulsar checks
-            // the limit first; either way nothing is created.)
-            let again = a.call(M::PUT, "/namespaces/acme/one", None).await;
-            assert!([409, 412].contains(&again.status), "{again:?}");
+            // At the limit the limit is checked first, as in Pulsar, even for
+            // a name that exists.
+            a.fails(M::PUT, "/namespaces/acme/one", None, 412, "Exceed")
+                .await;
             // The limit is per tenant: public already has public/default.
             a.ok(M::PUT, "/namespaces/public/second", None).await;
             a.fails(
