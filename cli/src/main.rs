@@ -2,6 +2,7 @@
 
 mod admin;
 mod cold;
+mod limits_args;
 mod metrics_http;
 mod offloader;
 mod perf;

@@ -81,6 +81,8 @@ pub struct StandaloneArgs {
     pub managed_ledger_max_ledger_rollover_time: std::time::Duration,
     #[command(flatten)]
     pub cold: crate::cold::ColdArgs,
+    #[command(flatten)]
+    pub limits: crate::limits_args::LimitsArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -190,7 +192,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
                 max_ledger_age: args.managed_ledger_max_ledger_rollover_time,
                 ..ManagedLedgerConfig::default()
             },
-            ..BrokerConfig::default()
+            ..args.limits.apply(BrokerConfig::default())
         },
         store.clone(),
         client,

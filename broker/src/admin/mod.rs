@@ -8,6 +8,7 @@
 //! mistakes are 4xx and name what was wrong.
 
 mod error;
+mod limits;
 mod namespaces;
 mod offload;
 mod stats;
@@ -95,6 +96,7 @@ fn router(state: AdminState) -> Router {
         .route("/admin/v2/clusters/{cluster}", get(get_cluster))
         .merge(tenants::routes())
         .merge(namespaces::routes())
+        .merge(limits::routes())
         .merge(topics::routes())
         .merge(stats::routes())
         .merge(subscriptions::routes())

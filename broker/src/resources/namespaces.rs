@@ -54,6 +54,7 @@ impl BrokerService {
         if !self.tenant_exists(&ns.tenant).await? {
             return Err(BrokerError::TenantNotFound(ns.tenant.clone()));
         }
+        self.check_namespaces_per_tenant(&ns.tenant, 0).await?;
         let key = paths::namespace(&ns.tenant, &ns.namespace);
         if !write(self, &key, &policies, Expect::Absent).await? {
             return Err(BrokerError::AlreadyExists(format!("namespace {ns}")));
@@ -62,6 +63,36 @@ impl BrokerService {
         if !self.tenant_exists(&ns.tenant).await? {
             self.store.delete(&key, Expect::Any).await?;
             return Err(BrokerError::TenantNotFound(ns.tenant.clone()));
+        }
+        // Concurrent creates may all have passed the check: whichever finds
+        // the tenant over its limit after writing takes its own back, so
+        // the limit holds (at worst both fail, and a retry succeeds).
+        if let Err(e) = self.check_namespaces_per_tenant(&ns.tenant, 1).await {
+            self.store.delete(&key, Expect::Any).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Refuses a new namespace of `tenant` beyond the broker's
+    /// `max_namespaces_per_tenant` (Pulsar's maxNamespacesPerTenant; 0: no
+    /// limit) with [`BrokerError::PreconditionFailed`], as Pulsar does.
+    /// `written`: 1 once the new one is stored (it is then not counted).
+    async fn check_namespaces_per_tenant(&self, tenant: &str, written: usize) -> Result<()> {
+        let max = self.config.limits.max_namespaces_per_tenant as usize;
+        if max == 0 {
+            return Ok(());
+        }
+        let existing = self
+            .list_namespaces(tenant)
+            .await?
+            .len()
+            .saturating_sub(written);
+        if existing >= max {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "Exceed the maximum number of namespace in tenant :{tenant} \
+                 (maxNamespacesPerTenant is {max})"
+            )));
         }
         Ok(())
     }

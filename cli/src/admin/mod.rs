@@ -12,6 +12,7 @@
 
 mod cluster;
 mod http;
+mod limits;
 mod namespaces;
 mod offload;
 mod parse;

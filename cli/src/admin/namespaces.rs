@@ -6,8 +6,8 @@ use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
 use super::http::AdminError;
-use super::offload;
 use super::{Ctx, api_path, namespace_arg, namespace_path, parse, render_fields, render_names};
+use super::{limits, offload};
 
 #[derive(Subcommand, Debug)]
 pub enum NamespacesCommand {
@@ -74,6 +74,8 @@ pub enum NamespacesCommand {
         /// The namespace: TENANT/NAMESPACE.
         namespace: String,
     },
+    #[command(flatten)]
+    Limits(limits::LimitsCommand),
 }
 
 /// Policies that can be given at creation.
@@ -201,6 +203,7 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), AdminError> {
                 .await?;
             ctx.show(body, render_fields);
         }
+        NamespacesCommand::Limits(cmd) => limits::run(ctx, cmd).await?,
     }
     Ok(())
 }
