@@ -7,6 +7,7 @@ One scenario per run (--scenario); each makes its own namespace(s) in tenant
   limit +- 10 % over 10 s, while a producer in another namespace on the same
   broker, on its own connection, keeps a rate far above the limit; then the
   limit is raised live (no restart) and the first producer follows it;
+- dispatch: a topic dispatch rate paces what a consumer receives;
 - hold: a destination_storage backlog quota with producer_request_hold:
   once the backlog is over it, sends wait and time out (nothing is
   refused at once), and a new producer is refused; after the backlog is
@@ -177,6 +178,37 @@ def scenario_rate(args):
     finally:
         a.close()
         b.close()
+
+
+def scenario_dispatch(args):
+    limit = 100
+    ns = namespace(args, "dispatch", {"topicDispatchRate": {"standalone": {
+        "dispatchThrottlingRateInMsg": limit, "dispatchThrottlingRateInByte": -1,
+        "ratePeriodInSecond": 1}}})
+    topic = f"persistent://{ns}/t"
+    client = compat.client(args)
+    try:
+        consumer = client.subscribe(topic, "s")
+        producer = compat.producer(client, topic)
+        for i in range(800):
+            producer.send_async(payload(i, 100), None)
+        producer.flush()
+        times = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6:
+            try:
+                m = consumer.receive(timeout_millis=2000)
+            except px.Timeout:
+                break
+            times.append(time.monotonic())
+            consumer.acknowledge(m)
+        # Past the first second's burst, over 4 s.
+        window = [t for t in times if t0 + 1.5 <= t < t0 + 5.5]
+        rate = len(window) / 4.0
+        print(f"dispatch limit {limit}/s: consumer received {rate:.1f}/s", flush=True)
+        check(abs(rate - limit) <= 0.15 * limit, f"dispatch at {rate:.1f}/s, want {limit} +- 15%")
+    finally:
+        client.close()
 
 
 def quota_setup(args, label, policy, limit_bytes=20_000):
@@ -425,6 +457,7 @@ def scenario_storage(args):
 
 SCENARIOS = {
     "rate": scenario_rate,
+    "dispatch": scenario_dispatch,
     "hold": scenario_hold,
     "exception": scenario_exception,
     "eviction": scenario_eviction,

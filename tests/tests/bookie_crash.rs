@@ -95,7 +95,8 @@ enum Damage {
     FlipByte,
 }
 
-/// The newest journal file and the (offset, body length) of its last record.
+/// The newest journal file and the (offset, body length) of its last
+/// record (padding records, which align direct-I/O batches, are skipped).
 fn last_journal_record(journal_dir: &Path) -> (PathBuf, u64, usize) {
     let mut files: Vec<PathBuf> = std::fs::read_dir(journal_dir)
         .expect("list journal dir")
@@ -110,10 +111,17 @@ fn last_journal_record(journal_dir: &Path) -> (PathBuf, u64, usize) {
         let mut last = None;
         while pos + 8 <= data.len() {
             let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+            // A padding record (direct I/O alignment): skip it.
+            let (len, padding) = match len & (1 << 31) {
+                0 => (len, false),
+                _ => (len & !(1 << 31), true),
+            };
             if len == 0 || pos + 8 + len > data.len() {
                 break;
             }
-            last = Some((pos as u64, len));
+            if !padding {
+                last = Some((pos as u64, len));
+            }
             pos += 8 + len;
         }
         if let Some((offset, len)) = last {

@@ -63,6 +63,11 @@ async fn publish_rate_limits_one_namespace_and_not_its_neighbour() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_rate_paces_consumers() {
+    scenario("dispatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_quota_hold_makes_sends_wait_then_time_out() {
     scenario("hold").await;
 }
