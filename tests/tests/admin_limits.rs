@@ -200,7 +200,7 @@ async fn limit_policies_round_trip_and_refuse_bad_bodies() {
             ("dispatchRate", r#"{"dispatchThrottlingRateInMsg":-5}"#, "dispatchThrottlingRateInMsg"),
             ("subscriptionDispatchRate", r#"{"ratePeriodInSecond":0}"#, "ratePeriodInSecond"),
             ("subscriptionDispatchRate", r#"{"relativeToPublishRate":"yes"}"#, "invalid field 'relativeToPublishRate'"),
-            ("storageQuota", r#"{"limitSize":1,"policy":"consumer_backlog_eviction"}"#, "invalid field 'storageQuota.policy'"),
+            ("storageQuota", r#"{"limitSize":1,"policy":"consumer_backlog_eviction"}"#, "invalid field 'storage_quota.policy'"),
             ("storageQuota", r#"{"limitSize":1,"policy":"drop_everything"}"#, "invalid field 'policy'"),
             ("storageQuota", r#"{"limitSize":-2,"policy":"producer_exception"}"#, "limitSize"),
             ("storageQuota", r#"{"limitSize":"big","policy":"producer_exception"}"#, "invalid field 'limitSize'"),

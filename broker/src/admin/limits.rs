@@ -297,21 +297,14 @@ mod tests {
         let e = reason(checked_json::<PublishRate>(b"", "publishRate"));
         assert!(e.starts_with("invalid publishRate"), "{e}");
 
-        let q: StorageQuota = checked_json(
-            br#"{"limitSize":1073741824,"policy":"producer_exception"}"#,
-            "storageQuota",
-        )
-        .unwrap();
+        let quota = |body: &[u8]| (STORAGE_QUOTA.parse)(body, STORAGE_QUOTA.field);
+        let q = quota(br#"{"limitSize":1073741824,"policy":"producer_exception"}"#).unwrap();
         assert_eq!(q.policy, BacklogQuotaPolicy::ProducerException);
-        let e = reason(checked_json::<StorageQuota>(
+        let e = reason(quota(
             br#"{"limitSize":1,"policy":"consumer_backlog_eviction"}"#,
-            "storageQuota",
         ));
-        assert!(e.starts_with("invalid field 'storageQuota.policy'"), "{e}");
-        let e = reason(checked_json::<StorageQuota>(
-            br#"{"limitSize":1,"policy":"drop"}"#,
-            "storageQuota",
-        ));
+        assert!(e.starts_with("invalid field 'storage_quota.policy'"), "{e}");
+        let e = reason(quota(br#"{"limitSize":1,"policy":"drop"}"#));
         assert!(e.starts_with("invalid field 'policy'"), "{e}");
     }
 

@@ -241,39 +241,44 @@ pub enum QuotaType {
 /// The integer limits of a namespace (Pulsar's names in kebab-case).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitName {
-    MaxProducersPerTopic,
-    MaxConsumersPerTopic,
-    MaxConsumersPerSubscription,
-    MaxUnackedMessagesPerConsumer,
-    MaxUnackedMessagesPerSubscription,
-    MaxSubscriptionsPerTopic,
-    MaxTopicsPerNamespace,
+    #[value(name = "max-producers-per-topic")]
+    ProducersPerTopic,
+    #[value(name = "max-consumers-per-topic")]
+    ConsumersPerTopic,
+    #[value(name = "max-consumers-per-subscription")]
+    ConsumersPerSubscription,
+    #[value(name = "max-unacked-messages-per-consumer")]
+    UnackedMessagesPerConsumer,
+    #[value(name = "max-unacked-messages-per-subscription")]
+    UnackedMessagesPerSubscription,
+    #[value(name = "max-subscriptions-per-topic")]
+    SubscriptionsPerTopic,
+    #[value(name = "max-topics-per-namespace")]
+    TopicsPerNamespace,
 }
 
 impl LimitName {
     /// The REST path segment and the Policies field name.
     fn names(self) -> (&'static str, &'static str) {
         match self {
-            LimitName::MaxProducersPerTopic => ("maxProducersPerTopic", "max_producers_per_topic"),
-            LimitName::MaxConsumersPerTopic => ("maxConsumersPerTopic", "max_consumers_per_topic"),
-            LimitName::MaxConsumersPerSubscription => (
+            LimitName::ProducersPerTopic => ("maxProducersPerTopic", "max_producers_per_topic"),
+            LimitName::ConsumersPerTopic => ("maxConsumersPerTopic", "max_consumers_per_topic"),
+            LimitName::ConsumersPerSubscription => (
                 "maxConsumersPerSubscription",
                 "max_consumers_per_subscription",
             ),
-            LimitName::MaxUnackedMessagesPerConsumer => (
+            LimitName::UnackedMessagesPerConsumer => (
                 "maxUnackedMessagesPerConsumer",
                 "max_unacked_messages_per_consumer",
             ),
-            LimitName::MaxUnackedMessagesPerSubscription => (
+            LimitName::UnackedMessagesPerSubscription => (
                 "maxUnackedMessagesPerSubscription",
                 "max_unacked_messages_per_subscription",
             ),
-            LimitName::MaxSubscriptionsPerTopic => {
+            LimitName::SubscriptionsPerTopic => {
                 ("maxSubscriptionsPerTopic", "max_subscriptions_per_topic")
             }
-            LimitName::MaxTopicsPerNamespace => {
-                ("maxTopicsPerNamespace", "max_topics_per_namespace")
-            }
+            LimitName::TopicsPerNamespace => ("maxTopicsPerNamespace", "max_topics_per_namespace"),
         }
     }
 
@@ -640,7 +645,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            LimitName::MaxUnackedMessagesPerConsumer.flag(),
+            LimitName::UnackedMessagesPerConsumer.flag(),
             "max-unacked-messages-per-consumer"
         );
         assert_eq!(render_policy(&Value::Null), "not set\n");
