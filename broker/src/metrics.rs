@@ -25,6 +25,8 @@ pub struct BrokerMetrics {
     pub lookup_errors: Counter,
     /// LOOKUP request to its answer queued.
     pub lookup_latency: Histogram,
+    /// Authentication failures and authorization denials.
+    pub auth: crate::auth::AuthMetrics,
 }
 
 impl Default for BrokerMetrics {
@@ -37,6 +39,7 @@ impl Default for BrokerMetrics {
             lookups: Counter::default(),
             lookup_errors: Counter::default(),
             lookup_latency: Histogram::latency(),
+            auth: Default::default(),
         }
     }
 }
@@ -104,6 +107,7 @@ impl MetricsSource for BrokerMetrics {
             "Topic LOOKUP request to its answer queued.",
             &self.lookup_latency,
         );
+        self.auth.render(e);
     }
 }
 

@@ -14,6 +14,7 @@ use strata_offloader::tier::Tier;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use crate::auth::AuthService;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::metrics::BrokerMetrics;
@@ -49,6 +50,8 @@ pub struct BrokerService {
     pub metrics: Arc<BrokerMetrics>,
     /// The cold tier (object storage), when configured.
     pub cold: Option<Arc<Tier>>,
+    /// Token authentication and role authorization (see `crate::auth`).
+    pub auth: Arc<AuthService>,
 }
 
 /// Keeps a topic from loading while it is being deleted; see
@@ -100,7 +103,14 @@ impl BrokerService {
             deleting: Mutex::new(HashSet::new()),
             metrics: Arc::default(),
             cold,
+            auth: Arc::new(AuthService::disabled()),
         }
+    }
+
+    /// With these authentication and authorization settings.
+    pub fn with_auth(mut self, auth: AuthService) -> Self {
+        self.auth = Arc::new(auth);
+        self
     }
 
     pub fn next_conn_id(&self) -> u64 {
