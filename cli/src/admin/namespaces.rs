@@ -6,8 +6,8 @@ use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
 use super::http::AdminError;
-use super::offload;
 use super::{Ctx, api_path, namespace_arg, namespace_path, parse, render_fields, render_names};
+use super::{offload, permissions};
 
 #[derive(Subcommand, Debug)]
 pub enum NamespacesCommand {
@@ -41,6 +41,8 @@ pub enum NamespacesCommand {
         /// The namespace: TENANT/NAMESPACE.
         namespace: String,
     },
+    #[command(flatten)]
+    Permissions(permissions::PermissionsCommand),
     /// Set where and when the namespace's topics are offloaded.
     SetOffloadPolicies {
         /// The namespace: TENANT/NAMESPACE.
@@ -163,6 +165,7 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), AdminError> {
                 .await?;
             ctx.show(body, render_names);
         }
+        NamespacesCommand::Permissions(cmd) => permissions::run(ctx, cmd).await?,
         NamespacesCommand::SetOffloadPolicies {
             namespace,
             policies,
