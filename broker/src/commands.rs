@@ -302,7 +302,7 @@ pub fn connected(
             protocol_version: Some(protocol_version),
             max_message_size: Some(max_message_size as i32),
             feature_flags: Some(pb::FeatureFlags {
-                supports_auth_refresh: Some(false),
+                supports_auth_refresh: Some(true),
                 supports_broker_entry_metadata: Some(true),
                 supports_partial_producer: Some(true),
                 supports_topic_watchers: Some(false),
