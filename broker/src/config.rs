@@ -14,7 +14,7 @@ pub enum AutoTopicCreationType {
 
 /// Authentication and authorization, with Pulsar's setting names. Off by
 /// default; see `crate::auth` for what each setting does.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuthConfig {
     /// authenticationEnabled: every client (protocol and admin REST) must
     /// present a valid token.
@@ -39,6 +39,29 @@ pub struct AuthConfig {
     /// checked for expiry, and how long a client has to answer the
     /// AUTH_CHALLENGE sent when it expired.
     pub refresh_check_interval: Duration,
+}
+
+/// The secret itself never shows, only where it is read from.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = self.token_secret_key.as_deref().map(|s| {
+            if s.starts_with("file:") || std::path::Path::new(s).is_file() {
+                s
+            } else {
+                "<redacted>"
+            }
+        });
+        f.debug_struct("AuthConfig")
+            .field("authentication_enabled", &self.authentication_enabled)
+            .field("authorization_enabled", &self.authorization_enabled)
+            .field("superuser_roles", &self.superuser_roles)
+            .field("token_secret_key", &secret)
+            .field("token_public_key", &self.token_public_key)
+            .field("token_auth_claim", &self.token_auth_claim)
+            .field("token_public_alg", &self.token_public_alg)
+            .field("refresh_check_interval", &self.refresh_check_interval)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {

@@ -101,7 +101,7 @@ impl ConnAuth {
     /// One refresh check at `now` (seconds since the epoch).
     fn check(&self, now: u64) -> Check {
         let mut st = self.state.lock();
-        if !st.expires_at.is_some_and(|exp| exp < now) {
+        if st.expires_at.is_none_or(|exp| exp >= now) {
             Check::Valid
         } else if !self.supports_refresh {
             Check::Close(AuthError::RefreshUnsupported)
