@@ -36,6 +36,23 @@ pub fn error_code(request_id: u64, code: ServerError, message: String) -> BaseCo
     }
 }
 
+/// What Pulsar's broker sends in AUTH_CHALLENGE to ask for fresh credentials.
+pub const AUTH_REFRESH_DATA: &[u8] = b"PulsarAuthRefresh";
+
+pub fn auth_challenge(method: &str, protocol_version: i32) -> BaseCommand {
+    BaseCommand {
+        auth_challenge: Some(pb::CommandAuthChallenge {
+            server_version: Some(format!("Strata {}", env!("CARGO_PKG_VERSION"))),
+            challenge: Some(pb::AuthData {
+                auth_method_name: Some(method.to_string()),
+                auth_data: Some(bytes::Bytes::from_static(AUTH_REFRESH_DATA)),
+            }),
+            protocol_version: Some(protocol_version),
+        }),
+        ..base(Type::AuthChallenge)
+    }
+}
+
 pub fn ping() -> BaseCommand {
     BaseCommand {
         ping: Some(pb::CommandPing {}),
@@ -285,7 +302,7 @@ pub fn connected(
             protocol_version: Some(protocol_version),
             max_message_size: Some(max_message_size as i32),
             feature_flags: Some(pb::FeatureFlags {
-                supports_auth_refresh: Some(false),
+                supports_auth_refresh: Some(true),
                 supports_broker_entry_metadata: Some(true),
                 supports_partial_producer: Some(true),
                 supports_topic_watchers: Some(false),

@@ -12,6 +12,73 @@ pub enum AutoTopicCreationType {
     Partitioned,
 }
 
+/// Authentication and authorization, with Pulsar's setting names. Off by
+/// default; see `crate::auth` for what each setting does.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// authenticationEnabled: every client (protocol and admin REST) must
+    /// present a valid token.
+    pub authentication_enabled: bool,
+    /// authorizationEnabled: roles are checked against superuser roles,
+    /// tenant admin roles and namespace grants. Needs authentication.
+    pub authorization_enabled: bool,
+    /// superUserRoles: roles allowed everything.
+    pub superuser_roles: Vec<String>,
+    /// tokenSecretKey: the HS256/384/512 secret, as `file:///path`,
+    /// `data:;base64,...`, a path or base64 text.
+    pub token_secret_key: Option<String>,
+    /// tokenPublicKey: the RSA or EC public key (X.509 SubjectPublicKeyInfo,
+    /// DER or PEM), in the same forms as the secret.
+    pub token_public_key: Option<String>,
+    /// tokenAuthClaim: the claim that holds the role.
+    pub token_auth_claim: String,
+    /// tokenPublicAlg: the signature algorithm of the public key (RS256,
+    /// ES256...); tokens signed by any algorithm of its family are accepted.
+    pub token_public_alg: jsonwebtoken::Algorithm,
+    /// authenticationRefreshCheckSeconds: how often a connection's token is
+    /// checked for expiry, and how long a client has to answer the
+    /// AUTH_CHALLENGE sent when it expired.
+    pub refresh_check_interval: Duration,
+}
+
+/// The secret itself never shows, only where it is read from.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = self.token_secret_key.as_deref().map(|s| {
+            if s.starts_with("file:") || std::path::Path::new(s).is_file() {
+                s
+            } else {
+                "<redacted>"
+            }
+        });
+        f.debug_struct("AuthConfig")
+            .field("authentication_enabled", &self.authentication_enabled)
+            .field("authorization_enabled", &self.authorization_enabled)
+            .field("superuser_roles", &self.superuser_roles)
+            .field("token_secret_key", &secret)
+            .field("token_public_key", &self.token_public_key)
+            .field("token_auth_claim", &self.token_auth_claim)
+            .field("token_public_alg", &self.token_public_alg)
+            .field("refresh_check_interval", &self.refresh_check_interval)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            authentication_enabled: false,
+            authorization_enabled: false,
+            superuser_roles: Vec::new(),
+            token_secret_key: None,
+            token_public_key: None,
+            token_auth_claim: "sub".into(),
+            token_public_alg: jsonwebtoken::Algorithm::RS256,
+            refresh_check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     /// Address the Pulsar protocol listener binds (port 0: any free port).
@@ -19,6 +86,8 @@ pub struct BrokerConfig {
     /// Host name put in lookup answers and the service URL; defaults to the
     /// listen host (or 127.0.0.1 when that is a wildcard).
     pub advertised_host: Option<String>,
+    /// Token authentication and role authorization (off by default).
+    pub auth: AuthConfig,
     /// Largest message a producer may send, in bytes (announced in CONNECTED).
     pub max_message_size: usize,
     /// Idle time after which the broker pings a client; twice this without
@@ -84,6 +153,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listen: "0.0.0.0:6650".into(),
             advertised_host: None,
+            auth: AuthConfig::default(),
             max_message_size: 5 << 20,
             keepalive_interval: Duration::from_secs(30),
             cache_bytes: 256 << 20,

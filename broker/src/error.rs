@@ -42,6 +42,9 @@ pub enum BrokerError {
     ConsumerAssign(String),
     #[error("not allowed: {0}")]
     NotAllowed(String),
+    /// The client's role may not do this.
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
     #[error("service not ready: {0}")]
     ServiceNotReady(String),
     #[error("persistence error: {0}")]
@@ -82,6 +85,7 @@ impl BrokerError {
             BrokerError::ConsumerBusy(_) => ServerError::ConsumerBusy,
             BrokerError::ConsumerAssign(_) => ServerError::ConsumerAssignError,
             BrokerError::NotAllowed(_) => ServerError::NotAllowedError,
+            BrokerError::NotAuthorized(_) => ServerError::AuthorizationError,
             BrokerError::ServiceNotReady(_) => ServerError::ServiceNotReady,
             BrokerError::Persistence(_) => ServerError::PersistenceError,
             BrokerError::Metadata(_) => ServerError::MetadataError,

@@ -6,6 +6,7 @@
 //! (recovering the last ledger), their durable subscriptions restored.
 
 pub mod admin;
+pub mod auth;
 pub use strata_proto::frame as codec;
 mod commands;
 pub mod config;
@@ -88,15 +89,19 @@ impl Broker {
             }
         };
         let stats_interval = config.stats_interval;
-        let service = Arc::new(BrokerService::new(
-            Arc::new(config),
-            store,
-            factory,
-            ownership,
-            service_url,
-            broker_id,
-            cold,
-        ));
+        let auth = auth::AuthService::new(&config.auth)?;
+        let service = Arc::new(
+            BrokerService::new(
+                Arc::new(config),
+                store,
+                factory,
+                ownership,
+                service_url,
+                broker_id,
+                cold,
+            )
+            .with_auth(auth),
+        );
         let cancel = CancellationToken::new();
         tokio::spawn(stats::sample_loop(
             Arc::downgrade(&service),

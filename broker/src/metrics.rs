@@ -41,6 +41,8 @@ pub struct BrokerMetrics {
     pub ttl_expirations: Counter,
     /// Producers, consumers, subscriptions and topics refused by a limit.
     pub limit_rejections: Counter,
+    /// Authentication failures and authorization denials.
+    pub auth: crate::auth::AuthMetrics,
 }
 
 impl Default for BrokerMetrics {
@@ -61,6 +63,7 @@ impl Default for BrokerMetrics {
             storage_quota_blocks: Counter::default(),
             ttl_expirations: Counter::default(),
             limit_rejections: Counter::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -172,6 +175,7 @@ impl MetricsSource for BrokerMetrics {
             "Milliseconds connections paused reading for publish rates.",
             self.publish_throttled_ms.get(),
         );
+        self.auth.render(e);
     }
 }
 

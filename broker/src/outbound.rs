@@ -79,7 +79,12 @@ impl ConnHandle {
         self.closed.is_cancelled()
     }
 
-    /// Resolves once the connection is closing.
+    /// Closes the connection (what is queued is still written).
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Waits until the connection is closed.
     pub async fn closed(&self) {
         self.closed.cancelled().await
     }

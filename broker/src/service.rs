@@ -14,6 +14,7 @@ use strata_offloader::tier::Tier;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use crate::auth::AuthService;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::limits::{QuotaBlock, TopicLimits};
@@ -52,6 +53,8 @@ pub struct BrokerService {
     pub cold: Option<Arc<Tier>>,
     /// Namespaces whose storage quota is used up (see `limits::quota`).
     pub(crate) storage_blocks: Mutex<HashMap<NamespaceName, QuotaBlock>>,
+    /// Token authentication and role authorization (see `crate::auth`).
+    pub auth: Arc<AuthService>,
 }
 
 /// Keeps a topic from loading while it is being deleted; see
@@ -104,7 +107,14 @@ impl BrokerService {
             metrics: Arc::default(),
             cold,
             storage_blocks: Mutex::new(HashMap::new()),
+            auth: Arc::new(AuthService::disabled()),
         }
+    }
+
+    /// With these authentication and authorization settings.
+    pub fn with_auth(mut self, auth: AuthService) -> Self {
+        self.auth = Arc::new(auth);
+        self
     }
 
     pub fn next_conn_id(&self) -> u64 {

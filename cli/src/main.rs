@@ -1,6 +1,7 @@
 //! `strata`: the one Strata binary.
 
 mod admin;
+mod auth;
 mod cold;
 mod limits_args;
 mod metrics_http;

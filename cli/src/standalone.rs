@@ -83,6 +83,8 @@ pub struct StandaloneArgs {
     pub cold: crate::cold::ColdArgs,
     #[command(flatten)]
     pub limits: crate::limits_args::LimitsArgs,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -105,6 +107,9 @@ fn remembered_port(dir: &Path) -> anyhow::Result<Option<u16>> {
 }
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    // Bad auth settings stop the start before anything is opened.
+    strata_broker::auth::AuthService::new(&args.auth.to_config())
+        .context("authentication settings")?;
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
@@ -180,6 +185,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         BrokerConfig {
             listen: format!("{}:{}", args.bind_address, args.broker_port),
             advertised_host: Some(args.advertised_address.clone()),
+            auth: args.auth.to_config(),
             auto_topic_creation_type: match args.auto_topic_creation_type {
                 AutoTopicCreationArg::NonPartitioned => AutoTopicCreationType::NonPartitioned,
                 AutoTopicCreationArg::Partitioned => AutoTopicCreationType::Partitioned,

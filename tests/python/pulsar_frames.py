@@ -40,10 +40,16 @@ PARTITIONED_METADATA_RESPONSE = 22
 LOOKUP = 23
 LOOKUP_RESPONSE = 24
 ACK = 10
+GET_TOPICS_OF_NAMESPACE = 32
+GET_TOPICS_OF_NAMESPACE_RESPONSE = 33
+AUTH_CHALLENGE = 36
+AUTH_RESPONSE = 37
 ACK_RESPONSE = 38
 
 TYPE_NAMES = {
-    v: k for k, v in dict(globals()).items() if k.isupper() and isinstance(v, int) and 2 <= v <= 24
+    v: k
+    for k, v in dict(globals()).items()
+    if k.isupper() and isinstance(v, int) and (2 <= v <= 24 or 32 <= v <= 38)
 }
 
 # ServerError values.
@@ -64,8 +70,12 @@ SERVER_ERRORS = {
     17: "InvalidTopicName",
     22: "NotAllowedError",
 }
+AUTHENTICATION_ERROR = 3
+AUTHORIZATION_ERROR = 4
 CHECKSUM_ERROR = 9
 INVALID_TOPIC_NAME = 17
+# CommandLookupTopicResponse.LookupType
+LOOKUP_FAILED = 2
 
 MAGIC_CRC32C = 0x0E01
 MAGIC_BROKER_ENTRY_METADATA = 0x0E02
@@ -204,12 +214,35 @@ def connect(
     client_version="strata-compat-raw",
     protocol_version=PROTOCOL_VERSION,
     broker_entry_metadata=False,
+    auth_method_name=None,
+    auth_data=None,
+    supports_auth_refresh=False,
 ):
     body = f_bytes(1, client_version) + f_varint(4, protocol_version)
+    if auth_data is not None:
+        body += f_bytes(3, auth_data)
+    if auth_method_name is not None:
+        body += f_bytes(5, auth_method_name)
+    flags = b""
+    if supports_auth_refresh:
+        # feature_flags (10) { supports_auth_refresh (1): true }
+        flags += f_bool(1, True)
     if broker_entry_metadata:
         # feature_flags (10) { supports_broker_entry_metadata (2): true }
-        body += f_msg(10, f_bool(2, True))
+        flags += f_bool(2, True)
+    if flags:
+        body += f_msg(10, flags)
     return base_command(CONNECT, body)
+
+
+def auth_response(auth_data, auth_method_name="token"):
+    """AUTH_RESPONSE { response (2): AuthData { method (1), data (2) } }."""
+    auth = f_bytes(1, auth_method_name) + f_bytes(2, auth_data)
+    return base_command(AUTH_RESPONSE, f_bytes(1, "strata-compat-raw") + f_msg(2, auth))
+
+
+def get_topics_of_namespace(namespace, request_id):
+    return base_command(GET_TOPICS_OF_NAMESPACE, f_varint(1, request_id) + f_bytes(2, namespace))
 
 
 def subscribe(topic, subscription, consumer_id, request_id, earliest=True):
@@ -432,9 +465,17 @@ class RawConnection:
             finally:
                 self.timeout = saved
 
-    def handshake(self, broker_entry_metadata=False):
-        """CONNECT; returns the CONNECTED frame."""
-        self.send_command(connect(broker_entry_metadata=broker_entry_metadata))
+    def handshake(self, broker_entry_metadata=False, token=None, supports_auth_refresh=False):
+        """CONNECT (with `token` as auth method "token" when given); returns
+        the CONNECTED frame."""
+        self.send_command(
+            connect(
+                broker_entry_metadata=broker_entry_metadata,
+                auth_method_name=None if token is None else "token",
+                auth_data=token,
+                supports_auth_refresh=supports_auth_refresh,
+            )
+        )
         frame = self.read_frame()
         if frame.type != CONNECTED:
             raise AssertionError(f"CONNECT answered with {frame}")

@@ -19,6 +19,12 @@ use crate::error::BrokerError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// No credentials, or bad ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Good credentials of a role that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -39,6 +45,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -87,6 +95,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::PreconditionFailed(_)
             | BrokerError::QuotaExceededHold(_)
             | BrokerError::QuotaExceededException(_) => ApiError::PreconditionFailed(text),
+            BrokerError::NotAuthorized(_) => ApiError::Forbidden(text),
             BrokerError::OperationNotAllowed(_) | BrokerError::NotAllowed(_) => {
                 ApiError::MethodNotAllowed(text)
             }
@@ -181,6 +190,7 @@ mod tests {
             (BrokerError::OperationNotAllowed("x".into()), 405),
             (BrokerError::ServiceNotReady("x".into()), 503),
             (BrokerError::Metadata("x".into()), 500),
+            (BrokerError::NotAuthorized("x".into()), 403),
         ];
         for (e, status) in cases {
             assert_eq!(ApiError::from(e).status().as_u16(), status);

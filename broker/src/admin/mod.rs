@@ -5,12 +5,15 @@
 //! Handlers only parse requests and shape answers; what they do lives in
 //! the service layer (`crate::resources`, `crate::stats`). Every failure is
 //! an HTTP status with `{"reason": "..."}` ([`error::ApiError`]); user
-//! mistakes are 4xx and name what was wrong.
+//! mistakes are 4xx and name what was wrong. With authentication on, every
+//! request but the health check and `/metrics` needs a token and a role
+//! allowed to make it (`crate::auth::http`).
 
 mod error;
 mod limits;
 mod namespaces;
 mod offload;
+mod permissions;
 mod stats;
 mod subscriptions;
 mod tenants;
@@ -101,8 +104,13 @@ fn router(state: AdminState) -> Router {
         .merge(stats::routes())
         .merge(subscriptions::routes())
         .merge(offload::routes())
+        .merge(permissions::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::http::admin_guard,
+        ))
         .with_state(state)
 }
 

@@ -14,6 +14,7 @@ use strata_proto::pulsar::{
 use tracing::debug;
 
 use super::{Conn, ConsumerState, spawn};
+use crate::auth::{Need, Operation};
 use crate::codec;
 use crate::commands;
 use crate::consumer::{Consumer, HASH_RANGE_SIZE};
@@ -71,6 +72,8 @@ impl Conn {
 
     async fn subscribe(self: &Arc<Self>, cmd: CommandSubscribe) -> Result<(), BrokerError> {
         let name = TopicName::parse(&cmd.topic)?;
+        self.authorize_topic(&name, Need::Consume, Operation::Consume)
+            .await?;
         if cmd.subscription.is_empty() {
             return Err(BrokerError::NotAllowed("empty subscription name".into()));
         }

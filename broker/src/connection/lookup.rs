@@ -13,6 +13,7 @@ use strata_proto::pulsar::{
 };
 
 use super::{Conn, spawn};
+use crate::auth::{Need, Operation};
 use crate::commands;
 use crate::error::BrokerError;
 use crate::ownership::Owner;
@@ -23,6 +24,8 @@ impl Conn {
         spawn(self, |conn| async move {
             let result = async {
                 let name = TopicName::parse(&cmd.topic)?;
+                conn.authorize_topic(&name, Need::Lookup, Operation::Lookup)
+                    .await?;
                 conn.service.lookup(&name).await
             }
             .await;
@@ -53,6 +56,8 @@ impl Conn {
         spawn(self, |conn| async move {
             let result = async {
                 let name = TopicName::parse(&cmd.topic)?;
+                conn.authorize_topic(&name, Need::Lookup, Operation::PartitionedMetadata)
+                    .await?;
                 if !conn.service.namespace_exists(&name.namespace).await? {
                     return Err(BrokerError::NamespaceNotFound(name.namespace.to_string()));
                 }
@@ -76,6 +81,7 @@ impl Conn {
             let result = async {
                 let ns = NamespaceName::parse(&cmd.namespace)
                     .map_err(|e| BrokerError::NotAllowed(e.to_string()))?;
+                conn.authorize_namespace(&ns).await?;
                 if !conn.service.namespace_exists(&ns).await? {
                     return Err(BrokerError::NamespaceNotFound(ns.to_string()));
                 }

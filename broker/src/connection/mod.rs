@@ -7,6 +7,7 @@
 //! SUBSCRIBE, SEEK, ...) run as tasks so that one slow topic does not stall
 //! the connection.
 
+mod auth;
 mod consumer;
 mod lookup;
 mod producer;
@@ -54,6 +55,8 @@ pub(crate) struct ConsumerState {
 pub(crate) struct Conn {
     service: Arc<BrokerService>,
     handle: Arc<ConnHandle>,
+    /// The role its token proved (see `auth`).
+    auth: auth::ConnAuth,
     producers: Mutex<HashMap<u64, ProducerState>>,
     consumers: Mutex<HashMap<u64, ConsumerState>>,
 }
@@ -155,7 +158,11 @@ async fn handshake(
         .as_ref()
         .and_then(|f| f.supports_broker_entry_metadata)
         .unwrap_or(false);
-    debug!(%peer, client = %connect.client_version, version, "client connected");
+    let auth = match auth::ConnAuth::connect(service, &connect, version) {
+        Ok(a) => a,
+        Err(e) => return Err(auth::refuse_connect(tx, &e).await),
+    };
+    debug!(%peer, client = %connect.client_version, version, role = ?auth.role, "client connected");
     let handle = ConnHandle::new(
         service.next_conn_id(),
         peer,
@@ -170,12 +177,15 @@ async fn handshake(
             service.config.max_message_size,
         ))
         .await;
-    Ok(Arc::new(Conn {
+    let conn = Arc::new(Conn {
         service: service.clone(),
         handle,
+        auth,
         producers: Mutex::new(HashMap::new()),
         consumers: Mutex::new(HashMap::new()),
-    }))
+    });
+    conn.spawn_refresh();
+    Ok(conn)
 }
 
 async fn write_loop(
@@ -242,6 +252,7 @@ impl Conn {
             Type::Ping => self.handle.send(commands::pong()).await,
             Type::Pong => {}
             Type::Connect => return Err(Fatal("second CONNECT on one connection".into())),
+            Type::AuthResponse => self.handle_auth_response(field!(auth_response)).await?,
             Type::Send => self.handle_send(field!(send), frame.payload).await?,
             Type::Producer => self.spawn_producer(field!(producer)),
             Type::CloseProducer => self.close_producer(field!(close_producer)).await,

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::{Conn, Fatal, ProducerState, spawn};
+use crate::auth::{Need, Operation};
 use crate::codec::{self, MessageError};
 use crate::commands;
 use crate::error::BrokerError;
@@ -81,6 +82,8 @@ impl Conn {
 
     async fn create_producer(self: &Arc<Self>, cmd: CommandProducer) -> Result<(), BrokerError> {
         let name = TopicName::parse(&cmd.topic)?;
+        self.authorize_topic(&name, Need::Produce, Operation::Produce)
+            .await?;
         let topic = self.service.topic(&name, true).await?;
         let producer_name = cmd
             .producer_name

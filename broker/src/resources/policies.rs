@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub use strata_offloader::policy::OffloadPolicies;
 
+use crate::auth::AuthPolicies;
 use crate::error::BrokerError;
 
 /// The cluster a standalone broker belongs to.
@@ -139,6 +140,9 @@ fn one_i32() -> i32 {
 /// A namespace's policies (Pulsar's `Policies`; the subset Strata knows).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policies {
+    /// Who may produce / consume (Pulsar's `auth_policies`).
+    #[serde(default)]
+    pub auth_policies: AuthPolicies,
     #[serde(default)]
     pub replication_clusters: Vec<String>,
     /// Keys: `destination_storage` (size) and `message_age` (time).
@@ -196,6 +200,7 @@ pub struct Policies {
 impl Default for Policies {
     fn default() -> Self {
         Policies {
+            auth_policies: AuthPolicies::default(),
             replication_clusters: Vec::new(),
             backlog_quota_map: BTreeMap::new(),
             publish_max_message_rate: BTreeMap::new(),

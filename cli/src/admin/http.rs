@@ -100,6 +100,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 pub struct AdminClient {
     base: Url,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` when set.
+    token: Option<String>,
 }
 
 impl AdminClient {
@@ -124,7 +126,17 @@ impl AdminClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| bad(error_chain(&e)))?;
-        Ok(AdminClient { base: url, http })
+        Ok(AdminClient {
+            base: url,
+            http,
+            token: None,
+        })
+    }
+
+    /// Sends `token` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> AdminClient {
+        self.token = token;
+        self
     }
 
     /// The base URL followed by `segments`, each percent-encoded.
@@ -150,6 +162,9 @@ impl AdminClient {
     ) -> Result<Body, AdminError> {
         let url = self.url(segments, query);
         let mut req = self.http.request(method, url.clone());
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }

@@ -16,10 +16,12 @@ mod limits;
 mod namespaces;
 mod offload;
 mod parse;
+mod permissions;
 mod stats;
 mod subscriptions;
 mod table;
 mod tenants;
+mod tokens;
 mod topics;
 
 use std::io::Write;
@@ -44,6 +46,19 @@ pub struct AdminArgs {
     /// Print the server's JSON (pretty-printed) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A token (JWT) to send as `Authorization: Bearer`, for brokers with
+    /// authentication on.
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the token (also `file:///path`).
+    #[arg(long, env = "STRATA_ADMIN_TOKEN_FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub group: Group,
 }
@@ -68,6 +83,9 @@ pub enum Group {
     /// Cluster records.
     #[command(subcommand)]
     Clusters(cluster::ClustersCommand),
+    /// Keys and tokens of the token authentication (works offline).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 /// Runs one admin command on its own small runtime and turns an error into
@@ -92,9 +110,31 @@ pub fn main(args: AdminArgs) -> ExitCode {
     }
 }
 
+/// The token of `--token` or `--token-file`, if any.
+fn token(args: &AdminArgs) -> Result<Option<String>, AdminError> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => {
+            let path = path.to_string_lossy();
+            let path = path.strip_prefix("file://").unwrap_or(&path);
+            std::fs::read_to_string(path).map_err(|e| {
+                AdminError::Invalid(format!("cannot read the token file {path}: {e}"))
+            })?
+        }
+        (None, None) => return Ok(None),
+    };
+    match token.trim() {
+        "" => Err(AdminError::Invalid("the token is empty".into())),
+        t => Ok(Some(t.to_string())),
+    }
+}
+
 async fn run(args: AdminArgs) -> Result<(), AdminError> {
+    if let Group::Tokens(cmd) = args.group {
+        return tokens::run(cmd);
+    }
     let ctx = Ctx {
-        client: AdminClient::new(&args.admin_url)?,
+        client: AdminClient::new(&args.admin_url)?.with_token(token(&args)?),
         json: args.json,
     };
     match args.group {
@@ -104,6 +144,7 @@ async fn run(args: AdminArgs) -> Result<(), AdminError> {
         Group::Subscriptions(cmd) => subscriptions::run(&ctx, cmd).await,
         Group::Brokers(cmd) => cluster::run_brokers(&ctx, cmd).await,
         Group::Clusters(cmd) => cluster::run_clusters(&ctx, cmd).await,
+        Group::Tokens(_) => unreachable!("handled before the client is made"),
     }
 }
 

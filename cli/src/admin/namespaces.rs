@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::http::AdminError;
 use super::{Ctx, api_path, namespace_arg, namespace_path, parse, render_fields, render_names};
-use super::{limits, offload};
+use super::{limits, offload, permissions};
 
 #[derive(Subcommand, Debug)]
 pub enum NamespacesCommand {
@@ -41,6 +41,8 @@ pub enum NamespacesCommand {
         /// The namespace: TENANT/NAMESPACE.
         namespace: String,
     },
+    #[command(flatten)]
+    Permissions(permissions::PermissionsCommand),
     /// Set where and when the namespace's topics are offloaded.
     SetOffloadPolicies {
         /// The namespace: TENANT/NAMESPACE.
@@ -165,6 +167,7 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), AdminError> {
                 .await?;
             ctx.show(body, render_names);
         }
+        NamespacesCommand::Permissions(cmd) => permissions::run(ctx, cmd).await?,
         NamespacesCommand::SetOffloadPolicies {
             namespace,
             policies,
