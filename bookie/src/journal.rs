@@ -148,11 +148,7 @@ impl Request {
 }
 
 /// Completes a record that will never be durable.
-fn fail(
-    done: oneshot::Sender<Result<JournalPos>>,
-    placement: Option<&Placement>,
-    e: BookieError,
-) {
+fn fail(done: oneshot::Sender<Result<JournalPos>>, placement: Option<&Placement>, e: BookieError) {
     if let Some(p) = placement {
         let _ = p.set(Err(()));
     }

@@ -34,6 +34,8 @@ pub struct BrokerService {
     pub ownership: Ownership,
     /// `pulsar://host:port` of this broker.
     pub service_url: String,
+    /// `pulsar+ssl://host:port` of this broker, when it has a TLS listener.
+    pub service_url_tls: Option<String>,
     topics: Mutex<HashMap<TopicName, TopicSlot>>,
     next_conn_id: AtomicU64,
     next_producer_name: AtomicU64,
@@ -83,6 +85,7 @@ impl BrokerService {
         factory: ManagedLedgerFactory,
         ownership: Ownership,
         service_url: String,
+        service_url_tls: Option<String>,
         broker_id: String,
         cold: Option<Arc<Tier>>,
     ) -> Self {
@@ -92,6 +95,7 @@ impl BrokerService {
             factory,
             ownership,
             service_url,
+            service_url_tls,
             topics: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             next_producer_name: AtomicU64::new(0),

@@ -6,6 +6,7 @@ mod metrics_http;
 mod offloader;
 mod perf;
 mod standalone;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -18,9 +18,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use strata_proto::pulsar::{ServerError, base_command::Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -50,6 +48,16 @@ pub(crate) struct ConsumerState {
     consumer: Arc<Consumer>,
 }
 
+/// How a client reached the broker, known before its CONNECT.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Over the TLS listener (`pulsar+ssl://`).
+    pub tls: bool,
+    /// The subject CN of the client certificate, when the client presented
+    /// one and it chained to the trusted CA (see [`crate::tls::peer_cert_role`]).
+    pub peer_cert_role: Option<String>,
+}
+
 /// The state of one connection after CONNECT.
 pub(crate) struct Conn {
     service: Arc<BrokerService>,
@@ -62,15 +70,19 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 pub(crate) struct Fatal(pub String);
 
-pub async fn serve(
+/// Serves one client on `stream` (plain TCP or TLS, already handshaken)
+/// until it goes away or `shutdown`.
+pub async fn serve<S>(
     service: Arc<BrokerService>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
+    transport: Transport,
     shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _counted = service.metrics.connection_opened();
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, closed.clone()));
@@ -109,7 +121,8 @@ pub async fn serve(
                 match &conn {
                     Some(c) => c.handle_frame(frame).await?,
                     None => {
-                        conn = Some(handshake(&service, frame, peer, &tx, &closed).await?);
+                        conn =
+                            Some(handshake(&service, frame, peer, &transport, &tx, &closed).await?);
                     }
                 }
             }
@@ -133,6 +146,7 @@ async fn handshake(
     service: &Arc<BrokerService>,
     frame: Frame,
     peer: SocketAddr,
+    transport: &Transport,
     tx: &mpsc::Sender<Outbound>,
     closed: &CancellationToken,
 ) -> Result<Arc<Conn>, Fatal> {
@@ -155,7 +169,18 @@ async fn handshake(
         .as_ref()
         .and_then(|f| f.supports_broker_entry_metadata)
         .unwrap_or(false);
-    debug!(%peer, client = %connect.client_version, version, "client connected");
+    // Authentication goes here (the auth work, merged separately): Pulsar's
+    // `tls` method (`auth_method_name = "tls"`) takes
+    // `transport.peer_cert_role`, the verified client certificate's CN, as
+    // the role; no certificate, no `tls` role.
+    debug!(
+        %peer,
+        client = %connect.client_version,
+        version,
+        tls = transport.tls,
+        cert_role = transport.peer_cert_role.as_deref().unwrap_or(""),
+        "client connected"
+    );
     let handle = ConnHandle::new(
         service.next_conn_id(),
         peer,
@@ -178,8 +203,8 @@ async fn handshake(
     }))
 }
 
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
+async fn write_loop<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
     mut rx: mpsc::Receiver<Outbound>,
     closed: CancellationToken,
 ) {
