@@ -72,7 +72,7 @@ def expect_ok(args):
         p.send(b"over tls")
         reader = client.create_reader(other, pulsar.MessageId.earliest)
         check_eq(compat.read_next(reader, "the reader's message").data(), b"over tls", "reader")
-        print(f"{len(payloads)} messages round-tripped over TLS", flush=True)
+        print(f"{len(payloads)} messages round-tripped over {args.service_url}", flush=True)
     finally:
         client.close()
 

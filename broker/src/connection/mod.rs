@@ -109,6 +109,9 @@ pub async fn serve<S>(
                     continue;
                 }
                 Ok(Ok(0)) => return Ok(()),
+                // A TLS client that closed without close_notify (most do):
+                // gone, as with a plain TCP close.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(Err(e)) => return Err(Fatal(format!("read failed: {e}"))),
                 Ok(Ok(_)) => ping_outstanding = false,
             }
