@@ -123,7 +123,6 @@ impl Broker {
             factory,
             ownership,
             service_url,
-            service_url_tls,
             broker_id,
             cold,
         ));
@@ -146,11 +145,9 @@ impl Broker {
                 service.clone(),
                 cancel.clone(),
             )));
-            info!(
-                address = ?address_tls,
-                url = service.service_url_tls.as_deref().unwrap_or_default(),
-                "broker listening (TLS)"
-            );
+            if let (Some(address), Some(url)) = (address_tls, &service.service_url_tls) {
+                info!(%address, %url, "broker listening (TLS)");
+            }
         }
         Ok(Broker {
             service,

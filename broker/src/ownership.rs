@@ -82,6 +82,11 @@ impl Ownership {
         }
     }
 
+    /// This broker's record (its id and URLs).
+    pub fn me(&self) -> &BundleOwner {
+        &self.me
+    }
+
     fn key(&self, topic: &TopicName) -> String {
         paths::bundle_owner(
             &topic.namespace.tenant,

@@ -85,7 +85,6 @@ impl BrokerService {
         factory: ManagedLedgerFactory,
         ownership: Ownership,
         service_url: String,
-        service_url_tls: Option<String>,
         broker_id: String,
         cold: Option<Arc<Tier>>,
     ) -> Self {
@@ -93,9 +92,9 @@ impl BrokerService {
             config,
             store,
             factory,
+            service_url_tls: ownership.me().service_url_tls.clone(),
             ownership,
             service_url,
-            service_url_tls,
             topics: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             next_producer_name: AtomicU64::new(0),

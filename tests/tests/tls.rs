@@ -370,7 +370,9 @@ async fn plain_tcp_on_the_tls_port_fails_cleanly() {
             assert!(got.is_empty(), "silent client {i} was sent {got:02x?}");
         }
         assert!(
-            failed_handshakes(&s) >= 3 + 3 + 1,
+            // The three non-TLS byte streams, the three silent clients, and
+            // at least one try of the plain Python client.
+            failed_handshakes(&s) >= 7,
             "expected every non-TLS connection to be logged as a failed handshake\n{}",
             s.log_tail()
         );
