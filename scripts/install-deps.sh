@@ -5,7 +5,8 @@
 #   scripts/install-deps.sh [EXTRA_APT_PACKAGE...]
 #
 # Build prerequisites: clang + libclang-dev (bindgen in the rocksdb crate),
-# protobuf-compiler (protoc, for proto/), and a C/C++ toolchain (cc, c++,
+# protobuf-compiler (protoc, for proto/) with libprotobuf-dev (its
+# well-known types), and a C/C++ toolchain (cc, c++,
 # make) for the bundled C/C++ libraries. Extra packages named on the command
 # line (scripts/test.sh passes etcd-server when /usr/bin/etcd is missing) are
 # installed in the same apt-get run, so `apt-get update` runs at most once.
@@ -25,6 +26,10 @@ need_command clang clang
 # libclang-dev provides the unversioned libclang.so that bindgen loads.
 compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || missing+=(libclang-dev)
 need_command protoc protobuf-compiler
+# The well-known types (google/protobuf/descriptor.proto...) that etcd-client's
+# protos import: only a recommendation of protobuf-compiler, which
+# --no-install-recommends leaves out.
+[[ -f /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
 if ! command -v cc >/dev/null 2>&1 || ! command -v c++ >/dev/null 2>&1 \
     || ! command -v make >/dev/null 2>&1; then
     missing+=(build-essential)

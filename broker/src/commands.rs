@@ -194,10 +194,14 @@ pub fn ack_response(consumer_id: u64, request_id: u64, err: Option<&BrokerError>
     }
 }
 
-pub fn lookup_connect(request_id: u64, url: String) -> BaseCommand {
+/// The owner's URLs, both as Pulsar sends them: a client that reached us
+/// over TLS connects to `url_tls` (the C++ client takes it whenever its own
+/// connection is TLS).
+pub fn lookup_connect(request_id: u64, url: String, url_tls: Option<String>) -> BaseCommand {
     BaseCommand {
         lookup_topic_response: Some(pb::CommandLookupTopicResponse {
             broker_service_url: Some(url),
+            broker_service_url_tls: url_tls,
             response: Some(pb::command_lookup_topic_response::LookupType::Connect as i32),
             request_id,
             authoritative: Some(true),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use strata_managed_ledger::ManagedLedgerConfig;
 
+use crate::tls::TlsConfig;
+
 /// What auto topic creation creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AutoTopicCreationType {
@@ -83,6 +85,12 @@ impl Default for AuthConfig {
 pub struct BrokerConfig {
     /// Address the Pulsar protocol listener binds (port 0: any free port).
     pub listen: String,
+    /// Address the `pulsar+ssl://` listener binds (Pulsar's
+    /// `brokerServicePortTls`, 6651 by convention; port 0: any free port);
+    /// none: no TLS listener. Needs `tls`.
+    pub listen_tls: Option<String>,
+    /// Certificate, key and client-certificate checks of the TLS listener.
+    pub tls: Option<TlsConfig>,
     /// Host name put in lookup answers and the service URL; defaults to the
     /// listen host (or 127.0.0.1 when that is a wildcard).
     pub advertised_host: Option<String>,
@@ -152,6 +160,8 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: "0.0.0.0:6650".into(),
+            listen_tls: None,
+            tls: None,
             advertised_host: None,
             auth: AuthConfig::default(),
             max_message_size: 5 << 20,

@@ -23,14 +23,24 @@ use crate::error::{BrokerError, Result};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BundleOwner {
     pub broker_id: String,
+    /// `pulsar://host:port`.
     pub service_url: String,
+    /// `pulsar+ssl://host:port`, when the broker has a TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_url_tls: Option<String>,
+}
+
+impl std::fmt::Display for BundleOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.service_url)
+    }
 }
 
 /// Who serves a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
     Me,
-    Other(String),
+    Other(BundleOwner),
 }
 
 pub struct Ownership {
@@ -70,6 +80,11 @@ impl Ownership {
             bundles,
             owned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// This broker's record (its id and URLs).
+    pub fn me(&self) -> &BundleOwner {
+        &self.me
     }
 
     fn key(&self, topic: &TopicName) -> String {
@@ -115,7 +130,7 @@ impl Ownership {
                 self.owned.lock().insert(key);
                 return Ok(Owner::Me);
             }
-            return Ok(Owner::Other(owner.service_url));
+            return Ok(Owner::Other(owner));
         }
         Err(BrokerError::ServiceNotReady(format!(
             "ownership of {key} keeps changing"

@@ -36,6 +36,8 @@ pub struct BrokerService {
     pub ownership: Ownership,
     /// `pulsar://host:port` of this broker.
     pub service_url: String,
+    /// `pulsar+ssl://host:port` of this broker, when it has a TLS listener.
+    pub service_url_tls: Option<String>,
     topics: Mutex<HashMap<TopicName, TopicSlot>>,
     next_conn_id: AtomicU64,
     next_producer_name: AtomicU64,
@@ -96,6 +98,7 @@ impl BrokerService {
             config,
             store,
             factory,
+            service_url_tls: ownership.me().service_url_tls.clone(),
             ownership,
             service_url,
             topics: Mutex::new(HashMap::new()),

@@ -8,6 +8,7 @@ mod metrics_http;
 mod offloader;
 mod perf;
 mod standalone;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -45,7 +46,11 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("STRATA_LOG")
+                // rustls warns for every client that sends an IP address
+                // as SNI (the C++ client does); failed handshakes are
+                // logged by the broker.
+                .unwrap_or_else(|_| EnvFilter::new("info,rustls=error")),
         )
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal, not in log files.

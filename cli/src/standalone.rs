@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use strata_bookie::{Bookie, BookieConfig};
-use strata_broker::admin::AdminServer;
+use strata_broker::admin::{AdminServer, AdminTls};
 use strata_broker::config::AutoTopicCreationType;
 use strata_broker::{Broker, BrokerConfig};
 use strata_common::names::NamespaceName;
@@ -85,6 +85,8 @@ pub struct StandaloneArgs {
     pub limits: crate::limits_args::LimitsArgs,
     #[command(flatten)]
     pub auth: crate::auth::AuthArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -107,9 +109,10 @@ fn remembered_port(dir: &Path) -> anyhow::Result<Option<u16>> {
 }
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
-    // Bad auth settings stop the start before anything is opened.
+    // Bad auth or TLS settings stop the start before anything is opened.
     strata_broker::auth::AuthService::new(&args.auth.to_config())
         .context("authentication settings")?;
+    let tls = args.tls.config()?;
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
@@ -184,6 +187,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let broker = Broker::start(
         BrokerConfig {
             listen: format!("{}:{}", args.bind_address, args.broker_port),
+            listen_tls: args
+                .tls
+                .broker_port_tls
+                .map(|p| format!("{}:{p}", args.bind_address)),
+            tls: tls.clone(),
             advertised_host: Some(args.advertised_address.clone()),
             auth: args.auth.to_config(),
             auto_topic_creation_type: match args.auto_topic_creation_type {
@@ -212,8 +220,16 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         .await
         .context("creating public/default")?;
     let admin_cancel = CancellationToken::new();
-    let admin = AdminServer::start(
+    let admin_listen_tls = args
+        .tls
+        .admin_port_tls
+        .map(|p| format!("{}:{p}", args.bind_address));
+    let admin = AdminServer::start_with_tls(
         &format!("{}:{}", args.bind_address, args.admin_port),
+        match (&admin_listen_tls, &tls) {
+            (Some(listen), Some(config)) => Some(AdminTls { listen, config }),
+            _ => None,
+        },
         broker.service.clone(),
         vec![
             broker.metrics_source(),
@@ -233,6 +249,16 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         args.advertised_address,
         admin.address.port()
     );
+    if let Some(url) = broker.service_url_tls() {
+        println!("service URL TLS: {url}");
+    }
+    if let Some(address) = admin.address_tls {
+        println!(
+            "admin URL TLS: https://{}:{}",
+            args.advertised_address,
+            address.port()
+        );
+    }
     println!("cold tier: {cold_url}");
     println!("strata standalone ready");
 

@@ -151,7 +151,10 @@ impl ServerProcess {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .envs(self.envs.iter().map(|(k, v)| (k, v)));
-        if std::env::var_os("STRATA_LOG").is_none() {
+        // Info unless the test's environment or the process's own says otherwise.
+        if std::env::var_os("STRATA_LOG").is_none()
+            && !self.envs.iter().any(|(k, _)| k == "STRATA_LOG")
+        {
             cmd.env("STRATA_LOG", "info");
         }
         let child = cmd

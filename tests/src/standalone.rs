@@ -6,8 +6,10 @@
 //! front (so a restart reuses them and clients can dial the same URL),
 //! appends the process's output to `<data_dir>/../standalone-<port>.log`,
 //! and waits until it prints `strata standalone ready`. Before that line it
-//! prints `service URL: pulsar://...` and `admin URL: http://...`; the URLs
-//! are taken from those lines. The process can be killed (SIGKILL, a crash),
+//! prints `service URL: pulsar://...` and `admin URL: http://...` (and, with
+//! `--broker-port-tls` / `--admin-port-tls`, `service URL TLS:
+//! pulsar+ssl://...` and `admin URL TLS: https://...`); the URLs are taken
+//! from those lines. The process can be killed (SIGKILL, a crash),
 //! stopped (SIGTERM, a clean shutdown that must exit 0) and restarted on the
 //! same ports and data directory, which keeps every topic, message and
 //! subscription cursor. Dropping the handle kills the process and reaps it.
@@ -25,6 +27,8 @@ pub use crate::process::{START_TIMEOUT, STOP_TIMEOUT};
 pub const READY_LINE: &str = "strata standalone ready";
 const SERVICE_URL_PREFIX: &str = "service URL: ";
 const ADMIN_URL_PREFIX: &str = "admin URL: ";
+const SERVICE_URL_TLS_PREFIX: &str = "service URL TLS: ";
+const ADMIN_URL_TLS_PREFIX: &str = "admin URL TLS: ";
 
 /// One `strata standalone` process (or, between `kill`/`stop` and
 /// `restart`, the memory of one).
@@ -33,6 +37,8 @@ pub struct StandaloneProcess {
     data_dir: PathBuf,
     service_url: String,
     admin_url: String,
+    service_url_tls: Option<String>,
+    admin_url_tls: Option<String>,
 }
 
 /// The process's own controls (log, pid, kill, stop...) come from
@@ -105,6 +111,8 @@ impl StandaloneProcess {
                 data_dir: data_dir.clone(),
                 service_url: String::new(),
                 admin_url: String::new(),
+                service_url_tls: None,
+                admin_url_tls: None,
             };
             match s.process.spawn_and_wait().await {
                 Ok(output) => {
@@ -131,6 +139,22 @@ impl StandaloneProcess {
     /// `http://127.0.0.1:PORT`, as the process printed it.
     pub fn admin_url(&self) -> &str {
         &self.admin_url
+    }
+
+    /// `pulsar+ssl://127.0.0.1:PORT`, as the process printed it; panics if
+    /// it was started without `--broker-port-tls`.
+    pub fn service_url_tls(&self) -> &str {
+        self.service_url_tls
+            .as_deref()
+            .expect("the standalone has no TLS port (--broker-port-tls)")
+    }
+
+    /// `https://127.0.0.1:PORT`, as the process printed it; panics if it was
+    /// started without `--admin-port-tls`.
+    pub fn admin_url_tls(&self) -> &str {
+        self.admin_url_tls
+            .as_deref()
+            .expect("the standalone has no admin HTTPS port (--admin-port-tls)")
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -182,6 +206,17 @@ impl StandaloneProcess {
         assert!(admin.starts_with("http://"), "bad admin URL {admin:?}");
         self.service_url = service;
         self.admin_url = admin;
+        self.service_url_tls = line_after(SERVICE_URL_TLS_PREFIX);
+        if let Some(url) = &self.service_url_tls {
+            assert!(
+                url.starts_with("pulsar+ssl://"),
+                "bad TLS service URL {url:?}"
+            );
+        }
+        self.admin_url_tls = line_after(ADMIN_URL_TLS_PREFIX);
+        if let Some(url) = &self.admin_url_tls {
+            assert!(url.starts_with("https://"), "bad TLS admin URL {url:?}");
+        }
     }
 }
 

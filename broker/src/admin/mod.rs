@@ -1,6 +1,7 @@
 //! The admin HTTP server: Pulsar's `/admin/v2` REST API (clusters, tenants,
 //! namespaces, persistent topics, subscriptions, stats) and the Prometheus
-//! `/metrics` page.
+//! `/metrics` page, over HTTP and, when configured, HTTPS (Pulsar's
+//! `webServicePortTls`): one router behind both ports.
 //!
 //! Handlers only parse requests and shape answers; what they do lives in
 //! the service layer (`crate::resources`, `crate::stats`). Every failure is
@@ -38,6 +39,7 @@ use error::{ApiResult, P};
 
 use crate::resources::CLUSTER;
 use crate::service::BrokerService;
+use crate::tls::{TlsAcceptor, TlsConfig, TlsListener};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -47,11 +49,21 @@ pub struct AdminState {
     pub metrics: Arc<Vec<Arc<dyn MetricsSource>>>,
     /// `http://host:port` of this admin server, as clients reach it.
     pub admin_url: Arc<str>,
+    /// `https://host:port`, when it also serves HTTPS.
+    pub admin_url_tls: Option<Arc<str>>,
 }
 
 pub struct AdminServer {
     pub address: SocketAddr,
-    task: JoinHandle<()>,
+    /// The HTTPS port's address, when there is one.
+    pub address_tls: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The admin server's HTTPS port: where it binds and its TLS settings.
+pub struct AdminTls<'a> {
+    pub listen: &'a str,
+    pub config: &'a TlsConfig,
 }
 
 impl AdminServer {
@@ -61,10 +73,45 @@ impl AdminServer {
         metrics: Vec<Arc<dyn MetricsSource>>,
         cancel: CancellationToken,
     ) -> anyhow::Result<AdminServer> {
+        AdminServer::start_with_tls(listen, None, service, metrics, cancel).await
+    }
+
+    /// As [`AdminServer::start`], also serving HTTPS when `tls` is given.
+    pub async fn start_with_tls(
+        listen: &str,
+        tls: Option<AdminTls<'_>>,
+        service: Arc<BrokerService>,
+        metrics: Vec<Arc<dyn MetricsSource>>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<AdminServer> {
+        // The TLS files first: a bad one stops the start-up, naming it. Only
+        // HTTP/1.1 is offered (the router speaks HTTP/1).
+        let tls = match tls {
+            Some(t) => Some((t.listen, TlsAcceptor::new(t.config, &[b"http/1.1"])?)),
+            None => None,
+        };
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind the admin port {listen}: {e}"))?;
         let address = listener.local_addr()?;
+        let tls = match tls {
+            Some((listen, acceptor)) => {
+                let l = TcpListener::bind(listen).await.map_err(|e| {
+                    anyhow::anyhow!("cannot bind the admin HTTPS port {listen}: {e}")
+                })?;
+                Some(TlsListener::new(
+                    l,
+                    acceptor,
+                    "admin HTTPS",
+                    cancel.clone(),
+                )?)
+            }
+            None => None,
+        };
+        let address_tls = match &tls {
+            Some(l) => Some(axum::serve::Listener::local_addr(l)?),
+            None => None,
+        };
         // The host clients use for the broker is the one they use for us.
         let host = service
             .service_url
@@ -76,18 +123,34 @@ impl AdminServer {
             service,
             metrics: Arc::new(metrics),
             admin_url: format!("http://{host}:{}", address.port()).into(),
+            admin_url_tls: address_tls.map(|a| format!("https://{host}:{}", a.port()).into()),
         };
         let app = router(state);
-        let task = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        if let Some(listener) = tls {
+            let (app, cancel) = (app.clone(), cancel.clone());
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { cancel.cancelled().await })
+                    .await;
+            }));
+        }
+        tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { cancel.cancelled().await })
                 .await;
-        });
-        Ok(AdminServer { address, task })
+        }));
+        Ok(AdminServer {
+            address,
+            address_tls,
+            tasks,
+        })
     }
 
     pub async fn stop(self) {
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -134,7 +197,11 @@ async fn method_not_allowed(req: Request) -> ApiError {
 #[serde(rename_all = "camelCase")]
 struct ClusterData {
     service_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_url_tls: Option<String>,
     broker_service_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_service_url_tls: Option<String>,
 }
 
 async fn get_cluster(
@@ -148,7 +215,9 @@ async fn get_cluster(
     }
     Ok(Json(ClusterData {
         service_url: state.admin_url.to_string(),
+        service_url_tls: state.admin_url_tls.as_deref().map(str::to_string),
         broker_service_url: state.service.service_url.clone(),
+        broker_service_url_tls: state.service.service_url_tls.clone(),
     }))
 }
 

@@ -60,17 +60,35 @@ enum Check {
     Close(AuthError),
 }
 
+/// Pulsar's name of client-certificate authentication.
+const TLS_METHOD: &str = "tls";
+
 impl ConnAuth {
     /// Checks CONNECT's credentials (counted either way).
     pub(super) fn connect(
         service: &BrokerService,
         connect: &CommandConnect,
         protocol_version: i32,
+        cert_role: Option<&str>,
     ) -> Result<ConnAuth, AuthError> {
         let method = connect.auth_method_name.as_deref();
-        let result = service
-            .auth
-            .authenticate(method, connect.auth_data.as_deref());
+        let result = if method == Some(TLS_METHOD) && service.auth.authentication_enabled() {
+            // Pulsar's `tls` method: the role is the CN of the client
+            // certificate the TLS listener verified.
+            match cert_role {
+                Some(role) => Ok(Some(crate::auth::Identity {
+                    role: role.to_string(),
+                    expires_at: None,
+                })),
+                None => Err(AuthError::Malformed(
+                    "the tls method needs a client certificate verified by the TLS listener".into(),
+                )),
+            }
+        } else {
+            service
+                .auth
+                .authenticate(method, connect.auth_data.as_deref())
+        };
         let metrics = &service.metrics.auth;
         let identity = match result {
             Ok(id) => id,

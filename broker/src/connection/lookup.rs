@@ -32,10 +32,16 @@ impl Conn {
             let metrics = &conn.service.metrics;
             metrics.lookups.inc();
             let reply = match result {
-                Ok(Owner::Me) => {
-                    commands::lookup_connect(cmd.request_id, conn.service.service_url.clone())
-                }
-                Ok(Owner::Other(url)) => commands::lookup_connect(cmd.request_id, url),
+                Ok(Owner::Me) => commands::lookup_connect(
+                    cmd.request_id,
+                    conn.service.service_url.clone(),
+                    conn.service.service_url_tls.clone(),
+                ),
+                Ok(Owner::Other(owner)) => commands::lookup_connect(
+                    cmd.request_id,
+                    owner.service_url,
+                    owner.service_url_tls,
+                ),
                 Err(e) => {
                     metrics.lookup_errors.inc();
                     conn.service.log_client_error("lookup", &e);

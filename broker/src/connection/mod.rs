@@ -19,9 +19,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use strata_proto::pulsar::{ServerError, base_command::Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -51,6 +49,16 @@ pub(crate) struct ConsumerState {
     consumer: Arc<Consumer>,
 }
 
+/// How a client reached the broker, known before its CONNECT.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Over the TLS listener (`pulsar+ssl://`).
+    pub tls: bool,
+    /// The subject CN of the client certificate, when the client presented
+    /// one and it chained to the trusted CA (see [`crate::tls::peer_cert_role`]).
+    pub peer_cert_role: Option<String>,
+}
+
 /// The state of one connection after CONNECT.
 pub(crate) struct Conn {
     service: Arc<BrokerService>,
@@ -65,15 +73,19 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 pub(crate) struct Fatal(pub String);
 
-pub async fn serve(
+/// Serves one client on `stream` (plain TCP or TLS, already handshaken)
+/// until it goes away or `shutdown`.
+pub async fn serve<S>(
     service: Arc<BrokerService>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
+    transport: Transport,
     shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _counted = service.metrics.connection_opened();
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let closed = shutdown.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, closed.clone()));
@@ -100,6 +112,9 @@ pub async fn serve(
                     continue;
                 }
                 Ok(Ok(0)) => return Ok(()),
+                // A TLS client that closed without close_notify (most do):
+                // gone, as with a plain TCP close.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(Err(e)) => return Err(Fatal(format!("read failed: {e}"))),
                 Ok(Ok(_)) => ping_outstanding = false,
             }
@@ -112,7 +127,8 @@ pub async fn serve(
                 match &conn {
                     Some(c) => c.handle_frame(frame).await?,
                     None => {
-                        conn = Some(handshake(&service, frame, peer, &tx, &closed).await?);
+                        conn =
+                            Some(handshake(&service, frame, peer, &transport, &tx, &closed).await?);
                     }
                 }
             }
@@ -136,6 +152,7 @@ async fn handshake(
     service: &Arc<BrokerService>,
     frame: Frame,
     peer: SocketAddr,
+    transport: &Transport,
     tx: &mpsc::Sender<Outbound>,
     closed: &CancellationToken,
 ) -> Result<Arc<Conn>, Fatal> {
@@ -158,11 +175,23 @@ async fn handshake(
         .as_ref()
         .and_then(|f| f.supports_broker_entry_metadata)
         .unwrap_or(false);
-    let auth = match auth::ConnAuth::connect(service, &connect, version) {
+    let auth = match auth::ConnAuth::connect(
+        service,
+        &connect,
+        version,
+        transport.peer_cert_role.as_deref(),
+    ) {
         Ok(a) => a,
         Err(e) => return Err(auth::refuse_connect(tx, &e).await),
     };
-    debug!(%peer, client = %connect.client_version, version, role = ?auth.role, "client connected");
+    debug!(
+        %peer,
+        client = %connect.client_version,
+        version,
+        tls = transport.tls,
+        role = ?auth.role,
+        "client connected"
+    );
     let handle = ConnHandle::new(
         service.next_conn_id(),
         peer,
@@ -188,8 +217,8 @@ async fn handshake(
     Ok(conn)
 }
 
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
+async fn write_loop<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
     mut rx: mpsc::Receiver<Outbound>,
     closed: CancellationToken,
 ) {
