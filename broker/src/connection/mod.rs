@@ -189,6 +189,7 @@ async fn handshake(
         client = %connect.client_version,
         version,
         tls = transport.tls,
+        cert_role = transport.peer_cert_role.as_deref().unwrap_or(""),
         role = ?auth.role,
         "client connected"
     );
