@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker and a bookie in one process (development, single node).
-    Standalone(standalone::StandaloneArgs),
+    Standalone(Box<standalone::StandaloneArgs>),
     /// Run a bookie (storage node).
     Bookie(Box<BookieArgs>),
     /// Run the offload service alone (moves aged ledgers to object storage).
@@ -40,7 +40,7 @@ enum Command {
     #[command(subcommand)]
     Perf(perf::PerfCommand),
     /// Administer a broker through its admin REST API (like pulsar-admin).
-    Admin(admin::AdminArgs),
+    Admin(Box<admin::AdminArgs>),
 }
 
 fn main() -> ExitCode {
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A client command: its own small runtime and plain error output.
     let command = match cli.command {
-        Command::Admin(args) => return admin::main(args),
+        Command::Admin(args) => return admin::main(*args),
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Standalone(args) => standalone::run(args).await,
+            Command::Standalone(args) => standalone::run(*args).await,
             Command::Bookie(args) => run_bookie(*args).await,
             Command::Offloader(args) => offloader::run(*args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
