@@ -1,7 +1,7 @@
 //! `strata`: the one Strata binary.
 
 mod admin;
-mod auth;
+mod auth_args;
 mod cold;
 mod metrics_http;
 mod offloader;
