@@ -9,8 +9,6 @@ use strata_common::metrics::{Counter, Exposition, Gauge, Histogram, MetricsSourc
 
 #[derive(Debug)]
 pub struct BrokerMetrics {
-    /// Authentication failures and authorization denials.
-    pub auth: crate::auth::AuthMetrics,
     /// From a SEND frame decoded to its SEND_RECEIPT queued for the client:
     /// the persistence wait (ledger add on a quorum of bookies) plus the
     /// broker's own queueing. One observation per SEND (a batch is one).
@@ -27,12 +25,13 @@ pub struct BrokerMetrics {
     pub lookup_errors: Counter,
     /// LOOKUP request to its answer queued.
     pub lookup_latency: Histogram,
+    /// Authentication failures and authorization denials.
+    pub auth: crate::auth::AuthMetrics,
 }
 
 impl Default for BrokerMetrics {
     fn default() -> Self {
         BrokerMetrics {
-            auth: Default::default(),
             publish_latency: Histogram::latency(),
             publish_errors: Counter::default(),
             connections: Gauge::default(),
@@ -40,6 +39,7 @@ impl Default for BrokerMetrics {
             lookups: Counter::default(),
             lookup_errors: Counter::default(),
             lookup_latency: Histogram::latency(),
+            auth: Default::default(),
         }
     }
 }
@@ -72,7 +72,6 @@ impl Drop for ConnectionGuard {
 
 impl MetricsSource for BrokerMetrics {
     fn render(&self, e: &mut Exposition) {
-        self.auth.render(e);
         e.histogram(
             "strata_broker_publish_latency_seconds",
             "SEND received to SEND_RECEIPT queued (persistence on a bookie quorum included).",
@@ -108,6 +107,7 @@ impl MetricsSource for BrokerMetrics {
             "Topic LOOKUP request to its answer queued.",
             &self.lookup_latency,
         );
+        self.auth.render(e);
     }
 }
 

@@ -75,16 +75,16 @@ impl ConnHandle {
         }
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
     /// Closes the connection (what is queued is still written).
     pub fn close(&self) {
         self.closed.cancel();
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
-    }
-
-    /// Resolves once the connection is closing.
+    /// Waits until the connection is closed.
     pub async fn closed(&self) {
         self.closed.cancelled().await
     }

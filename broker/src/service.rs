@@ -35,8 +35,6 @@ pub struct BrokerService {
     pub ownership: Ownership,
     /// `pulsar://host:port` of this broker.
     pub service_url: String,
-    /// Token authentication and role authorization (see `crate::auth`).
-    pub auth: Arc<AuthService>,
     topics: Mutex<HashMap<TopicName, TopicSlot>>,
     next_conn_id: AtomicU64,
     next_producer_name: AtomicU64,
@@ -52,6 +50,8 @@ pub struct BrokerService {
     pub metrics: Arc<BrokerMetrics>,
     /// The cold tier (object storage), when configured.
     pub cold: Option<Arc<Tier>>,
+    /// Token authentication and role authorization (see `crate::auth`).
+    pub auth: Arc<AuthService>,
 }
 
 /// Keeps a topic from loading while it is being deleted; see
@@ -95,7 +95,6 @@ impl BrokerService {
             factory,
             ownership,
             service_url,
-            auth: Arc::new(AuthService::disabled()),
             topics: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             next_producer_name: AtomicU64::new(0),
@@ -104,7 +103,14 @@ impl BrokerService {
             deleting: Mutex::new(HashSet::new()),
             metrics: Arc::default(),
             cold,
+            auth: Arc::new(AuthService::disabled()),
         }
+    }
+
+    /// With these authentication and authorization settings.
+    pub fn with_auth(mut self, auth: AuthService) -> Self {
+        self.auth = Arc::new(auth);
+        self
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -115,12 +121,6 @@ impl BrokerService {
     pub fn generate_producer_name(&self) -> String {
         let n = self.next_producer_name.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.broker_id)
-    }
-
-    /// With these authentication and authorization settings.
-    pub fn with_auth(mut self, auth: AuthService) -> Self {
-        self.auth = Arc::new(auth);
-        self
     }
 
     /// Who serves `topic`; takes ownership of its bundle when free.

@@ -1,7 +1,7 @@
 //! `strata`: the one Strata binary.
 
 mod admin;
-mod auth_args;
+mod auth;
 mod cold;
 mod metrics_http;
 mod offloader;

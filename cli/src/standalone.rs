@@ -43,8 +43,6 @@ pub struct StandaloneArgs {
     /// the data directory and reused; give it only to move it.
     #[arg(long, env = "STRATA_BOOKIE_PORT")]
     pub bookie_port: Option<u16>,
-    #[command(flatten)]
-    pub auth: crate::auth_args::AuthArgs,
     /// What a topic used for the first time becomes: one topic
     /// (`non-partitioned`) or a partitioned topic (`partitioned`) of
     /// --default-num-partitions partitions.
@@ -83,6 +81,8 @@ pub struct StandaloneArgs {
     pub managed_ledger_max_ledger_rollover_time: std::time::Duration,
     #[command(flatten)]
     pub cold: crate::cold::ColdArgs,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

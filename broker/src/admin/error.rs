@@ -86,7 +86,6 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidTopicName(_) | BrokerError::InvalidArgument(_) => {
                 ApiError::BadRequest(text)
             }
-            BrokerError::NotAuthorized(_) => ApiError::Forbidden(text),
             BrokerError::AlreadyExists(_)
             | BrokerError::Conflict(_)
             | BrokerError::ProducerBusy(_)
@@ -94,6 +93,7 @@ impl From<BrokerError> for ApiError {
             | BrokerError::ConsumerAssign(_)
             | BrokerError::ProducerFenced(_) => ApiError::Conflict(text),
             BrokerError::PreconditionFailed(_) => ApiError::PreconditionFailed(text),
+            BrokerError::NotAuthorized(_) => ApiError::Forbidden(text),
             BrokerError::OperationNotAllowed(_) | BrokerError::NotAllowed(_) => {
                 ApiError::MethodNotAllowed(text)
             }

@@ -41,8 +41,6 @@ use crate::config::AuthConfig;
 
 /// The auth method name of the token scheme.
 pub const TOKEN_METHOD: &str = "token";
-/// The auth method name of client-certificate authentication.
-pub const TLS_METHOD: &str = "tls";
 
 /// Who a client proved to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,8 +72,6 @@ pub fn now_secs() -> u64 {
 pub enum AuthError {
     #[error("no token was presented (authentication is required)")]
     Missing,
-    #[error("auth method \"tls\" needs a verified client certificate")]
-    NoClientCertificate,
     #[error("auth method {0:?} is not supported (this broker takes \"token\")")]
     UnsupportedMethod(String),
     #[error("malformed token: {0}")]
@@ -100,7 +96,7 @@ impl AuthError {
     /// A short stable label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            AuthError::Missing | AuthError::NoClientCertificate => "missing",
+            AuthError::Missing => "missing",
             AuthError::UnsupportedMethod(_) => "unsupported_method",
             AuthError::Malformed(_) => "malformed",
             AuthError::Expired => "expired",
@@ -228,27 +224,6 @@ impl AuthService {
         verifier.verify(token).map(Some)
     }
 
-    /// CONNECT's credentials: as [`AuthService::authenticate`], and Pulsar's
-    /// `tls` method, whose role is `cert_role`, the subject of the client
-    /// certificate the TLS listener verified (such a role never expires).
-    pub fn authenticate_connect(
-        &self,
-        method: Option<&str>,
-        data: Option<&[u8]>,
-        cert_role: Option<&str>,
-    ) -> Result<Option<Identity>, AuthError> {
-        if self.authentication_enabled() && method == Some(TLS_METHOD) {
-            return match cert_role.map(str::trim) {
-                Some(role) if !role.is_empty() => Ok(Some(Identity {
-                    role: role.to_string(),
-                    expires_at: None,
-                })),
-                _ => Err(AuthError::NoClientCertificate),
-            };
-        }
-        self.authenticate(method, data)
-    }
-
     /// Checks an HTTP `Authorization` header (`Bearer <jwt>`). `None` when
     /// authentication is off.
     pub fn authenticate_bearer(
@@ -366,29 +341,6 @@ mod tests {
                 .unwrap_err()
                 .reason(),
             "malformed"
-        );
-    }
-
-    #[test]
-    fn client_certificates_name_a_role_with_the_tls_method() {
-        let s = service();
-        let id = s
-            .authenticate_connect(Some("tls"), None, Some("client-1"))
-            .unwrap()
-            .unwrap();
-        assert_eq!((id.role.as_str(), id.expires_at), ("client-1", None));
-        assert_eq!(
-            s.authenticate_connect(Some("tls"), None, None),
-            Err(AuthError::NoClientCertificate)
-        );
-        // A certificate does not stand in for a token of the token method.
-        assert_eq!(
-            s.authenticate_connect(Some("token"), None, Some("client-1")),
-            Err(AuthError::Missing)
-        );
-        assert_eq!(
-            AuthService::disabled().authenticate_connect(Some("tls"), None, None),
-            Ok(None)
         );
     }
 

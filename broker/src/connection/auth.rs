@@ -61,19 +61,16 @@ enum Check {
 }
 
 impl ConnAuth {
-    /// Checks CONNECT's credentials (counted either way); `cert_role` is
-    /// the subject of the client certificate the TLS listener verified.
+    /// Checks CONNECT's credentials (counted either way).
     pub(super) fn connect(
         service: &BrokerService,
         connect: &CommandConnect,
         protocol_version: i32,
-        cert_role: Option<&str>,
     ) -> Result<ConnAuth, AuthError> {
         let method = connect.auth_method_name.as_deref();
-        let result =
-            service
-                .auth
-                .authenticate_connect(method, connect.auth_data.as_deref(), cert_role);
+        let result = service
+            .auth
+            .authenticate(method, connect.auth_data.as_deref());
         let metrics = &service.metrics.auth;
         let identity = match result {
             Ok(id) => id,

@@ -158,9 +158,7 @@ async fn handshake(
         .as_ref()
         .and_then(|f| f.supports_broker_entry_metadata)
         .unwrap_or(false);
-    // No client certificates on this listener (yet): the `tls` auth method
-    // gets no role.
-    let auth = match auth::ConnAuth::connect(service, &connect, version, None) {
+    let auth = match auth::ConnAuth::connect(service, &connect, version) {
         Ok(a) => a,
         Err(e) => return Err(auth::refuse_connect(tx, &e).await),
     };

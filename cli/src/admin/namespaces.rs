@@ -6,8 +6,8 @@ use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
 use super::http::AdminError;
-use super::offload;
 use super::{Ctx, api_path, namespace_arg, namespace_path, parse, render_fields, render_names};
+use super::{offload, permissions};
 
 #[derive(Subcommand, Debug)]
 pub enum NamespacesCommand {
@@ -42,7 +42,7 @@ pub enum NamespacesCommand {
         namespace: String,
     },
     #[command(flatten)]
-    Permissions(super::permissions::PermissionsCommand),
+    Permissions(permissions::PermissionsCommand),
     /// Set where and when the namespace's topics are offloaded.
     SetOffloadPolicies {
         /// The namespace: TENANT/NAMESPACE.
@@ -165,7 +165,7 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), AdminError> {
                 .await?;
             ctx.show(body, render_names);
         }
-        NamespacesCommand::Permissions(cmd) => super::permissions::run(ctx, cmd).await?,
+        NamespacesCommand::Permissions(cmd) => permissions::run(ctx, cmd).await?,
         NamespacesCommand::SetOffloadPolicies {
             namespace,
             policies,

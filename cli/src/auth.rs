@@ -6,7 +6,6 @@ use jsonwebtoken::Algorithm;
 use strata_broker::config::AuthConfig;
 
 #[derive(Args, Debug, Clone)]
-#[command(next_help_heading = "Authentication and authorization")]
 pub struct AuthArgs {
     /// Clients must present a valid token (protocol CONNECT and admin
     /// `Authorization: Bearer`); off by default.
