@@ -255,7 +255,10 @@ fn print_report(r: &WorkloadReport) {
     }
 }
 
-async fn run_workload(mode: Mode, args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
+pub(super) async fn run_workload(
+    mode: Mode,
+    args: &WorkloadArgs,
+) -> anyhow::Result<WorkloadReport> {
     if args.size < 8 {
         bail!("--size must be at least 8 (the payload carries the send time)");
     }
