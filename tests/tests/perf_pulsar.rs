@@ -1,4 +1,4 @@
-//! `strata perf produce | consume | e2e | topics` against a real
+//! `strata perf produce | consume | e2e | topics | tenants` against a real
 //! `strata standalone`: short runs with `--json`, checking that every
 //! report field is there and consistent, that e2e consumes exactly what it
 //! produced, and that nothing failed. Speed is never asserted here: the
@@ -416,6 +416,152 @@ async fn perf_topics_reports_memory_per_topic() {
             ])
             .await;
             assert!(!ok && stderr.contains("127.0.0.1:1"), "{stderr}");
+        }),
+    )
+    .await;
+}
+
+/// The counters and CPU figures of one `perf tenants` phase.
+fn check_phase(p: &Value, v: &Value) {
+    let produced = u64_at(p, "quiet_produced");
+    assert!(produced > 0, "{v:#}");
+    assert_eq!(u64_at(p, "quiet_consumed"), produced, "{v:#}");
+    assert!(f64_at(p, &["quiet_publish", "msg_per_sec"]) > 0.0, "{v:#}");
+    assert!(u64_at(&p["quiet_publish"], "messages") <= produced, "{v:#}");
+    check_latency(p, "quiet_publish_latency_ms");
+    check_latency(p, "quiet_end_to_end_latency_ms");
+    for c in [
+        "publish_throttled",
+        "publish_throttled_ms",
+        "backlog_quota_blocks",
+    ] {
+        assert!(f64_at(p, &["broker", c]) >= 0.0, "{v:#}");
+    }
+    assert!(f64_at(p, &["cpu", "secs"]) > 0.0, "{v:#}");
+    assert!(f64_at(p, &["cpu", "client_cores"]) >= 0.0, "{v:#}");
+    assert!(f64_at(p, &["cpu", "load_cores"]) >= 0.0, "{v:#}");
+    // The broker serves process_cpu_seconds_total.
+    assert!(f64_at(p, &["cpu", "broker_cores"]) >= 0.0, "{v:#}");
+    let busy = f64_at(p, &["cpu", "machine_busy"]);
+    assert!((0.0..=1.0).contains(&busy), "{v:#}");
+    assert!(f64_at(p, &["cpu", "machine_cores_busy"]) >= 0.0, "{v:#}");
+    assert!(f64_at(p, &["cpu", "machine_steal"]) >= 0.0, "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_tenants_reports_both_phases() {
+    bounded(
+        "perf_tenants_reports_both_phases",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            // Quotas checked every second, so the noisy tenant's is reached
+            // within a short phase.
+            let s = StandaloneProcess::start_with(
+                dir.path().join("data"),
+                &["--backlog-quota-check-interval", "1s"],
+            )
+            .await;
+            let v = perf_json(
+                &s,
+                &[
+                    "tenants",
+                    "--url",
+                    s.service_url(),
+                    "--admin-url",
+                    s.admin_url(),
+                    "--id",
+                    "smoke",
+                    "--quiet-rate",
+                    "400",
+                    "--noisy-producers",
+                    "2",
+                    "--noisy-rate-limit",
+                    "200",
+                    "--noisy-backlog-quota",
+                    "16K",
+                    "--size",
+                    "512",
+                    "--warmup",
+                    "1s",
+                    "--duration",
+                    "3s",
+                    "--pause",
+                    "200ms",
+                ],
+            )
+            .await;
+            check_no_errors(&v);
+            check_machine(&v);
+            assert_eq!(v["command"], "tenants");
+            assert_eq!(u64_at(&v, "message_size"), 512);
+            assert_eq!(f64_at(&v, &["duration_secs"]), 3.0);
+            assert_eq!(v["quiet"]["namespace"], "perf-quiet-smoke/ns");
+            assert_eq!(f64_at(&v, &["quiet", "rate"]), 400.0);
+            assert_eq!(v["noisy"]["namespace"], "perf-noisy-smoke/ns");
+            assert_eq!(u64_at(&v["noisy"], "producers"), 2);
+            assert_eq!(u64_at(&v["noisy"], "publish_rate_msg_per_sec"), 200);
+            assert_eq!(u64_at(&v["noisy"], "backlog_quota_bytes"), 16 << 10);
+            assert_eq!(v["noisy"]["backlog_quota_policy"], "producer_request_hold");
+
+            let (alone, with) = (&v["alone"], &v["with_noisy"]);
+            assert_eq!(alone["name"], "alone");
+            assert_eq!(with["name"], "with_noisy");
+            check_phase(alone, &v);
+            check_phase(with, &v);
+            // Only the noisy tenant has limits: nothing throttled or blocked alone.
+            assert!(alone["noisy"].is_null(), "{v:#}");
+            assert_eq!(f64_at(alone, &["broker", "publish_throttled"]), 0.0);
+            assert_eq!(f64_at(alone, &["broker", "backlog_quota_blocks"]), 0.0);
+            assert_eq!(f64_at(alone, &["cpu", "load_cores"]), 0.0, "{v:#}");
+            // Flooding past 200 msg/s and a 16 KiB quota leaves evidence.
+            assert!(
+                f64_at(with, &["broker", "publish_throttled"]) > 0.0,
+                "{v:#}"
+            );
+            assert!(
+                f64_at(with, &["broker", "backlog_quota_blocks"]) >= 1.0,
+                "{v:#}"
+            );
+            let n = &with["noisy"];
+            assert_eq!(u64_at(n, "producers"), 2);
+            assert_eq!(f64_at(n, &["rate_limit_msg_per_sec"]), 200.0);
+            let acked = u64_at(n, "acked");
+            let rate = f64_at(n, &["achieved_msg_per_sec"]);
+            assert!((rate - acked as f64 / 3.0).abs() < 1e-6, "{v:#}");
+            assert!(f64_at(n, &["mb_per_sec"]) >= 0.0);
+            assert!(f64_at(n, &["quota_blocked_after_secs"]) > 0.0, "{v:#}");
+            assert!(
+                u64_at(n, "quota_refusals") + u64_at(n, "producers_closed") > 0,
+                "{v:#}"
+            );
+            let _ = u64_at(n, "failed_sends");
+            for f in ["unblocked_msg_per_sec", "unblocked_to_limit"] {
+                assert!(n[f].is_null() || n[f].is_f64(), "{f} in {v:#}");
+            }
+            let per_second = n["acked_per_second"].as_array().expect("acked_per_second");
+            assert!(per_second.len() >= 4, "{v:#}");
+            let total: u64 = per_second.iter().map(|c| c.as_u64().unwrap()).sum();
+            assert!(total >= acked, "{v:#}");
+
+            let p99 = |p: &Value| f64_at(p, &["quiet_publish_latency_ms", "p99"]);
+            let ratio = f64_at(&v, &["p99_ratio"]);
+            assert!((ratio - p99(with) / p99(alone)).abs() < 1e-9 * ratio.max(1.0));
+            assert!(f64_at(&v, &["p999_ratio"]) > 0.0);
+            assert_eq!(f64_at(&v, &["target_p99_ratio"]), 1.2);
+            assert_eq!(v["target_met"].as_bool(), Some(ratio < 1.2), "{v:#}");
+
+            // The run removes its tenants.
+            let tenants: Vec<String> = reqwest::get(format!("{}/admin/v2/tenants", s.admin_url()))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(
+                !tenants.iter().any(|t| t.ends_with("-smoke")),
+                "{tenants:?}"
+            );
         }),
     )
     .await;
