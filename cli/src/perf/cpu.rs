@@ -111,14 +111,20 @@ impl CpuSnapshot {
             (Some(a), Some(b)) => Some((b - a).max(0.0) / secs),
             _ => None,
         };
+        let client_cores = (later.own.1 - self.own.1).max(0.0) / secs;
+        let load_cores = (later.own.0 - self.own.0).max(0.0) / secs;
+        let machine_cores_busy = machine.map(|(busy, _)| busy * cores);
         CpuUse {
             secs,
             machine_busy: machine.map(|(busy, _)| busy),
-            machine_cores_busy: machine.map(|(busy, _)| busy * cores),
+            machine_cores_busy,
             machine_steal: machine.map(|(_, steal)| steal),
             broker_cores,
-            client_cores: (later.own.1 - self.own.1).max(0.0) / secs,
-            load_cores: (later.own.0 - self.own.0).max(0.0) / secs,
+            client_cores,
+            load_cores,
+            other_cores: machine_cores_busy
+                .zip(broker_cores)
+                .map(|(m, b)| (m - b - client_cores - load_cores).max(0.0)),
         }
     }
 }
@@ -139,18 +145,23 @@ pub struct CpuUse {
     pub client_cores: f64,
     /// This benchmark's load generator (its own named threads).
     pub load_cores: f64,
+    /// Everything else on the machine (other processes, the kernel's own
+    /// work): machine − broker − client − load. Meaningful only when the
+    /// broker runs on this machine.
+    pub other_cores: Option<f64>,
 }
 
 impl CpuUse {
     pub fn line(&self) -> String {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         format!(
-            "machine {} cores busy (steal {} %), broker {}, client {:.2}, load {:.2}",
+            "machine {} cores busy (steal {} %): broker {}, client {:.2}, load {:.2}, others {}",
             opt(self.machine_cores_busy),
             opt(self.machine_steal.map(|s| s * 100.0)),
             opt(self.broker_cores),
             self.client_cores,
-            self.load_cores
+            self.load_cores,
+            opt(self.other_cores)
         )
     }
 }

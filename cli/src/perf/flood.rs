@@ -106,7 +106,7 @@ pub struct FloodReport {
     pub quota_refusals: u64,
     pub producers_closed: u64,
     pub failed_sends: u64,
-    /// Acknowledged messages per second from the phase's start.
+    /// Acknowledged messages per second of the window.
     pub acked_per_second: Vec<u64>,
 }
 
@@ -147,8 +147,7 @@ impl FloodStats {
             quota_refusals: self.quota_refusals,
             producers_closed: self.producers_closed,
             failed_sends: self.failed_sends,
-            acked_per_second: self
-                .slots
+            acked_per_second: self.slots[from.min(to)..to.min(self.slots.len())]
                 .chunks(per_second)
                 .map(|c| c.iter().sum())
                 .collect(),

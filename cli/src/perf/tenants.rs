@@ -189,6 +189,9 @@ pub struct PhaseReport {
     pub quiet_publish: Throughput,
     /// Scheduled send time to receipt, for the window's messages.
     pub quiet_publish_latency_ms: Latency,
+    /// The same per second of the window (2 significant digits), to line
+    /// up with the noisy tenant's `acked_per_second`.
+    pub quiet_publish_latency_by_second_ms: Vec<Latency>,
     pub quiet_end_to_end_latency_ms: Latency,
     pub noisy: Option<FloodReport>,
     /// Counter increases over the whole phase (warm-up included).
@@ -482,6 +485,7 @@ fn quiet_workload(args: &TenantsArgs, quiet: &QuietSetup) -> WorkloadArgs {
             raw_duration: Duration::ZERO,
             no_raw: true,
         },
+        latency_series: true,
         json: false,
     }
 }
@@ -546,6 +550,7 @@ async fn run_phase(
         quiet_consumed: report.consumed,
         quiet_publish: publish,
         quiet_publish_latency_ms: publish_latency,
+        quiet_publish_latency_by_second_ms: report.publish_latency_by_second_ms.unwrap_or_default(),
         quiet_end_to_end_latency_ms: e2e_latency,
         noisy,
         broker,
@@ -589,6 +594,22 @@ fn print_report(r: &TenantsReport) {
     }
     for p in [&r.alone, &r.with_noisy] {
         println!("cpu {:<11} {}", p.name, p.cpu.line());
+    }
+    for p in [&r.alone, &r.with_noisy] {
+        let series: Vec<String> = p
+            .quiet_publish_latency_by_second_ms
+            .iter()
+            .map(|l| format!("{:.0}", l.p99))
+            .collect();
+        println!(
+            "quiet p99 ms per second, {:<11} {}",
+            p.name,
+            series.join(" ")
+        );
+    }
+    if let Some(n) = &r.with_noisy.noisy {
+        let series: Vec<String> = n.acked_per_second.iter().map(|c| c.to_string()).collect();
+        println!("noisy msg/s per second, with_noisy  {}", series.join(" "));
     }
     println!(
         "quiet publish p99 with / without the noisy tenant: {:.2} (target < {:.1}: {}); p99.9 ratio {:.2}",
