@@ -12,6 +12,7 @@ mod admin;
 mod bookie;
 mod cold;
 mod cpu;
+mod evidence;
 mod flood;
 mod raw;
 mod report;

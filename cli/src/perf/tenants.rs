@@ -10,13 +10,18 @@
 //!   limit and, once the backlog outgrows the quota, past the quota.
 //!
 //! Phase 1 runs the quiet tenant alone (the baseline), phase 2 runs it with
-//! the noisy one; both have the same warm-up and duration. The report gives
-//! the quiet tenant's publish latency in both, the ratio of the p99s
-//! (target: below 1.2), the noisy tenant's achieved rate against its limit,
-//! the broker's throttle and quota counters, and who used the CPU: the
-//! noisy producers run on their own runtime (threads named `perf-noisy`),
-//! so their cost on a small machine is told apart from the broker's and
-//! the quiet client's.
+//! the noisy one; both have the same warm-up and duration. `--rounds N`
+//! repeats the pair (alone, with, alone, with...; a new noisy topic each
+//! round, so its backlog quota starts empty) and merges the histograms of
+//! each kind, which evens out a shared machine's bursts of other load. The
+//! report gives the quiet tenant's publish latency alone and with the noisy
+//! tenant, the ratio of the p99s (target: below 1.2), the noisy tenant's
+//! achieved rate against its limit, the broker's throttle and quota
+//! counters, the journal's fsync times (the physical floor, when the bookie
+//! shares the broker's process), and who used the CPU: the noisy producers
+//! run on their own runtime (threads named `perf-noisy`), so their cost on
+//! a small machine is told apart from the broker's, the quiet client's and
+//! other processes'.
 //!
 //! The broker checks backlog quotas every `--backlog-quota-check-interval`
 //! (60 s by default, as in Pulsar): give it a short one (e.g. `1s`) for the
@@ -34,9 +39,10 @@ use tracing::warn;
 
 use super::admin;
 use super::cpu::{CpuSnapshot, CpuUse};
+use super::evidence::{BrokerCounters, BrokerReading, JournalFsync};
 use super::flood::{self, FloodPlan, FloodReport};
 use super::raw::RawArgs;
-use super::report::{Latency, Machine};
+use super::report::{self, Latency, Machine};
 use super::workers::{Errors, Timeline};
 use super::workload::{self, Mode, PositionArg, Throughput, WorkloadArgs};
 
@@ -109,6 +115,9 @@ pub struct TenantsArgs {
     /// Time before each phase's measurement.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// Pairs of phases (alone, then with the noisy tenant) to run and merge.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Pause between the phases (lets the broker settle).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub pause: Duration,
@@ -144,44 +153,12 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// The broker counters that show the noisy tenant's limits at work.
-#[derive(Serialize, Debug, Clone, Copy, Default)]
-pub struct BrokerCounters {
-    /// `strata_broker_publish_throttled_total`: times a connection paused for a publish rate.
-    pub publish_throttled: f64,
-    /// `strata_broker_publish_throttled_milliseconds_total`.
-    pub publish_throttled_ms: f64,
-    /// `strata_broker_backlog_quota_blocks_total`: topics a backlog quota blocked.
-    pub backlog_quota_blocks: f64,
-}
-
-impl BrokerCounters {
-    async fn read(admin_url: &str) -> anyhow::Result<BrokerCounters> {
-        let page = admin::metrics_page(admin_url).await?;
-        let get = |name: &str| {
-            admin::parse_metric(&page, name)
-                .with_context(|| format!("no sample {name} on {admin_url}/metrics"))
-        };
-        Ok(BrokerCounters {
-            publish_throttled: get("strata_broker_publish_throttled_total")?,
-            publish_throttled_ms: get("strata_broker_publish_throttled_milliseconds_total")?,
-            backlog_quota_blocks: get("strata_broker_backlog_quota_blocks_total")?,
-        })
-    }
-
-    fn since(&self, before: &BrokerCounters) -> BrokerCounters {
-        BrokerCounters {
-            publish_throttled: self.publish_throttled - before.publish_throttled,
-            publish_throttled_ms: self.publish_throttled_ms - before.publish_throttled_ms,
-            backlog_quota_blocks: self.backlog_quota_blocks - before.backlog_quota_blocks,
-        }
-    }
-}
-
 /// One phase: the quiet tenant's figures, the noisy one's (phase 2), and
 /// the broker's counters and the CPU use over it.
 #[derive(Serialize, Debug)]
 pub struct PhaseReport {
+    /// From 1.
+    pub round: usize,
     pub name: &'static str,
     /// Messages the quiet tenant had acknowledged (warm-up included) and consumed.
     pub quiet_produced: u64,
@@ -193,11 +170,19 @@ pub struct PhaseReport {
     /// up with the noisy tenant's `acked_per_second`.
     pub quiet_publish_latency_by_second_ms: Vec<Latency>,
     pub quiet_end_to_end_latency_ms: Latency,
+    /// With the noisy tenant: this p99 over the same round's p99 alone.
+    pub p99_to_alone: Option<f64>,
     pub noisy: Option<FloodReport>,
     /// Counter increases over the whole phase (warm-up included).
     pub broker: BrokerCounters,
+    /// Journal fsyncs over the whole phase (None: the broker's `/metrics`
+    /// has no journal, e.g. its bookies run elsewhere).
+    pub journal_fsync: Option<JournalFsync>,
     /// CPU use over the measured window.
     pub cpu: CpuUse,
+    /// The quiet tenant's publish histogram, merged over rounds.
+    #[serde(skip)]
+    quiet_histogram: hdrhistogram::Histogram<u64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -210,7 +195,8 @@ pub struct QuietSetup {
 #[derive(Serialize, Debug)]
 pub struct NoisySetup {
     pub namespace: String,
-    pub topic: String,
+    /// One topic per round: `{topic_prefix}-{round}`.
+    pub topic_prefix: String,
     pub producers: usize,
     pub publish_rate_msg_per_sec: i64,
     pub publish_rate_bytes_per_sec: i64,
@@ -230,15 +216,27 @@ pub struct TenantsReport {
     pub batch_delay_ms: f64,
     pub warmup_secs: f64,
     pub duration_secs: f64,
+    pub rounds: usize,
     pub quiet: QuietSetup,
     pub noisy: NoisySetup,
-    pub alone: PhaseReport,
-    pub with_noisy: PhaseReport,
+    /// The quiet tenant's publish latency over every round's window, alone
+    /// and with the noisy tenant.
+    pub quiet_alone_latency_ms: Latency,
+    pub quiet_with_noisy_latency_ms: Latency,
     /// Quiet publish p99 with the noisy tenant over without.
     pub p99_ratio: f64,
     pub p999_ratio: f64,
     pub target_p99_ratio: f64,
     pub target_met: bool,
+    /// The noisy tenant's rates, averaged over rounds (see each phase's `noisy`).
+    pub noisy_achieved_msg_per_sec: f64,
+    pub noisy_unblocked_msg_per_sec: Option<f64>,
+    pub noisy_unblocked_to_limit: Option<f64>,
+    /// Broker counters summed over the phases of each kind.
+    pub broker_alone: BrokerCounters,
+    pub broker_with_noisy: BrokerCounters,
+    /// Every phase in the order run.
+    pub phases: Vec<PhaseReport>,
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub machine: Machine,
@@ -268,8 +266,8 @@ async fn run_tenants(args: &TenantsArgs) -> anyhow::Result<TenantsReport> {
     if args.quiet_rate <= 0.0 {
         bail!("--quiet-rate must be positive: the quiet tenant is paced");
     }
-    if args.noisy_producers == 0 || args.noisy_threads == 0 {
-        bail!("--noisy-producers and --noisy-threads must be at least 1");
+    if args.noisy_producers == 0 || args.noisy_threads == 0 || args.rounds == 0 {
+        bail!("--noisy-producers, --noisy-threads and --rounds must be at least 1");
     }
     let id = args.id.clone().unwrap_or_else(|| {
         SystemTime::now()
@@ -285,7 +283,7 @@ async fn run_tenants(args: &TenantsArgs) -> anyhow::Result<TenantsReport> {
     };
     let noisy = NoisySetup {
         namespace: format!("{noisy_tenant}/ns"),
-        topic: format!("persistent://{noisy_tenant}/ns/flood"),
+        topic_prefix: format!("persistent://{noisy_tenant}/ns/flood"),
         producers: args.noisy_producers,
         publish_rate_msg_per_sec: args.noisy_rate_limit,
         publish_rate_bytes_per_sec: args.noisy_byte_rate_limit,
@@ -303,13 +301,44 @@ async fn run_tenants(args: &TenantsArgs) -> anyhow::Result<TenantsReport> {
             }
         }
     }
-    let (alone, with_noisy, errors) = result?;
+    let (phases, errors) = result?;
+    Ok(summarize(args, quiet, noisy, phases, errors))
+}
+
+fn summarize(
+    args: &TenantsArgs,
+    quiet: QuietSetup,
+    noisy: NoisySetup,
+    phases: Vec<PhaseReport>,
+    errors: Errors,
+) -> TenantsReport {
+    let mut alone = report::histogram();
+    let mut with = report::histogram();
+    let (mut broker_alone, mut broker_with_noisy) = Default::default();
+    let mut noisy_reports = Vec::new();
+    for p in &phases {
+        let (h, b): (_, &mut BrokerCounters) = match &p.noisy {
+            None => (&mut alone, &mut broker_alone),
+            Some(n) => {
+                noisy_reports.push(n);
+                (&mut with, &mut broker_with_noisy)
+            }
+        };
+        let _ = h.add(&p.quiet_histogram);
+        b.add(&p.broker);
+    }
+    let (alone, with) = (Latency::from(&alone), Latency::from(&with));
     let ratio = |with: f64, without: f64| with / without.max(1e-6);
-    let p99_ratio = ratio(
-        with_noisy.quiet_publish_latency_ms.p99,
-        alone.quiet_publish_latency_ms.p99,
+    let p99_ratio = ratio(with.p99, alone.p99);
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let noisy_unblocked_msg_per_sec = mean(
+        noisy_reports
+            .iter()
+            .filter_map(|n| n.unblocked_msg_per_sec)
+            .collect(),
     );
-    Ok(TenantsReport {
+    let limit = args.noisy_rate_limit as f64;
+    TenantsReport {
         command: "tenants",
         url: args.url.clone(),
         admin_url: args.admin_url.clone(),
@@ -318,21 +347,33 @@ async fn run_tenants(args: &TenantsArgs) -> anyhow::Result<TenantsReport> {
         batch_delay_ms: args.batch_delay.as_secs_f64() * 1000.0,
         warmup_secs: args.warmup.as_secs_f64(),
         duration_secs: args.duration.as_secs_f64(),
+        rounds: args.rounds,
         quiet,
         noisy,
+        quiet_alone_latency_ms: alone,
+        quiet_with_noisy_latency_ms: with,
         p99_ratio,
-        p999_ratio: ratio(
-            with_noisy.quiet_publish_latency_ms.p999,
-            alone.quiet_publish_latency_ms.p999,
-        ),
+        p999_ratio: ratio(with.p999, alone.p999),
         target_p99_ratio: TARGET_P99_RATIO,
         target_met: p99_ratio < TARGET_P99_RATIO,
-        alone,
-        with_noisy,
+        noisy_achieved_msg_per_sec: mean(
+            noisy_reports
+                .iter()
+                .map(|n| n.achieved_msg_per_sec)
+                .collect(),
+        )
+        .unwrap_or(0.0),
+        noisy_unblocked_msg_per_sec,
+        noisy_unblocked_to_limit: noisy_unblocked_msg_per_sec
+            .filter(|_| limit > 0.0)
+            .map(|r| r / limit),
+        broker_alone,
+        broker_with_noisy,
+        phases,
         errors: errors.count,
         error_samples: errors.samples,
         machine: Machine::describe(),
-    })
+    }
 }
 
 fn base(admin_url: &str) -> &str {
@@ -391,19 +432,20 @@ async fn set_up(args: &TenantsArgs, quiet: &QuietSetup, noisy: &NoisySetup) -> a
     )
     .await
     .with_context(|| format!("set the backlog quota of {ns}"))?;
-    // A durable subscription left without a consumer: the backlog grows.
+    // On each round's noisy topic, a durable subscription left without a
+    // consumer: the backlog grows.
     let client = Client::connect(&args.url, ClientOptions::default())
         .await
         .with_context(|| format!("connect to {}", args.url))?;
-    let consumer = client
-        .subscribe(
-            &noisy.topic,
-            &noisy.idle_subscription,
-            ConsumerOptions::default(),
-        )
-        .await
-        .with_context(|| format!("subscribe {} on {}", noisy.idle_subscription, noisy.topic))?;
-    consumer.close().await?;
+    for round in 1..=args.rounds {
+        let topic = format!("{}-{round}", noisy.topic_prefix);
+        let sub = &noisy.idle_subscription;
+        let consumer = client
+            .subscribe(&topic, sub, ConsumerOptions::default())
+            .await
+            .with_context(|| format!("subscribe {sub} on {topic}"))?;
+        consumer.close().await?;
+    }
     // The quiet topic exists before phase 1, so the baseline does not pay
     // for its creation.
     let producer = client
@@ -419,7 +461,7 @@ async fn run_phases(
     args: &TenantsArgs,
     quiet: &QuietSetup,
     noisy: &NoisySetup,
-) -> anyhow::Result<(PhaseReport, PhaseReport, Errors)> {
+) -> anyhow::Result<(Vec<PhaseReport>, Errors)> {
     // The noisy producers' own runtime: their CPU is counted apart.
     let noisy_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.noisy_threads)
@@ -428,30 +470,41 @@ async fn run_phases(
         .build()
         .context("start the noisy producers' runtime")?;
     let mut errors = Errors::default();
+    let mut phases = Vec::new();
     let result = async {
-        let alone = run_phase(args, quiet, None, &mut errors).await?;
-        tokio::time::sleep(args.pause).await;
-        let plan = FloodPlan {
-            url: args.url.clone(),
-            topic: noisy.topic.clone(),
-            producers: args.noisy_producers,
-            size: args.size,
-            opts: ProducerOptions {
-                name: None,
-                batch_max_messages: args.batch,
-                batch_max_bytes: 128 << 10,
-                batch_max_delay: args.batch_delay,
-                max_pending_messages: args.noisy_max_pending,
-            },
-        };
-        let with_noisy = run_phase(args, quiet, Some((&noisy_rt, plan)), &mut errors).await?;
-        anyhow::Ok((alone, with_noisy))
+        for round in 1..=args.rounds {
+            if round > 1 {
+                tokio::time::sleep(args.pause).await;
+            }
+            let alone = run_phase(args, round, quiet, None, &mut errors).await?;
+            let alone_p99 = alone.quiet_publish_latency_ms.p99;
+            phases.push(alone);
+            tokio::time::sleep(args.pause).await;
+            let plan = FloodPlan {
+                url: args.url.clone(),
+                topic: format!("{}-{round}", noisy.topic_prefix),
+                producers: args.noisy_producers,
+                size: args.size,
+                opts: ProducerOptions {
+                    name: None,
+                    batch_max_messages: args.batch,
+                    batch_max_bytes: 128 << 10,
+                    batch_max_delay: args.batch_delay,
+                    max_pending_messages: args.noisy_max_pending,
+                },
+            };
+            let mut with =
+                run_phase(args, round, quiet, Some((&noisy_rt, plan)), &mut errors).await?;
+            with.p99_to_alone = Some(with.quiet_publish_latency_ms.p99 / alone_p99.max(1e-6));
+            phases.push(with);
+        }
+        anyhow::Ok(())
     }
     .await;
     // A runtime cannot be dropped from async code.
     noisy_rt.shutdown_background();
-    let (alone, with_noisy) = result?;
-    Ok((alone, with_noisy, errors))
+    result?;
+    Ok((phases, errors))
 }
 
 /// The quiet tenant's workload: one paced producer and one consumer on
@@ -492,6 +545,7 @@ fn quiet_workload(args: &TenantsArgs, quiet: &QuietSetup) -> WorkloadArgs {
 
 async fn run_phase(
     args: &TenantsArgs,
+    round: usize,
     quiet: &QuietSetup,
     noisy: Option<(&tokio::runtime::Runtime, FloodPlan)>,
     errors: &mut Errors,
@@ -501,7 +555,7 @@ async fn run_phase(
     } else {
         "alone"
     };
-    let before = BrokerCounters::read(&args.admin_url).await?;
+    let before = BrokerReading::read(&args.admin_url).await?;
     // The noisy tenant starts with the quiet one's warm-up and stops at
     // the end of its window.
     let flood = noisy.map(|(rt, plan)| {
@@ -520,10 +574,10 @@ async fn run_phase(
         workload::run_workload(Mode::EndToEnd, &quiet_args),
         sample_cpu
     );
-    let report = report.with_context(|| format!("the quiet tenant's {name} phase"))?;
+    let report = report.with_context(|| format!("the quiet tenant's {name} phase {round}"))?;
     let sampled = report.error_samples.len() as u64;
     for e in report.error_samples {
-        errors.add(format!("quiet ({name}): {e}"));
+        errors.add(format!("quiet ({name}, round {round}): {e}"));
     }
     errors.count += report.errors.saturating_sub(sampled);
     let noisy = match flood {
@@ -536,15 +590,17 @@ async fn run_phase(
         }
         None => None,
     };
-    let broker = BrokerCounters::read(&args.admin_url).await?.since(&before);
-    let (Some(publish), Some(publish_latency), Some(e2e_latency)) = (
+    let after = BrokerReading::read(&args.admin_url).await?;
+    let (Some(publish), Some(publish_latency), Some(e2e_latency), Some(histogram)) = (
         report.publish,
         report.publish_latency_ms,
         report.end_to_end_latency_ms,
+        report.publish_histogram,
     ) else {
-        bail!("the quiet tenant's {name} phase measured nothing");
+        bail!("the quiet tenant's {name} phase {round} measured nothing");
     };
     Ok(PhaseReport {
+        round,
         name,
         quiet_produced: report.produced,
         quiet_consumed: report.consumed,
@@ -552,16 +608,19 @@ async fn run_phase(
         quiet_publish_latency_ms: publish_latency,
         quiet_publish_latency_by_second_ms: report.publish_latency_by_second_ms.unwrap_or_default(),
         quiet_end_to_end_latency_ms: e2e_latency,
+        p99_to_alone: None,
         noisy,
-        broker,
+        broker: after.counters_since(&before),
+        journal_fsync: after.fsync_since(&before),
         cpu,
+        quiet_histogram: histogram,
     })
 }
 
 fn print_report(r: &TenantsReport) {
     println!(
         "quiet {} at {:.0} msg/s; noisy {} with {} producers, publish rate limit {} msg/s, \
-         backlog quota {:.1} MiB ({}); {} B messages, {:.0} s per phase after {:.0} s warm-up",
+         backlog quota {:.1} MiB ({}); {} B messages, {:.0} s per phase after {:.0} s warm-up, {} round(s)",
         r.quiet.namespace,
         r.quiet.rate,
         r.noisy.namespace,
@@ -571,68 +630,97 @@ fn print_report(r: &TenantsReport) {
         r.noisy.backlog_quota_policy,
         r.message_size,
         r.duration_secs,
-        r.warmup_secs
+        r.warmup_secs,
+        r.rounds
     );
     println!(
-        "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}",
-        "phase", "msg/s", "p50 ms", "p99 ms", "p99.9", "max", "e2e p99", "throttled", "blocks"
+        "{:<14} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9} {:>6} {:>9} {:>8}",
+        "phase",
+        "msg/s",
+        "p50 ms",
+        "p99",
+        "p99.9",
+        "max",
+        "e2e p99",
+        "ratio",
+        "throttled",
+        "blocks",
+        "fsync p99",
+        "fsync>50"
     );
-    for p in [&r.alone, &r.with_noisy] {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    for p in &r.phases {
         let l = &p.quiet_publish_latency_ms;
         println!(
-            "{:<11} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10.0} {:>7.0}",
-            p.name,
+            "{:<14} {:>7.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>9.0} {:>6.0} {:>9} {:>8}",
+            format!("{} {}", p.round, p.name),
             p.quiet_publish.msg_per_sec,
             l.p50,
             l.p99,
             l.p999,
             l.max,
             p.quiet_end_to_end_latency_ms.p99,
+            opt(p.p99_to_alone),
             p.broker.publish_throttled,
-            p.broker.backlog_quota_blocks
+            p.broker.backlog_quota_blocks,
+            p.journal_fsync
+                .map_or("-".to_string(), |f| format!("<={}", f.p99_at_most_ms)),
+            p.journal_fsync
+                .map_or("-".to_string(), |f| f.over_50ms.to_string()),
         );
     }
-    for p in [&r.alone, &r.with_noisy] {
-        println!("cpu {:<11} {}", p.name, p.cpu.line());
+    for p in &r.phases {
+        println!(
+            "cpu {:<14} {}",
+            format!("{} {}", p.round, p.name),
+            p.cpu.line()
+        );
     }
-    for p in [&r.alone, &r.with_noisy] {
+    for p in &r.phases {
         let series: Vec<String> = p
             .quiet_publish_latency_by_second_ms
             .iter()
             .map(|l| format!("{:.0}", l.p99))
             .collect();
         println!(
-            "quiet p99 ms per second, {:<11} {}",
-            p.name,
+            "quiet p99 ms per second, {:<14} {}",
+            format!("{} {}", p.round, p.name),
             series.join(" ")
         );
-    }
-    if let Some(n) = &r.with_noisy.noisy {
-        let series: Vec<String> = n.acked_per_second.iter().map(|c| c.to_string()).collect();
-        println!("noisy msg/s per second, with_noisy  {}", series.join(" "));
+        if let Some(n) = &p.noisy {
+            let series: Vec<String> = n.acked_per_second.iter().map(|c| c.to_string()).collect();
+            println!("noisy msg/s per second,  {:<14} {}", "", series.join(" "));
+            println!(
+                "noisy: {:.0} msg/s over the window, {} msg/s before the quota blocked it (limit {:.0}); \
+                 quota block after {} s; {} creations refused, {} producers closed, {} sends failed",
+                n.achieved_msg_per_sec,
+                n.unblocked_msg_per_sec
+                    .map_or("-".to_string(), |v| format!("{v:.0}")),
+                n.rate_limit_msg_per_sec,
+                n.quota_blocked_after_secs
+                    .map_or("-".to_string(), |s| format!("{s:.1}")),
+                n.quota_refusals,
+                n.producers_closed,
+                n.failed_sends
+            );
+        }
     }
     println!(
-        "quiet publish p99 with / without the noisy tenant: {:.2} (target < {:.1}: {}); p99.9 ratio {:.2}",
+        "quiet publish over all rounds: alone {}; with the noisy tenant {}",
+        r.quiet_alone_latency_ms.line(),
+        r.quiet_with_noisy_latency_ms.line()
+    );
+    println!(
+        "p99 with / without the noisy tenant: {:.2} (target < {:.1}: {}); p99.9 ratio {:.2}; \
+         noisy tenant {} msg/s before its quota, {:.2} of its limit",
         r.p99_ratio,
         r.target_p99_ratio,
         if r.target_met { "met" } else { "missed" },
-        r.p999_ratio
+        r.p999_ratio,
+        r.noisy_unblocked_msg_per_sec
+            .map_or("-".to_string(), |v| format!("{v:.0}")),
+        r.noisy_unblocked_to_limit.unwrap_or(0.0)
     );
-    if let Some(n) = &r.with_noisy.noisy {
-        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-        println!(
-            "noisy: {:.0} msg/s over the window, {} msg/s before the quota blocked it (limit {:.0}); \
-             quota block after {} s; {} creations refused, {} producers closed, {} sends failed",
-            n.achieved_msg_per_sec,
-            opt(n.unblocked_msg_per_sec),
-            n.rate_limit_msg_per_sec,
-            n.quota_blocked_after_secs
-                .map_or("-".to_string(), |s| format!("{s:.1}")),
-            n.quota_refusals,
-            n.producers_closed,
-            n.failed_sends
-        );
-    }
 }
 
 #[cfg(test)]
