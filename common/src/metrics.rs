@@ -144,6 +144,16 @@ impl MetricsSource for ProcessMetrics {
                 virt * page,
             );
         }
+        if let Some(cpu) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| cpu_seconds_of_stat(&s))
+        {
+            out.counter_f64(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+                cpu,
+            );
+        }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
             out.gauge(
                 "process_open_fds",
@@ -152,6 +162,22 @@ impl MetricsSource for ProcessMetrics {
             );
         }
     }
+}
+
+/// Clock ticks per second of the CPU times in `/proc/*/stat` (USER_HZ,
+/// which Linux fixes at 100 for user space on every architecture).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds from a `/proc/<pid>/stat` or
+/// `/proc/<pid>/task/<tid>/stat` line. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted after its last `)`:
+/// utime and stime are fields 14 and 15.
+pub fn cpu_seconds_of_stat(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 /// The kind of a metric family, as its `# TYPE` line names it.
@@ -210,6 +236,12 @@ impl Exposition {
     pub fn counter_with(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: u64) {
         let out = self.family(name, help, Kind::Counter);
         sample(out, name, "", labels, None, &v.to_string());
+    }
+
+    /// A counter with a fractional value (CPU seconds).
+    pub fn counter_f64(&mut self, name: &str, help: &str, v: f64) {
+        let out = self.family(name, help, Kind::Counter);
+        sample(out, name, "", &[], None, &v.to_string());
     }
 
     /// A gauge sample with labels.
@@ -351,6 +383,23 @@ fn escape_help(help: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_seconds_from_proc_stat() {
+        // utime 250 ticks, stime 50 ticks; a command name with ") (" in it.
+        let stat = "4242 (tokio-rt) (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 8 0";
+        assert_eq!(cpu_seconds_of_stat(stat), Some(3.0));
+        assert_eq!(cpu_seconds_of_stat("garbage"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(cpu_seconds_of_stat(&own).is_some());
+        let mut out = Exposition::default();
+        ProcessMetrics.render(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn histogram_renders_cumulative_buckets() {

@@ -1,4 +1,4 @@
-//! `strata perf produce | consume | e2e | topics` against a real
+//! `strata perf produce | consume | e2e | topics | tenants` against a real
 //! `strata standalone`: short runs with `--json`, checking that every
 //! report field is there and consistent, that e2e consumes exactly what it
 //! produced, and that nothing failed. Speed is never asserted here: the
@@ -416,6 +416,218 @@ async fn perf_topics_reports_memory_per_topic() {
             ])
             .await;
             assert!(!ok && stderr.contains("127.0.0.1:1"), "{stderr}");
+        }),
+    )
+    .await;
+}
+
+/// The counters and CPU figures of one `perf tenants` phase.
+fn check_phase(p: &Value, v: &Value) {
+    let produced = u64_at(p, "quiet_produced");
+    assert!(produced > 0, "{v:#}");
+    assert_eq!(u64_at(p, "quiet_consumed"), produced, "{v:#}");
+    assert!(f64_at(p, &["quiet_publish", "msg_per_sec"]) > 0.0, "{v:#}");
+    assert!(u64_at(&p["quiet_publish"], "messages") <= produced, "{v:#}");
+    check_latency(p, "quiet_publish_latency_ms");
+    check_latency(p, "quiet_end_to_end_latency_ms");
+    let series = p["quiet_publish_latency_by_second_ms"]
+        .as_array()
+        .expect("quiet_publish_latency_by_second_ms");
+    // One entry per second of the 2 s window (a late last one may add a third).
+    assert!((2..=3).contains(&series.len()), "{v:#}");
+    for l in series {
+        assert!(
+            l["p99"].as_f64().is_some() && l["max"].as_f64().is_some(),
+            "{v:#}"
+        );
+    }
+    for c in [
+        "publish_throttled",
+        "publish_throttled_ms",
+        "backlog_quota_blocks",
+    ] {
+        assert!(f64_at(p, &["broker", c]) >= 0.0, "{v:#}");
+    }
+    assert!(f64_at(p, &["cpu", "secs"]) > 0.0, "{v:#}");
+    assert!(f64_at(p, &["cpu", "client_cores"]) >= 0.0, "{v:#}");
+    assert!(f64_at(p, &["cpu", "load_cores"]) >= 0.0, "{v:#}");
+    // The broker serves process_cpu_seconds_total.
+    assert!(f64_at(p, &["cpu", "broker_cores"]) >= 0.0, "{v:#}");
+    let busy = f64_at(p, &["cpu", "machine_busy"]);
+    assert!((0.0..=1.0).contains(&busy), "{v:#}");
+    assert!(f64_at(p, &["cpu", "machine_cores_busy"]) >= 0.0, "{v:#}");
+    assert!(f64_at(p, &["cpu", "machine_steal"]) >= 0.0, "{v:#}");
+    assert!(f64_at(p, &["cpu", "other_cores"]) >= 0.0, "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_tenants_reports_both_phases() {
+    bounded(
+        "perf_tenants_reports_both_phases",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            // Quotas checked every second, so the noisy tenant's is reached
+            // within a short phase.
+            let s = StandaloneProcess::start_with(
+                dir.path().join("data"),
+                &["--backlog-quota-check-interval", "1s"],
+            )
+            .await;
+            let v = perf_json(
+                &s,
+                &[
+                    "tenants",
+                    "--url",
+                    s.service_url(),
+                    "--admin-url",
+                    s.admin_url(),
+                    "--id",
+                    "smoke",
+                    "--quiet-rate",
+                    "400",
+                    "--noisy-producers",
+                    "2",
+                    "--noisy-rate-limit",
+                    "200",
+                    "--noisy-backlog-quota",
+                    "16K",
+                    "--size",
+                    "512",
+                    "--warmup",
+                    "1s",
+                    "--duration",
+                    "2s",
+                    "--rounds",
+                    "2",
+                    "--pause",
+                    "200ms",
+                ],
+            )
+            .await;
+            check_no_errors(&v);
+            check_machine(&v);
+            assert_eq!(v["command"], "tenants");
+            assert_eq!(u64_at(&v, "message_size"), 512);
+            assert_eq!(f64_at(&v, &["duration_secs"]), 2.0);
+            assert_eq!(v["quiet"]["namespace"], "perf-quiet-smoke/ns");
+            assert_eq!(f64_at(&v, &["quiet", "rate"]), 400.0);
+            assert_eq!(v["noisy"]["namespace"], "perf-noisy-smoke/ns");
+            assert_eq!(u64_at(&v["noisy"], "producers"), 2);
+            assert_eq!(u64_at(&v["noisy"], "publish_rate_msg_per_sec"), 200);
+            assert_eq!(u64_at(&v["noisy"], "backlog_quota_bytes"), 16 << 10);
+            assert_eq!(v["noisy"]["backlog_quota_policy"], "producer_request_hold");
+
+            assert_eq!(u64_at(&v, "rounds"), 2);
+            let phases = v["phases"].as_array().expect("phases");
+            assert_eq!(phases.len(), 4, "{v:#}");
+            for (i, p) in phases.iter().enumerate() {
+                assert_eq!(u64_at(p, "round"), 1 + i as u64 / 2, "{v:#}");
+                let name = if i % 2 == 0 { "alone" } else { "with_noisy" };
+                assert_eq!(p["name"], name, "{v:#}");
+                check_phase(p, &v);
+            }
+            let p99 = |p: &Value| f64_at(p, &["quiet_publish_latency_ms", "p99"]);
+            let mut throttled = 0.0;
+            for round in phases.chunks(2) {
+                let (alone, with) = (&round[0], &round[1]);
+                // Only the noisy tenant has limits: nothing throttled or blocked alone.
+                assert!(alone["noisy"].is_null() && alone["p99_to_alone"].is_null());
+                assert_eq!(f64_at(alone, &["broker", "publish_throttled"]), 0.0);
+                assert_eq!(f64_at(alone, &["broker", "backlog_quota_blocks"]), 0.0);
+                assert_eq!(f64_at(alone, &["cpu", "load_cores"]), 0.0, "{v:#}");
+                let ratio = f64_at(with, &["p99_to_alone"]);
+                assert!((ratio - p99(with) / p99(alone)).abs() < 1e-9 * ratio.max(1.0));
+                // Flooding past 200 msg/s and a 16 KiB quota (a new topic
+                // each round) leaves evidence.
+                throttled += f64_at(with, &["broker", "publish_throttled"]);
+                assert!(
+                    f64_at(with, &["broker", "publish_throttled"]) > 0.0,
+                    "{v:#}"
+                );
+                assert!(
+                    f64_at(with, &["broker", "backlog_quota_blocks"]) >= 1.0,
+                    "{v:#}"
+                );
+                let n = &with["noisy"];
+                assert_eq!(u64_at(n, "producers"), 2);
+                assert_eq!(f64_at(n, &["rate_limit_msg_per_sec"]), 200.0);
+                let acked = u64_at(n, "acked");
+                let rate = f64_at(n, &["achieved_msg_per_sec"]);
+                assert!((rate - acked as f64 / 2.0).abs() < 1e-6, "{v:#}");
+                assert!(f64_at(n, &["mb_per_sec"]) >= 0.0);
+                assert!(f64_at(n, &["quota_blocked_after_secs"]) > 0.0, "{v:#}");
+                assert!(
+                    u64_at(n, "quota_refusals") + u64_at(n, "producers_closed") > 0,
+                    "{v:#}"
+                );
+                let _ = u64_at(n, "failed_sends");
+                for f in ["unblocked_msg_per_sec", "unblocked_to_limit"] {
+                    assert!(n[f].is_null() || n[f].is_f64(), "{f} in {v:#}");
+                }
+                let per_second = n["acked_per_second"].as_array().expect("acked_per_second");
+                assert_eq!(per_second.len(), 2, "{v:#}");
+                let total: u64 = per_second.iter().map(|c| c.as_u64().unwrap()).sum();
+                assert_eq!(total, acked, "{v:#}");
+                // The bookie runs in the standalone: its journal is on /metrics.
+                let fsyncs = u64_at(&alone["journal_fsync"], "fsyncs");
+                assert!(fsyncs > 0, "{v:#}");
+                assert!(u64_at(&alone["journal_fsync"], "over_50ms") <= fsyncs);
+                assert!(f64_at(with, &["journal_fsync", "mean_ms"]) > 0.0, "{v:#}");
+                assert!(
+                    f64_at(with, &["journal_fsync", "p99_at_most_ms"]) > 0.0,
+                    "{v:#}"
+                );
+            }
+            assert_eq!(
+                f64_at(&v, &["broker_with_noisy", "publish_throttled"]),
+                throttled
+            );
+            assert_eq!(f64_at(&v, &["broker_alone", "publish_throttled"]), 0.0);
+            assert!(f64_at(&v, &["broker_with_noisy", "backlog_quota_blocks"]) >= 2.0);
+            assert!(f64_at(&v, &["noisy_achieved_msg_per_sec"]) >= 0.0, "{v:#}");
+            for f in ["noisy_unblocked_msg_per_sec", "noisy_unblocked_to_limit"] {
+                assert!(v[f].is_null() || v[f].is_f64(), "{f} in {v:#}");
+            }
+
+            // Merged over the rounds: each percentile lies between the rounds'.
+            check_latency(&v, "quiet_alone_latency_ms");
+            check_latency(&v, "quiet_with_noisy_latency_ms");
+            for (field, name) in [
+                ("quiet_alone_latency_ms", "alone"),
+                ("quiet_with_noisy_latency_ms", "with_noisy"),
+            ] {
+                let rounds: Vec<f64> = phases
+                    .iter()
+                    .filter(|p| p["name"] == name)
+                    .map(p99)
+                    .collect();
+                let merged = f64_at(&v, &[field, "p99"]);
+                let (lo, hi) = (rounds[0].min(rounds[1]), rounds[0].max(rounds[1]));
+                assert!(
+                    merged >= lo * 0.999 && merged <= hi * 1.001,
+                    "{field}: {v:#}"
+                );
+            }
+            let ratio = f64_at(&v, &["p99_ratio"]);
+            let expected = f64_at(&v, &["quiet_with_noisy_latency_ms", "p99"])
+                / f64_at(&v, &["quiet_alone_latency_ms", "p99"]);
+            assert!((ratio - expected).abs() < 1e-9 * ratio.max(1.0), "{v:#}");
+            assert!(f64_at(&v, &["p999_ratio"]) > 0.0);
+            assert_eq!(f64_at(&v, &["target_p99_ratio"]), 1.2);
+            assert_eq!(v["target_met"].as_bool(), Some(ratio < 1.2), "{v:#}");
+
+            // The run removes its tenants.
+            let tenants: Vec<String> = reqwest::get(format!("{}/admin/v2/tenants", s.admin_url()))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(
+                !tenants.iter().any(|t| t.ends_with("-smoke")),
+                "{tenants:?}"
+            );
         }),
     )
     .await;

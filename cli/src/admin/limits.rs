@@ -239,6 +239,8 @@ pub enum QuotaType {
 }
 
 /// The integer limits of a namespace (Pulsar's names in kebab-case).
+// The variants are the command-line values, so they keep Pulsar's `max` prefix.
+#[allow(clippy::enum_variant_names)]
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitName {
     #[value(name = "max-producers-per-topic")]

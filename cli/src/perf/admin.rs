@@ -1,5 +1,6 @@
 //! The few admin REST calls `strata perf` makes: create a partitioned
-//! topic, and read one value from the broker's Prometheus `/metrics`.
+//! topic, tenants, namespaces and their policies, and read values from the
+//! broker's Prometheus `/metrics`.
 //! Plain HTTP/1.1 through hyper, one connection per call.
 
 use anyhow::{Context, bail};
@@ -45,6 +46,15 @@ pub async fn http(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Sends one request and fails unless it succeeded (2xx).
+pub async fn call(method: Method, url: &str, body: Option<String>) -> anyhow::Result<()> {
+    let (status, answer) = http(method.clone(), url, body).await?;
+    if status.is_success() {
+        return Ok(());
+    }
+    bail!("{method} {url} answered {status}: {}", answer.trim())
+}
+
 /// `persistent://t/ns/x` or `x` (in public/default) → (tenant, namespace, local name).
 fn topic_parts(topic: &str) -> anyhow::Result<(String, String, String)> {
     let rest = topic.strip_prefix("persistent://").unwrap_or(topic);
@@ -83,14 +93,22 @@ pub async fn create_partitioned_topic(
 /// The value of an unlabelled sample `name` on the admin server's `/metrics`.
 pub async fn metric(admin_url: &str, name: &str) -> anyhow::Result<f64> {
     let url = format!("{}/metrics", admin_url.trim_end_matches('/'));
+    parse_metric(&metrics_page(admin_url).await?, name)
+        .with_context(|| format!("no sample {name} on {url}"))
+}
+
+/// The admin server's whole `/metrics` page (read samples with [`parse_metric`]).
+pub async fn metrics_page(admin_url: &str) -> anyhow::Result<String> {
+    let url = format!("{}/metrics", admin_url.trim_end_matches('/'));
     let (status, body) = http(Method::GET, &url, None).await?;
     if !status.is_success() {
         bail!("GET {url} answered {status}");
     }
-    parse_metric(&body, name).with_context(|| format!("no sample {name} on {url}"))
+    Ok(body)
 }
 
-fn parse_metric(exposition: &str, name: &str) -> Option<f64> {
+/// The value of the unlabelled sample `name` in a Prometheus exposition.
+pub fn parse_metric(exposition: &str, name: &str) -> Option<f64> {
     exposition.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?;
         let value = rest.strip_prefix(' ')?;

@@ -4,13 +4,19 @@
 //! - `bookie`: appends through the ledger client to in-process bookies;
 //! - `produce`, `consume`, `e2e`: an OpenMessaging-Benchmark-style workload
 //!   against a Pulsar service through `strata-client`;
-//! - `topics`: broker memory per idle topic.
+//! - `topics`: broker memory per idle topic;
+//! - `tenants`: a quiet tenant's publish latency with and without a noisy
+//!   neighbour held by its namespace's rate limit and backlog quota.
 
 mod admin;
 mod bookie;
 mod cold;
+mod cpu;
+mod evidence;
+mod flood;
 mod raw;
 mod report;
+mod tenants;
 mod topics;
 mod workers;
 mod workload;
@@ -29,6 +35,9 @@ pub enum PerfCommand {
     E2e(Box<workload::WorkloadArgs>),
     /// Load many idle topics; report broker memory per topic.
     Topics(Box<topics::TopicsArgs>),
+    /// A quiet tenant's publish latency alone and next to a noisy tenant
+    /// flooding past its rate limit and backlog quota.
+    Tenants(Box<tenants::TenantsArgs>),
     /// Write, offload and read back from the cold tier; compare with raw GETs.
     ColdRead(Box<cold::ColdReadArgs>),
 }
@@ -40,6 +49,7 @@ pub async fn run(cmd: PerfCommand) -> anyhow::Result<()> {
         PerfCommand::Consume(args) => workload::run(workload::Mode::Consume, *args).await,
         PerfCommand::E2e(args) => workload::run(workload::Mode::EndToEnd, *args).await,
         PerfCommand::Topics(args) => topics::run(*args).await,
+        PerfCommand::Tenants(args) => tenants::run(*args).await,
         PerfCommand::ColdRead(args) => cold::run(*args).await,
     }
 }

@@ -9,6 +9,11 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// A smaller histogram (2 significant digits), for one per second of a run.
+pub fn coarse_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("static histogram bounds are valid")
+}
+
 /// Records `micros`, clamped into the histogram's range.
 pub fn record(h: &mut Histogram<u64>, micros: u64) {
     h.saturating_record(micros.max(1));

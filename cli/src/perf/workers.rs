@@ -110,6 +110,9 @@ pub struct ProducerStats {
     pub window: u64,
     /// Publish latency (µs) of the window's messages.
     pub latency: Histogram<u64>,
+    /// The same per second of the window (by scheduled send time), when
+    /// the plan asks for it.
+    pub by_second: Vec<Histogram<u64>>,
     pub errors: Errors,
 }
 
@@ -122,6 +125,8 @@ pub struct ProducerPlan {
     /// This producer's place in the schedule, in [0, 1): producers sharing a
     /// rate are staggered rather than firing together.
     pub phase: f64,
+    /// Also keep a latency histogram per second of the window.
+    pub series: bool,
 }
 
 /// Sends until the end of the timeline; returns once every receipt is in
@@ -136,7 +141,7 @@ pub async fn produce(
     // A failed send ends this producer's run: what follows would only
     // measure how fast the broker refuses.
     let failed = CancellationToken::new();
-    let collector = tokio::spawn(collect(rx, t, produced, failed.clone()));
+    let collector = tokio::spawn(collect(rx, t, plan.series, produced, failed.clone()));
     let mut payload: Vec<u8> = (0..plan.size.max(8)).map(|i| (i % 251) as u8).collect();
     let mut errors = Errors::default();
     let mut k = 0u64;
@@ -183,6 +188,7 @@ pub async fn produce(
             acked: 0,
             window: 0,
             latency: report::histogram(),
+            by_second: Vec::new(),
             errors: {
                 let mut e2 = Errors::default();
                 e2.add(format!("receipt collector failed: {e}"));
@@ -208,6 +214,7 @@ pub async fn produce(
 async fn collect(
     mut rx: mpsc::Receiver<(Instant, bool, SendFuture)>,
     t: Timeline,
+    series: bool,
     produced: Arc<AtomicU64>,
     failed: CancellationToken,
 ) -> ProducerStats {
@@ -215,6 +222,7 @@ async fn collect(
         acked: 0,
         window: 0,
         latency: report::histogram(),
+        by_second: Vec::new(),
         errors: Errors::default(),
     };
     while let Some((scheduled, counted, fut)) = rx.recv().await {
@@ -226,6 +234,14 @@ async fn collect(
                 if counted {
                     stats.window += 1;
                     report::record(&mut stats.latency, micros);
+                    if series {
+                        let second = scheduled.saturating_duration_since(t.measure_start);
+                        let i = second.as_secs() as usize;
+                        if stats.by_second.len() <= i {
+                            stats.by_second.resize_with(i + 1, report::coarse_histogram);
+                        }
+                        report::record(&mut stats.by_second[i], micros);
+                    }
                 }
             }
             Ok(Err(e)) => {

@@ -130,6 +130,9 @@ pub struct WorkloadArgs {
     /// Where a new subscription starts.
     #[arg(long, value_enum, default_value = "latest")]
     pub initial_position: PositionArg,
+    /// Also report the publish latency of each second of the window.
+    #[arg(long)]
+    pub latency_series: bool,
     #[command(flatten)]
     pub raw: RawArgs,
     /// Print the report as JSON.
@@ -179,6 +182,12 @@ pub struct WorkloadReport {
     pub publish: Option<Throughput>,
     /// Scheduled send time to receipt, for messages sent in the window.
     pub publish_latency_ms: Option<Latency>,
+    /// The same per second of the window (`--latency-series`; 2 significant digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_latency_by_second_ms: Option<Vec<Latency>>,
+    /// The histogram behind `publish_latency_ms` (µs), for callers that merge runs.
+    #[serde(skip)]
+    pub publish_histogram: Option<hdrhistogram::Histogram<u64>>,
     pub consume: Option<Throughput>,
     /// Scheduled send time (the payload's first 8 bytes) to reception.
     pub end_to_end_latency_ms: Option<Latency>,
@@ -255,7 +264,10 @@ fn print_report(r: &WorkloadReport) {
     }
 }
 
-async fn run_workload(mode: Mode, args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
+pub(super) async fn run_workload(
+    mode: Mode,
+    args: &WorkloadArgs,
+) -> anyhow::Result<WorkloadReport> {
     if args.size < 8 {
         bail!("--size must be at least 8 (the payload carries the send time)");
     }
@@ -379,6 +391,7 @@ async fn run_workload(mode: Mode, args: &WorkloadArgs) -> anyhow::Result<Workloa
                 size: args.size,
                 rate: (args.rate > 0.0).then(|| args.rate / n as f64),
                 phase: i as f64 / n as f64,
+                series: args.latency_series,
             };
             tokio::spawn(workers::produce(p, plan, t, produced.clone()))
         })
@@ -386,10 +399,19 @@ async fn run_workload(mode: Mode, args: &WorkloadArgs) -> anyhow::Result<Workloa
 
     let mut errors = Errors::default();
     let mut publish_hist = report::histogram();
+    let mut by_second = Vec::new();
     let mut published_window = 0u64;
     for task in producer_tasks {
         match task.await {
-            Ok(s) => merge_producer(&mut publish_hist, &mut published_window, &mut errors, s),
+            Ok(s) => {
+                for (i, h) in s.by_second.iter().enumerate() {
+                    if by_second.len() <= i {
+                        by_second.resize_with(i + 1, report::coarse_histogram);
+                    }
+                    let _ = by_second[i].add(h);
+                }
+                merge_producer(&mut publish_hist, &mut published_window, &mut errors, s)
+            }
             Err(e) => errors.add(format!("producer task failed: {e}")),
         }
     }
@@ -438,6 +460,8 @@ async fn run_workload(mode: Mode, args: &WorkloadArgs) -> anyhow::Result<Workloa
         .produces()
         .then(|| throughput(published_window, published_window * args.size as u64, secs));
     let publish_latency_ms = mode.produces().then(|| Latency::from(&publish_hist));
+    let publish_latency_by_second_ms = (mode.produces() && args.latency_series)
+        .then(|| by_second.iter().map(Latency::from).collect());
     let consume = mode
         .consumes()
         .then(|| throughput(consumed_window, consumed_bytes, secs));
@@ -483,6 +507,8 @@ async fn run_workload(mode: Mode, args: &WorkloadArgs) -> anyhow::Result<Workloa
         consumed: consumed.load(Ordering::Relaxed),
         publish,
         publish_latency_ms,
+        publish_latency_by_second_ms,
+        publish_histogram: mode.produces().then_some(publish_hist),
         consume,
         end_to_end_latency_ms,
         errors: errors.count,
