@@ -462,6 +462,7 @@ async fn standalone_metrics_grow_with_python_client_traffic() {
 
         assert!(after.value("process_resident_memory_bytes") > 0.0);
         assert!(after.value("process_open_fds") > 0.0);
+        assert!(after.value("process_cpu_seconds_total") > 0.0);
         s.stop_cleanly().await;
     })
     .await;

@@ -533,6 +533,18 @@ async fn perf_tenants_reports_both_phases() {
                 let (alone, with) = (&round[0], &round[1]);
                 // Only the noisy tenant has limits: nothing throttled or blocked alone.
                 assert!(alone["noisy"].is_null() && alone["p99_to_alone"].is_null());
+                assert!(alone["quiet_while_flooding_latency_ms"].is_null());
+                assert!(alone["quiet_while_blocked_latency_ms"].is_null());
+                // The window's seconds before and after the quota's block: at
+                // least one side has some.
+                let split = [
+                    "quiet_while_flooding_latency_ms",
+                    "quiet_while_blocked_latency_ms",
+                ];
+                for f in split {
+                    assert!(with[f].is_null() || with[f]["p99"].is_f64(), "{f} in {v:#}");
+                }
+                assert!(split.iter().any(|f| !with[*f].is_null()), "{v:#}");
                 assert_eq!(f64_at(alone, &["broker", "publish_throttled"]), 0.0);
                 assert_eq!(f64_at(alone, &["broker", "backlog_quota_blocks"]), 0.0);
                 assert_eq!(f64_at(alone, &["cpu", "load_cores"]), 0.0, "{v:#}");
@@ -586,11 +598,22 @@ async fn perf_tenants_reports_both_phases() {
             assert_eq!(f64_at(&v, &["broker_alone", "publish_throttled"]), 0.0);
             assert!(f64_at(&v, &["broker_with_noisy", "backlog_quota_blocks"]) >= 2.0);
             assert!(f64_at(&v, &["noisy_achieved_msg_per_sec"]) >= 0.0, "{v:#}");
-            for f in ["noisy_unblocked_msg_per_sec", "noisy_unblocked_to_limit"] {
+            for f in [
+                "noisy_unblocked_msg_per_sec",
+                "noisy_unblocked_to_limit",
+                "p99_ratio_while_flooding",
+                "p99_ratio_while_blocked",
+            ] {
                 assert!(v[f].is_null() || v[f].is_f64(), "{f} in {v:#}");
             }
 
             // Merged over the rounds: each percentile lies between the rounds'.
+            for f in [
+                "quiet_while_flooding_latency_ms",
+                "quiet_while_blocked_latency_ms",
+            ] {
+                assert!(v[f].is_null() || v[f]["p99"].is_f64(), "{f} in {v:#}");
+            }
             check_latency(&v, "quiet_alone_latency_ms");
             check_latency(&v, "quiet_with_noisy_latency_ms");
             for (field, name) in [

@@ -32,19 +32,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hyper::Method;
-use serde::Serialize;
 use serde_json::json;
 use strata_client::{Client, ClientOptions, ConsumerOptions, ProducerOptions};
 use tracing::warn;
 
+mod summary;
+
+use self::summary::{NoisySetup, PhaseReport, QuietSetup, TenantsReport};
 use super::admin;
-use super::cpu::{CpuSnapshot, CpuUse};
-use super::evidence::{BrokerCounters, BrokerReading, JournalFsync};
-use super::flood::{self, FloodPlan, FloodReport};
+use super::cpu::CpuSnapshot;
+use super::evidence::BrokerReading;
+use super::flood::{self, FloodPlan};
 use super::raw::RawArgs;
-use super::report::{self, Latency, Machine};
+use super::report::Latency;
 use super::workers::{Errors, Timeline};
-use super::workload::{self, Mode, PositionArg, Throughput, WorkloadArgs};
+use super::workload::{self, Mode, PositionArg, WorkloadArgs};
 
 /// The quiet tenant's p99 with the noisy one over its p99 alone, at most.
 const TARGET_P99_RATIO: f64 = 1.2;
@@ -153,101 +155,12 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// One phase: the quiet tenant's figures, the noisy one's (phase 2), and
-/// the broker's counters and the CPU use over it.
-#[derive(Serialize, Debug)]
-pub struct PhaseReport {
-    /// From 1.
-    pub round: usize,
-    pub name: &'static str,
-    /// Messages the quiet tenant had acknowledged (warm-up included) and consumed.
-    pub quiet_produced: u64,
-    pub quiet_consumed: u64,
-    pub quiet_publish: Throughput,
-    /// Scheduled send time to receipt, for the window's messages.
-    pub quiet_publish_latency_ms: Latency,
-    /// The same per second of the window (2 significant digits), to line
-    /// up with the noisy tenant's `acked_per_second`.
-    pub quiet_publish_latency_by_second_ms: Vec<Latency>,
-    pub quiet_end_to_end_latency_ms: Latency,
-    /// With the noisy tenant: this p99 over the same round's p99 alone.
-    pub p99_to_alone: Option<f64>,
-    pub noisy: Option<FloodReport>,
-    /// Counter increases over the whole phase (warm-up included).
-    pub broker: BrokerCounters,
-    /// Journal fsyncs over the whole phase (None: the broker's `/metrics`
-    /// has no journal, e.g. its bookies run elsewhere).
-    pub journal_fsync: Option<JournalFsync>,
-    /// CPU use over the measured window.
-    pub cpu: CpuUse,
-    /// The quiet tenant's publish histogram, merged over rounds.
-    #[serde(skip)]
-    quiet_histogram: hdrhistogram::Histogram<u64>,
-}
-
-#[derive(Serialize, Debug)]
-pub struct QuietSetup {
-    pub namespace: String,
-    pub topic: String,
-    pub rate: f64,
-}
-
-#[derive(Serialize, Debug)]
-pub struct NoisySetup {
-    pub namespace: String,
-    /// One topic per round: `{topic_prefix}-{round}`.
-    pub topic_prefix: String,
-    pub producers: usize,
-    pub publish_rate_msg_per_sec: i64,
-    pub publish_rate_bytes_per_sec: i64,
-    pub backlog_quota_bytes: u64,
-    pub backlog_quota_policy: &'static str,
-    /// The subscription that never consumes, so the backlog grows.
-    pub idle_subscription: String,
-}
-
-#[derive(Serialize, Debug)]
-pub struct TenantsReport {
-    pub command: &'static str,
-    pub url: String,
-    pub admin_url: String,
-    pub message_size: usize,
-    pub batch_max_messages: u32,
-    pub batch_delay_ms: f64,
-    pub warmup_secs: f64,
-    pub duration_secs: f64,
-    pub rounds: usize,
-    pub quiet: QuietSetup,
-    pub noisy: NoisySetup,
-    /// The quiet tenant's publish latency over every round's window, alone
-    /// and with the noisy tenant.
-    pub quiet_alone_latency_ms: Latency,
-    pub quiet_with_noisy_latency_ms: Latency,
-    /// Quiet publish p99 with the noisy tenant over without.
-    pub p99_ratio: f64,
-    pub p999_ratio: f64,
-    pub target_p99_ratio: f64,
-    pub target_met: bool,
-    /// The noisy tenant's rates, averaged over rounds (see each phase's `noisy`).
-    pub noisy_achieved_msg_per_sec: f64,
-    pub noisy_unblocked_msg_per_sec: Option<f64>,
-    pub noisy_unblocked_to_limit: Option<f64>,
-    /// Broker counters summed over the phases of each kind.
-    pub broker_alone: BrokerCounters,
-    pub broker_with_noisy: BrokerCounters,
-    /// Every phase in the order run.
-    pub phases: Vec<PhaseReport>,
-    pub errors: u64,
-    pub error_samples: Vec<String>,
-    pub machine: Machine,
-}
-
 pub async fn run(args: TenantsArgs) -> anyhow::Result<()> {
     let report = run_tenants(&args).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report);
+        summary::print_report(&report);
     }
     if report.errors > 0 {
         bail!(
@@ -302,78 +215,7 @@ async fn run_tenants(args: &TenantsArgs) -> anyhow::Result<TenantsReport> {
         }
     }
     let (phases, errors) = result?;
-    Ok(summarize(args, quiet, noisy, phases, errors))
-}
-
-fn summarize(
-    args: &TenantsArgs,
-    quiet: QuietSetup,
-    noisy: NoisySetup,
-    phases: Vec<PhaseReport>,
-    errors: Errors,
-) -> TenantsReport {
-    let mut alone = report::histogram();
-    let mut with = report::histogram();
-    let (mut broker_alone, mut broker_with_noisy) = Default::default();
-    let mut noisy_reports = Vec::new();
-    for p in &phases {
-        let (h, b): (_, &mut BrokerCounters) = match &p.noisy {
-            None => (&mut alone, &mut broker_alone),
-            Some(n) => {
-                noisy_reports.push(n);
-                (&mut with, &mut broker_with_noisy)
-            }
-        };
-        let _ = h.add(&p.quiet_histogram);
-        b.add(&p.broker);
-    }
-    let (alone, with) = (Latency::from(&alone), Latency::from(&with));
-    let ratio = |with: f64, without: f64| with / without.max(1e-6);
-    let p99_ratio = ratio(with.p99, alone.p99);
-    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-    let noisy_unblocked_msg_per_sec = mean(
-        noisy_reports
-            .iter()
-            .filter_map(|n| n.unblocked_msg_per_sec)
-            .collect(),
-    );
-    let limit = args.noisy_rate_limit as f64;
-    TenantsReport {
-        command: "tenants",
-        url: args.url.clone(),
-        admin_url: args.admin_url.clone(),
-        message_size: args.size,
-        batch_max_messages: args.batch,
-        batch_delay_ms: args.batch_delay.as_secs_f64() * 1000.0,
-        warmup_secs: args.warmup.as_secs_f64(),
-        duration_secs: args.duration.as_secs_f64(),
-        rounds: args.rounds,
-        quiet,
-        noisy,
-        quiet_alone_latency_ms: alone,
-        quiet_with_noisy_latency_ms: with,
-        p99_ratio,
-        p999_ratio: ratio(with.p999, alone.p999),
-        target_p99_ratio: TARGET_P99_RATIO,
-        target_met: p99_ratio < TARGET_P99_RATIO,
-        noisy_achieved_msg_per_sec: mean(
-            noisy_reports
-                .iter()
-                .map(|n| n.achieved_msg_per_sec)
-                .collect(),
-        )
-        .unwrap_or(0.0),
-        noisy_unblocked_msg_per_sec,
-        noisy_unblocked_to_limit: noisy_unblocked_msg_per_sec
-            .filter(|_| limit > 0.0)
-            .map(|r| r / limit),
-        broker_alone,
-        broker_with_noisy,
-        phases,
-        errors: errors.count,
-        error_samples: errors.samples,
-        machine: Machine::describe(),
-    }
+    Ok(summary::summarize(args, quiet, noisy, phases, errors))
 }
 
 fn base(admin_url: &str) -> &str {
@@ -591,6 +433,14 @@ async fn run_phase(
         None => None,
     };
     let after = BrokerReading::read(&args.admin_url).await?;
+    let (flooding, blocked) = match &noisy {
+        Some(n) => summary::split_by_block(
+            &report.publish_histograms_by_second,
+            n.quota_blocked_after_secs
+                .map(|s| s - args.warmup.as_secs_f64()),
+        ),
+        None => (None, None),
+    };
     let (Some(publish), Some(publish_latency), Some(e2e_latency), Some(histogram)) = (
         report.publish,
         report.publish_latency_ms,
@@ -609,118 +459,16 @@ async fn run_phase(
         quiet_publish_latency_by_second_ms: report.publish_latency_by_second_ms.unwrap_or_default(),
         quiet_end_to_end_latency_ms: e2e_latency,
         p99_to_alone: None,
+        quiet_while_flooding_latency_ms: flooding.as_ref().map(Latency::from),
+        quiet_while_blocked_latency_ms: blocked.as_ref().map(Latency::from),
         noisy,
         broker: after.counters_since(&before),
         journal_fsync: after.fsync_since(&before),
         cpu,
         quiet_histogram: histogram,
+        flooding_histogram: flooding,
+        blocked_histogram: blocked,
     })
-}
-
-fn print_report(r: &TenantsReport) {
-    println!(
-        "quiet {} at {:.0} msg/s; noisy {} with {} producers, publish rate limit {} msg/s, \
-         backlog quota {:.1} MiB ({}); {} B messages, {:.0} s per phase after {:.0} s warm-up, {} round(s)",
-        r.quiet.namespace,
-        r.quiet.rate,
-        r.noisy.namespace,
-        r.noisy.producers,
-        r.noisy.publish_rate_msg_per_sec,
-        r.noisy.backlog_quota_bytes as f64 / 1048576.0,
-        r.noisy.backlog_quota_policy,
-        r.message_size,
-        r.duration_secs,
-        r.warmup_secs,
-        r.rounds
-    );
-    println!(
-        "{:<14} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9} {:>6} {:>9} {:>8}",
-        "phase",
-        "msg/s",
-        "p50 ms",
-        "p99",
-        "p99.9",
-        "max",
-        "e2e p99",
-        "ratio",
-        "throttled",
-        "blocks",
-        "fsync p99",
-        "fsync>50"
-    );
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-    for p in &r.phases {
-        let l = &p.quiet_publish_latency_ms;
-        println!(
-            "{:<14} {:>7.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>9.0} {:>6.0} {:>9} {:>8}",
-            format!("{} {}", p.round, p.name),
-            p.quiet_publish.msg_per_sec,
-            l.p50,
-            l.p99,
-            l.p999,
-            l.max,
-            p.quiet_end_to_end_latency_ms.p99,
-            opt(p.p99_to_alone),
-            p.broker.publish_throttled,
-            p.broker.backlog_quota_blocks,
-            p.journal_fsync
-                .map_or("-".to_string(), |f| format!("<={}", f.p99_at_most_ms)),
-            p.journal_fsync
-                .map_or("-".to_string(), |f| f.over_50ms.to_string()),
-        );
-    }
-    for p in &r.phases {
-        println!(
-            "cpu {:<14} {}",
-            format!("{} {}", p.round, p.name),
-            p.cpu.line()
-        );
-    }
-    for p in &r.phases {
-        let series: Vec<String> = p
-            .quiet_publish_latency_by_second_ms
-            .iter()
-            .map(|l| format!("{:.0}", l.p99))
-            .collect();
-        println!(
-            "quiet p99 ms per second, {:<14} {}",
-            format!("{} {}", p.round, p.name),
-            series.join(" ")
-        );
-        if let Some(n) = &p.noisy {
-            let series: Vec<String> = n.acked_per_second.iter().map(|c| c.to_string()).collect();
-            println!("noisy msg/s per second,  {:<14} {}", "", series.join(" "));
-            println!(
-                "noisy: {:.0} msg/s over the window, {} msg/s before the quota blocked it (limit {:.0}); \
-                 quota block after {} s; {} creations refused, {} producers closed, {} sends failed",
-                n.achieved_msg_per_sec,
-                n.unblocked_msg_per_sec
-                    .map_or("-".to_string(), |v| format!("{v:.0}")),
-                n.rate_limit_msg_per_sec,
-                n.quota_blocked_after_secs
-                    .map_or("-".to_string(), |s| format!("{s:.1}")),
-                n.quota_refusals,
-                n.producers_closed,
-                n.failed_sends
-            );
-        }
-    }
-    println!(
-        "quiet publish over all rounds: alone {}; with the noisy tenant {}",
-        r.quiet_alone_latency_ms.line(),
-        r.quiet_with_noisy_latency_ms.line()
-    );
-    println!(
-        "p99 with / without the noisy tenant: {:.2} (target < {:.1}: {}); p99.9 ratio {:.2}; \
-         noisy tenant {} msg/s before its quota, {:.2} of its limit",
-        r.p99_ratio,
-        r.target_p99_ratio,
-        if r.target_met { "met" } else { "missed" },
-        r.p999_ratio,
-        r.noisy_unblocked_msg_per_sec
-            .map_or("-".to_string(), |v| format!("{v:.0}")),
-        r.noisy_unblocked_to_limit.unwrap_or(0.0)
-    );
 }
 
 #[cfg(test)]

@@ -185,9 +185,12 @@ pub struct WorkloadReport {
     /// The same per second of the window (`--latency-series`; 2 significant digits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_latency_by_second_ms: Option<Vec<Latency>>,
-    /// The histogram behind `publish_latency_ms` (µs), for callers that merge runs.
+    /// The histograms behind `publish_latency_ms` and
+    /// `publish_latency_by_second_ms` (µs), for callers that merge runs.
     #[serde(skip)]
     pub publish_histogram: Option<hdrhistogram::Histogram<u64>>,
+    #[serde(skip)]
+    pub publish_histograms_by_second: Vec<hdrhistogram::Histogram<u64>>,
     pub consume: Option<Throughput>,
     /// Scheduled send time (the payload's first 8 bytes) to reception.
     pub end_to_end_latency_ms: Option<Latency>,
@@ -509,6 +512,7 @@ pub(super) async fn run_workload(
         publish_latency_ms,
         publish_latency_by_second_ms,
         publish_histogram: mode.produces().then_some(publish_hist),
+        publish_histograms_by_second: by_second,
         consume,
         end_to_end_latency_ms,
         errors: errors.count,
