@@ -12,6 +12,7 @@
 //! connection's socket, the dispatcher stops reading the cursor. Nothing
 //! acknowledged is ever dropped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -90,6 +91,9 @@ impl Bucket {
 #[derive(Debug)]
 pub struct RateLimiter {
     bucket: Mutex<Bucket>,
+    /// Mirrors the rate's `is_limited`, so the publish and dispatch paths
+    /// of unlimited topics take no lock.
+    limited: AtomicBool,
 }
 
 impl Default for RateLimiter {
@@ -102,6 +106,7 @@ impl RateLimiter {
     pub fn new(rate: Rate) -> RateLimiter {
         RateLimiter {
             bucket: Mutex::new(Bucket::new(rate, Instant::now())),
+            limited: AtomicBool::new(rate.is_limited()),
         }
     }
 
@@ -110,6 +115,7 @@ impl RateLimiter {
         let mut b = self.bucket.lock();
         if b.rate != rate {
             *b = Bucket::new(rate, Instant::now());
+            self.limited.store(rate.is_limited(), Ordering::Release);
         }
     }
 
@@ -118,7 +124,7 @@ impl RateLimiter {
     }
 
     pub fn is_limited(&self) -> bool {
-        self.bucket.lock().rate.is_limited()
+        self.limited.load(Ordering::Acquire)
     }
 
     /// Takes `msgs` messages and `bytes` bytes; returns how long to pause
@@ -128,6 +134,9 @@ impl RateLimiter {
     }
 
     fn consume_at(&self, msgs: u64, bytes: u64, now: Instant) -> Duration {
+        if !self.is_limited() {
+            return Duration::ZERO;
+        }
         let mut b = self.bucket.lock();
         if !b.rate.is_limited() {
             return Duration::ZERO;
@@ -148,6 +157,9 @@ impl RateLimiter {
     }
 
     fn delay_at(&self, now: Instant) -> Duration {
+        if !self.is_limited() {
+            return Duration::ZERO;
+        }
         let mut b = self.bucket.lock();
         if !b.rate.is_limited() {
             return Duration::ZERO;
@@ -159,6 +171,9 @@ impl RateLimiter {
     /// Messages that may be taken now without debt (`u64::MAX`: no message
     /// limit); at least 1 once [`RateLimiter::delay`] is zero.
     pub fn available_msgs(&self) -> u64 {
+        if !self.is_limited() {
+            return u64::MAX;
+        }
         let mut b = self.bucket.lock();
         if b.msgs_per_sec <= 0.0 {
             return u64::MAX;
