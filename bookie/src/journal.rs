@@ -130,36 +130,48 @@ pub struct JournalConfig {
 /// `Err(())` when its write failed or the journal stopped first.
 pub type Placement = Arc<OnceLock<std::result::Result<JournalPos, ()>>>;
 
-/// A framed record, built by the caller: `[len][crc][head]` followed by
-/// `tail`, so the payload is copied once (into the write buffer) and the CRC
-/// is computed on the caller's thread, not the journal's.
+/// One or more framed records, built by the caller: record `i` is
+/// `heads[i-1 end..head_end]` (`[len][crc][head]`) followed by `tail`, so
+/// every payload is copied once (into the write buffer) and the CRCs are
+/// computed on the caller's thread, not the journal's. A request's records
+/// are written back to back in one batch, and complete together.
 struct Request {
-    framed_head: Vec<u8>,
-    tail: Bytes,
+    heads: Vec<u8>,
+    records: Vec<RecordParts>,
     done: oneshot::Sender<Result<JournalPos>>,
-    placement: Option<Placement>,
     queued: Instant,
+}
+
+struct RecordParts {
+    /// End of this record's framed head in [`Request::heads`].
+    head_end: usize,
+    tail: Bytes,
+    placement: Option<Placement>,
 }
 
 impl Request {
     fn fail(self, e: BookieError) {
-        fail(self.done, self.placement.as_ref(), e);
+        for r in &self.records {
+            if let Some(p) = &r.placement {
+                let _ = p.set(Err(()));
+            }
+        }
+        let _ = self.done.send(Err(e));
     }
 }
 
-/// Completes a record that will never be durable.
-fn fail(done: oneshot::Sender<Result<JournalPos>>, placement: Option<&Placement>, e: BookieError) {
-    if let Some(p) = placement {
-        let _ = p.set(Err(()));
-    }
-    let _ = done.send(Err(e));
+/// One record of [`Journal::append_many`]: its body is `head || tail`.
+pub struct RecordIn<'a> {
+    pub head: &'a [u8],
+    pub tail: Bytes,
+    pub placement: Option<Placement>,
 }
 
-/// A request in the batch being written, with its record's start offset.
+/// A request in the batch being written, with where its records start.
 struct Pending {
     done: oneshot::Sender<Result<JournalPos>>,
-    placement: Option<Placement>,
-    start: u64,
+    /// Each record's placement and start offset.
+    placements: Vec<(Placement, u64)>,
     end: u64,
 }
 
@@ -292,35 +304,69 @@ impl Journal {
         tail: Bytes,
         placement: Option<Placement>,
     ) -> Result<JournalPos> {
-        let len = head.len() + tail.len();
-        if len == 0 || len > MAX_RECORD_LEN {
-            if let Some(p) = &placement {
-                let _ = p.set(Err(()));
+        self.append_many(vec![RecordIn {
+            head,
+            tail,
+            placement,
+        }])
+        .await
+    }
+
+    /// Appends records that are written back to back in one batch and made
+    /// durable together; resolves to the position just past the last one
+    /// once all are durable. Each placement is resolved as in
+    /// [`Journal::append_placed`]. A record of a bad length fails them all.
+    ///
+    /// The records are framed before this returns; the future owns nothing
+    /// borrowed from them.
+    pub fn append_many(
+        &self,
+        records: Vec<RecordIn<'_>>,
+    ) -> impl Future<Output = Result<JournalPos>> + Send + 'static + use<> {
+        let mut heads = Vec::with_capacity(records.len() * (RECORD_HEADER + 48));
+        let mut parts = Vec::with_capacity(records.len());
+        let mut bad = None;
+        for r in records {
+            let len = r.head.len() + r.tail.len();
+            if len == 0 || len > MAX_RECORD_LEN {
+                bad.get_or_insert(len);
             }
-            return Err(BookieError::Invalid(format!(
-                "journal record of {len} bytes (must be 1..={MAX_RECORD_LEN})"
-            )));
+            let crc = crc32c::crc32c_append(crc32c::crc32c(r.head), &r.tail);
+            heads.extend_from_slice(&(len as u32).to_le_bytes());
+            heads.extend_from_slice(&crc.to_le_bytes());
+            heads.extend_from_slice(r.head);
+            parts.push(RecordParts {
+                head_end: heads.len(),
+                tail: r.tail,
+                placement: r.placement,
+            });
         }
-        let crc = crc32c::crc32c_append(crc32c::crc32c(head), &tail);
-        let mut framed_head = Vec::with_capacity(RECORD_HEADER + head.len());
-        framed_head.extend_from_slice(&(len as u32).to_le_bytes());
-        framed_head.extend_from_slice(&crc.to_le_bytes());
-        framed_head.extend_from_slice(head);
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send_async(Request {
-                framed_head,
-                tail,
-                done,
-                placement,
-                queued: Instant::now(),
-            })
-            .await
-            .map_err(|e| {
+        let request = Request {
+            heads,
+            records: parts,
+            done,
+            queued: Instant::now(),
+        };
+        let refused = match bad {
+            Some(len) => Some(format!(
+                "journal record of {len} bytes (must be 1..={MAX_RECORD_LEN})"
+            )),
+            None if request.records.is_empty() => Some("no journal record to append".into()),
+            None => None,
+        };
+        let tx = self.tx.clone();
+        async move {
+            if let Some(why) = refused {
+                request.fail(BookieError::Invalid(why.clone()));
+                return Err(BookieError::Invalid(why));
+            }
+            tx.send_async(request).await.map_err(|e| {
                 e.into_inner().fail(BookieError::ShuttingDown);
                 BookieError::ShuttingDown
             })?;
-        rx.await.map_err(|_| BookieError::ShuttingDown)?
+            rx.await.map_err(|_| BookieError::ShuttingDown)?
+        }
     }
 
     /// Position just past the last record written (not necessarily synced).
@@ -353,10 +399,9 @@ impl Journal {
         // disconnected or when it sees an empty body.
         let (done, _rx) = oneshot::channel();
         let _ = self.tx.send(Request {
-            framed_head: Vec::new(),
-            tail: Bytes::new(),
+            heads: Vec::new(),
+            records: Vec::new(),
             done,
-            placement: None,
             queued: Instant::now(),
         });
         if let Some(t) = self.thread.lock().take() {
@@ -431,7 +476,10 @@ fn replay_file(
 
 impl Pending {
     fn fail(self, e: BookieError) {
-        fail(self.done, self.placement.as_ref(), e);
+        for (p, _) in &self.placements {
+            let _ = p.set(Err(()));
+        }
+        let _ = self.done.send(Err(e));
     }
 }
 
@@ -617,20 +665,27 @@ impl Writer {
             self.buf.clear();
             let mut next = Some(first);
             while let Some(req) = next.take() {
-                if req.framed_head.is_empty() {
+                if req.records.is_empty() {
                     stop = true;
                     break;
                 }
                 self.metrics
                     .journal_queue_seconds
                     .observe(req.queued.elapsed().as_secs_f64());
-                let start = self.offset + self.buf.len() as u64;
-                self.buf.extend_from_slice(&req.framed_head);
-                self.buf.extend_from_slice(&req.tail);
+                let mut placements = Vec::new();
+                let mut head_start = 0;
+                for r in req.records {
+                    let start = self.offset + self.buf.len() as u64;
+                    self.buf.extend_from_slice(&req.heads[head_start..r.head_end]);
+                    self.buf.extend_from_slice(&r.tail);
+                    head_start = r.head_end;
+                    if let Some(p) = r.placement {
+                        placements.push((p, start));
+                    }
+                }
                 batch.push(Pending {
                     done: req.done,
-                    placement: req.placement,
-                    start,
+                    placements,
                     end: self.offset + self.buf.len() as u64,
                 });
                 if self.buf.len() >= MAX_BATCH_BYTES {
@@ -661,8 +716,9 @@ impl Writer {
             }
             // After a failed fsync nothing more goes into that file.
             if poisoned.load(Ordering::Acquire) == self.seq + 1 {
+                let old_offset = self.offset;
                 self.roll_or_log();
-                rebase(&mut batch, self.offset);
+                rebase(&mut batch, self.offset, old_offset);
             }
             let started = Instant::now();
             let result = self.write_batch();
@@ -760,13 +816,12 @@ impl Writer {
 
 /// Moves a batch's record positions to a new file offset (the batch was laid
 /// out for a file it will not be written to).
-fn rebase(batch: &mut [Pending], offset: u64) {
-    let Some(first) = batch.first().map(|p| p.start) else {
-        return;
-    };
+fn rebase(batch: &mut [Pending], offset: u64, old_offset: u64) {
     for p in batch {
-        p.start = p.start - first + offset;
-        p.end = p.end - first + offset;
+        for (_, start) in &mut p.placements {
+            *start = *start - old_offset + offset;
+        }
+        p.end = p.end - old_offset + offset;
     }
 }
 
@@ -807,10 +862,10 @@ fn sync_loop(
                 continue;
             }
             for p in &job.batch {
-                if let Some(pl) = &p.placement {
+                for (pl, start) in &p.placements {
                     let _ = pl.set(Ok(JournalPos {
                         seq: job.seq,
-                        offset: p.start,
+                        offset: *start,
                     }));
                 }
             }

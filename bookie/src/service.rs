@@ -71,6 +71,8 @@ impl BookieRpc for BookieService {
         let (tx, rx) = mpsc::channel::<Result<AddResponse, Status>>(256);
         tokio::spawn(async move {
             let mut inflight = FuturesUnordered::new();
+            // Adds in the requests being worked on (a request is one future).
+            let mut inflight_adds = 0usize;
             let mut inbound_open = true;
             loop {
                 tokio::select! {
@@ -78,13 +80,12 @@ impl BookieRpc for BookieService {
                         let _ = tx.send(Err(Status::unavailable("bookie is shutting down"))).await;
                         return;
                     }
-                    msg = inbound.next(), if inbound_open && inflight.len() < MAX_INFLIGHT_ADDS => {
+                    msg = inbound.next(), if inbound_open && inflight_adds < MAX_INFLIGHT_ADDS => {
                         match msg {
                             Some(Ok(req)) => {
-                                for add in req.entries {
-                                    let storage = storage.clone();
-                                    inflight.push(async move { add_one(&storage, add).await });
-                                }
+                                let storage = storage.clone();
+                                inflight_adds += req.entries.len();
+                                inflight.push(async move { add_many(&storage, req.entries).await });
                             }
                             Some(Err(status)) => {
                                 debug!(%status, "add stream ended by client error");
@@ -95,10 +96,11 @@ impl BookieRpc for BookieService {
                     }
                     Some(first) = inflight.next(), if !inflight.is_empty() => {
                         // Everything else already done goes in the same message.
-                        let mut results = vec![first];
+                        let mut results = first;
                         while let Some(Some(r)) = futures::FutureExt::now_or_never(inflight.next()) {
-                            results.push(r);
+                            results.extend(r);
                         }
+                        inflight_adds -= results.len();
                         if tx.send(Ok(AddResponse { results })).await.is_err() {
                             return;
                         }
@@ -243,33 +245,56 @@ impl BookieRpc for BookieService {
 /// One add, validated and made durable: what the add stream does per entry
 /// (also the in-process path of the standalone's ledger client).
 pub async fn add_one(storage: &LedgerStorage, add: strata_proto::bookie::AddEntry) -> AddResult {
-    let op = match validate::check_add(add) {
-        Ok(op) => op,
-        Err(e) => {
-            return AddResult {
-                ledger_id: 0,
-                entry_id: 0,
-                status: e.add_status() as i32,
-                message: e.to_string(),
-            };
+    add_many(storage, vec![add])
+        .await
+        .pop()
+        .unwrap_or_else(|| result(0, 0, Err(BookieError::ShuttingDown)))
+}
+
+/// Adds a batch (one stream message, or what the in-process client queued),
+/// journaled together; one result per add, in order.
+pub async fn add_many(
+    storage: &LedgerStorage,
+    adds: Vec<strata_proto::bookie::AddEntry>,
+) -> Vec<AddResult> {
+    let mut out: Vec<Option<AddResult>> = Vec::with_capacity(adds.len());
+    let mut ops = Vec::with_capacity(adds.len());
+    let mut keys = Vec::with_capacity(adds.len());
+    for add in adds {
+        match validate::check_add(add) {
+            Ok(op) => {
+                keys.push((out.len(), op.entry.ledger_id, op.entry.entry_id));
+                out.push(None);
+                ops.push(op);
+            }
+            Err(e) => out.push(Some(result(0, 0, Err(e)))),
         }
-    };
-    let (ledger_id, entry_id) = (op.entry.ledger_id, op.entry.entry_id);
-    match storage.add(op).await {
+    }
+    let results = storage.add_batch(ops).await;
+    for ((i, ledger_id, entry_id), r) in keys.into_iter().zip(results) {
+        if r.is_err() {
+            storage.metrics.add_errors.inc();
+        }
+        out[i] = Some(result(ledger_id, entry_id, r));
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| result(0, 0, Err(BookieError::ShuttingDown))))
+        .collect()
+}
+
+fn result(ledger_id: u64, entry_id: u64, r: crate::error::Result<()>) -> AddResult {
+    match r {
         Ok(()) => AddResult {
             ledger_id,
             entry_id,
             status: AddStatus::Ok as i32,
             message: String::new(),
         },
-        Err(e) => {
-            storage.metrics.add_errors.inc();
-            AddResult {
-                ledger_id,
-                entry_id,
-                status: e.add_status() as i32,
-                message: e.to_string(),
-            }
-        }
+        Err(e) => AddResult {
+            ledger_id,
+            entry_id,
+            status: e.add_status() as i32,
+            message: e.to_string(),
+        },
     }
 }

@@ -34,7 +34,7 @@ use crate::entrylog::{EntryLogs, Location, StoredEntry, journal_log_id, journal_
 use crate::error::{BookieError, Result};
 use crate::index::{Index, IndexBatch, LedgerState, LogUsage};
 use crate::journal::{
-    Journal, JournalConfig, JournalPos, MAX_RECORD_LEN, Placement, RECORD_HEADER,
+    Journal, JournalConfig, JournalPos, MAX_RECORD_LEN, Placement, RECORD_HEADER, RecordIn,
 };
 use crate::metrics::Metrics;
 
@@ -80,6 +80,28 @@ struct Displaced {
     key: Key,
     placement: Placement,
     payload_len: usize,
+}
+
+/// An accepted add on its way to the journal.
+struct Journaled {
+    /// Its position in the batch.
+    index: usize,
+    ledger: u64,
+    entry_id: u64,
+    lac: i64,
+    recovery: bool,
+    head: [u8; JOURNAL_HEAD],
+    payload: Bytes,
+    placement: Option<Placement>,
+}
+
+/// The error every add of a failed journal request reports.
+fn shared_error(e: &BookieError) -> BookieError {
+    match e {
+        BookieError::ShuttingDown => BookieError::ShuttingDown,
+        BookieError::Invalid(m) => BookieError::Invalid(m.clone()),
+        other => BookieError::JournalFailed(other.to_string()),
+    }
 }
 
 pub use crate::validate::MAX_ENTRY_SIZE;
@@ -236,85 +258,166 @@ impl LedgerStorage {
 
     /// Adds one entry; returns once it is durable.
     pub async fn add(&self, op: AddOp) -> Result<()> {
+        self.add_batch(vec![op])
+            .await
+            .pop()
+            .unwrap_or(Err(BookieError::ShuttingDown))
+    }
+
+    /// Adds entries that are journaled together, and returns each one's
+    /// outcome, in order, once every accepted one is durable. Entries are
+    /// judged one by one: a bad CRC or a fenced ledger fails only the
+    /// entries concerned. Batching is what makes small entries cheap: one
+    /// state lock, one write-cache lock and one journal request per batch
+    /// instead of per entry.
+    pub async fn add_batch(&self, ops: Vec<AddOp>) -> Vec<Result<()>> {
         let started = Instant::now();
-        let (ledger, entry_id) = (op.entry.ledger_id, op.entry.entry_id);
-        crate::validate::check_entry(&op.entry)?;
+        let mut results: Vec<Result<()>> = Vec::with_capacity(ops.len());
+        let mut kept: Vec<(usize, AddOp)> = Vec::with_capacity(ops.len());
+        for (i, op) in ops.into_iter().enumerate() {
+            match crate::validate::check_entry(&op.entry) {
+                Ok(()) => {
+                    results.push(Ok(()));
+                    kept.push((i, op));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
         // Recovery adds re-replicate entries that already exist elsewhere and
         // are needed to close a ledger; a bookie read-only only by its disk
         // watermark still has the headroom the watermark reserves for them.
         if self.read_only_flag.load(Ordering::Acquire) {
             let reason = self.read_only();
-            if !(op.recovery && reason == Some(ReadOnlyReason::Disk)) {
-                return Err(BookieError::ReadOnly(format!(
-                    "{reason:?}; adds are refused, reads are served"
-                )));
-            }
+            kept.retain(|(i, op)| {
+                let allowed = op.recovery && reason == Some(ReadOnlyReason::Disk);
+                if !allowed {
+                    results[*i] = Err(BookieError::ReadOnly(format!(
+                        "{reason:?}; adds are refused, reads are served"
+                    )));
+                }
+                allowed
+            });
         }
         {
             let mut states = self.states.lock();
-            let state = states.entry(ledger).or_default();
-            if state.deleted {
-                return Err(BookieError::Deleted(ledger));
-            }
-            if state.fenced && !op.recovery {
-                return Err(BookieError::Fenced(ledger));
-            }
+            kept.retain(|(i, op)| {
+                let ledger = op.entry.ledger_id;
+                let state = states.entry(ledger).or_default();
+                let refused = if state.deleted {
+                    Some(BookieError::Deleted(ledger))
+                } else if state.fenced && !op.recovery {
+                    Some(BookieError::Fenced(ledger))
+                } else {
+                    None
+                };
+                match refused {
+                    Some(e) => {
+                        results[*i] = Err(e);
+                        false
+                    }
+                    None => true,
+                }
+            });
         }
-        let head = encode_journal_head(&op);
-        let payload = op.entry.payload.clone();
-        let size = op.entry.record_len();
-        let placement: Option<Placement> =
-            (self.mode == StorageMode::Journal).then(|| Arc::new(std::sync::OnceLock::new()));
-        let slot = Slot {
-            entry: Arc::new(op.entry),
-            placement: placement.clone(),
-        };
-        self.insert_in_cache(slot, size).await;
+        if kept.is_empty() {
+            return results;
+        }
+        let mut journaled = Vec::with_capacity(kept.len());
+        let mut slots = Vec::with_capacity(kept.len());
+        for (i, op) in kept {
+            let placement: Option<Placement> =
+                (self.mode == StorageMode::Journal).then(|| Arc::new(std::sync::OnceLock::new()));
+            journaled.push(Journaled {
+                index: i,
+                ledger: op.entry.ledger_id,
+                entry_id: op.entry.entry_id,
+                lac: op.lac,
+                recovery: op.recovery,
+                head: encode_journal_head(&op),
+                payload: op.entry.payload.clone(),
+                placement: placement.clone(),
+            });
+            let size = op.entry.record_len();
+            let entry = Arc::new(op.entry);
+            slots.push((Slot { entry, placement }, size));
+        }
+        self.insert_in_cache(slots).await;
         // A fence that landed between the check above and the insert (which
         // may wait for cache space) came before a recovery read that could
-        // not see this entry: acknowledging it now would acknowledge an entry
-        // the recovered ledger does not contain. Any fence after this point
-        // is followed by reads that find the entry in the cache.
-        if !op.recovery && self.states.lock().get(&ledger).is_some_and(|s| s.fenced) {
-            if let Some(p) = &placement {
-                let _ = p.set(Err(()));
-            }
-            return Err(BookieError::Fenced(ledger));
-        }
-        match self.journal.append_placed(&head, payload, placement).await {
-            Ok(_) => {}
-            Err(e) => {
-                if e.is_no_space() {
-                    self.set_read_only(Some(ReadOnlyReason::Disk));
-                } else {
-                    self.set_read_only(Some(ReadOnlyReason::JournalError));
+        // not see these entries: acknowledging them now would acknowledge
+        // entries the recovered ledger does not contain. Any fence after this
+        // point is followed by reads that find the entries in the cache.
+        {
+            let states = self.states.lock();
+            journaled.retain(|j| {
+                let fenced =
+                    !j.recovery && states.get(&j.ledger).is_some_and(|s| s.fenced);
+                if fenced {
+                    if let Some(p) = &j.placement {
+                        let _ = p.set(Err(()));
+                    }
+                    results[j.index] = Err(BookieError::Fenced(j.ledger));
                 }
-                return Err(e);
+                !fenced
+            });
+        }
+        if journaled.is_empty() {
+            return results;
+        }
+        let records = journaled
+            .iter()
+            .map(|j| RecordIn {
+                head: &j.head,
+                tail: j.payload.clone(),
+                placement: j.placement.clone(),
+            })
+            .collect();
+        if let Err(e) = self.journal.append_many(records).await {
+            if e.is_no_space() {
+                self.set_read_only(Some(ReadOnlyReason::Disk));
+            } else {
+                self.set_read_only(Some(ReadOnlyReason::JournalError));
             }
+            for j in &journaled {
+                results[j.index] = Err(shared_error(&e));
+            }
+            return results;
         }
         {
             let mut states = self.states.lock();
-            let state = states.entry(ledger).or_default();
-            state.lac = state.lac.max(op.lac);
-            state.last_entry = state.last_entry.max(entry_id as i64);
+            for j in &journaled {
+                let state = states.entry(j.ledger).or_default();
+                state.lac = state.lac.max(j.lac);
+                state.last_entry = state.last_entry.max(j.entry_id as i64);
+            }
         }
-        self.metrics.adds.inc();
-        self.metrics
-            .add_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
+        self.metrics.adds.inc_by(journaled.len() as u64);
+        let elapsed = started.elapsed().as_secs_f64();
+        for _ in &journaled {
+            self.metrics.add_seconds.observe(elapsed);
+        }
+        results
     }
 
-    async fn insert_in_cache(&self, slot: Slot, size: usize) {
+    /// Inserts entries into the write cache, in order, waiting for room
+    /// (which flushes make) when it is full.
+    async fn insert_in_cache(&self, slots: Vec<(Slot, usize)>) {
         let started = Instant::now();
         let mut waited = false;
+        let mut slots = slots.into_iter().peekable();
         loop {
             let notified = self.space.notified();
             {
                 let mut c = self.cache.lock();
-                let used = c.active_bytes + c.flushing_bytes;
-                // An empty cache always takes one entry, however large.
-                if used == 0 || used + size <= self.cache_limit {
+                while let Some((_, size)) = slots.peek() {
+                    let used = c.active_bytes + c.flushing_bytes;
+                    // An empty cache always takes one entry, however large.
+                    if used != 0 && used + size > self.cache_limit {
+                        break;
+                    }
+                    let Some((slot, size)) = slots.next() else {
+                        break;
+                    };
                     let key = (slot.entry.ledger_id, slot.entry.entry_id);
                     if let Some(old) = c.active.insert(key, slot) {
                         c.active_bytes -= old.entry.record_len();
@@ -327,12 +430,14 @@ impl LedgerStorage {
                         }
                     }
                     c.active_bytes += size;
-                    self.metrics
-                        .write_cache_bytes
-                        .set((c.active_bytes + c.flushing_bytes) as i64);
-                    if c.active_bytes >= self.cache_limit / 2 {
-                        self.flush_wanted.notify_one();
-                    }
+                }
+                self.metrics
+                    .write_cache_bytes
+                    .set((c.active_bytes + c.flushing_bytes) as i64);
+                if c.active_bytes >= self.cache_limit / 2 {
+                    self.flush_wanted.notify_one();
+                }
+                if slots.peek().is_none() {
                     if waited {
                         self.metrics
                             .write_cache_wait_seconds

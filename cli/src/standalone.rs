@@ -279,10 +279,11 @@ pub(crate) struct EmbeddedBookie(pub(crate) Arc<strata_bookie::storage::LedgerSt
 impl strata_ledger::bookie_client::LocalBookie for EmbeddedBookie {
     fn add(
         &self,
-        add: strata_proto::bookie::AddEntry,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = strata_proto::bookie::AddResult> + Send>>
-    {
+        adds: Vec<strata_proto::bookie::AddEntry>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Vec<strata_proto::bookie::AddResult>> + Send>,
+    > {
         let storage = self.0.clone();
-        Box::pin(async move { strata_bookie::service::add_one(&storage, add).await })
+        Box::pin(async move { strata_bookie::service::add_many(&storage, adds).await })
     }
 }

@@ -52,9 +52,10 @@ pub struct AddAck {
 }
 
 /// A bookie in this process that takes adds without gRPC; `add` must behave
-/// exactly like one add of the bookie's add stream.
+/// exactly like one message of the bookie's add stream: one result per add,
+/// in order.
 pub trait LocalBookie: Send + Sync + 'static {
-    fn add(&self, add: AddEntry) -> Pin<Box<dyn Future<Output = AddResult> + Send>>;
+    fn add(&self, adds: Vec<AddEntry>) -> Pin<Box<dyn Future<Output = Vec<AddResult>> + Send>>;
 }
 
 fn outcome(r: &AddResult) -> AddOutcome {
@@ -78,6 +79,8 @@ pub struct BookieConn {
     pub rpc: Rpc<Channel>,
     stream: Mutex<Option<AddStream>>,
     local: Option<Arc<dyn LocalBookie>>,
+    /// Queue to the in-process bookie (see [`BookieConn::local_queue`]).
+    local_tx: Mutex<Option<mpsc::UnboundedSender<(AddEntry, AckSink)>>>,
 }
 
 impl BookieConn {
@@ -108,6 +111,7 @@ impl BookieConn {
             rpc,
             stream: Mutex::new(None),
             local,
+            local_tx: Mutex::new(None),
         })
     }
 
@@ -118,11 +122,12 @@ impl BookieConn {
         };
         let key = (entry.ledger_id, entry.entry_id);
         if let Some(local) = &self.local {
-            let (conn, done) = (self.clone(), local.add(add));
-            tokio::spawn(async move {
-                let result = done.await;
-                let _ = sink.send(conn.ack(key, outcome(&result)));
-            });
+            let mut guard = self.local_tx.lock();
+            let tx = guard.get_or_insert_with(|| self.local_queue(local.clone()));
+            if let Err(mpsc::error::SendError((_, sink))) = tx.send((add, sink)) {
+                *guard = None;
+                let _ = sink.send(self.ack(key, AddOutcome::Failed("local bookie gone".into())));
+            }
             return;
         }
         let mut guard = self.stream.lock();
@@ -149,6 +154,52 @@ impl BookieConn {
             entry_id: key.1,
             outcome,
         }
+    }
+
+    /// Starts the task that hands queued adds to the in-process bookie:
+    /// whatever queued while the previous batch was being handed over goes
+    /// in the next one, so the bookie takes one lock and makes one journal
+    /// request per batch rather than per add. Batches are not waited for
+    /// one by one: while one is being made durable the next is journaled.
+    fn local_queue(
+        self: &Arc<Self>,
+        local: Arc<dyn LocalBookie>,
+    ) -> mpsc::UnboundedSender<(AddEntry, AckSink)> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(AddEntry, AckSink)>();
+        let conn = self.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut bytes = first.0.entry.as_ref().map_or(0, |e| e.payload.len());
+                let mut batch = vec![first];
+                while bytes < MAX_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(a) => {
+                            bytes += a.0.entry.as_ref().map_or(0, |e| e.payload.len());
+                            batch.push(a);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let keys: Vec<(u64, u64)> = batch
+                    .iter()
+                    .map(|(a, _)| a.entry.as_ref().map_or((0, 0), |e| (e.ledger_id, e.entry_id)))
+                    .collect();
+                let (adds, sinks): (Vec<AddEntry>, Vec<AckSink>) = batch.into_iter().unzip();
+                let done = local.add(adds);
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    let results = done.await;
+                    for (i, (key, sink)) in keys.into_iter().zip(sinks).enumerate() {
+                        let outcome = results.get(i).map_or_else(
+                            || AddOutcome::Failed("no result from the local bookie".into()),
+                            outcome,
+                        );
+                        let _ = sink.send(conn.ack(key, outcome));
+                    }
+                });
+            }
+        });
+        tx
     }
 
     fn open_stream(self: &Arc<Self>) -> AddStream {

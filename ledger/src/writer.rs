@@ -167,6 +167,8 @@ impl LedgerWriter {
                 }
             })?;
         let (tx, rx) = oneshot::channel();
+        // The pass over the bytes runs outside the lock the ack path takes.
+        let payload_crc = crc32c::crc32c(&payload);
         {
             let mut st = self.inner.state.lock();
             if let Some(e) = &st.failed {
@@ -179,8 +181,14 @@ impl LedgerWriter {
             st.next_entry += 1;
             st.length += payload.len() as u64;
             let cumulative_length = st.length;
-            let crc32c =
-                strata_proto::entry_crc32c(self.inner.ledger_id, entry_id, st.length, &payload);
+            let crc32c = strata_proto::entry_crc32c_from(
+                self.inner.ledger_id,
+                entry_id,
+                st.length,
+                payload_crc,
+                payload.len(),
+            );
+            let now = Instant::now();
             st.pending.push_back(Pending {
                 entry_id,
                 payload,
@@ -190,8 +198,8 @@ impl LedgerWriter {
                 acked: 0,
                 done: Some(tx),
                 _permit: permit,
-                since: Instant::now(),
-                enqueued: Instant::now(),
+                since: now,
+                enqueued: now,
             });
             if st.changing_from.is_none() {
                 let i = st.pending.len() - 1;
@@ -331,8 +339,16 @@ impl Inner {
         }
     }
 
-    fn on_ack(self: &Arc<Self>, ack: AddAck) {
+    /// Takes in acknowledgements (all that arrived since the last call,
+    /// under one lock).
+    fn on_acks(self: &Arc<Self>, acks: &mut Vec<AddAck>) {
         let mut st = self.state.lock();
+        for ack in acks.drain(..) {
+            self.on_ack(&mut st, ack);
+        }
+    }
+
+    fn on_ack(self: &Arc<Self>, st: &mut State, ack: AddAck) {
         if st.failed.is_some() {
             return;
         }
@@ -347,17 +363,17 @@ impl Inner {
             return;
         }
         // An answer from a bookie that has left the ensemble counts for nothing.
-        let slot = Self::slot_of(&st, &ack.bookie)
-            .filter(|s| Self::slots(&st, ack.entry_id).any(|w| w == *s));
+        let slot = Self::slot_of(st, &ack.bookie)
+            .filter(|s| Self::slots(st, ack.entry_id).any(|w| w == *s));
         match ack.outcome {
             AddOutcome::Ok => {
                 if let Some(slot) = slot {
                     st.pending[i].acked |= 1 << slot;
                 }
-                self.complete_ready(&mut st);
+                self.complete_ready(st);
             }
             AddOutcome::Fenced => {
-                self.fail(&mut st, LedgerError::Fenced(self.ledger_id));
+                self.fail(st, LedgerError::Fenced(self.ledger_id));
             }
             AddOutcome::Failed(reason) => {
                 let Some(slot) = slot else { return };
@@ -366,7 +382,7 @@ impl Inner {
                 if st.to_replace.insert(ack.bookie.to_string()) {
                     warn!(ledger_id = self.ledger_id, bookie = %ack.bookie, %reason, "bookie failed; replacing it");
                 }
-                self.start_ensemble_change(&mut st);
+                self.start_ensemble_change(st);
             }
         }
     }
@@ -594,12 +610,13 @@ impl Inner {
 
 async fn run_acks(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AddAck>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut acks = Vec::with_capacity(256);
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => break,
-            ack = rx.recv() => match ack {
-                Some(ack) => inner.on_ack(ack),
-                None => break,
+            n = rx.recv_many(&mut acks, 1024) => match n {
+                0 => break,
+                _ => inner.on_acks(&mut acks),
             },
             _ = tick.tick() => inner.check_timeouts(),
         }

@@ -225,12 +225,14 @@ struct CountingLocal {
 impl strata_ledger::bookie_client::LocalBookie for CountingLocal {
     fn add(
         &self,
-        add: strata_proto::bookie::AddEntry,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = strata_proto::bookie::AddResult> + Send>>
-    {
-        self.adds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        adds: Vec<strata_proto::bookie::AddEntry>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Vec<strata_proto::bookie::AddResult>> + Send>,
+    > {
+        self.adds
+            .fetch_add(adds.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let storage = self.storage.clone();
-        Box::pin(async move { strata_bookie::service::add_one(&storage, add).await })
+        Box::pin(async move { strata_bookie::service::add_many(&storage, adds).await })
     }
 }
 
