@@ -167,8 +167,6 @@ impl LedgerWriter {
                 }
             })?;
         let (tx, rx) = oneshot::channel();
-        // The pass over the bytes runs outside the lock the ack path takes.
-        let payload_crc = crc32c::crc32c(&payload);
         {
             let mut st = self.inner.state.lock();
             if let Some(e) = &st.failed {
@@ -181,13 +179,8 @@ impl LedgerWriter {
             st.next_entry += 1;
             st.length += payload.len() as u64;
             let cumulative_length = st.length;
-            let crc32c = strata_proto::entry_crc32c_from(
-                self.inner.ledger_id,
-                entry_id,
-                st.length,
-                payload_crc,
-                payload.len(),
-            );
+            let crc32c =
+                strata_proto::entry_crc32c(self.inner.ledger_id, entry_id, st.length, &payload);
             let now = Instant::now();
             st.pending.push_back(Pending {
                 entry_id,

@@ -26,35 +26,9 @@ pub fn entry_crc32c(ledger_id: u64, entry_id: u64, cumulative_length: u64, paylo
     crc32c::crc32c_append(crc32c::crc32c(&header), payload)
 }
 
-/// [`entry_crc32c`] from the payload's own CRC32C (`crc32c(payload)`), so the
-/// costly pass over the bytes can run before the entry's position is known.
-pub fn entry_crc32c_from(
-    ledger_id: u64,
-    entry_id: u64,
-    cumulative_length: u64,
-    payload_crc: u32,
-    payload_len: usize,
-) -> u32 {
-    let mut header = [0u8; 24];
-    header[..8].copy_from_slice(&ledger_id.to_be_bytes());
-    header[8..16].copy_from_slice(&entry_id.to_be_bytes());
-    header[16..].copy_from_slice(&cumulative_length.to_be_bytes());
-    crc32c::crc32c_combine(crc32c::crc32c(&header), payload_crc, payload_len)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entry_crc_from_the_payload_crc_is_the_same() {
-        for payload in [&b""[..], b"x", &[7u8; 70_000][..]] {
-            assert_eq!(
-                entry_crc32c_from(3, 4, 5, crc32c::crc32c(payload), payload.len()),
-                entry_crc32c(3, 4, 5, payload)
-            );
-        }
-    }
 
     #[test]
     fn entry_crc_covers_identity_and_bytes() {
