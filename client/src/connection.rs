@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use strata_proto::frame::{self, Frame};
 use strata_proto::pulsar::{
     AuthData, BaseCommand, CommandAuthResponse, CommandConnect, CommandMessage, CommandPing,
-    CommandPong, FeatureFlags, ProtocolVersion, base_command::Type,
+    CommandPong, FeatureFlags, ProtocolVersion, ServerError, base_command::Type,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,7 +32,7 @@ use tracing::{debug, info};
 use crate::auth::Authentication;
 use crate::error::{ClientError, Result};
 use crate::producer::ProducerShared;
-use crate::tls;
+use crate::tls::{self, TlsFailure};
 
 /// The read and write halves of a connection, plain or TLS.
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -125,7 +125,13 @@ impl Connection {
                     tokio::time::timeout(opts.connect_timeout, connector.connect(name, stream))
                         .await
                         .map_err(|_| ClientError::Timeout(format!("TLS handshake with {addr}")))?
-                        .map_err(|e| io_error(addr, e))?;
+                        // Whatever ends the handshake (a certificate refused,
+                        // a peer that does not speak TLS) is a TLS failure.
+                        .map_err(|e| ClientError::Tls {
+                            addr: addr.to_string(),
+                            failure: tls::tls_failure(&e)
+                                .unwrap_or_else(|| TlsFailure::Other(e.to_string())),
+                        })?;
                 let (r, w) = tokio::io::split(stream);
                 (Box::new(r), Box::new(w))
             }
@@ -398,6 +404,13 @@ impl Connection {
                     match waiter {
                         Some(w) => {
                             let _ = w.send(Err(ClientError::server(e.error, e.message)));
+                        }
+                        // The broker refused the credentials of a live
+                        // connection (an expired token, a bad refresh) and
+                        // is closing it: that is why everything on it fails.
+                        None if e.error == ServerError::AuthenticationError as i32 => {
+                            info!(addr = %self.addr, message = %e.message, "the broker refused this connection's credentials");
+                            self.shutdown(ClientError::server(e.error, e.message));
                         }
                         None => debug!(addr = %self.addr, code = e.error, message = %e.message,
                             "broker error without a waiting request"),

@@ -207,21 +207,22 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, TlsSetupError> {
 }
 
 /// The TLS failure behind `err`, if it is one: looks through its sources,
-/// and inside `io::Error`s (which is how tokio-rustls and hyper carry it).
+/// and inside `io::Error`s (which is how tokio-rustls and hyper carry it,
+/// sometimes one inside another: an `io::Error`'s `source()` skips the
+/// error it wraps, `get_ref()` does not).
 pub fn tls_failure(err: &(dyn StdError + 'static)) -> Option<TlsFailure> {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(classify(r));
         }
-        if let Some(r) = e
+        next = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(classify(r));
-        }
-        next = e.source();
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -407,8 +408,10 @@ mod tests {
         ));
         let name = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
         assert!(matches!(tls_failure(&name), Some(TlsFailure::WrongHost(_))));
-        let required = std::io::Error::other(rustls::Error::AlertReceived(
-            AlertDescription::CertificateRequired,
+        // As hyper-rustls reports it: an io::Error inside an io::Error.
+        let required = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
         ));
         assert_eq!(tls_failure(&required), Some(TlsFailure::ClientCertRequired));
         let refused = rustls::Error::AlertReceived(AlertDescription::UnknownCA);
