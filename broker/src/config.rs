@@ -19,8 +19,11 @@ pub enum AutoTopicCreationType {
 #[derive(Clone)]
 pub struct AuthConfig {
     /// authenticationEnabled: every client (protocol and admin REST) must
-    /// present a valid token.
+    /// present valid credentials of one of `providers`.
     pub authentication_enabled: bool,
+    /// authenticationProviders: how clients may prove their role (Pulsar's
+    /// `AuthenticationProviderToken` and `AuthenticationProviderTls`).
+    pub providers: Vec<crate::auth::AuthProvider>,
     /// authorizationEnabled: roles are checked against superuser roles,
     /// tenant admin roles and namespace grants. Needs authentication.
     pub authorization_enabled: bool,
@@ -55,6 +58,7 @@ impl std::fmt::Debug for AuthConfig {
         });
         f.debug_struct("AuthConfig")
             .field("authentication_enabled", &self.authentication_enabled)
+            .field("providers", &self.providers)
             .field("authorization_enabled", &self.authorization_enabled)
             .field("superuser_roles", &self.superuser_roles)
             .field("token_secret_key", &secret)
@@ -70,6 +74,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             authentication_enabled: false,
+            providers: vec![crate::auth::AuthProvider::Token],
             authorization_enabled: false,
             superuser_roles: Vec::new(),
             token_secret_key: None,

@@ -119,6 +119,7 @@ impl Broker {
             }
         };
         let stats_interval = config.stats_interval;
+        auth::check_tls_provider(&config.auth, config.tls.as_ref())?;
         let auth = auth::AuthService::new(&config.auth)?;
         let service = Arc::new(
             BrokerService::new(

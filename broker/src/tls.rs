@@ -337,6 +337,26 @@ async fn accept_loop(
     }
 }
 
+/// What an admin HTTPS request knows of its connection (axum's
+/// `ConnectInfo`): the peer, and the CN of the client certificate the
+/// handshake verified, for the `tls` authentication provider.
+#[derive(Clone, Debug)]
+pub struct TlsConnectInfo {
+    pub peer: SocketAddr,
+    pub cert_role: Option<String>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsConnectInfo
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> TlsConnectInfo {
+        TlsConnectInfo {
+            peer: *stream.remote_addr(),
+            cert_role: peer_cert_role(stream.io().get_ref().1),
+        }
+    }
+}
+
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;

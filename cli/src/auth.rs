@@ -3,14 +3,26 @@
 
 use clap::Args;
 use jsonwebtoken::Algorithm;
+use strata_broker::auth::AuthProvider;
 use strata_broker::config::AuthConfig;
 
 #[derive(Args, Debug, Clone)]
 pub struct AuthArgs {
-    /// Clients must present a valid token (protocol CONNECT and admin
-    /// `Authorization: Bearer`); off by default.
+    /// Clients must present valid credentials (protocol CONNECT and admin
+    /// requests) of one of --authentication-providers; off by default.
     #[arg(long, env = "STRATA_AUTHENTICATION_ENABLED")]
     pub authentication_enabled: bool,
+    /// How clients may authenticate (comma-separated): `token` (a JWT) and
+    /// `tls` (the subject CN of a client certificate signed by a CA of
+    /// --tls-trust-certs-file, on the TLS ports); Pulsar's provider class
+    /// names are accepted too.
+    #[arg(
+        long,
+        env = "STRATA_AUTHENTICATION_PROVIDERS",
+        value_delimiter = ',',
+        default_value = "token"
+    )]
+    pub authentication_providers: Vec<AuthProvider>,
     /// Check roles: superusers, tenant admin roles, namespace grants.
     /// Needs --authentication-enabled.
     #[arg(long, env = "STRATA_AUTHORIZATION_ENABLED")]
@@ -66,6 +78,7 @@ impl AuthArgs {
     pub fn to_config(&self) -> AuthConfig {
         AuthConfig {
             authentication_enabled: self.authentication_enabled,
+            providers: self.authentication_providers.clone(),
             authorization_enabled: self.authorization_enabled,
             superuser_roles: self
                 .superuser_roles

@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod client_args;
 mod cold;
 mod limits_args;
 mod metrics_http;

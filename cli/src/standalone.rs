@@ -110,9 +110,11 @@ fn remembered_port(dir: &Path) -> anyhow::Result<Option<u16>> {
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     // Bad auth or TLS settings stop the start before anything is opened.
-    strata_broker::auth::AuthService::new(&args.auth.to_config())
-        .context("authentication settings")?;
+    let auth = args.auth.to_config();
+    strata_broker::auth::AuthService::new(&auth).context("authentication settings")?;
     let tls = args.tls.config()?;
+    strata_broker::auth::check_tls_provider(&auth, tls.as_ref())
+        .context("authentication settings")?;
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;

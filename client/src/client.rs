@@ -1,5 +1,9 @@
 //! The client: service URL, connection pool, LOOKUP (following redirects)
 //! and PARTITIONED_METADATA.
+//!
+//! A `pulsar+ssl://` client speaks TLS to every broker and follows the TLS
+//! URLs of lookup answers (`brokerServiceUrlTls`); a `pulsar://` one never
+//! does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,10 +16,12 @@ use strata_proto::pulsar::{
     command_partitioned_topic_metadata_response::LookupType as MetadataResult,
 };
 
+use crate::auth::Authentication;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::{ClientError, Result};
 use crate::producer::{Producer, ProducerOptions};
+use crate::tls::TlsOptions;
 
 /// Redirects a lookup may follow before it gives up.
 const MAX_REDIRECTS: u32 = 20;
@@ -29,6 +35,10 @@ pub struct ClientOptions {
     pub keepalive: Duration,
     /// TCP connections per broker; producers and consumers are spread over them.
     pub connections_per_broker: usize,
+    /// Credentials for CONNECT; none for a broker without authentication.
+    pub auth: Option<Authentication>,
+    /// Certificates of `pulsar+ssl://` connections (unused by `pulsar://`).
+    pub tls: TlsOptions,
 }
 
 impl Default for ClientOptions {
@@ -38,6 +48,8 @@ impl Default for ClientOptions {
             operation_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             connections_per_broker: 1,
+            auth: None,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -50,7 +62,7 @@ pub struct Client {
 }
 
 struct ClientInner {
-    service: Vec<String>,
+    service: ServiceUrl,
     conn_opts: ConnectionOptions,
     per_broker: usize,
     pool: tokio::sync::Mutex<HashMap<String, Vec<Arc<Connection>>>>,
@@ -68,44 +80,71 @@ impl Drop for ClientInner {
     }
 }
 
-/// `pulsar://h1:6650,h2:6650` → `["h1:6650", "h2:6650"]`.
-pub fn parse_service_url(url: &str) -> Result<Vec<String>> {
+/// A parsed service URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUrl {
+    /// `pulsar+ssl://`: every connection speaks TLS.
+    pub tls: bool,
+    /// `host:port` of each broker named.
+    pub hosts: Vec<String>,
+}
+
+/// `pulsar://h1:6650,h2` → plain, `["h1:6650", "h2:6650"]`;
+/// `pulsar+ssl://h` → TLS, `["h:6651"]`.
+pub fn parse_service_url(url: &str) -> Result<ServiceUrl> {
     let bad = |reason: &str| ClientError::InvalidUrl {
         url: url.to_string(),
         reason: reason.to_string(),
     };
-    let rest = if let Some(rest) = url.strip_prefix("pulsar://") {
-        rest
-    } else if url.starts_with("pulsar+ssl://") {
-        return Err(ClientError::Unsupported(format!("TLS ({url})")));
+    let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("pulsar://") {
+        (false, rest, 6650)
+    } else if let Some(rest) = url.strip_prefix("pulsar+ssl://") {
+        (true, rest, 6651)
     } else {
-        return Err(bad("expected pulsar://host:port"));
+        return Err(bad("expected pulsar://host:port or pulsar+ssl://host:port"));
     };
     let rest = rest.trim_end_matches('/');
-    let mut out = Vec::new();
+    let mut hosts = Vec::new();
     for host in rest.split(',') {
         if host.is_empty() || host.contains('/') {
             return Err(bad("empty host or a path after it"));
         }
         match host.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => out.push(host.to_string()),
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+                hosts.push(host.to_string())
+            }
             Some(_) => return Err(bad("bad port")),
-            None => out.push(format!("{host}:6650")),
+            None => hosts.push(format!("{host}:{default_port}")),
         }
     }
-    Ok(out)
+    Ok(ServiceUrl { tls, hosts })
 }
 
 impl Client {
     /// Parses the service URL and connects to the first broker in it that answers.
     pub async fn connect(url: &str, opts: ClientOptions) -> Result<Client> {
+        let service = parse_service_url(url)?;
+        let tls = if service.tls {
+            Some(tokio_rustls::TlsConnector::from(opts.tls.client_config()?))
+        } else {
+            None
+        };
+        if matches!(opts.auth, Some(Authentication::Tls))
+            && (!service.tls || opts.tls.cert_file.is_none())
+        {
+            return Err(ClientError::Auth(
+                "the tls auth method needs a pulsar+ssl:// URL and a client certificate".into(),
+            ));
+        }
         let client = Client {
             inner: Arc::new(ClientInner {
-                service: parse_service_url(url)?,
+                service,
                 conn_opts: ConnectionOptions {
                     connect_timeout: opts.connect_timeout,
                     operation_timeout: opts.operation_timeout,
                     keepalive: opts.keepalive,
+                    tls,
+                    auth: opts.auth.map(Arc::new),
                 },
                 per_broker: opts.connections_per_broker.max(1),
                 pool: tokio::sync::Mutex::new(HashMap::new()),
@@ -137,7 +176,7 @@ impl Client {
 
     async fn service_connection(&self) -> Result<Arc<Connection>> {
         let mut last = None;
-        for addr in &self.inner.service {
+        for addr in &self.inner.service.hosts {
             match self.connection(addr).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
@@ -207,7 +246,12 @@ impl Client {
                 .response
                 .and_then(|t| LookupType::try_from(t).ok())
                 .unwrap_or(LookupType::Failed);
-            let url = r.broker_service_url.clone().unwrap_or_default();
+            // A TLS client stays on TLS: the owner's TLS URL.
+            let url = if self.inner.service.tls {
+                r.broker_service_url_tls.clone()
+            } else {
+                r.broker_service_url.clone()
+            };
             match kind {
                 LookupType::Failed => {
                     return Err(ClientError::server(
@@ -219,9 +263,9 @@ impl Client {
                 LookupType::Connect if r.proxy_through_service_url.unwrap_or(false) => {
                     return self.service_connection().await;
                 }
-                LookupType::Connect => return self.broker_connection(&url).await,
+                LookupType::Connect => return self.broker_connection(topic, url).await,
                 LookupType::Redirect => {
-                    conn = self.broker_connection(&url).await?;
+                    conn = self.broker_connection(topic, url).await?;
                     authoritative = r.authoritative.unwrap_or(false);
                 }
             }
@@ -232,9 +276,23 @@ impl Client {
         })
     }
 
-    async fn broker_connection(&self, url: &str) -> Result<Arc<Connection>> {
-        let addrs = parse_service_url(url)?;
-        match addrs.first() {
+    /// The connection to the broker a lookup of `topic` named.
+    async fn broker_connection(&self, topic: &str, url: Option<String>) -> Result<Arc<Connection>> {
+        let tls = self.inner.service.tls;
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return Err(ClientError::Protocol(format!(
+                "the lookup of {topic} named no broker {}URL",
+                if tls { "TLS " } else { "" }
+            )));
+        };
+        let parsed = parse_service_url(&url)?;
+        if parsed.tls != tls {
+            return Err(ClientError::Protocol(format!(
+                "the lookup of {topic} named {url}, not a {} URL",
+                if tls { "pulsar+ssl://" } else { "pulsar://" }
+            )));
+        }
+        match parsed.hosts.first() {
             Some(addr) => self.connection(addr).await,
             None => Err(ClientError::Protocol(format!(
                 "lookup answered an empty broker URL {url:?}"
@@ -273,21 +331,49 @@ mod tests {
 
     #[test]
     fn service_urls() {
+        let plain = |hosts: &[&str]| ServiceUrl {
+            tls: false,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        };
         assert_eq!(
             parse_service_url("pulsar://127.0.0.1:6650").unwrap(),
-            vec!["127.0.0.1:6650"]
+            plain(&["127.0.0.1:6650"])
         );
         assert_eq!(
             parse_service_url("pulsar://a:1,b/").unwrap(),
-            vec!["a:1", "b:6650"]
+            plain(&["a:1", "b:6650"])
         );
-        assert!(parse_service_url("http://a:1").is_err());
-        assert!(parse_service_url("pulsar://a:x").is_err());
-        assert!(parse_service_url("pulsar://").is_err());
-        assert!(parse_service_url("pulsar://a:1/path").is_err());
-        assert!(matches!(
-            parse_service_url("pulsar+ssl://a:6651"),
-            Err(ClientError::Unsupported(_))
-        ));
+        assert_eq!(
+            parse_service_url("pulsar+ssl://a:16651,b").unwrap(),
+            ServiceUrl {
+                tls: true,
+                hosts: vec!["a:16651".into(), "b:6651".into()],
+            }
+        );
+        for bad in [
+            "http://a:1",
+            "pulsar://a:x",
+            "pulsar://",
+            "pulsar://a:1/path",
+            "pulsar+ssl://",
+            "pulsar+tls://a:1",
+        ] {
+            assert!(
+                matches!(parse_service_url(bad), Err(ClientError::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tls_method_needs_tls_and_a_certificate() {
+        for url in ["pulsar://127.0.0.1:1", "pulsar+ssl://127.0.0.1:1"] {
+            let opts = ClientOptions {
+                auth: Some(Authentication::Tls),
+                ..ClientOptions::default()
+            };
+            let e = Client::connect(url, opts).await.err().expect("refused");
+            assert!(matches!(e, ClientError::Auth(_)), "{url}: {e}");
+        }
     }
 }

@@ -1,9 +1,10 @@
-//! One TCP connection to a broker: the CONNECT handshake, a reader task that
-//! routes every frame (request answers by request id, receipts by producer
-//! id, messages by consumer id, PING answered with PONG) and a writer task
-//! that drains a bounded queue and sends whatever has gathered with one
-//! vectored write, so many small frames cost one syscall and a batch's
-//! payload is never copied into a write buffer.
+//! One connection to a broker (TCP, or TLS over it): the CONNECT handshake
+//! with the client's credentials, a reader task that routes every frame
+//! (request answers by request id, receipts by producer id, messages by
+//! consumer id, PING answered with PONG, AUTH_CHALLENGE with fresh
+//! credentials) and a writer task that drains a bounded queue and sends
+//! whatever has gathered with one vectored write, so many small frames cost
+//! one syscall and a batch's payload is never copied into a write buffer.
 //!
 //! When the connection ends, for whatever reason, every waiting request,
 //! every pending send and every consumer on it fails with the same error;
@@ -19,18 +20,23 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use strata_proto::frame::{self, Frame};
 use strata_proto::pulsar::{
-    BaseCommand, CommandConnect, CommandMessage, CommandPing, CommandPong, FeatureFlags,
-    ProtocolVersion, base_command::Type,
+    AuthData, BaseCommand, CommandAuthResponse, CommandConnect, CommandMessage, CommandPing,
+    CommandPong, FeatureFlags, ProtocolVersion, ServerError, base_command::Type,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::auth::Authentication;
 use crate::error::{ClientError, Result};
 use crate::producer::ProducerShared;
+use crate::tls::{self, TlsFailure};
+
+/// The read and write halves of a connection, plain or TLS.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Frames queued for the writer before senders wait.
 const WRITE_QUEUE: usize = 1024;
@@ -55,11 +61,15 @@ pub(crate) type Delivery = (CommandMessage, Bytes);
 type Reply = oneshot::Sender<Result<BaseCommand>>;
 
 /// Settings of a connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ConnectionOptions {
     pub connect_timeout: Duration,
     pub operation_timeout: Duration,
     pub keepalive: Duration,
+    /// Set for `pulsar+ssl://`.
+    pub tls: Option<tokio_rustls::TlsConnector>,
+    /// Sent in CONNECT and in answer to AUTH_CHALLENGE.
+    pub auth: Option<Arc<Authentication>>,
 }
 
 pub struct Connection {
@@ -79,6 +89,7 @@ pub struct Connection {
     close_reason: Mutex<Option<ClientError>>,
     next_request_id: AtomicU64,
     operation_timeout: Duration,
+    auth: Option<Arc<Authentication>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -91,25 +102,53 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Dials `addr`, performs the handshake, and starts the reader and writer.
+    /// Dials `addr`, performs the handshake (TLS, then CONNECT), and starts
+    /// the reader and writer.
     pub(crate) async fn connect(addr: &str, opts: &ConnectionOptions) -> Result<Arc<Connection>> {
         let connect_err = |e: std::io::Error| ClientError::Connect {
             addr: addr.to_string(),
             source: Arc::new(e),
         };
-        let mut stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout(format!("connecting to {addr}")))?
             .map_err(connect_err)?;
         let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer): (Reader, Writer) = match &opts.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(connector) => {
+                let name = tls::server_name(addr)?;
+                let stream =
+                    tokio::time::timeout(opts.connect_timeout, connector.connect(name, stream))
+                        .await
+                        .map_err(|_| ClientError::Timeout(format!("TLS handshake with {addr}")))?
+                        // Whatever ends the handshake (a certificate refused,
+                        // a peer that does not speak TLS) is a TLS failure.
+                        .map_err(|e| ClientError::Tls {
+                            addr: addr.to_string(),
+                            failure: tls::tls_failure(&e)
+                                .unwrap_or_else(|| TlsFailure::Other(e.to_string())),
+                        })?;
+                let (r, w) = tokio::io::split(stream);
+                (Box::new(r), Box::new(w))
+            }
+        };
         let mut buf = BytesMut::with_capacity(256 << 10);
         let connected = tokio::time::timeout(
             opts.operation_timeout,
-            handshake(&mut stream, &mut buf, addr),
+            handshake(
+                &mut reader,
+                &mut writer,
+                &mut buf,
+                addr,
+                opts.auth.as_deref(),
+            ),
         )
         .await
         .map_err(|_| ClientError::Timeout(format!("handshake with {addr}")))??;
-        let (reader, writer) = stream.into_split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let conn = Arc::new(Connection {
             addr: addr.to_string(),
@@ -128,6 +167,7 @@ impl Connection {
             close_reason: Mutex::new(None),
             next_request_id: AtomicU64::new(1),
             operation_timeout: opts.operation_timeout,
+            auth: opts.auth.clone(),
         });
         let c = conn.clone();
         tokio::spawn(async move {
@@ -260,7 +300,7 @@ impl Connection {
     /// Reads and routes frames until the connection ends; returns why.
     async fn read_loop(
         &self,
-        mut reader: OwnedReadHalf,
+        mut reader: Reader,
         mut buf: BytesMut,
         keepalive: Duration,
     ) -> ClientError {
@@ -293,12 +333,7 @@ impl Connection {
                 }
                 Ok(Ok(0)) => return ClientError::Disconnected(self.addr.clone()),
                 Ok(Ok(_)) => ping_outstanding = false,
-                Ok(Err(e)) => {
-                    return ClientError::Io {
-                        addr: self.addr.clone(),
-                        source: Arc::new(e),
-                    };
-                }
+                Ok(Err(e)) => return io_error(&self.addr, e),
             }
         }
     }
@@ -319,6 +354,7 @@ impl Connection {
                 let _ = self.send_command(&pong).await;
             }
             Type::Pong => {}
+            Type::AuthChallenge => self.answer_challenge().await,
             Type::SendReceipt => {
                 if let Some(r) = cmd.send_receipt {
                     let id = r.message_id.as_ref().map(|m| (m.ledger_id, m.entry_id));
@@ -369,6 +405,13 @@ impl Connection {
                         Some(w) => {
                             let _ = w.send(Err(ClientError::server(e.error, e.message)));
                         }
+                        // The broker refused the credentials of a live
+                        // connection (an expired token, a bad refresh) and
+                        // is closing it: that is why everything on it fails.
+                        None if e.error == ServerError::AuthenticationError as i32 => {
+                            info!(addr = %self.addr, message = %e.message, "the broker refused this connection's credentials");
+                            self.shutdown(ClientError::server(e.error, e.message));
+                        }
                         None => debug!(addr = %self.addr, code = e.error, message = %e.message,
                             "broker error without a waiting request"),
                     }
@@ -392,6 +435,57 @@ impl Connection {
     fn producer(&self, id: u64) -> Option<Arc<ProducerShared>> {
         self.producers.lock().get(&id).cloned()
     }
+
+    /// AUTH_CHALLENGE: the broker saw the token expire and wants the
+    /// current one (read again from its source). Without credentials to
+    /// give, the challenge goes unanswered and the broker closes the
+    /// connection with its reason.
+    async fn answer_challenge(&self) {
+        let Some(auth) = &self.auth else {
+            info!(addr = %self.addr, "AUTH_CHALLENGE from the broker, but this client has no credentials");
+            return;
+        };
+        let (method, data) = match auth.credentials().await {
+            Ok(c) => c,
+            Err(e) => {
+                info!(addr = %self.addr, error = %e, "cannot answer AUTH_CHALLENGE");
+                return;
+            }
+        };
+        debug!(addr = %self.addr, method, "answering AUTH_CHALLENGE");
+        let response = BaseCommand {
+            r#type: Type::AuthResponse as i32,
+            auth_response: Some(CommandAuthResponse {
+                client_version: Some(client_version()),
+                response: Some(AuthData {
+                    auth_method_name: Some(method.to_string()),
+                    auth_data: data,
+                }),
+                protocol_version: Some(ProtocolVersion::V21 as i32),
+            }),
+            ..Default::default()
+        };
+        let _ = self.send_command(&response).await;
+    }
+}
+
+/// An I/O error of the connection to `addr`: a TLS failure when rustls is
+/// behind it (a certificate either side refused, say), else plain I/O.
+fn io_error(addr: &str, e: std::io::Error) -> ClientError {
+    match tls::tls_failure(&e) {
+        Some(failure) => ClientError::Tls {
+            addr: addr.to_string(),
+            failure,
+        },
+        None => ClientError::Io {
+            addr: addr.to_string(),
+            source: Arc::new(e),
+        },
+    }
+}
+
+fn client_version() -> String {
+    format!("strata-client {}", env!("CARGO_PKG_VERSION"))
 }
 
 fn ping() -> BaseCommand {
@@ -433,28 +527,41 @@ fn response_request_id(cmd: &BaseCommand) -> Option<u64> {
 }
 
 async fn handshake(
-    stream: &mut TcpStream,
+    reader: &mut Reader,
+    writer: &mut Writer,
     buf: &mut BytesMut,
     addr: &str,
+    auth: Option<&Authentication>,
 ) -> Result<strata_proto::pulsar::CommandConnected> {
+    let (auth_method_name, auth_data) = match auth {
+        Some(a) => {
+            let (method, data) = a.credentials().await?;
+            (Some(method.to_string()), data)
+        }
+        None => (None, None),
+    };
     let connect = BaseCommand {
         r#type: Type::Connect as i32,
         connect: Some(CommandConnect {
-            client_version: format!("strata-client {}", env!("CARGO_PKG_VERSION")),
+            client_version: client_version(),
             protocol_version: Some(ProtocolVersion::V21 as i32),
-            feature_flags: Some(FeatureFlags::default()),
+            auth_method_name,
+            auth_data,
+            feature_flags: Some(FeatureFlags {
+                // AUTH_CHALLENGE is answered (see `answer_challenge`).
+                supports_auth_refresh: Some(true),
+                ..FeatureFlags::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let io_err = |e: std::io::Error| ClientError::Io {
-        addr: addr.to_string(),
-        source: Arc::new(e),
-    };
-    stream
+    writer
         .write_all(&frame::encode_command(&connect))
         .await
-        .map_err(io_err)?;
+        .map_err(|e| io_error(addr, e))?;
+    // TLS holds written data in its record buffer until flushed.
+    writer.flush().await.map_err(|e| io_error(addr, e))?;
     loop {
         if let Some(f) =
             frame::decode(buf, DEFAULT_MAX_MESSAGE_SIZE).map_err(|source| ClientError::Codec {
@@ -477,14 +584,14 @@ async fn handshake(
                 ))),
             };
         }
-        if stream.read_buf(buf).await.map_err(io_err)? == 0 {
+        if reader.read_buf(buf).await.map_err(|e| io_error(addr, e))? == 0 {
             return Err(ClientError::Disconnected(addr.to_string()));
         }
     }
 }
 
 async fn write_loop(
-    mut w: OwnedWriteHalf,
+    mut w: Writer,
     mut rx: mpsc::Receiver<Outgoing>,
     closed: CancellationToken,
     addr: &str,
@@ -510,10 +617,9 @@ async fn write_loop(
         }
         write_all_vectored(&mut w, &bufs)
             .await
-            .map_err(|e| ClientError::Io {
-                addr: addr.to_string(),
-                source: Arc::new(e),
-            })?;
+            .map_err(|e| io_error(addr, e))?;
+        // A no-op on TCP; TLS sends its buffered records.
+        w.flush().await.map_err(|e| io_error(addr, e))?;
         bufs.clear();
     }
     let _ = w.shutdown().await;
@@ -539,7 +645,7 @@ fn push(bufs: &mut Vec<Bytes>, m: Outgoing) -> usize {
 }
 
 /// Writes every buffer, in order, with as few syscalls as the socket allows.
-async fn write_all_vectored(w: &mut OwnedWriteHalf, bufs: &[Bytes]) -> std::io::Result<()> {
+async fn write_all_vectored(w: &mut Writer, bufs: &[Bytes]) -> std::io::Result<()> {
     // Linux takes at most 1024 slices per writev.
     const MAX_SLICES: usize = 1024;
     let mut idx = 0;

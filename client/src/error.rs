@@ -8,6 +8,8 @@ use std::sync::Arc;
 use strata_proto::frame::{CodecError, MessageError};
 use strata_proto::pulsar::ServerError;
 
+use crate::tls::{TlsFailure, TlsSetupError};
+
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +54,14 @@ pub enum ClientError {
     MessageTooLarge { size: usize, max: usize },
     #[error("not supported by this client: {0}")]
     Unsupported(String),
+    /// The client's own credentials cannot be produced (an unreadable or
+    /// empty token file...).
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("TLS settings: {0}")]
+    TlsSetup(#[from] TlsSetupError),
+    #[error("TLS with {addr} failed: {failure}")]
+    Tls { addr: String, failure: TlsFailure },
 }
 
 impl From<MessageError> for ClientError {
@@ -61,6 +71,16 @@ impl From<MessageError> for ClientError {
 }
 
 impl ClientError {
+    /// The broker's error code, when the broker refused the request (e.g.
+    /// `AuthenticationError` for bad credentials, `AuthorizationError` for
+    /// a role without the permission).
+    pub fn server_error(&self) -> Option<ServerError> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
     pub(crate) fn server(code: i32, message: impl Into<String>) -> ClientError {
         ClientError::Server {
             code: ServerError::try_from(code).unwrap_or(ServerError::UnknownError),

@@ -3,9 +3,12 @@
 //! Pulsar's batch format, pipelined sends with a bounded window, and
 //! consumers with flow control and batch unpacking.
 //!
-//! It speaks protocol version 21 without TLS, authentication, compression,
-//! schemas or transactions, and does not reconnect: when a connection ends,
-//! everything on it fails with the reason, and the caller decides.
+//! It speaks protocol version 21 over `pulsar://` or `pulsar+ssl://`
+//! ([`TlsOptions`]), with token or client-certificate authentication
+//! ([`Authentication`], answering AUTH_CHALLENGE with a fresh token); it has
+//! no compression, schemas or transactions, and does not reconnect: when a
+//! connection ends, everything on it fails with the reason, and the caller
+//! decides.
 //!
 //! ```no_run
 //! # async fn demo() -> strata_client::Result<()> {
@@ -21,6 +24,7 @@
 //! # let _ = id; Ok(()) }
 //! ```
 
+mod auth;
 mod client;
 pub mod codec;
 mod connection;
@@ -28,10 +32,13 @@ mod consumer;
 mod error;
 mod message;
 mod producer;
+pub mod tls;
 
-pub use client::{Client, ClientOptions, parse_service_url};
+pub use auth::{Authentication, TokenSource};
+pub use client::{Client, ClientOptions, ServiceUrl, parse_service_url};
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerOptions, InitialPosition, SubscriptionType};
 pub use error::{ClientError, Result};
 pub use message::{Message, MessageId};
 pub use producer::{Producer, ProducerOptions, SendFuture};
+pub use tls::{TlsFailure, TlsOptions, TlsSetupError};

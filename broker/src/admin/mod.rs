@@ -39,7 +39,7 @@ use error::{ApiResult, P};
 
 use crate::resources::CLUSTER;
 use crate::service::BrokerService;
-use crate::tls::{TlsAcceptor, TlsConfig, TlsListener};
+use crate::tls::{TlsAcceptor, TlsConfig, TlsConnectInfo, TlsListener};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -128,7 +128,12 @@ impl AdminServer {
         let app = router(state);
         let mut tasks = Vec::new();
         if let Some(listener) = tls {
-            let (app, cancel) = (app.clone(), cancel.clone());
+            // Requests over HTTPS carry their client certificate's role
+            // (for the tls authentication provider).
+            let app = app
+                .clone()
+                .into_make_service_with_connect_info::<TlsConnectInfo>();
+            let cancel = cancel.clone();
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { cancel.cancelled().await })

@@ -1,9 +1,11 @@
 //! The admin REST API's gate: [`required_access`] says what each path and
 //! method needs, [`admin_guard`] (an axum middleware in front of every
-//! route) checks the `Authorization: Bearer` token and the role.
+//! route) checks the `Authorization: Bearer` token (or, with the tls
+//! provider and no such header, the HTTPS connection's client certificate)
+//! and the role.
 //!
-//! No token or a bad one: 401 with a reason (and `WWW-Authenticate:
-//! Bearer`); a good token whose role may not do this: 403 with a reason.
+//! No credentials or bad ones: 401 with a reason (and `WWW-Authenticate:
+//! Bearer`); a role that may not do this: 403 with a reason.
 //! `/admin/v2/brokers/health` and `/metrics` stay open, so probes and
 //! Prometheus need no token (the metrics name topics and namespaces, so a
 //! deployment that must hide those keeps the admin port private).
@@ -20,7 +22,7 @@
 //! - a topic's subscriptions (list, create, delete, reset, skip, expire):
 //!   the tenant's admins or a role with `consume`, as in Pulsar.
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +31,7 @@ use tracing::debug;
 
 use super::{Access, Need, Operation};
 use crate::admin::{AdminState, ApiError};
+use crate::tls::TlsConnectInfo;
 
 /// What a request of `method` on `path` needs.
 pub fn required_access(method: &Method, path: &str) -> Access {
@@ -120,7 +123,12 @@ pub async fn admin_guard(State(state): State<AdminState>, req: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    let identity = match service.auth.authenticate_bearer(header) {
+    // Present on the HTTPS port only (see `crate::admin`).
+    let cert_role = req
+        .extensions()
+        .get::<ConnectInfo<TlsConnectInfo>>()
+        .and_then(|c| c.0.cert_role.as_deref());
+    let identity = match service.auth.authenticate_http(header, cert_role) {
         Ok(id) => id,
         Err(e) => {
             metrics.failed(&e);

@@ -7,9 +7,10 @@ use strata_common::metrics::{Counter, Exposition};
 use super::{AuthError, Operation};
 
 /// Failure reasons, in the order of their counters (see [`AuthError::reason`]).
-const REASONS: [&str; 10] = [
+const REASONS: [&str; 11] = [
     "missing",
     "unsupported_method",
+    "no_client_cert",
     "malformed",
     "expired",
     "not_yet_valid",
@@ -98,7 +99,11 @@ mod tests {
         let m = AuthMetrics::default();
         let all = [
             AuthError::Missing,
-            AuthError::UnsupportedMethod("x".into()),
+            AuthError::UnsupportedMethod {
+                method: "x".into(),
+                supported: "\"token\"".into(),
+            },
+            AuthError::NoClientCert,
             AuthError::Malformed("x".into()),
             AuthError::Expired,
             AuthError::NotYetValid,

@@ -60,11 +60,10 @@ enum Check {
     Close(AuthError),
 }
 
-/// Pulsar's name of client-certificate authentication.
-const TLS_METHOD: &str = "tls";
-
 impl ConnAuth {
-    /// Checks CONNECT's credentials (counted either way).
+    /// Checks CONNECT's credentials (counted either way); `cert_role` is
+    /// the CN of the client certificate the TLS listener verified, which
+    /// the `tls` method takes as the role.
     pub(super) fn connect(
         service: &BrokerService,
         connect: &CommandConnect,
@@ -72,23 +71,9 @@ impl ConnAuth {
         cert_role: Option<&str>,
     ) -> Result<ConnAuth, AuthError> {
         let method = connect.auth_method_name.as_deref();
-        let result = if method == Some(TLS_METHOD) && service.auth.authentication_enabled() {
-            // Pulsar's `tls` method: the role is the CN of the client
-            // certificate the TLS listener verified.
-            match cert_role {
-                Some(role) => Ok(Some(crate::auth::Identity {
-                    role: role.to_string(),
-                    expires_at: None,
-                })),
-                None => Err(AuthError::Malformed(
-                    "the tls method needs a client certificate verified by the TLS listener".into(),
-                )),
-            }
-        } else {
-            service
-                .auth
-                .authenticate(method, connect.auth_data.as_deref())
-        };
+        let result = service
+            .auth
+            .authenticate(method, connect.auth_data.as_deref(), cert_role);
         let metrics = &service.metrics.auth;
         let identity = match result {
             Ok(id) => id,
@@ -251,6 +236,8 @@ impl Conn {
             .authenticate(
                 response.auth_method_name.as_deref(),
                 response.auth_data.as_deref(),
+                // Only token roles expire, so only they are challenged.
+                None,
             )
             .and_then(|id| match id {
                 Some(id) if id.role != role => Err(AuthError::RoleChanged {

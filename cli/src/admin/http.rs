@@ -1,5 +1,8 @@
 //! The HTTP side of `strata admin`: one client for the broker's
-//! Pulsar-compatible `/admin/v2` REST API.
+//! Pulsar-compatible `/admin/v2` REST API, over HTTP or HTTPS (rustls with
+//! strata-client's settings: only the CAs of the trust file, an optional
+//! client certificate). A failed TLS handshake is reported with the flag
+//! that fixes it.
 //!
 //! URLs are built from path segments (each one percent-encoded by `url`),
 //! so a topic's local name may hold any character Pulsar allows. Every
@@ -12,7 +15,10 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
+use strata_client::{TlsFailure, TlsOptions};
 use strata_common::names::NameError;
+
+use crate::client_args::tls_hint;
 
 /// A whole admin request, connect included, may take this long; admin
 /// calls are metadata operations, so only a stuck server takes longer.
@@ -29,6 +35,13 @@ pub enum AdminError {
     Http { status: StatusCode, reason: String },
     #[error("cannot reach the admin server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error(
+        "TLS with the admin server at {url} failed: {failure}; {}",
+        tls_hint(failure)
+    )]
+    Tls { url: String, failure: TlsFailure },
+    #[error("TLS settings: {0}")]
+    TlsSetup(#[from] strata_client::TlsSetupError),
     #[error("bad admin URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("unexpected answer from {url}: {reason}")]
@@ -104,28 +117,46 @@ pub struct AdminClient {
     token: Option<String>,
 }
 
+/// Whether `url` is an `https://` URL.
+pub fn is_https(url: &str) -> bool {
+    url.trim_start()
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
 impl AdminClient {
-    /// A client for the admin server at `base` (`http://host:port`,
-    /// optionally with a path prefix).
+    /// A client for the admin server at `base` (`http://host:port` or
+    /// `https://host:port`, optionally with a path prefix); an `https://`
+    /// one trusts no CA.
+    #[cfg(test)]
     pub fn new(base: &str) -> Result<AdminClient, AdminError> {
+        AdminClient::with_tls(base, None)
+    }
+
+    /// A client for the admin server at `base`, with `tls` for an
+    /// `https://` URL (ignored for `http://`; none: trust no CA).
+    pub fn with_tls(base: &str, tls: Option<&TlsOptions>) -> Result<AdminClient, AdminError> {
         let bad = |reason: String| AdminError::BadUrl {
             url: base.to_string(),
             reason,
         };
         let url = Url::parse(base).map_err(|e| bad(e.to_string()))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => return Err(bad("HTTPS is not supported yet; use http://".into())),
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
-        }
+        };
         if url.cannot_be_a_base() || url.host().is_none() {
-            return Err(bad("expected http://host:port".into()));
+            return Err(bad("expected http://host:port or https://host:port".into()));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| bad(error_chain(&e)))?;
+            .connect_timeout(CONNECT_TIMEOUT);
+        if https {
+            let config = tls.cloned().unwrap_or_default().client_config()?;
+            builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&config));
+        }
+        let http = builder.build().map_err(|e| bad(error_chain(&e)))?;
         Ok(AdminClient {
             base: url,
             http,
@@ -168,16 +199,31 @@ impl AdminClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let unreachable = |e: reqwest::Error| AdminError::Unreachable {
-            url: url.to_string(),
-            reason: error_chain(&e),
+        let unreachable = |e: reqwest::Error| match strata_client::tls::tls_failure(&e) {
+            Some(failure) => AdminError::Tls {
+                url: url.to_string(),
+                failure,
+            },
+            None => AdminError::Unreachable {
+                url: url.to_string(),
+                reason: error_chain(&e),
+            },
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| AdminError::BadResponse {
-            url: url.to_string(),
-            reason: error_chain(&e),
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| match strata_client::tls::tls_failure(&e) {
+                Some(failure) => AdminError::Tls {
+                    url: url.to_string(),
+                    failure,
+                },
+                None => AdminError::BadResponse {
+                    url: url.to_string(),
+                    reason: error_chain(&e),
+                },
+            })?;
         if !status.is_success() {
             return Err(AdminError::Http {
                 status,
@@ -255,12 +301,41 @@ mod tests {
 
     #[test]
     fn bad_admin_urls_are_refused() {
-        for url in ["127.0.0.1:8080", "https://h:8080", "ftp://h", "not a url"] {
+        for url in ["127.0.0.1:8080", "ftp://h", "not a url", "https://"] {
             assert!(
                 matches!(AdminClient::new(url), Err(AdminError::BadUrl { .. })),
                 "{url}"
             );
         }
+        assert!(AdminClient::new("https://h:8443").is_ok());
+        assert!(is_https("HTTPS://h:8443") && !is_https("http://h") && !is_https("h"));
+    }
+
+    #[test]
+    fn bad_tls_files_are_named() {
+        let tls = TlsOptions {
+            trust_certs_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = AdminClient::with_tls("https://h:8443", Some(&tls))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        // Not read for plain HTTP.
+        assert!(AdminClient::with_tls("http://h:8080", Some(&tls)).is_ok());
+    }
+
+    #[test]
+    fn tls_errors_name_the_flag() {
+        let e = AdminError::Tls {
+            url: "https://h:8443/admin/v2/tenants".into(),
+            failure: TlsFailure::UntrustedServer("invalid peer certificate: UnknownIssuer".into()),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("not trusted") && text.contains("--tls-trust-certs-file"),
+            "{text}"
+        );
     }
 
     #[test]

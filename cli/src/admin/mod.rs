@@ -1,7 +1,10 @@
 //! `strata admin`: a command-line client of the broker's Pulsar-compatible
 //! admin REST API (`/admin/v2/...`), shaped like `pulsar-admin`.
 //!
-//! `strata admin [--admin-url URL] [--json] <group> <verb> ...`. Each group
+//! `strata admin [--admin-url URL] [--json] <group> <verb> ...`. An
+//! `https://` URL is verified against `--tls-trust-certs-file` (see
+//! `crate::client_args`); a token goes as `Authorization: Bearer`, a client
+//! certificate (`--tls-cert-file`) in the handshake. Each group
 //! has its own module (tenants, namespaces, topics, subscriptions, brokers
 //! and clusters); [`http`] talks to the server, [`table`] renders the
 //! default output, [`parse`] turns flags into request fields. The output
@@ -35,9 +38,11 @@ use self::http::{AdminClient, AdminError, Body};
 
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// Admin REST endpoint of a broker.
+    /// Admin REST endpoint of a broker: http://host:port or
+    /// https://host:port (its HTTPS port, see the --tls-* flags).
     #[arg(
         long,
+        visible_alias = "url",
         env = "STRATA_ADMIN_URL",
         default_value = "http://127.0.0.1:8080",
         global = true
@@ -59,6 +64,8 @@ pub struct AdminArgs {
     /// A file holding the token (also `file:///path`).
     #[arg(long, env = "STRATA_ADMIN_TOKEN_FILE", global = true)]
     pub token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::client_args::TlsClientArgs,
     #[command(subcommand)]
     pub group: Group,
 }
@@ -112,29 +119,22 @@ pub fn main(args: AdminArgs) -> ExitCode {
 
 /// The token of `--token` or `--token-file`, if any.
 fn token(args: &AdminArgs) -> Result<Option<String>, AdminError> {
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(path)) => {
-            let path = path.to_string_lossy();
-            let path = path.strip_prefix("file://").unwrap_or(&path);
-            std::fs::read_to_string(path).map_err(|e| {
-                AdminError::Invalid(format!("cannot read the token file {path}: {e}"))
-            })?
-        }
-        (None, None) => return Ok(None),
-    };
-    match token.trim() {
-        "" => Err(AdminError::Invalid("the token is empty".into())),
-        t => Ok(Some(t.to_string())),
-    }
+    crate::client_args::read_token(args.token.as_deref(), args.token_file.as_deref())
+        .map_err(AdminError::Invalid)
 }
 
 async fn run(args: AdminArgs) -> Result<(), AdminError> {
     if let Group::Tokens(cmd) = args.group {
         return tokens::run(cmd);
     }
+    // The TLS flags matter for https:// only (and warn only there).
+    let tls = if http::is_https(&args.admin_url) {
+        Some(args.tls.options().map_err(AdminError::Invalid)?)
+    } else {
+        None
+    };
     let ctx = Ctx {
-        client: AdminClient::new(&args.admin_url)?.with_token(token(&args)?),
+        client: AdminClient::with_tls(&args.admin_url, tls.as_ref())?.with_token(token(&args)?),
         json: args.json,
     };
     match args.group {

@@ -25,6 +25,24 @@ fn global_flags_go_before_or_after_the_command() {
     let a = parse(&["tenants", "list", "--json", "--admin-url", "http://h:1"]).unwrap();
     assert!(a.json);
     assert_eq!(a.admin_url, "http://h:1");
+    // `--url` is the same flag; the TLS flags are global too.
+    let a = parse(&[
+        "--url",
+        "https://h:8443",
+        "tenants",
+        "list",
+        "--tls-trust-certs-file",
+        "ca.pem",
+        "--tls-cert-file",
+        "c.pem",
+        "--tls-key-file",
+        "c.key",
+    ])
+    .unwrap();
+    assert_eq!(a.admin_url, "https://h:8443");
+    assert_eq!(a.tls.tls_trust_certs_file, Some("ca.pem".into()));
+    assert_eq!(a.tls.tls_cert_file, Some("c.pem".into()));
+    assert_eq!(a.tls.tls_key_file, Some("c.key".into()));
     // Only checks the default when the environment does not override it.
     if std::env::var_os("STRATA_ADMIN_URL").is_none() {
         let a = parse(&["brokers", "health"]).unwrap();

@@ -1,7 +1,8 @@
 //! The few admin REST calls `strata perf` makes: create a partitioned
 //! topic, tenants, namespaces and their policies, and read values from the
 //! broker's Prometheus `/metrics`.
-//! Plain HTTP/1.1 through hyper, one connection per call.
+//! Plain HTTP/1.1 through hyper, one connection per call; the run's token
+//! (if any) goes as `Authorization: Bearer` (`/metrics` needs none).
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -10,11 +11,13 @@ use hyper::{Method, Request, StatusCode, Uri, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Sends one request; returns the status and the body.
+/// Sends one request (with `token` as `Authorization: Bearer`); returns
+/// the status and the body.
 pub async fn http(
     method: Method,
     url: &str,
     body: Option<String>,
+    token: Option<&str>,
 ) -> anyhow::Result<(StatusCode, String)> {
     let uri: Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
     if uri.scheme_str() != Some("http") {
@@ -31,12 +34,15 @@ pub async fn http(
     });
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let authority = uri.authority().map_or(host.to_string(), |a| a.to_string());
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header(header::HOST, authority)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let resp = sender
         .send_request(req)
         .await
@@ -47,8 +53,13 @@ pub async fn http(
 }
 
 /// Sends one request and fails unless it succeeded (2xx).
-pub async fn call(method: Method, url: &str, body: Option<String>) -> anyhow::Result<()> {
-    let (status, answer) = http(method.clone(), url, body).await?;
+pub async fn call(
+    method: Method,
+    url: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    let (status, answer) = http(method.clone(), url, body, token).await?;
     if status.is_success() {
         return Ok(());
     }
@@ -77,13 +88,14 @@ pub async fn create_partitioned_topic(
     admin_url: &str,
     topic: &str,
     partitions: u32,
+    token: Option<&str>,
 ) -> anyhow::Result<()> {
     let (tenant, ns, local) = topic_parts(topic)?;
     let url = format!(
         "{}/admin/v2/persistent/{tenant}/{ns}/{local}/partitions",
         admin_url.trim_end_matches('/')
     );
-    let (status, body) = http(Method::PUT, &url, Some(partitions.to_string())).await?;
+    let (status, body) = http(Method::PUT, &url, Some(partitions.to_string()), token).await?;
     if status.is_success() || status == StatusCode::CONFLICT {
         return Ok(());
     }
@@ -100,7 +112,7 @@ pub async fn metric(admin_url: &str, name: &str) -> anyhow::Result<f64> {
 /// The admin server's whole `/metrics` page (read samples with [`parse_metric`]).
 pub async fn metrics_page(admin_url: &str) -> anyhow::Result<String> {
     let url = format!("{}/metrics", admin_url.trim_end_matches('/'));
-    let (status, body) = http(Method::GET, &url, None).await?;
+    let (status, body) = http(Method::GET, &url, None, None).await?;
     if !status.is_success() {
         bail!("GET {url} answered {status}");
     }

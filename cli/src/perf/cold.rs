@@ -23,6 +23,7 @@ use strata_client::{Client, ClientOptions, ConsumerOptions, InitialPosition, Pro
 use strata_offloader::store::ColdStore;
 
 use super::admin::http;
+use super::connect::{self, ConnectArgs};
 use super::report::Machine;
 
 const NAMESPACE: &str = "public/strata-perf-cold";
@@ -57,6 +58,8 @@ pub struct ColdReadArgs {
     /// Give up on any phase after this long.
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -110,7 +113,8 @@ async fn admin(
     body: Option<String>,
 ) -> anyhow::Result<Value> {
     let url = format!("{}{path}", args.admin_url.trim_end_matches('/'));
-    let (status, text) = http(method.clone(), &url, body).await?;
+    let token = args.connect.admin_token()?;
+    let (status, text) = http(method.clone(), &url, body, token.as_deref()).await?;
     if !status.is_success() {
         bail!("{method} {url} answered {status}: {}", text.trim());
     }
@@ -129,7 +133,8 @@ async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
         "{}/admin/v2/namespaces/{NAMESPACE}",
         args.admin_url.trim_end_matches('/')
     );
-    let (status, text) = http(Method::PUT, &ns_url, Some("{}".into())).await?;
+    let token = args.connect.admin_token()?;
+    let (status, text) = http(Method::PUT, &ns_url, Some("{}".into()), token.as_deref()).await?;
     if !status.is_success() && status.as_u16() != 409 {
         bail!("PUT {ns_url} answered {status}: {}", text.trim());
     }
@@ -142,7 +147,10 @@ async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
     .await?;
 
     // 1. Write.
-    let client = Client::connect(&args.url, ClientOptions::default()).await?;
+    let options = args
+        .connect
+        .client_options(&args.url, ClientOptions::default())?;
+    let client = connect::connect(&args.url, options).await?;
     let messages = (args.size_mb * 1_000_000).div_ceil(args.size.max(1) as u64);
     let producer = client
         .create_producer(

@@ -27,6 +27,8 @@ const RETRY: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct FloodPlan {
     pub url: String,
+    /// Credentials and TLS settings of each producer's client.
+    pub client: ClientOptions,
     pub topic: String,
     pub producers: usize,
     pub size: usize,
@@ -187,7 +189,7 @@ pub async fn run(plan: FloodPlan, t: Timeline) -> FloodStats {
 
 async fn flood_one(plan: FloodPlan, t: Timeline) -> FloodStats {
     let mut stats = FloodStats::new(&t);
-    let client = match Client::connect(&plan.url, ClientOptions::default()).await {
+    let client = match Client::connect(&plan.url, plan.client.clone()).await {
         Ok(c) => c,
         Err(e) => {
             stats

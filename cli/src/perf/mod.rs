@@ -11,6 +11,7 @@
 mod admin;
 mod bookie;
 mod cold;
+mod connect;
 mod cpu;
 mod evidence;
 mod flood;

@@ -33,7 +33,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hyper::Method;
 use serde_json::json;
-use strata_client::{Client, ClientOptions, ConsumerOptions, ProducerOptions};
+use strata_client::{ClientOptions, ConsumerOptions, ProducerOptions};
 use tracing::warn;
 
 mod summary;
@@ -126,6 +126,8 @@ pub struct TenantsArgs {
     /// Tenants are `perf-quiet-{id}` and `perf-noisy-{id}`. Default: the time.
     #[arg(long)]
     pub id: Option<String>,
+    #[command(flatten)]
+    pub connect: super::connect::ConnectArgs,
     /// Keep the two tenants (and their data) after the run.
     #[arg(long)]
     pub keep: bool,
@@ -209,7 +211,8 @@ async fn run_tenants(args: &TenantsArgs) -> anyhow::Result<TenantsReport> {
     if !args.keep {
         for t in [&quiet_tenant, &noisy_tenant] {
             let url = format!("{}/admin/v2/tenants/{t}?force=true", base(&args.admin_url));
-            if let Err(e) = admin::call(Method::DELETE, &url, None).await {
+            let token = args.connect.admin_token().ok().flatten();
+            if let Err(e) = admin::call(Method::DELETE, &url, None, token.as_deref()).await {
                 warn!(tenant = %t, error = %e, "could not delete the benchmark's tenant");
             }
         }
@@ -226,6 +229,8 @@ fn base(admin_url: &str) -> &str {
 /// the noisy topic's subscription that never consumes.
 async fn set_up(args: &TenantsArgs, quiet: &QuietSetup, noisy: &NoisySetup) -> anyhow::Result<()> {
     let admin = base(&args.admin_url);
+    let token = args.connect.admin_token()?;
+    let token = token.as_deref();
     let tenant_body = json!({"adminRoles": [], "allowedClusters": ["standalone"]}).to_string();
     for ns in [&quiet.namespace, &noisy.namespace] {
         let tenant = ns.split('/').next().unwrap_or_default();
@@ -233,6 +238,7 @@ async fn set_up(args: &TenantsArgs, quiet: &QuietSetup, noisy: &NoisySetup) -> a
             Method::PUT,
             &format!("{admin}/admin/v2/tenants/{tenant}"),
             Some(tenant_body.clone()),
+            token,
         )
         .await
         .with_context(|| format!("create tenant {tenant}"))?;
@@ -240,6 +246,7 @@ async fn set_up(args: &TenantsArgs, quiet: &QuietSetup, noisy: &NoisySetup) -> a
             Method::PUT,
             &format!("{admin}/admin/v2/namespaces/{ns}"),
             None,
+            token,
         )
         .await
         .with_context(|| format!("create namespace {ns}"))?;
@@ -255,6 +262,7 @@ async fn set_up(args: &TenantsArgs, quiet: &QuietSetup, noisy: &NoisySetup) -> a
             })
             .to_string(),
         ),
+        token,
     )
     .await
     .with_context(|| format!("set the publish rate of {ns}"))?;
@@ -271,14 +279,16 @@ async fn set_up(args: &TenantsArgs, quiet: &QuietSetup, noisy: &NoisySetup) -> a
             })
             .to_string(),
         ),
+        token,
     )
     .await
     .with_context(|| format!("set the backlog quota of {ns}"))?;
     // On each round's noisy topic, a durable subscription left without a
     // consumer: the backlog grows.
-    let client = Client::connect(&args.url, ClientOptions::default())
-        .await
-        .with_context(|| format!("connect to {}", args.url))?;
+    let options = args
+        .connect
+        .client_options(&args.url, ClientOptions::default())?;
+    let client = super::connect::connect(&args.url, options).await?;
     for round in 1..=args.rounds {
         let topic = format!("{}-{round}", noisy.topic_prefix);
         let sub = &noisy.idle_subscription;
@@ -324,6 +334,9 @@ async fn run_phases(
             tokio::time::sleep(args.pause).await;
             let plan = FloodPlan {
                 url: args.url.clone(),
+                client: args
+                    .connect
+                    .client_options(&args.url, ClientOptions::default())?,
                 topic: format!("{}-{round}", noisy.topic_prefix),
                 producers: args.noisy_producers,
                 size: args.size,
@@ -381,6 +394,7 @@ fn quiet_workload(args: &TenantsArgs, quiet: &QuietSetup) -> WorkloadArgs {
             no_raw: true,
         },
         latency_series: true,
+        connect: args.connect.clone(),
         json: false,
     }
 }

@@ -6,13 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
 use serde::Serialize;
-use strata_client::{Client, ClientOptions, ProducerOptions};
+use strata_client::{ClientOptions, ProducerOptions};
 
 use super::admin;
+use super::connect::{self, ConnectArgs};
 use super::report::Machine;
 use super::workers::Errors;
 
@@ -38,6 +38,8 @@ pub struct TopicsArgs {
     /// Wait after loading before the second reading (lets background work settle).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -91,9 +93,10 @@ async fn load_topics(args: &TopicsArgs) -> anyhow::Result<TopicsReport> {
             .map_or(0, |d| d.as_millis());
         format!("persistent://public/default/idle-{ms}")
     });
-    let client = Client::connect(&args.url, ClientOptions::default())
-        .await
-        .with_context(|| format!("connect to {}", args.url))?;
+    let options = args
+        .connect
+        .client_options(&args.url, ClientOptions::default())?;
+    let client = connect::connect(&args.url, options).await?;
     let before = admin::metric(&args.admin_url, RSS_METRIC).await? as u64;
     let started = Instant::now();
     let opts = ProducerOptions {

@@ -22,6 +22,7 @@ use strata_client::{
 use tokio_util::sync::CancellationToken;
 
 use super::admin;
+use super::connect::{self, ConnectArgs};
 use super::raw::{RawArgs, RawDisk};
 use super::report::{self, Latency, Machine};
 use super::workers::{
@@ -135,6 +136,8 @@ pub struct WorkloadArgs {
     pub latency_series: bool,
     #[command(flatten)]
     pub raw: RawArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -283,17 +286,16 @@ pub(super) async fn run_workload(
     if mode.consumes() && args.consumers_per_topic == 0 {
         bail!("--consumers-per-topic must be at least 1");
     }
-    let raw = args.raw.measure().await?;
-
-    let client = Client::connect(
+    let options = args.connect.client_options(
         &args.url,
         ClientOptions {
             connections_per_broker: args.connections.max(1),
             ..ClientOptions::default()
         },
-    )
-    .await
-    .with_context(|| format!("connect to {}", args.url))?;
+    )?;
+    let raw = args.raw.measure().await?;
+
+    let client = connect::connect(&args.url, options).await?;
     let topics: Vec<String> = (0..args.topics)
         .map(|i| format!("{}-{i}", args.topic_prefix))
         .collect();
@@ -544,8 +546,9 @@ async fn prepare_topics(
     if args.partitions > 0
         && let Some(admin_url) = &args.admin_url
     {
+        let token = args.connect.admin_token()?;
         for t in topics {
-            admin::create_partitioned_topic(admin_url, t, args.partitions)
+            admin::create_partitioned_topic(admin_url, t, args.partitions, token.as_deref())
                 .await
                 .with_context(|| format!("create {t} with {} partitions", args.partitions))?;
         }

@@ -37,14 +37,18 @@ impl Run {
     }
 }
 
-/// Runs `strata ARGS` with `envs` (and no STRATA_ADMIN_* from the
-/// environment).
+/// Runs `strata ARGS` with `envs` (and none of the client variables
+/// from the environment: admin URL, tokens, TLS).
 pub async fn strata(args: &[&str], envs: &[(&str, &str)]) -> Run {
     let mut cmd = tokio::process::Command::new(strata_binary());
     cmd.args(args)
         .env_remove("STRATA_ADMIN_URL")
         .env_remove("STRATA_ADMIN_TOKEN")
         .env_remove("STRATA_ADMIN_TOKEN_FILE")
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_TOKEN_FILE")
+        .env_remove("STRATA_TLS_TRUST_CERTS_FILE")
+        .env_remove("STRATA_TLS_ALLOW_INSECURE")
         .env("STRATA_LOG", "warn")
         .envs(envs.iter().copied())
         .stdin(Stdio::null())

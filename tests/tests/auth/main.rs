@@ -3,12 +3,19 @@
 //! tests that command too), the official Python client and raw frames on
 //! the protocol port (`tests/python/auth_tokens.py`, `auth_refresh.py`),
 //! plain HTTP and `strata admin` on the admin port, and the failure and
-//! denial counters on `/metrics`.
+//! denial counters on `/metrics`. Also: `strata admin` over HTTPS
+//! (`admin_https`), strata-client and `strata perf` with tokens and TLS
+//! (`client_tokens`), and the `tls` method, roles from client certificates
+//! (`tls_method`).
 //!
 //! Needs the `strata` binary (`cargo build -p strata`) and `python3` with
 //! `pulsar-client==3.13.0`.
 
+mod admin_https;
+mod client_tokens;
 mod harness;
+mod pki;
+mod tls_method;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +34,17 @@ use harness::{
 };
 
 const TEST_LIMIT: Duration = Duration::from_secs(600);
+/// Bound on one client call in the strata-client cases.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Awaits one strata-client call; panics with `what` if it fails or hangs.
+async fn within<T>(what: &str, fut: impl Future<Output = strata_client::Result<T>>) -> T {
+    match tokio::time::timeout(CALL_LIMIT, fut).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{what}: {e}"),
+        Err(_) => panic!("{what}: no answer within {CALL_LIMIT:?}"),
+    }
+}
 
 #[tokio::test]
 async fn tokens_roles_and_grants() {
@@ -196,7 +214,10 @@ async fn tokens_roles_and_grants() {
         // The admin side: 401 without (good) credentials, 403 for a role
         // without the right, 200 / 204 with it.
         let a = http.request(None, "GET /admin/v2/tenants").await;
-        assert!(a.status == 401 && a.reason().contains("no token"), "{a:?}");
+        assert!(
+            a.status == 401 && a.reason().contains("no credentials"),
+            "{a:?}"
+        );
         let a = http.request(Some(&expired), "GET /admin/v2/tenants").await;
         assert!(a.status == 401 && a.reason().contains("expired"), "{a:?}");
         let a = http
