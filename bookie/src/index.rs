@@ -196,15 +196,18 @@ impl IndexBatch {
             .push(EntryOp::Put(entry_key(ledger, entry), encode_location(loc)));
     }
     pub fn put_state(&mut self, ledger: u64, state: &LedgerState) {
-        self.meta
-            .push((ledger_key(LEDGER, ledger).to_vec(), Some(state.encode().to_vec())));
+        self.meta.push((
+            ledger_key(LEDGER, ledger).to_vec(),
+            Some(state.encode().to_vec()),
+        ));
     }
     pub fn put_usage(&mut self, log_id: u64, usage: &LogUsage) {
         self.meta
             .push((ledger_key(LOG_USAGE, log_id).to_vec(), Some(usage.encode())));
     }
     pub fn delete_usage(&mut self, log_id: u64) {
-        self.meta.push((ledger_key(LOG_USAGE, log_id).to_vec(), None));
+        self.meta
+            .push((ledger_key(LOG_USAGE, log_id).to_vec(), None));
     }
     pub fn delete_entries(&mut self, ledger: u64) {
         self.entries.push(EntryOp::DeleteLedger(ledger));

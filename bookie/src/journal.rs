@@ -676,7 +676,8 @@ impl Writer {
                 let mut head_start = 0;
                 for r in req.records {
                     let start = self.offset + self.buf.len() as u64;
-                    self.buf.extend_from_slice(&req.heads[head_start..r.head_end]);
+                    self.buf
+                        .extend_from_slice(&req.heads[head_start..r.head_end]);
                     self.buf.extend_from_slice(&r.tail);
                     head_start = r.head_end;
                     if let Some(p) = r.placement {

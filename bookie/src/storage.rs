@@ -350,8 +350,7 @@ impl LedgerStorage {
         {
             let states = self.states.lock();
             journaled.retain(|j| {
-                let fenced =
-                    !j.recovery && states.get(&j.ledger).is_some_and(|s| s.fenced);
+                let fenced = !j.recovery && states.get(&j.ledger).is_some_and(|s| s.fenced);
                 if fenced {
                     if let Some(p) = &j.placement {
                         let _ = p.set(Err(()));

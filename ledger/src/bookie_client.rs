@@ -182,7 +182,11 @@ impl BookieConn {
                 }
                 let keys: Vec<(u64, u64)> = batch
                     .iter()
-                    .map(|(a, _)| a.entry.as_ref().map_or((0, 0), |e| (e.ledger_id, e.entry_id)))
+                    .map(|(a, _)| {
+                        a.entry
+                            .as_ref()
+                            .map_or((0, 0), |e| (e.ledger_id, e.entry_id))
+                    })
                     .collect();
                 let (adds, sinks): (Vec<AddEntry>, Vec<AckSink>) = batch.into_iter().unzip();
                 let done = local.add(adds);

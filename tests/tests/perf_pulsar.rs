@@ -99,7 +99,10 @@ fn check_raw(v: &Value, dir: &Path) {
     assert_eq!(v["raw"]["dir"].as_str(), Some(dir.to_str().unwrap()));
     assert!(f64_at(v, &["raw", "fdatasync_mb_per_sec"]) > 0.0, "{v:#}");
     check_latency(&v["raw"], "fdatasync_latency_ms");
-    assert!(f64_at(v, &["raw", "overwrite_fdatasync_mb_per_sec"]) > 0.0, "{v:#}");
+    assert!(
+        f64_at(v, &["raw", "overwrite_fdatasync_mb_per_sec"]) > 0.0,
+        "{v:#}"
+    );
     check_latency(&v["raw"], "overwrite_fdatasync_latency_ms");
     let publish = f64_at(v, &["publish", "mb_per_sec"]);
     let raw = f64_at(v, &["raw", "fdatasync_mb_per_sec"]);

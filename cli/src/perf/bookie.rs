@@ -219,15 +219,20 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     });
     let started = Instant::now();
     let mut sent = 0u64;
-    while started.elapsed() < args.duration {
+    loop {
+        // One clock read per entry serves both the deadline and the latency.
+        let now = Instant::now();
+        if now - started >= args.duration {
+            break;
+        }
         let t = if args.rate > 0.0 {
             let due = started + Duration::from_secs_f64(sent as f64 / args.rate);
-            if due > Instant::now() {
+            if due > now {
                 tokio::time::sleep_until(due.into()).await;
             }
             due
         } else {
-            Instant::now()
+            now
         };
         let fut = writer.enqueue(payload.clone()).await?;
         if tx.send((t, Box::pin(fut))).is_err() {
@@ -252,7 +257,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let mb_per_sec = n as f64 * args.entry_size as f64 / elapsed / 1e6;
     let add_latency_ms = Latency::from(&hist);
     let raw_mbps = raw_disk.fdatasync_mb_per_sec;
-    let raw = raw_disk.fdatasync_latency_ms.clone();
+    let raw = raw_disk.fdatasync_latency_ms;
     Ok(BookieReport {
         entry_size: args.entry_size,
         transport: args.transport,
