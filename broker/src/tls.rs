@@ -18,14 +18,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::RootCertStore;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
+use strata_client::tls::{TlsSetupError, load_certs, load_key};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -68,24 +68,9 @@ impl TlsConfig {
 /// Why the TLS settings cannot be used; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the TLS {what} file {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("the TLS {what} file {path} is not valid PEM: {reason}")]
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
-    #[error("the TLS {what} file {path} holds no {expected} (PEM `-----BEGIN {expected}-----`)")]
-    Missing {
-        what: &'static str,
-        path: PathBuf,
-        expected: &'static str,
-    },
+    /// A certificate, key or trust file that cannot be read or parsed.
+    #[error(transparent)]
+    File(#[from] TlsSetupError),
     #[error("the TLS key file {key} does not hold the private key of the certificate in {cert}")]
     KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("the TLS certificate {cert} and key {key} cannot be used: {reason}")]
@@ -110,51 +95,6 @@ pub enum HandshakeError {
     Failed(io::Error),
     #[error("TLS handshake not finished within {0:?}")]
     TimedOut(Duration),
-}
-
-/// Reads a PEM file, naming it in every error.
-fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn pem_error(what: &'static str, path: &Path, e: pem::Error) -> TlsError {
-    match e {
-        pem::Error::NoItemsFound => TlsError::Missing {
-            what,
-            path: path.to_path_buf(),
-            expected: if what == "key" {
-                "PRIVATE KEY"
-            } else {
-                "CERTIFICATE"
-            },
-        },
-        e => TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        },
-    }
-}
-
-/// Every certificate in a PEM file (at least one).
-fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read_pem(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(what, path, e))?;
-    if certs.is_empty() {
-        return Err(pem_error(what, path, pem::Error::NoItemsFound));
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read_pem("key", path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| pem_error("key", path, e))
 }
 
 /// The crypto provider of every Strata TLS endpoint. Named explicitly: with
@@ -377,6 +317,7 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);

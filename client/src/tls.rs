@@ -129,8 +129,9 @@ fn pem_error(what: &'static str, path: &Path, e: pem::Error) -> TlsSetupError {
     }
 }
 
-/// Every certificate of a PEM file (at least one).
-fn load_certs(
+/// Every certificate of a PEM file (at least one); `what` names the file in
+/// errors ("certificate", "trust"...). Shared with the broker's listeners.
+pub fn load_certs(
     what: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
@@ -144,7 +145,8 @@ fn load_certs(
     Ok(certs)
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     let bytes = read("key", path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| pem_error("key", path, e))
 }

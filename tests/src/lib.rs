@@ -1,5 +1,6 @@
 //! Test harness: starts real `strata` processes (and etcd) on ephemeral ports.
 
+pub mod admin;
 pub mod bookie;
 pub mod etcd;
 pub mod fault;

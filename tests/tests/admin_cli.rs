@@ -9,63 +9,18 @@
 //! tail. Needs the `strata` binary (`cargo build -p strata`) and, for the
 //! stats test, `python3` with `pulsar-client==3.13.0`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use strata_tests::bookie::{free_port, strata_binary};
+use strata_tests::admin::{Run, strata_admin};
+use strata_tests::bookie::free_port;
 use strata_tests::fault::bounded;
 use strata_tests::python;
 use strata_tests::standalone::StandaloneProcess;
 use tempfile::TempDir;
 
-/// The bound on one CLI run (each is one HTTP request or two).
-const CLI_LIMIT: Duration = Duration::from_secs(60);
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 const SCRIPT_LIMIT: Duration = Duration::from_secs(120);
-
-/// How one `strata admin` run ended.
-struct Run {
-    command: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn report(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.command, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `strata admin --admin-url URL ARGS...` (with no STRATA_ADMIN_URL
-/// from the environment) and collects its output.
-async fn strata_admin(url: &str, args: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::new(strata_binary());
-    cmd.arg("admin")
-        .arg("--admin-url")
-        .arg(url)
-        .args(args)
-        .env_remove("STRATA_ADMIN_URL")
-        .env("STRATA_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let command = format!("strata admin --admin-url {url} {}", args.join(" "));
-    let out = match tokio::time::timeout(CLI_LIMIT, cmd.output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("cannot run `{command}`: {e}"),
-        Err(_) => panic!("`{command}` did not finish within {CLI_LIMIT:?}"),
-    };
-    Run {
-        command,
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// The CLI pointed at one standalone.
 struct Admin<'a> {

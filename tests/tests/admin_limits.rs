@@ -7,18 +7,16 @@
 //! Only what is stored and answered is checked here; what the broker does
 //! with the policies is tested where they are enforced.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use strata_tests::bookie::strata_binary;
+use strata_tests::admin::{AdminHttp, Run, strata_admin};
 use strata_tests::fault::bounded;
 use strata_tests::standalone::StandaloneProcess;
 use tempfile::TempDir;
 
 const LIMIT: Duration = Duration::from_secs(240);
-const CLI_LIMIT: Duration = Duration::from_secs(60);
 
 /// The integer limits: REST path and Policies field.
 const INTEGER_LIMITS: [(&str, &str); 7] = [
@@ -40,86 +38,12 @@ const INTEGER_LIMITS: [(&str, &str); 7] = [
     ("maxTopicsPerNamespace", "max_topics_per_namespace"),
 ];
 
-struct Rest {
-    http: reqwest::Client,
-    base: String,
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-impl Rest {
-    fn new(s: &StandaloneProcess) -> Rest {
-        Rest {
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            base: format!("{}/admin/v2", s.admin_url()),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Answer {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer { status, body }
-    }
-
-    /// GET that must answer 200; its JSON.
-    async fn json(&self, path: &str) -> Value {
-        let a = self.call(Method::GET, path, None).await;
-        assert_eq!(a.status, 200, "GET {path}: {a:?}");
-        a.body
-    }
-
-    /// A call that must answer 204 No Content.
-    async fn ok(&self, method: Method, path: &str, body: Option<&str>) {
-        let a = self.call(method.clone(), path, body).await;
-        assert_eq!(a.status, 204, "{method} {path} {body:?}: {a:?}");
-    }
-
-    /// A call that must fail with `status` and a reason containing `reason`.
-    async fn fails(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&str>,
-        status: u16,
-        reason: &str,
-    ) {
-        let a = self.call(method.clone(), path, body).await;
-        let got = a.body["reason"].as_str().unwrap_or("");
-        assert_eq!(a.status, status, "{method} {path} {body:?}: {a:?}");
-        assert!(
-            got.contains(reason),
-            "{method} {path} {body:?}: reason {got:?} lacks {reason:?}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_policies_round_trip_and_refuse_bad_bodies() {
     bounded("limit_policies_round_trip_and_refuse_bad_bodies", LIMIT, async {
         let dir = TempDir::new().unwrap();
         let s = StandaloneProcess::start_in(&dir).await;
-        let a = Rest::new(&s);
+        let a = AdminHttp::new(format!("{}/admin/v2", s.admin_url()));
         use Method as M;
         a.ok(M::PUT, "/tenants/acme", None).await;
         a.ok(M::PUT, "/namespaces/acme/prod", None).await;
@@ -271,7 +195,7 @@ async fn max_namespaces_per_tenant_is_a_412_past_the_limit() {
                 ],
             )
             .await;
-            let a = Rest::new(&s);
+            let a = AdminHttp::new(format!("{}/admin/v2", s.admin_url()));
             use Method as M;
             a.ok(M::PUT, "/tenants/acme", None).await;
             a.ok(M::PUT, "/namespaces/acme/one", None).await;
@@ -332,51 +256,13 @@ async fn max_namespaces_per_tenant_is_a_412_past_the_limit() {
     .await;
 }
 
-/// How one `strata admin` run ended.
-struct Run {
-    command: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn report(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.command, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 struct Cli<'a> {
     s: &'a StandaloneProcess,
 }
 
 impl Cli<'_> {
     async fn run(&self, args: &[&str]) -> Run {
-        let url = self.s.admin_url();
-        let mut cmd = tokio::process::Command::new(strata_binary());
-        cmd.arg("admin")
-            .arg("--admin-url")
-            .arg(url)
-            .args(args)
-            .env_remove("STRATA_ADMIN_URL")
-            .env("STRATA_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let command = format!("strata admin {}", args.join(" "));
-        let out = match tokio::time::timeout(CLI_LIMIT, cmd.output()).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => panic!("cannot run `{command}`: {e}"),
-            Err(_) => panic!("`{command}` did not finish within {CLI_LIMIT:?}"),
-        };
-        Run {
-            command,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        strata_admin(self.s.admin_url(), args).await
     }
 
     /// A command that must succeed; its stdout.

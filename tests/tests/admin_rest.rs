@@ -8,97 +8,13 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use strata_tests::admin::AdminHttp as Admin;
 use strata_tests::fault::{bounded, seed};
 use strata_tests::python;
 use strata_tests::standalone::StandaloneProcess;
 use tempfile::TempDir;
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-struct Admin {
-    http: reqwest::Client,
-    base: String,
-}
-
-/// An answer: status and body (JSON when it parses, else the text).
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-impl Answer {
-    fn reason(&self) -> &str {
-        self.body["reason"].as_str().unwrap_or("")
-    }
-}
-
-impl Admin {
-    fn new(s: &StandaloneProcess) -> Admin {
-        Admin {
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            base: s.admin_url().to_string(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Answer {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer { status, body }
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.call(Method::GET, path, None).await
-    }
-
-    /// GET that must answer 200; its JSON.
-    async fn json(&self, path: &str) -> Value {
-        let a = self.get(path).await;
-        assert_eq!(a.status, 200, "GET {path}: {a:?}");
-        a.body
-    }
-
-    /// A call that must succeed with 204 No Content.
-    async fn ok(&self, method: Method, path: &str, body: Option<&str>) {
-        let a = self.call(method.clone(), path, body).await;
-        assert_eq!(a.status, 204, "{method} {path}: {a:?}");
-    }
-
-    /// A call that must fail with `status` and a reason containing `reason`.
-    async fn fails(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&str>,
-        status: u16,
-        reason: &str,
-    ) {
-        let a = self.call(method.clone(), path, body).await;
-        assert_eq!(a.status, status, "{method} {path}: {a:?}");
-        assert!(
-            a.reason().contains(reason),
-            "{method} {path}: reason {:?} lacks {reason:?}",
-            a.reason()
-        );
-    }
-}
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -110,7 +26,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 async fn standalone(dir: &TempDir) -> (StandaloneProcess, Admin) {
     let s = StandaloneProcess::start_in(dir).await;
-    let a = Admin::new(&s);
+    let a = Admin::new(s.admin_url());
     (s, a)
 }
 

@@ -3,69 +3,16 @@
 //! names its token, `/metrics` samples and the Python scripts' arguments.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
-use strata_tests::bookie::strata_binary;
+use strata_tests::admin::{AdminHttp, Answer};
 use strata_tests::python::ScriptRun;
 use strata_tests::standalone::StandaloneProcess;
 
 pub const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
-const CLI_LIMIT: Duration = Duration::from_secs(60);
 
-/// How one `strata` run ended.
-pub struct Run {
-    pub command: String,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn report(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.command, self.code, self.stdout, self.stderr
-        )
-    }
-
-    pub fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "{}", self.report());
-        self
-    }
-}
-
-/// Runs `strata ARGS` with `envs` (and none of the client variables
-/// from the environment: admin URL, tokens, TLS).
-pub async fn strata(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(strata_binary());
-    cmd.args(args)
-        .env_remove("STRATA_ADMIN_URL")
-        .env_remove("STRATA_ADMIN_TOKEN")
-        .env_remove("STRATA_ADMIN_TOKEN_FILE")
-        .env_remove("STRATA_TOKEN")
-        .env_remove("STRATA_TOKEN_FILE")
-        .env_remove("STRATA_TLS_TRUST_CERTS_FILE")
-        .env_remove("STRATA_TLS_ALLOW_INSECURE")
-        .env("STRATA_LOG", "warn")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let command = format!("strata {}", args.join(" "));
-    let out = match tokio::time::timeout(CLI_LIMIT, cmd.output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("cannot run `{command}`: {e}"),
-        Err(_) => panic!("`{command}` did not finish within {CLI_LIMIT:?}"),
-    };
-    Run {
-        command,
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+pub use strata_tests::admin::{Run, strata};
 
 pub fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
@@ -146,33 +93,11 @@ pub async fn token(key: (&str, &str), subject: &str, expiry: Option<&str>) -> St
 }
 
 /// An admin-port client; every call names its token.
-pub struct Admin {
-    http: reqwest::Client,
-    base: String,
-}
-
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
-}
-
-impl Answer {
-    pub fn reason(&self) -> &str {
-        self.body["reason"].as_str().unwrap_or("")
-    }
-}
+pub struct Admin(AdminHttp);
 
 impl Admin {
     pub fn new(s: &StandaloneProcess) -> Admin {
-        Admin {
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            base: s.admin_url().to_string(),
-        }
+        Admin(AdminHttp::new(s.admin_url()))
     }
 
     pub async fn call(
@@ -182,25 +107,7 @@ impl Admin {
         path: &str,
         body: Option<&str>,
     ) -> Answer {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer { status, body }
+        self.0.call_as(token, method, path, body).await
     }
 
     /// `"METHOD /path"` with `token`.
