@@ -263,12 +263,15 @@ impl Index {
     fn migrate_locations(&self) -> Result<()> {
         let cf = self.entries_cf();
         let mut moved = 0usize;
+        // Each chunk starts just past the last key moved, not over the
+        // deletions of the chunks before.
+        let mut from = vec![ENTRY];
         loop {
             let mut batch = WriteBatch::default();
             let mut n = 0;
             for item in self
                 .db
-                .iterator(IteratorMode::From(&[ENTRY], Direction::Forward))
+                .iterator(IteratorMode::From(&from, Direction::Forward))
             {
                 let (k, v) = item?;
                 if k.first() != Some(&ENTRY) || n == MIGRATE_CHUNK {
@@ -277,6 +280,10 @@ impl Index {
                 batch.put_cf(cf, &k, &v);
                 batch.delete(&k);
                 n += 1;
+                // The smallest key after `k`.
+                from.clear();
+                from.extend_from_slice(&k);
+                from.push(0);
             }
             if n == 0 {
                 break;

@@ -363,12 +363,14 @@ impl LedgerStorage {
         if journaled.is_empty() {
             return results;
         }
+        // Payloads and placements move into the request: past this point
+        // only the ids are needed.
         let records = journaled
-            .iter()
+            .iter_mut()
             .map(|j| RecordIn {
                 head: &j.head,
-                tail: j.payload.clone(),
-                placement: j.placement.clone(),
+                tail: std::mem::take(&mut j.payload),
+                placement: j.placement.take(),
             })
             .collect();
         if let Err(e) = self.journal.append_many(records).await {

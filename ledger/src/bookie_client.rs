@@ -166,7 +166,9 @@ impl BookieConn {
         local: Arc<dyn LocalBookie>,
     ) -> mpsc::UnboundedSender<(AddEntry, AckSink)> {
         let (tx, mut rx) = mpsc::unbounded_channel::<(AddEntry, AckSink)>();
-        let conn = self.clone();
+        // Only the address, not the connection: the connection holds `tx`,
+        // and the task must end when the connection is dropped.
+        let bookie = self.address.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut bytes = first.0.entry.as_ref().map_or(0, |e| e.payload.len());
@@ -190,15 +192,22 @@ impl BookieConn {
                     .collect();
                 let (adds, sinks): (Vec<AddEntry>, Vec<AckSink>) = batch.into_iter().unzip();
                 let done = local.add(adds);
-                let conn = conn.clone();
+                let bookie = bookie.clone();
                 tokio::spawn(async move {
                     let results = done.await;
-                    for (i, (key, sink)) in keys.into_iter().zip(sinks).enumerate() {
+                    for (i, ((ledger_id, entry_id), sink)) in
+                        keys.into_iter().zip(sinks).enumerate()
+                    {
                         let outcome = results.get(i).map_or_else(
                             || AddOutcome::Failed("no result from the local bookie".into()),
                             outcome,
                         );
-                        let _ = sink.send(conn.ack(key, outcome));
+                        let _ = sink.send(AddAck {
+                            bookie: bookie.clone(),
+                            ledger_id,
+                            entry_id,
+                            outcome,
+                        });
                     }
                 });
             }
