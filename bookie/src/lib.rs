@@ -235,7 +235,7 @@ fn spawn_flusher(
     // Flushes run on one dedicated, lower-priority thread; this task only
     // decides when.
     let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<()>>>();
-    {
+    let thread = {
         let storage = storage.clone();
         let spawned = std::thread::Builder::new()
             .name("flush".into())
@@ -248,21 +248,25 @@ fn spawn_flusher(
                     let _ = done.send(storage.flush());
                 }
             });
-        if let Err(e) = spawned {
-            error!(error = %e, "cannot start the flush thread");
+        match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                error!(error = %e, "cannot start the flush thread");
+                None
+            }
         }
-    }
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(every) => {}
                 _ = storage.flush_wanted() => {}
             }
             let (done, result) = tokio::sync::oneshot::channel();
             if tx.send(done).is_err() {
                 error!("the flush thread is gone; the write cache is no longer flushed");
-                return;
+                break;
             }
             match result.await {
                 Ok(Ok(())) => {}
@@ -275,6 +279,13 @@ fn spawn_flusher(
                 }
                 Err(_) => error!("flush thread panicked"),
             }
+        }
+        // Wait for the thread to end: it holds the storage, and the last
+        // holder closes RocksDB. Left detached (and niced), it could close
+        // it after the process began exiting, which aborts in RocksDB.
+        drop(tx);
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     })
 }

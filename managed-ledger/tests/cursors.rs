@@ -375,6 +375,13 @@ async fn retention_keeps_consumed_ledgers_and_deleting_a_cursor_releases_them() 
     // The tenth add would roll over: three ledgers, none deleted.
     assert_eq!(ml.stats().ledgers.len(), 3);
 
+    // The blocker opens before retention changes: the ack above may have
+    // woken the background trim, which must not find "s" alone under the
+    // new retention (it would trim before the blocker exists).
+    let blocker = ml
+        .open_cursor("blocker", InitialPosition::Earliest)
+        .await
+        .unwrap();
     // Size retention: keep at most ~one ledger of consumed data.
     let one_ledger: u64 = (0..3).map(|i| payload(i).len() as u64).max().unwrap() * 3;
     ml.set_config(ManagedLedgerConfig {
@@ -382,10 +389,6 @@ async fn retention_keeps_consumed_ledgers_and_deleting_a_cursor_releases_them() 
         ..ml.config()
     })
     .unwrap();
-    let blocker = ml
-        .open_cursor("blocker", InitialPosition::Earliest)
-        .await
-        .unwrap();
     ml.trim().await.unwrap();
     assert_eq!(
         ml.stats().ledgers.len(),
