@@ -322,12 +322,12 @@ impl LedgerStorage {
         if kept.is_empty() {
             return results;
         }
-        let mut journaled = Vec::with_capacity(kept.len());
-        let mut slots = Vec::with_capacity(kept.len());
+        let mut items = Vec::with_capacity(kept.len());
         for (i, op) in kept {
             let placement: Option<Placement> =
                 (self.mode == StorageMode::Journal).then(|| Arc::new(std::sync::OnceLock::new()));
-            journaled.push(Journaled {
+            let size = op.entry.record_len();
+            let journaled = Journaled {
                 index: i,
                 ledger: op.entry.ledger_id,
                 entry_id: op.entry.entry_id,
@@ -336,87 +336,109 @@ impl LedgerStorage {
                 head: encode_journal_head(&op),
                 payload: op.entry.payload.clone(),
                 placement: placement.clone(),
-            });
-            let size = op.entry.record_len();
-            let entry = Arc::new(op.entry);
-            slots.push((Slot { entry, placement }, size));
+            };
+            let slot = Slot {
+                entry: Arc::new(op.entry),
+                placement,
+            };
+            items.push((journaled, slot, size));
         }
-        self.insert_in_cache(slots).await;
-        // A fence that landed between the check above and the insert (which
-        // may wait for cache space) came before a recovery read that could
-        // not see these entries: acknowledging them now would acknowledge
-        // entries the recovered ledger does not contain. Any fence after this
-        // point is followed by reads that find the entries in the cache.
-        {
-            let states = self.states.lock();
-            journaled.retain(|j| {
-                let fenced = !j.recovery && states.get(&j.ledger).is_some_and(|s| s.fenced);
-                if fenced {
-                    if let Some(p) = &j.placement {
-                        let _ = p.set(Err(()));
+        // In chunks of what the write cache takes: a flush frees only
+        // journaled entries, so waiting for room while holding entries of
+        // this batch that are in the cache but not yet journaled could wait
+        // for ever (a batch larger than the cache).
+        let mut items = items.into_iter().peekable();
+        let mut durable: Vec<Journaled> = Vec::new();
+        while items.peek().is_some() {
+            let mut chunk = self.insert_in_cache(&mut items).await;
+            // A fence that landed between the check above and the insert
+            // (which may wait for cache space) came before a recovery read
+            // that could not see these entries: acknowledging them now would
+            // acknowledge entries the recovered ledger does not contain. Any
+            // fence after this point is followed by reads that find the
+            // entries in the cache.
+            {
+                let states = self.states.lock();
+                chunk.retain(|j| {
+                    let fenced = !j.recovery && states.get(&j.ledger).is_some_and(|s| s.fenced);
+                    if fenced {
+                        if let Some(p) = &j.placement {
+                            let _ = p.set(Err(()));
+                        }
+                        results[j.index] = Err(BookieError::Fenced(j.ledger));
                     }
-                    results[j.index] = Err(BookieError::Fenced(j.ledger));
+                    !fenced
+                });
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            // Payloads and placements move into the request: past this
+            // point only the ids are needed.
+            let records = chunk
+                .iter_mut()
+                .map(|j| RecordIn {
+                    head: &j.head,
+                    tail: std::mem::take(&mut j.payload),
+                    placement: j.placement.take(),
+                })
+                .collect();
+            if let Err(e) = self.journal.append_many(records).await {
+                if e.is_no_space() {
+                    self.set_read_only(Some(ReadOnlyReason::Disk));
+                } else {
+                    self.set_read_only(Some(ReadOnlyReason::JournalError));
                 }
-                !fenced
-            });
-        }
-        if journaled.is_empty() {
-            return results;
-        }
-        // Payloads and placements move into the request: past this point
-        // only the ids are needed.
-        let records = journaled
-            .iter_mut()
-            .map(|j| RecordIn {
-                head: &j.head,
-                tail: std::mem::take(&mut j.payload),
-                placement: j.placement.take(),
-            })
-            .collect();
-        if let Err(e) = self.journal.append_many(records).await {
-            if e.is_no_space() {
-                self.set_read_only(Some(ReadOnlyReason::Disk));
-            } else {
-                self.set_read_only(Some(ReadOnlyReason::JournalError));
+                for j in chunk
+                    .iter()
+                    .chain(items.map(|(j, _, _)| j).collect::<Vec<_>>().iter())
+                {
+                    results[j.index] = Err(shared_error(&e));
+                }
+                break;
             }
-            for j in &journaled {
-                results[j.index] = Err(shared_error(&e));
-            }
+            durable.extend(chunk);
+        }
+        if durable.is_empty() {
             return results;
         }
         {
             let mut states = self.states.lock();
-            for j in &journaled {
+            for j in &durable {
                 let state = states.entry(j.ledger).or_default();
                 state.lac = state.lac.max(j.lac);
                 state.last_entry = state.last_entry.max(j.entry_id as i64);
             }
         }
-        self.metrics.adds.inc_by(journaled.len() as u64);
+        self.metrics.adds.inc_by(durable.len() as u64);
         let elapsed = started.elapsed().as_secs_f64();
-        for _ in &journaled {
+        for _ in &durable {
             self.metrics.add_seconds.observe(elapsed);
         }
         results
     }
 
-    /// Inserts entries into the write cache, in order, waiting for room
-    /// (which flushes make) when it is full.
-    async fn insert_in_cache(&self, slots: Vec<(Slot, usize)>) {
+    /// Inserts into the write cache as many of `items`, in order, as it has
+    /// room for, waiting (for flushes to make room) only until the first
+    /// fits; returns the inserted ones.
+    async fn insert_in_cache(
+        &self,
+        items: &mut std::iter::Peekable<std::vec::IntoIter<(Journaled, Slot, usize)>>,
+    ) -> Vec<Journaled> {
         let started = Instant::now();
         let mut waited = false;
-        let mut slots = slots.into_iter().peekable();
         loop {
             let notified = self.space.notified();
+            let mut inserted = Vec::new();
             {
                 let mut c = self.cache.lock();
-                while let Some((_, size)) = slots.peek() {
+                while let Some((_, _, size)) = items.peek() {
                     let used = c.active_bytes + c.flushing_bytes;
                     // An empty cache always takes one entry, however large.
                     if used != 0 && used + size > self.cache_limit {
                         break;
                     }
-                    let Some((slot, size)) = slots.next() else {
+                    let Some((journaled, slot, size)) = items.next() else {
                         break;
                     };
                     let key = (slot.entry.ledger_id, slot.entry.entry_id);
@@ -431,6 +453,7 @@ impl LedgerStorage {
                         }
                     }
                     c.active_bytes += size;
+                    inserted.push(journaled);
                 }
                 self.metrics
                     .write_cache_bytes
@@ -438,13 +461,13 @@ impl LedgerStorage {
                 if c.active_bytes >= self.cache_limit / 2 {
                     self.flush_wanted.notify_one();
                 }
-                if slots.peek().is_none() {
+                if !inserted.is_empty() || items.peek().is_none() {
                     if waited {
                         self.metrics
                             .write_cache_wait_seconds
                             .observe(started.elapsed().as_secs_f64());
                     }
-                    return;
+                    return inserted;
                 }
             }
             self.flush_wanted.notify_one();
