@@ -50,6 +50,10 @@ pub struct ColdArgs {
     /// Bytes a sequential cold read fetches ahead, in MiB.
     #[arg(long, env = "STRATA_COLD_READ_AHEAD_MB", default_value_t = 64)]
     pub cold_read_ahead_mb: u64,
+    /// Bytes fetched ahead and not read yet over all cold readers of the
+    /// process, in MiB (memory held by read-ahead).
+    #[arg(long, env = "STRATA_COLD_READ_AHEAD_TOTAL_MB", default_value_t = 256)]
+    pub cold_read_ahead_total_mb: u64,
     /// Bytes of one ranged GET of the tiered reader, in MiB.
     #[arg(long, env = "STRATA_COLD_RANGE_MB", default_value_t = 4)]
     pub cold_range_mb: u64,
@@ -77,6 +81,7 @@ pub async fn start_tier(
         disk_cache_bytes: args.cold_cache_disk_mb << 20,
         max_concurrent_requests: args.cold_max_requests.max(1),
         read_ahead_bytes: args.cold_read_ahead_mb << 20,
+        read_ahead_budget_bytes: args.cold_read_ahead_total_mb << 20,
         range_bytes: (args.cold_range_mb << 20).max(64 << 10),
         ..ReaderConfig::default()
     })

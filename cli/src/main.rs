@@ -82,6 +82,11 @@ fn main() -> ExitCode {
             Command::Admin(_) => unreachable!("handled before the runtime starts"),
         }
     });
+    // Bounded: foyer 0.22 can deadlock while the runtime drops its tasks (a
+    // disk-cache reclaim spawned during shutdown is dropped at once, and its
+    // drop takes a lock its spawner still holds). Everything that matters
+    // was closed and flushed before block_on returned.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

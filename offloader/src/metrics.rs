@@ -69,6 +69,7 @@ impl MetricsSource for ColdMetrics {
             );
         }
         if let Some(t) = &self.tier {
+            render_reader(out, &t.reader().stats());
             out.counter(
                 "strata_cold_copies_deleted_total",
                 "Cold copies deleted by retention or topic deletion.",
@@ -139,5 +140,79 @@ impl MetricsSource for ColdMetrics {
                 out.counter_with(name, help, &[("namespace", ns)], get(c));
             }
         }
+    }
+}
+
+/// The tiered reader's block cache and requests.
+fn render_reader(out: &mut Exposition, s: &crate::ReaderStats) {
+    let counters: [(&str, &str, u64); 9] = [
+        (
+            "strata_cold_cache_memory_hits_total",
+            "Cold blocks reads found in the memory cache.",
+            s.memory_hits,
+        ),
+        (
+            "strata_cold_cache_disk_hits_total",
+            "Cold blocks reads found in the local disk cache.",
+            s.disk_hits,
+        ),
+        (
+            "strata_cold_cache_misses_total",
+            "Cold blocks reads had to fetch from the object store.",
+            s.misses,
+        ),
+        (
+            "strata_cold_read_ahead_blocks_total",
+            "Cold blocks fetched ahead of sequential readers.",
+            s.read_ahead_blocks,
+        ),
+        (
+            "strata_cold_read_ahead_hits_total",
+            "Cold blocks reads took from what read-ahead held for them.",
+            s.read_ahead_hits,
+        ),
+        (
+            "strata_cold_reader_get_requests_total",
+            "GETs of the tiered reader (index and data).",
+            s.get_requests,
+        ),
+        (
+            "strata_cold_reader_get_bytes_total",
+            "Bytes the tiered reader fetched.",
+            s.bytes_fetched,
+        ),
+        (
+            "strata_cold_index_hits_total",
+            "Ledger opens that found the index cached.",
+            s.index_hits,
+        ),
+        (
+            "strata_cold_index_misses_total",
+            "Ledger opens that fetched the index.",
+            s.index_misses,
+        ),
+    ];
+    for (name, help, v) in counters {
+        out.counter(name, help, v);
+    }
+    let gauges: [(&str, &str, u64); 3] = [
+        (
+            "strata_cold_reader_in_flight_requests",
+            "GETs of the tiered reader running now.",
+            s.in_flight_requests,
+        ),
+        (
+            "strata_cold_cache_memory_bytes",
+            "Bytes in the cold block cache's memory.",
+            s.memory_cache_bytes,
+        ),
+        (
+            "strata_cold_read_ahead_held_bytes",
+            "Bytes fetched ahead of readers and not read yet.",
+            s.read_ahead_held_bytes,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        out.gauge(name, help, v as i64);
     }
 }

@@ -23,6 +23,7 @@ fn config() -> ReaderConfig {
         max_concurrent_requests: 8,
         range_bytes: 64 << 10,
         read_ahead_bytes: 0,
+        read_ahead_budget_bytes: 64 << 20,
         first_range_bytes: 0,
         request_timeout: Duration::from_millis(500),
         max_retries: 4,
@@ -256,6 +257,68 @@ async fn sequential_reads_fetch_ahead() {
     l2.read(2000, 2000, 1).await.unwrap();
     read_ahead_done(&l2).await;
     assert_eq!(other.stats().read_ahead_blocks, 0);
+}
+
+/// Blocks fetched ahead are held for the reader, not just cached: with a
+/// memory cache far smaller than the window, nothing is fetched twice.
+#[tokio::test]
+async fn read_ahead_outlives_a_small_block_cache() {
+    let s = setup(27, &vec![500; 4000], 4096).await;
+    let reader = TieredReader::new(ReaderConfig {
+        memory_cache_bytes: 16 << 10,
+        read_ahead_bytes: 256 << 10,
+        range_bytes: 64 << 10,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let (ledger, _, _) = open(&reader, &s).await;
+    let mut next = 0u64;
+    let mut fetched_by_reads = 0;
+    while next < 4000 {
+        let before = s.faulty.requests(Op::Get);
+        let got = ledger.read(next, next + 49, usize::MAX).await.unwrap();
+        expect(&s.sent, next, &got);
+        fetched_by_reads += s.faulty.requests(Op::Get) - before;
+        next = got.last().unwrap().0 + 1;
+        read_ahead_done(&ledger).await;
+        // The window, and the block the last read ended in.
+        let (_, held) = ledger.read_ahead_held();
+        assert!(held <= (256 << 10) + 8192, "held {held} bytes ahead");
+    }
+    let st = reader.stats();
+    assert_eq!(fetched_by_reads, 1, "{st:?}");
+    assert!(st.read_ahead_hits > 400, "{st:?}");
+    // Every byte of the ledger was fetched once (plus the index).
+    let data = s.objects.data_size;
+    assert!(st.bytes_fetched < data + data / 10, "{st:?}");
+}
+
+/// The process-wide budget bounds what read-ahead holds, whatever the
+/// window; reads still get everything.
+#[tokio::test]
+async fn read_ahead_stays_within_the_budget() {
+    let s = setup(28, &vec![500; 4000], 4096).await;
+    let reader = TieredReader::new(ReaderConfig {
+        read_ahead_bytes: 1 << 20,
+        read_ahead_budget_bytes: 32 << 10,
+        range_bytes: 16 << 10,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let (a, _, _) = open(&reader, &s).await;
+    let mut next = 0u64;
+    let mut max_held = 0;
+    while next < 4000 {
+        let got = a.read(next, next + 29, usize::MAX).await.unwrap();
+        expect(&s.sent, next, &got);
+        next = got.last().unwrap().0 + 1;
+        max_held = max_held.max(a.read_ahead_held().1);
+    }
+    assert!(max_held > 0, "read-ahead ran");
+    assert!(max_held <= 32 << 10, "held {max_held} bytes ahead");
+    assert!(reader.stats().read_ahead_blocks > 0);
 }
 
 #[tokio::test]

@@ -222,8 +222,11 @@ async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
     admin(args, Method::GET, &format!("{tpath}/stats"), None).await?;
 
     // 3. Cold, then warm reads.
+    tracing::info!("cold read starts");
     let (cold_secs, cold_first) = read_all(&client, &topic, "cold", messages, args.timeout).await?;
+    tracing::info!("warm read starts");
     let (warm_secs, warm_first) = read_all(&client, &topic, "warm", messages, args.timeout).await?;
+    tracing::info!("warm read ends");
     client.close().await;
 
     // 4. The raw baseline on the same objects.

@@ -67,9 +67,34 @@ pub(crate) type BlockCache = HybridCache<BlockKey, Bytes>;
 /// and what memory holds is flushed on close, so a restarted broker finds
 /// what the previous one fetched; foyer recovers the disk cache's index when
 /// it opens the directory again.
+///
+/// The disk cache uses direct I/O where the file system allows it: a cold
+/// scan evicts everything it reads, and buffered writes cost a page-cache
+/// copy of every byte (a third of the broker's CPU in a scan, measured);
+/// direct writes and reads are DMA and leave the page cache to the journal
+/// and entry logs. Where O_DIRECT is refused (tmpfs), it falls back to
+/// buffered I/O.
 pub(crate) async fn build_cache(
     memory_bytes: u64,
     disk: Option<(&std::path::Path, u64)>,
+) -> Result<BlockCache> {
+    match disk {
+        None => build(memory_bytes, None, false).await,
+        Some(d) if cfg!(target_os = "linux") => match build(memory_bytes, Some(d), true).await {
+            Ok(cache) => Ok(cache),
+            Err(e) => {
+                tracing::warn!(dir = %d.0.display(), error = %e, "direct I/O refused for the cold disk cache; using buffered I/O");
+                build(memory_bytes, Some(d), false).await
+            }
+        },
+        Some(d) => build(memory_bytes, Some(d), false).await,
+    }
+}
+
+async fn build(
+    memory_bytes: u64,
+    disk: Option<(&std::path::Path, u64)>,
+    direct: bool,
 ) -> Result<BlockCache> {
     let builder = HybridCacheBuilder::new()
         .with_name("strata-cold-blocks")
@@ -82,17 +107,30 @@ pub(crate) async fn build_cache(
     let builder = match disk {
         None => builder,
         Some((dir, bytes)) => {
-            let device = FsDeviceBuilder::new(dir)
-                .with_capacity(bytes as usize)
-                .build()
-                .map_err(|e| {
-                    OffloadError::Config(format!("disk cache in {}: {e}", dir.display()))
-                })?;
+            let device = FsDeviceBuilder::new(dir).with_capacity(bytes as usize);
+            #[cfg(target_os = "linux")]
+            let device = device.with_direct(direct);
+            #[cfg(not(target_os = "linux"))]
+            let _ = direct;
+            let device = device.build().map_err(|e| {
+                OffloadError::Config(format!("disk cache in {}: {e}", dir.display()))
+            })?;
             // Several foyer blocks even for a small cache; each must hold
             // the largest block we cache (bigger ones stay memory-only).
             let block_size = (bytes / 16).clamp(1 << 20, 16 << 20) as usize;
+            // Evicted blocks wait in these buffers for the flushers; past
+            // them foyer drops what memory evicts. A scan evicts as fast as
+            // it reads, so give the flushers room (two, each with a buffer
+            // of at least two foyer blocks).
+            let buffers = (4 * block_size).max(16 << 20);
             builder
-                .with_engine_config(BlockEngineConfig::new(device).with_block_size(block_size))
+                .with_engine_config(
+                    BlockEngineConfig::new(device)
+                        .with_block_size(block_size)
+                        .with_flushers(2)
+                        .with_buffer_pool_size(buffers)
+                        .with_submit_queue_size_threshold(2 * buffers),
+                )
                 .with_recover_mode(RecoverMode::Quiet)
         }
     };
@@ -112,6 +150,7 @@ pub(crate) struct Counters {
     pub bytes_fetched: AtomicU64,
     pub corrupt_blocks: AtomicU64,
     pub read_ahead_blocks: AtomicU64,
+    pub read_ahead_hits: AtomicU64,
     pub index_hits: AtomicU64,
     pub index_misses: AtomicU64,
     pub speculative_blocks: AtomicU64,

@@ -57,12 +57,22 @@ pub(crate) enum Purpose {
     ReadAhead,
 }
 
+#[derive(Clone)]
 pub(crate) enum Pending {
     Ready(Bytes),
     Wait(Inflight),
 }
 
 impl Pending {
+    /// True when the block is here (or its fetch failed).
+    pub fn is_done(&self) -> bool {
+        match self {
+            Pending::Ready(_) => true,
+            // Polled once: nobody may have polled the shared fetch yet.
+            Pending::Wait(f) => f.clone().now_or_never().is_some(),
+        }
+    }
+
     pub async fn get(self) -> Result<Bytes> {
         match self {
             Pending::Ready(b) => Ok(b),
@@ -103,8 +113,7 @@ impl Drop for Claim {
 
 impl TieredReader {
     /// Returns one [`Pending`] per block of `blocks`, starting fetches for
-    /// blocks nobody has or is fetching. For read-ahead, blocks already in
-    /// memory or in flight are left out.
+    /// blocks nobody has or is fetching.
     pub(crate) fn request_blocks(
         self: &Arc<Self>,
         ledger: &Arc<LedgerShared>,
@@ -163,11 +172,7 @@ impl TieredReader {
             };
             tokio::spawn(self.clone().fetch_claimed(claim, purpose));
         }
-        let keep_all = purpose == Purpose::Read;
-        out.into_iter()
-            .flatten()
-            .filter(|p| keep_all || matches!(p, Pending::Wait(_)))
-            .collect()
+        out.into_iter().flatten().collect()
     }
 
     /// Disk cache first, then the store for what is left.

@@ -1,7 +1,8 @@
 //! One offloaded ledger opened for reading, and its read-ahead.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -9,27 +10,40 @@ use futures::future::try_join_all;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parking_lot::Mutex;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::TieredReader;
-use super::fetch::{LedgerShared, Purpose};
+use super::cache::Counters;
+use super::fetch::{LedgerShared, Pending, Purpose};
 use crate::error::{OffloadError, Result};
 use crate::format::{BlockEntries, LedgerHeader, LedgerIndex};
 use crate::stats::IoSink;
 
-/// Where the last read ended, to tell a sequential reader from a random one.
+/// Where the last read ended, to tell a sequential reader from a random
+/// one, and the blocks fetched ahead of it.
 struct SeqState {
     /// The entry after the last one returned.
     next_entry: u64,
     /// Blocks below this were already handed to read-ahead.
     ahead_until: usize,
+    /// Blocks fetched (or being fetched) ahead of the reader, held here
+    /// until read so the block cache cannot evict them first; each holds
+    /// its share of the process's read-ahead budget.
+    held: BTreeMap<usize, (Pending, OwnedSemaphorePermit)>,
+}
+
+impl SeqState {
+    /// Forgets the read-ahead (the reader jumped elsewhere).
+    fn reset(&mut self) {
+        self.ahead_until = 0;
+        self.held.clear();
+    }
 }
 
 pub struct ColdLedger {
     reader: Arc<TieredReader>,
     shared: Arc<LedgerShared>,
     seq: Mutex<SeqState>,
-    /// At most one read-ahead per ledger runs at a time.
-    ahead_running: Arc<AtomicBool>,
 }
 
 impl ColdLedger {
@@ -53,8 +67,8 @@ impl ColdLedger {
             seq: Mutex::new(SeqState {
                 next_entry: u64::MAX,
                 ahead_until: 0,
+                held: BTreeMap::new(),
             }),
-            ahead_running: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -66,9 +80,55 @@ impl ColdLedger {
         &self.shared.index
     }
 
-    /// True while a read-ahead of this ledger is running.
+    /// True while a block fetched ahead of this ledger's reader is still
+    /// on its way.
     pub fn read_ahead_running(&self) -> bool {
-        self.ahead_running.load(Ordering::SeqCst)
+        self.seq.lock().held.values().any(|(p, _)| !p.is_done())
+    }
+
+    /// Blocks fetched ahead and not read yet, and their bytes.
+    pub fn read_ahead_held(&self) -> (usize, u64) {
+        let rows = &self.shared.index.rows;
+        let st = self.seq.lock();
+        let bytes = st.held.keys().map(|b| u64::from(rows[*b].len)).sum();
+        (st.held.len(), bytes)
+    }
+
+    /// One [`Pending`] per block of `blocks`: those read-ahead holds, and
+    /// the others from the cache or new fetches.
+    fn blocks(&self, blocks: Range<usize>) -> Vec<Pending> {
+        // Left in place: `after_read` drops what the reader passed.
+        let mut held: Vec<Option<Pending>> = {
+            let st = self.seq.lock();
+            blocks
+                .clone()
+                .map(|b| st.held.get(&b).map(|(p, _)| p.clone()))
+                .collect()
+        };
+        let hits = held.iter().filter(|h| h.is_some()).count() as u64;
+        Counters::add(&self.reader.counters.read_ahead_hits, hits);
+        if held.iter().all(Option::is_some) {
+            return held.into_iter().flatten().collect();
+        }
+        let mut out = Vec::with_capacity(held.len());
+        let mut i = 0;
+        while i < held.len() {
+            if let Some(p) = held[i].take() {
+                out.push(p);
+                i += 1;
+                continue;
+            }
+            let run = i..(i..held.len())
+                .find(|j| held[*j].is_some())
+                .unwrap_or(held.len());
+            i = run.end;
+            let range = blocks.start + run.start..blocks.start + run.end;
+            out.extend(
+                self.reader
+                    .request_blocks(&self.shared, range, Purpose::Read),
+            );
+        }
+        out
     }
 
     /// Entries `first..=last` (clamped to the ledger; `NoSuchEntries` if
@@ -101,6 +161,7 @@ impl ColdLedger {
         let mut total = 0usize;
         let mut b = b0;
         let mut last_block = b0;
+        let mut last_bytes = Bytes::new();
         // Usually one round; another when the estimate below (whole blocks'
         // payload, including entries before `first`) fell short.
         'rounds: while b < index.rows.len() {
@@ -115,9 +176,7 @@ impl ColdLedger {
                     break;
                 }
             }
-            let pending = self
-                .reader
-                .request_blocks(&self.shared, b..end, Purpose::Read);
+            let pending = self.blocks(b..end);
             // A read that does not continue the previous one (a reader's
             // first) awaits its first block only and then takes just the
             // blocks already here: the first message of a cold ledger costs
@@ -148,6 +207,7 @@ impl ColdLedger {
             for (i, block) in blocks.into_iter().enumerate() {
                 let row = index.rows[b + i];
                 last_block = b + i;
+                last_bytes = block.clone();
                 for e in BlockEntries::new(&self.shared.data_key, row, block)? {
                     let (id, payload) = e?;
                     if id < first {
@@ -166,57 +226,73 @@ impl ColdLedger {
             b = end;
         }
         let next = out.last().map_or(first, |(id, _)| id + 1);
-        self.after_read(first, next, last_block);
+        self.after_read(first, next, last_block, last_bytes);
         Ok(out)
     }
 
-    /// Starts read-ahead when the read continued the previous one (or began
-    /// the ledger) and less than half a window is already fetched ahead.
-    fn after_read(&self, first: u64, next: u64, last_block: usize) {
-        let window = self.reader.config.read_ahead_bytes;
+    /// Keeps a window of blocks fetched ahead of a sequential reader (one
+    /// that continued the previous read, or began the ledger): as the reader
+    /// moves on, more blocks are requested, a range at a time, so GETs run
+    /// back to back instead of in waves. Held blocks count against the
+    /// process's read-ahead budget; without budget, no more is fetched ahead.
+    fn after_read(&self, first: u64, next: u64, last_block: usize, last_bytes: Bytes) {
+        let config = &self.reader.config;
+        let window = config.read_ahead_bytes;
         let rows = &self.shared.index.rows;
-        let range = {
-            let mut st = self.seq.lock();
-            let sequential = first == 0 || first == st.next_entry;
-            st.next_entry = next;
-            if !sequential {
-                st.ahead_until = 0;
-            }
-            if !sequential || window == 0 {
-                return;
-            }
-            let from = last_block + 1;
-            let start = st.ahead_until.max(from);
-            if start >= rows.len() {
-                return;
-            }
-            let ahead: u64 = rows[from..start].iter().map(|r| u64::from(r.len)).sum();
-            if ahead >= window / 2 {
-                return;
-            }
-            if self.ahead_running.swap(true, Ordering::SeqCst) {
-                return;
-            }
-            let mut end = start;
-            let mut bytes = ahead;
-            while end < rows.len() && bytes < window {
-                bytes += u64::from(rows[end].len);
-                end += 1;
-            }
-            st.ahead_until = end;
-            start..end
-        };
+        let mut st = self.seq.lock();
+        let sequential = first == 0 || first == st.next_entry;
+        st.next_entry = next;
+        if !sequential {
+            st.reset();
+        }
+        if !sequential || window == 0 {
+            return;
+        }
+        // What the reader passed is no longer needed; the block it ended
+        // in is kept, as the next read starts there.
+        st.held = st.held.split_off(&last_block);
+        if !st.held.contains_key(&last_block)
+            && let Ok(permit) = self
+                .reader
+                .ahead_budget
+                .clone()
+                .try_acquire_many_owned(rows[last_block].len)
+        {
+            st.held
+                .insert(last_block, (Pending::Ready(last_bytes), permit));
+        }
+        let from = last_block + 1;
+        let start = st.ahead_until.max(from);
+        if start >= rows.len() {
+            return;
+        }
+        let ahead: u64 = rows[from..start].iter().map(|r| u64::from(r.len)).sum();
+        // Ask in steps of about one range, so each GET is a full one.
+        let step = config.range_bytes.min(window / 2).max(1);
+        if ahead + step > window {
+            return;
+        }
+        let mut end = start;
+        let mut bytes = ahead;
+        let mut permits = Vec::new();
+        while end < rows.len() && bytes < window {
+            let len = rows[end].len;
+            let Ok(permit) = self.reader.ahead_budget.clone().try_acquire_many_owned(len) else {
+                break;
+            };
+            permits.push(permit);
+            bytes += u64::from(len);
+            end += 1;
+        }
+        if end == start {
+            return;
+        }
+        st.ahead_until = end;
         let pending = self
             .reader
-            .request_blocks(&self.shared, range, Purpose::ReadAhead);
-        let running = self.ahead_running.clone();
-        tokio::spawn(async move {
-            // Errors are not reported here: a read that needs the block
-            // fetches it again and reports.
-            for p in pending {
-                let _ = p.get().await;
-            }
-            running.store(false, Ordering::SeqCst);
-        });
+            .request_blocks(&self.shared, start..end, Purpose::ReadAhead);
+        for ((b, p), permit) in (start..end).zip(pending).zip(permits) {
+            st.held.insert(b, (p, permit));
+        }
     }
 }

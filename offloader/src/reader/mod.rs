@@ -61,6 +61,9 @@ pub struct ReaderConfig {
     pub range_bytes: u64,
     /// How far ahead of a sequential reader blocks are fetched.
     pub read_ahead_bytes: u64,
+    /// Most bytes fetched ahead and not read yet, over every reader of the
+    /// process (each sequential reader holds up to `read_ahead_bytes`).
+    pub read_ahead_budget_bytes: u64,
     /// Size of the speculative GET of a data object's start that runs next to
     /// the index GET when a ledger is opened (0: none).
     pub first_range_bytes: u64,
@@ -79,6 +82,7 @@ impl Default for ReaderConfig {
             max_concurrent_requests: 16,
             range_bytes: 4 << 20,
             read_ahead_bytes: 16 << 20,
+            read_ahead_budget_bytes: 256 << 20,
             first_range_bytes: 256 << 10,
             request_timeout: Duration::from_secs(30),
             max_retries: 5,
@@ -101,6 +105,8 @@ pub struct ReaderStats {
     pub corrupt_blocks: u64,
     /// Blocks fetched by read-ahead / by the speculative first range.
     pub read_ahead_blocks: u64,
+    /// Blocks reads took from what read-ahead held for them.
+    pub read_ahead_hits: u64,
     pub speculative_blocks: u64,
     pub index_hits: u64,
     pub index_misses: u64,
@@ -108,6 +114,8 @@ pub struct ReaderStats {
     pub in_flight_requests: u64,
     /// Bytes held by the memory cache.
     pub memory_cache_bytes: u64,
+    /// Bytes fetched ahead of readers and not read yet.
+    pub read_ahead_held_bytes: u64,
 }
 
 pub struct TieredReader {
@@ -118,6 +126,8 @@ pub struct TieredReader {
     limiter: Semaphore,
     /// Read-ahead takes one of these before a request permit.
     ahead_limiter: Semaphore,
+    /// Bytes of blocks fetched ahead and not read yet (see `ledger`).
+    ahead_budget: Arc<Semaphore>,
     inflight: Mutex<HashMap<BlockKey, Inflight>>,
     counters: Counters,
 }
@@ -150,6 +160,11 @@ impl TieredReader {
         Ok(Arc::new(TieredReader {
             limiter: Semaphore::new(config.max_concurrent_requests),
             ahead_limiter: Semaphore::new((config.max_concurrent_requests / 2).max(1)),
+            ahead_budget: Arc::new(Semaphore::new(
+                config
+                    .read_ahead_budget_bytes
+                    .min(Semaphore::MAX_PERMITS as u64) as usize,
+            )),
             config,
             retry,
             cache,
@@ -296,12 +311,18 @@ impl TieredReader {
             bytes_fetched: Counters::get(&c.bytes_fetched),
             corrupt_blocks: Counters::get(&c.corrupt_blocks),
             read_ahead_blocks: Counters::get(&c.read_ahead_blocks),
+            read_ahead_hits: Counters::get(&c.read_ahead_hits),
             speculative_blocks: Counters::get(&c.speculative_blocks),
             index_hits: Counters::get(&c.index_hits),
             index_misses: Counters::get(&c.index_misses),
             in_flight_requests: (self.config.max_concurrent_requests
                 - self.limiter.available_permits()) as u64,
             memory_cache_bytes: self.cache.memory().usage() as u64,
+            read_ahead_held_bytes: self
+                .config
+                .read_ahead_budget_bytes
+                .min(Semaphore::MAX_PERMITS as u64)
+                .saturating_sub(self.ahead_budget.available_permits() as u64),
         }
     }
 
