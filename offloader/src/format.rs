@@ -318,8 +318,13 @@ fn check_len(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
 /// Called on every block read from the store or the disk cache before it is
 /// used or cached.
 pub fn check_block(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
+    check_block_crc(key, row, block, crc32c::crc32c(block))
+}
+
+/// [`check_block`] with the block's CRC32C already computed (`crc`), as a
+/// GET computes it while receiving the block.
+pub fn check_block_crc(key: &str, row: &BlockRow, block: &Bytes, crc: u32) -> Result<()> {
     check_len(key, row, block)?;
-    let crc = crc32c::crc32c(block);
     if crc != row.crc32c {
         return Err(OffloadError::corrupt(
             key,

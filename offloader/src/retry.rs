@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::retry::{RetryContext, RetryFailure};
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 use rand::Rng;
 use tokio::sync::Semaphore;
 
@@ -134,13 +135,30 @@ pub(crate) async fn get_range(
     io: &IoSink,
     limiter: Option<&Semaphore>,
 ) -> Result<Bytes> {
+    let (bytes, _) = get_range_crcs(store, path, range, &[], policy, io, limiter).await?;
+    Ok(bytes)
+}
+
+/// [`get_range`], also returning the CRC32C of each consecutive piece of
+/// the body `lens` describes (blocks), computed while the body is copied
+/// into its buffer: each byte is read once, hot, instead of once more by a
+/// later check. Pieces the body does not cover get no CRC.
+pub(crate) async fn get_range_crcs(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    range: Range<u64>,
+    lens: &[u32],
+    policy: &RetryPolicy,
+    io: &IoSink,
+    limiter: Option<&Semaphore>,
+) -> Result<(Bytes, Vec<u32>)> {
     let key = path.as_ref();
     let want = range.end - range.start;
     let got = with_retry(policy, io, "get", key, limiter, || {
-        store.get_range(path, range.clone())
+        fetch_body(store, path, range.clone(), lens)
     })
     .await;
-    let bytes = match got {
+    let (bytes, crcs) = match got {
         Ok(b) => b,
         Err(e) => {
             return Err(past_the_end(store, path, &range, policy, io)
@@ -160,7 +178,78 @@ pub(crate) async fn get_range(
             ),
         ));
     }
-    Ok(bytes)
+    Ok((bytes, crcs))
+}
+
+/// One attempt of [`get_range_crcs`].
+async fn fetch_body(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    range: Range<u64>,
+    lens: &[u32],
+) -> object_store::Result<(Bytes, Vec<u32>)> {
+    let want = (range.end - range.start) as usize;
+    let opts = GetOptions {
+        range: Some(GetRange::Bounded(range)),
+        ..GetOptions::default()
+    };
+    let res = store.get_opts(path, opts).await?;
+    let mut crcs = BlockCrcs::new(lens);
+    if lens.is_empty() || !matches!(res.payload, GetResultPayload::Stream(_)) {
+        // A local file is read whole in one go.
+        let bytes = res.bytes().await?;
+        crcs.update(&bytes);
+        return Ok((bytes, crcs.finish()));
+    }
+    let mut body = res.into_stream();
+    let mut buf = BytesMut::with_capacity(want);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        // Small steps, so the CRC reads what the copy just left in cache.
+        for piece in chunk.chunks(32 << 10) {
+            buf.extend_from_slice(piece);
+            crcs.update(piece);
+        }
+    }
+    Ok((buf.freeze(), crcs.finish()))
+}
+
+/// CRC32Cs of consecutive pieces of a byte stream.
+struct BlockCrcs<'a> {
+    lens: &'a [u32],
+    done: Vec<u32>,
+    /// Bytes of the current piece still to come, and its CRC so far.
+    left: usize,
+    crc: u32,
+}
+
+impl<'a> BlockCrcs<'a> {
+    fn new(lens: &'a [u32]) -> Self {
+        BlockCrcs {
+            lens,
+            done: Vec::with_capacity(lens.len()),
+            left: lens.first().map_or(0, |l| *l as usize),
+            crc: 0,
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.done.len() < self.lens.len() {
+            let n = self.left.min(data.len());
+            self.crc = crc32c::crc32c_append(self.crc, &data[..n]);
+            self.left -= n;
+            data = &data[n..];
+            if self.left == 0 {
+                self.done.push(self.crc);
+                self.crc = 0;
+                self.left = self.lens.get(self.done.len()).map_or(0, |l| *l as usize);
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<u32> {
+        self.done
+    }
 }
 
 /// After a ranged GET failed for good: is the object shorter than the range
@@ -231,6 +320,61 @@ pub(crate) fn part_retry(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn block_crcs_match_whatever_the_chunking() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let lens = [1000u32, 1, 4999, 3000, 1000];
+        let mut want = Vec::new();
+        let mut at = 0;
+        for l in lens {
+            want.push(crc32c::crc32c(&data[at..at + l as usize]));
+            at += l as usize;
+        }
+        for chunk in [1, 7, 999, 1000, 1001, 4096, 10_000] {
+            let mut c = BlockCrcs::new(&lens);
+            for piece in data.chunks(chunk) {
+                c.update(piece);
+            }
+            assert_eq!(c.finish(), want, "chunks of {chunk}");
+        }
+        // A short body: only the whole pieces get a CRC.
+        let mut c = BlockCrcs::new(&lens);
+        c.update(&data[..6500]);
+        assert_eq!(c.finish(), want[..3]);
+        // No pieces asked: nothing computed.
+        let mut c = BlockCrcs::new(&[]);
+        c.update(&data);
+        assert!(c.finish().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ranged_gets_return_the_range_and_its_block_crcs() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let path = Path::from("a/data");
+        let data = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        store.put(&path, data.clone().into()).await.unwrap();
+        let policy = RetryPolicy::default();
+        let (got, crcs) = get_range_crcs(
+            &store,
+            &path,
+            1000..201_000,
+            &[100_000, 100_000],
+            &policy,
+            &IoSink::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, data.slice(1000..201_000));
+        assert_eq!(
+            crcs,
+            [
+                crc32c::crc32c(&data[1000..101_000]),
+                crc32c::crc32c(&data[101_000..201_000])
+            ]
+        );
+    }
 
     fn generic() -> object_store::Error {
         object_store::Error::Generic {

@@ -9,6 +9,7 @@
 
 mod auth;
 mod consumer;
+mod gather;
 mod lookup;
 mod producer;
 
@@ -32,6 +33,7 @@ use crate::outbound::{ConnHandle, Outbound};
 use crate::service::BrokerService;
 use crate::subscription::Subscription;
 use crate::topic::Topic;
+use gather::Gather;
 
 /// Highest protocol version this broker speaks.
 pub const MAX_PROTOCOL_VERSION: i32 = 21;
@@ -223,43 +225,42 @@ async fn write_loop<S: AsyncWrite>(
     mut rx: mpsc::Receiver<Outbound>,
     closed: CancellationToken,
 ) {
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut out = Gather::default();
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
             _ = closed.cancelled() => None,
         };
         let Some(first) = first else { break };
-        append(&mut buf, first);
-        while buf.len() < (1 << 20) {
+        append(&mut out, first);
+        while out.len() < (1 << 20) {
             match rx.try_recv() {
-                Ok(m) => append(&mut buf, m),
+                Ok(m) => append(&mut out, m),
                 Err(_) => break,
             }
         }
-        if let Err(e) = writer.write_all(&buf).await {
+        if let Err(e) = out.write_to(&mut writer).await {
             debug!(error = %e, "write to client failed");
             break;
         }
-        buf.clear();
     }
     // Flush what was queued before the close (e.g. a final ERROR).
     while let Ok(m) = rx.try_recv() {
-        append(&mut buf, m);
+        append(&mut out, m);
     }
-    if !buf.is_empty() {
-        let _ = writer.write_all(&buf).await;
+    if !out.is_empty() {
+        let _ = out.write_to(&mut writer).await;
     }
     let _ = writer.shutdown().await;
     closed.cancel();
 }
 
-fn append(buf: &mut BytesMut, m: Outbound) {
+fn append(out: &mut Gather, m: Outbound) {
     match m {
-        Outbound::Frame(b) => buf.extend_from_slice(&b),
+        Outbound::Frame(b) => out.push(b),
         Outbound::Message { header, body } => {
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(&body);
+            out.push(header);
+            out.push(body);
         }
     }
 }

@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 use super::TieredReader;
 use super::cache::{BlockKey, Counters, clone_error};
 use crate::error::{OffloadError, Result};
-use crate::format::{LedgerIndex, check_block};
-use crate::retry::get_range;
+use crate::format::{LedgerIndex, check_block, check_block_crc};
+use crate::retry::{get_range, get_range_crcs};
 use crate::stats::IoSink;
 
 type Shared1 = std::result::Result<Bytes, Arc<OffloadError>>;
@@ -280,15 +280,26 @@ impl TieredReader {
             Purpose::Read => None,
         };
         let start = first.offset;
-        let fetched = self.get(ledger, start..last.range().end).await;
+        let lens: Vec<u32> = rows.iter().map(|r| r.len).collect();
+        let fetched = get_range_crcs(
+            &ledger.store,
+            &ledger.data_path,
+            start..last.range().end,
+            &lens,
+            &self.retry,
+            &ledger.io,
+            Some(&self.limiter),
+        )
+        .await;
         let mut out = Vec::with_capacity(rows.len());
         let mut again = Vec::new();
         match fetched {
-            Ok(bytes) => {
-                for (i, row) in rows.iter().enumerate() {
+            Ok((bytes, crcs)) => {
+                self.count_get(bytes.len());
+                for (i, (row, crc)) in rows.iter().zip(crcs).enumerate() {
                     let at = (row.offset - start) as usize;
                     let block = bytes.slice(at..at + row.len as usize);
-                    match check_block(&ledger.data_key, row, &block) {
+                    match check_block_crc(&ledger.data_key, row, &block, crc) {
                         Ok(()) => out.push((blocks.start + i, Ok(block))),
                         Err(_) => again.push(blocks.start + i),
                     }

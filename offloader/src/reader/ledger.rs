@@ -240,12 +240,14 @@ impl ColdLedger {
         let window = config.read_ahead_bytes;
         let rows = &self.shared.index.rows;
         let mut st = self.seq.lock();
-        let sequential = first == 0 || first == st.next_entry;
+        // A read elsewhere (a new reader from the start included) drops
+        // what was fetched ahead of the old position.
+        let continues = first == st.next_entry;
         st.next_entry = next;
-        if !sequential {
+        if !continues {
             st.reset();
         }
-        if !sequential || window == 0 {
+        if !(continues || first == 0) || window == 0 {
             return;
         }
         // What the reader passed is no longer needed; the block it ended
