@@ -599,6 +599,11 @@ async fn perf_cold_read_reports_every_figure() {
         assert!(r["offloaded_bytes"].as_u64().unwrap() >= 24_000_000, "{r}");
         assert!(r["raw_bytes"].as_u64().unwrap() >= 24_000_000, "{r}");
         assert!(r["machine"]["cores"].as_u64().unwrap() >= 1, "{r}");
+        let runs = r["raw_get_runs_mb_per_sec"].as_array().unwrap();
+        assert_eq!(runs.len(), 3, "{r}");
+        let mut runs: Vec<f64> = runs.iter().map(|v| v.as_f64().unwrap()).collect();
+        runs.sort_by(f64::total_cmp);
+        assert_eq!(r["raw_get_mb_per_sec"].as_f64().unwrap(), runs[1], "{r}");
     })
     .await;
 }
