@@ -43,8 +43,8 @@ fn perf_bookie_reports_every_field() {
         "mb_per_sec",
         "raw_fdatasync_mb_per_sec",
         "raw_fdatasync_p99_ms",
-        "raw_overwrite_fdatasync_mb_per_sec",
-        "raw_overwrite_fdatasync_p99_ms",
+        "raw_buffered_fdatasync_mb_per_sec",
+        "raw_buffered_fdatasync_p99_ms",
         "ratio",
     ] {
         let v = report[field].as_f64().unwrap_or(-1.0);
@@ -58,6 +58,7 @@ fn perf_bookie_reports_every_field() {
             "{q} in {report}"
         );
     }
+    assert!(report["raw_direct_io"].is_boolean(), "{report}");
     assert_eq!(report["ensemble"], 2);
     // Paced at 2000/s for 1 s: about 2000 entries, certainly more than a few.
     let entries = report["entries"].as_u64().unwrap();
