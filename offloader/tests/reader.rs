@@ -75,6 +75,24 @@ async fn read_ahead_done(ledger: &ColdLedger) {
     panic!("read-ahead did not finish");
 }
 
+/// Reads the whole ledger in order, 50 entries a read, letting read-ahead
+/// finish after each read (then `after_each`); returns how many GETs the
+/// reads themselves waited for.
+async fn scan(s: &Setup, ledger: &ColdLedger, after_each: impl Fn(&ColdLedger)) -> u64 {
+    let mut next = 0u64;
+    let mut fetched_by_reads = 0;
+    while next < s.sent.len() as u64 {
+        let before = s.faulty.requests(Op::Get);
+        let got = ledger.read(next, next + 49, usize::MAX).await.unwrap();
+        expect(&s.sent, next, &got);
+        fetched_by_reads += s.faulty.requests(Op::Get) - before;
+        next = got.last().unwrap().0 + 1;
+        read_ahead_done(ledger).await;
+        after_each(ledger);
+    }
+    fetched_by_reads
+}
+
 fn expect(sent: &[(u64, Bytes)], first: u64, got: &[(u64, Bytes)]) {
     assert!(!got.is_empty());
     for (i, (id, payload)) in got.iter().enumerate() {
@@ -230,16 +248,7 @@ async fn sequential_reads_fetch_ahead() {
     .await
     .unwrap();
     let (ledger, _, _) = open(&reader, &s).await;
-    let mut next = 0u64;
-    let mut fetched_by_reads = 0;
-    while next < 4000 {
-        let before = s.faulty.requests(Op::Get);
-        let got = ledger.read(next, next + 49, usize::MAX).await.unwrap();
-        expect(&s.sent, next, &got);
-        fetched_by_reads += s.faulty.requests(Op::Get) - before;
-        next = got.last().unwrap().0 + 1;
-        read_ahead_done(&ledger).await;
-    }
+    let fetched_by_reads = scan(&s, &ledger, |_| {}).await;
     let st = reader.stats();
     assert!(st.read_ahead_blocks > 0, "{st:?}");
     // Only the first read waited for the store; read-ahead stayed in front.
@@ -276,19 +285,12 @@ async fn read_ahead_outlives_a_small_block_cache() {
     // Two passes: a second reader from the start (a new subscription)
     // gets read-ahead again, though the first left the ledger's end.
     for pass in 1..=2u64 {
-        let mut next = 0u64;
-        let mut fetched_by_reads = 0;
-        while next < 4000 {
-            let before = s.faulty.requests(Op::Get);
-            let got = ledger.read(next, next + 49, usize::MAX).await.unwrap();
-            expect(&s.sent, next, &got);
-            fetched_by_reads += s.faulty.requests(Op::Get) - before;
-            next = got.last().unwrap().0 + 1;
-            read_ahead_done(&ledger).await;
+        let fetched_by_reads = scan(&s, &ledger, |ledger| {
             // The window, and the block the last read ended in.
             let (_, held) = ledger.read_ahead_held();
             assert!(held <= (256 << 10) + 8192, "held {held} bytes ahead");
-        }
+        })
+        .await;
         let st = reader.stats();
         assert_eq!(fetched_by_reads, 1, "pass {pass}: {st:?}");
         assert!(st.read_ahead_hits > 400 * pass, "pass {pass}: {st:?}");
