@@ -263,6 +263,7 @@ async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
     // Three passes, the median taken: one pass of a loopback store varies
     // by ±15 % from run to run on a small machine.
     let mut raw_runs = Vec::new();
+    tracing::info!("raw read starts");
     for _ in 0..3 {
         let started = Instant::now();
         futures::stream::iter(ranges.clone())
@@ -276,6 +277,7 @@ async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
             .context("raw GETs")?;
         raw_runs.push(mb(raw_bytes, started.elapsed().as_secs_f64()));
     }
+    tracing::info!("raw read ends");
     let mut sorted = raw_runs.clone();
     sorted.sort_by(f64::total_cmp);
     let raw = sorted[sorted.len() / 2];
