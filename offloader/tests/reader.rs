@@ -24,6 +24,7 @@ fn config() -> ReaderConfig {
         range_bytes: 64 << 10,
         read_ahead_bytes: 0,
         read_ahead_budget_bytes: 64 << 20,
+        read_ahead_idle: Duration::from_secs(10),
         first_range_bytes: 0,
         request_timeout: Duration::from_millis(500),
         max_retries: 4,
@@ -328,6 +329,50 @@ async fn read_ahead_stays_within_the_budget() {
     assert!(max_held > 0, "read-ahead ran");
     assert!(max_held <= 32 << 10, "held {max_held} bytes ahead");
     assert!(reader.stats().read_ahead_blocks > 0);
+}
+
+/// A reader that stopped does not keep the budget for ever: once it was
+/// idle for `read_ahead_idle`, another reader out of budget takes it back.
+#[tokio::test]
+async fn idle_readers_give_their_read_ahead_back() {
+    let s = setup(29, &vec![500; 4000], 4096).await;
+    let reader = TieredReader::new(ReaderConfig {
+        read_ahead_bytes: 1 << 20,
+        read_ahead_budget_bytes: 64 << 10,
+        read_ahead_idle: Duration::from_millis(200),
+        range_bytes: 16 << 10,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let (a, _, _) = open(&reader, &s).await;
+    let (b, _, _) = open(&reader, &s).await;
+    expect(&s.sent, 0, &a.read(0, 29, usize::MAX).await.unwrap());
+    read_ahead_done(&a).await;
+    let held_by_a = a.read_ahead_held().1;
+    assert!(held_by_a > 32 << 10, "a holds {held_by_a}");
+    // A is not idle yet: B finds no budget and reads without read-ahead.
+    expect(&s.sent, 0, &b.read(0, 29, usize::MAX).await.unwrap());
+    assert_eq!(a.read_ahead_held().1, held_by_a);
+    assert!(
+        b.read_ahead_held().1 <= 8 << 10,
+        "{:?}",
+        b.read_ahead_held()
+    );
+    // A stays away: B's next read takes the budget back from it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = b.read(30, 59, usize::MAX).await.unwrap();
+    expect(&s.sent, 30, &got);
+    read_ahead_done(&b).await;
+    assert_eq!(a.read_ahead_held(), (0, 0));
+    assert!(
+        b.read_ahead_held().1 > 32 << 10,
+        "{:?}",
+        b.read_ahead_held()
+    );
+    // A can go on reading where it stopped.
+    let got = a.read(30, 59, usize::MAX).await.unwrap();
+    expect(&s.sent, 30, &got);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -30,6 +31,8 @@ struct SeqState {
     /// until read so the block cache cannot evict them first; each holds
     /// its share of the process's read-ahead budget.
     held: BTreeMap<usize, (Pending, OwnedSemaphorePermit)>,
+    /// When this ledger was last read.
+    last_read: Instant,
 }
 
 impl SeqState {
@@ -55,7 +58,7 @@ impl ColdLedger {
         index: Arc<LedgerIndex>,
         io: IoSink,
     ) -> Arc<ColdLedger> {
-        Arc::new(ColdLedger {
+        let ledger = Arc::new(ColdLedger {
             reader,
             shared: Arc::new(LedgerShared {
                 store,
@@ -68,8 +71,26 @@ impl ColdLedger {
                 next_entry: u64::MAX,
                 ahead_until: 0,
                 held: BTreeMap::new(),
+                last_read: Instant::now(),
             }),
-        })
+        });
+        ledger.reader.register_reader(&ledger);
+        ledger
+    }
+
+    /// Gives back what read-ahead holds if this ledger was not read for
+    /// `idle` (its reader went away or stalled); false if it is busy.
+    pub(crate) fn release_if_idle(&self, idle: Duration) -> bool {
+        let Some(mut st) = self.seq.try_lock() else {
+            return false;
+        };
+        if st.held.is_empty() || st.last_read.elapsed() < idle {
+            return false;
+        }
+        st.reset();
+        // The reader starts over as a new one if it comes back.
+        st.next_entry = u64::MAX;
+        true
     }
 
     pub fn header(&self) -> &LedgerHeader {
@@ -240,6 +261,7 @@ impl ColdLedger {
         let window = config.read_ahead_bytes;
         let rows = &self.shared.index.rows;
         let mut st = self.seq.lock();
+        st.last_read = Instant::now();
         // A read elsewhere (a new reader from the start included) drops
         // what was fetched ahead of the old position.
         let continues = first == st.next_entry;
@@ -277,10 +299,21 @@ impl ColdLedger {
         let mut end = start;
         let mut bytes = ahead;
         let mut permits = Vec::new();
+        let mut reclaimed = false;
         while end < rows.len() && bytes < window {
             let len = rows[end].len;
-            let Ok(permit) = self.reader.ahead_budget.clone().try_acquire_many_owned(len) else {
-                break;
+            let budget = &self.reader.ahead_budget;
+            let permit = match budget.clone().try_acquire_many_owned(len) {
+                Ok(p) => p,
+                // Out of budget: take back what idle readers hold, once.
+                Err(_) if !reclaimed => {
+                    reclaimed = true;
+                    if self.reader.release_idle_read_ahead(self) == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                Err(_) => break,
             };
             permits.push(permit);
             bytes += u64::from(len);

@@ -22,7 +22,7 @@ mod ledger;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,6 +64,9 @@ pub struct ReaderConfig {
     /// Most bytes fetched ahead and not read yet, over every reader of the
     /// process (each sequential reader holds up to `read_ahead_bytes`).
     pub read_ahead_budget_bytes: u64,
+    /// A ledger not read for this long gives back what read-ahead holds for
+    /// it when another reader runs out of budget.
+    pub read_ahead_idle: Duration,
     /// Size of the speculative GET of a data object's start that runs next to
     /// the index GET when a ledger is opened (0: none).
     pub first_range_bytes: u64,
@@ -83,6 +86,7 @@ impl Default for ReaderConfig {
             range_bytes: 4 << 20,
             read_ahead_bytes: 16 << 20,
             read_ahead_budget_bytes: 256 << 20,
+            read_ahead_idle: Duration::from_secs(10),
             first_range_bytes: 256 << 10,
             request_timeout: Duration::from_secs(30),
             max_retries: 5,
@@ -128,6 +132,8 @@ pub struct TieredReader {
     ahead_limiter: Semaphore,
     /// Bytes of blocks fetched ahead and not read yet (see `ledger`).
     ahead_budget: Arc<Semaphore>,
+    /// Every open ledger, for taking back read-ahead idle ones hold.
+    readers: Mutex<Vec<Weak<ColdLedger>>>,
     inflight: Mutex<HashMap<BlockKey, Inflight>>,
     counters: Counters,
 }
@@ -170,6 +176,7 @@ impl TieredReader {
             cache,
             indexes,
             inflight: Mutex::new(HashMap::new()),
+            readers: Mutex::new(Vec::new()),
             counters: Counters::default(),
         }))
     }
@@ -294,6 +301,28 @@ impl TieredReader {
                 Counters::add(&self.counters.speculative_blocks, 1);
             }
         }
+    }
+
+    pub(crate) fn register_reader(&self, ledger: &Arc<ColdLedger>) {
+        let mut readers = self.readers.lock();
+        readers.retain(|r| r.strong_count() > 0);
+        readers.push(Arc::downgrade(ledger));
+    }
+
+    /// Takes back the read-ahead of ledgers other than `except` that were
+    /// not read for `read_ahead_idle`; returns how many gave theirs back.
+    pub(crate) fn release_idle_read_ahead(&self, except: &ColdLedger) -> usize {
+        let others: Vec<Arc<ColdLedger>> = self
+            .readers
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|l| !std::ptr::eq(Arc::as_ptr(l), except))
+            .collect();
+        others
+            .iter()
+            .filter(|l| l.release_if_idle(self.config.read_ahead_idle))
+            .count()
     }
 
     fn count_get(&self, bytes: usize) {
