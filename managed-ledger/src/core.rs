@@ -73,6 +73,9 @@ pub(crate) struct Core {
     /// readers and stops background work.
     pub shutdown: CancellationToken,
     pub readers: Mutex<HashMap<u64, Source>>,
+    /// A ledger's source is opened by one caller at a time, so a read and a
+    /// prefetch of the same ledger share one open (one index GET).
+    opening: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// The cold tier, when the broker has one.
     pub cold: Option<Arc<dyn ColdTier>>,
     /// Asks the background task to trim (after a ledger was closed).
@@ -188,6 +191,7 @@ impl Core {
             status: Mutex::new(Status::Open),
             shutdown: CancellationToken::new(),
             readers: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
             cold,
             trim_wanted: Notify::new(),
             persist_wanted: Notify::new(),
@@ -312,18 +316,44 @@ impl Core {
     /// Where to read `ledger_id` up to entry `need` from: its cold copy
     /// when it is closed and has a verified one, else the bookies.
     pub async fn source(&self, ledger_id: u64, need: u64) -> Result<Source> {
-        match self.readers.lock().get(&ledger_id) {
-            Some(Source::Cold(c)) => return Ok(Source::Cold(c.clone())),
-            Some(Source::Hot(r)) if r.last_readable() >= need as i64 => {
-                return Ok(Source::Hot(r.clone()));
-            }
-            _ => {}
+        if let Some(s) = self.kept_source(ledger_id, need) {
+            return Ok(s);
         }
+        let gate = self.opening.lock().entry(ledger_id).or_default().clone();
+        let opened = async {
+            let _one = gate.lock().await;
+            match self.kept_source(ledger_id, need) {
+                Some(s) => Ok(s),
+                None => self.open_source(ledger_id, need).await,
+            }
+        }
+        .await;
+        let mut opening = self.opening.lock();
+        if opening
+            .get(&ledger_id)
+            .is_some_and(|g| Arc::strong_count(g) <= 2)
+        {
+            opening.remove(&ledger_id);
+        }
+        opened
+    }
+
+    async fn open_source(&self, ledger_id: u64, need: u64) -> Result<Source> {
         if let Some(c) = self.open_cold(ledger_id).await {
             self.keep_reader(ledger_id, Source::Cold(c.clone()));
             return Ok(Source::Cold(c));
         }
         Ok(Source::Hot(self.reader(ledger_id, need).await?))
+    }
+
+    fn kept_source(&self, ledger_id: u64, need: u64) -> Option<Source> {
+        match self.readers.lock().get(&ledger_id) {
+            Some(Source::Cold(c)) => Some(Source::Cold(c.clone())),
+            Some(Source::Hot(r)) if r.last_readable() >= need as i64 => {
+                Some(Source::Hot(r.clone()))
+            }
+            _ => None,
+        }
     }
 
     /// The cold copy of a closed ledger, if there is a verified one. A

@@ -235,7 +235,7 @@ impl ManagedLedger {
                     ManagedCursor::new(self.core.clone(), name, true, state, Some(version))
                 }
                 None => {
-                    let state = {
+                    let (state, closed_start) = {
                         let view = self.core.view.lock();
                         let mark_delete = match initial {
                             InitialPosition::Earliest => match view.first_position() {
@@ -246,8 +246,26 @@ impl ManagedLedger {
                                 view.last_confirmed.unwrap_or(Position::EARLIEST)
                             }
                         };
-                        CursorState::new(mark_delete, view.next_position(mark_delete))
+                        let start = view.next_position(mark_delete);
+                        let closed = view
+                            .ledgers
+                            .get(&start.ledger_id)
+                            .is_some_and(|l| l.info.closed);
+                        (
+                            CursorState::new(mark_delete, start),
+                            closed.then_some(start),
+                        )
                     };
+                    // A new subscription reads at once: while its cursor is
+                    // written, open the closed ledger it starts in (for a
+                    // cold copy: its index and first blocks), so the first
+                    // read finds them. A failure here is the read's to report.
+                    if let Some(at) = closed_start {
+                        let core = self.core.clone();
+                        tokio::spawn(async move {
+                            let _ = core.source(at.ledger_id, at.entry_id).await;
+                        });
+                    }
                     let c = ManagedCursor::new(self.core.clone(), name, true, state, None);
                     c.persist().await?;
                     c

@@ -31,6 +31,9 @@ struct FakeTier {
     /// it has ready).
     short: AtomicBool,
     reads: AtomicU64,
+    opens: AtomicU64,
+    /// How long an open of an existing copy takes, in ms.
+    open_delay_ms: AtomicU64,
     deletes: Mutex<Vec<u64>>,
 }
 
@@ -71,6 +74,17 @@ impl ColdTier for Handle {
         name: &str,
         ledger_id: u64,
     ) -> Result<Option<Arc<dyn ColdLedger>>, ColdError> {
+        let delay = self.0.open_delay_ms.load(Ordering::Relaxed);
+        if delay > 0
+            && self
+                .0
+                .copies
+                .lock()
+                .contains_key(&(name.to_string(), ledger_id))
+        {
+            self.0.opens.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         Ok(self
             .0
             .copies
@@ -143,6 +157,40 @@ async fn reads_cross_from_cold_ledgers_to_hot_ones() {
         tier.reads.load(Ordering::Relaxed) >= 1,
         "the cold copy was not read"
     );
+}
+
+/// A new subscription's cursor opens the cold ledger it starts in while the
+/// cursor is written, and its first read shares that open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cursor_opens_its_cold_start_once_and_early() {
+    let c = Cluster::start(1).await;
+    let (tier, f) = setup(&c, small_ledgers(10)).await;
+    let ml = f.open(NAME).await.unwrap();
+    let positions = add_n(&ml, 0, 15).await;
+    wait_confirmed(&ml, *positions.last().unwrap()).await;
+    offload(&c, &tier, positions[0].ledger_id, 10, true).await;
+    tier.open_delay_ms.store(300, Ordering::Relaxed);
+
+    let cursor = ml
+        .open_cursor("sub", strata_managed_ledger::InitialPosition::Earliest)
+        .await
+        .unwrap();
+    // Opening the cursor started the open of its cold start (no read yet).
+    for _ in 0..200 {
+        if tier.opens.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(tier.opens.load(Ordering::Relaxed), 1);
+    assert_eq!(tier.reads.load(Ordering::Relaxed), 0);
+    // The first read, issued while that open is still running, shares it.
+    let got = cursor.read_entries(10, usize::MAX).await.unwrap();
+    assert_eq!(got.len(), 10);
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.data, payload(i as u64));
+    }
+    assert_eq!(tier.opens.load(Ordering::Relaxed), 1, "one shared open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
