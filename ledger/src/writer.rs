@@ -603,15 +603,28 @@ impl Inner {
 
 async fn run_acks(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AddAck>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut acks = Vec::with_capacity(256);
+    // Grows with bursts and is given back once the writer goes quiet: a
+    // broker holds a writer per topic, most of them idle (a buffer of 256
+    // acks made up 14 KiB of each idle topic's memory).
+    let mut acks = Vec::new();
+    let mut busy = false;
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => break,
             n = rx.recv_many(&mut acks, 1024) => match n {
                 0 => break,
-                _ => inner.on_acks(&mut acks),
+                _ => {
+                    busy = true;
+                    inner.on_acks(&mut acks);
+                }
             },
-            _ = tick.tick() => inner.check_timeouts(),
+            _ = tick.tick() => {
+                inner.check_timeouts();
+                if !busy {
+                    acks = Vec::new();
+                }
+                busy = false;
+            }
         }
     }
     // Anything still pending when the writer goes away fails now.
