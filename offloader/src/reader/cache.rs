@@ -83,7 +83,7 @@ pub(crate) async fn build_cache(
         Some(d) if cfg!(target_os = "linux") => match build(memory_bytes, Some(d), true).await {
             Ok(cache) => Ok(cache),
             Err(e) => {
-                tracing::warn!(dir = %d.0.display(), error = %e, "direct I/O refused for the cold disk cache; using buffered I/O");
+                tracing::warn!(dir = %d.0.display(), error = %e, "the cold disk cache could not start with direct I/O; trying buffered I/O");
                 build(memory_bytes, Some(d), false).await
             }
         },

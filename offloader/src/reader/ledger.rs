@@ -128,9 +128,6 @@ impl ColdLedger {
         };
         let hits = held.iter().filter(|h| h.is_some()).count() as u64;
         Counters::add(&self.reader.counters.read_ahead_hits, hits);
-        if held.iter().all(Option::is_some) {
-            return held.into_iter().flatten().collect();
-        }
         let mut out = Vec::with_capacity(held.len());
         let mut i = 0;
         while i < held.len() {
