@@ -115,6 +115,13 @@ pub struct BookieSide {
     pub write_cache_wait_p99_ms_bucket: f64,
     pub flushes: u64,
     pub flush_p99_ms_bucket: f64,
+    /// Batches written (one `pwrite` each; a sync covers one or more).
+    pub journal_writes: u64,
+    /// Means over the run, for where an add's time goes.
+    pub add_avg_ms: f64,
+    pub journal_queue_avg_ms: f64,
+    pub journal_write_avg_ms: f64,
+    pub journal_fsync_avg_ms: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -303,7 +310,14 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         write_cache_wait_p99_ms_bucket: 0.0,
         flushes: 0,
         flush_p99_ms_bucket: 0.0,
+        journal_writes: 0,
+        add_avg_ms: 0.0,
+        journal_queue_avg_ms: 0.0,
+        journal_write_avg_ms: 0.0,
+        journal_fsync_avg_ms: 0.0,
     };
+    // Sums and counts per histogram, for the means.
+    let mut sums = [(0.0, 0u64); 4];
     let mut batch_bytes = 0.0;
     for b in bookies {
         let m = b.metrics();
@@ -335,7 +349,22 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         );
         worst(&mut side.flush_p99_ms_bucket, p99(&m.flush_seconds));
         side.write_cache_waits += m.write_cache_wait_seconds.count();
+        side.journal_writes += m.journal_write_seconds.count();
+        for (acc, h) in sums.iter_mut().zip([
+            &m.add_seconds,
+            &m.journal_queue_seconds,
+            &m.journal_write_seconds,
+            &m.journal_fsync_seconds,
+        ]) {
+            acc.0 += h.sum();
+            acc.1 += h.count();
+        }
     }
-    side.journal_avg_batch_bytes = batch_bytes / side.journal_syncs.max(1) as f64;
+    let mean_ms = |(sum, n): (f64, u64)| sum * 1000.0 / n.max(1) as f64;
+    side.add_avg_ms = mean_ms(sums[0]);
+    side.journal_queue_avg_ms = mean_ms(sums[1]);
+    side.journal_write_avg_ms = mean_ms(sums[2]);
+    side.journal_fsync_avg_ms = mean_ms(sums[3]);
+    side.journal_avg_batch_bytes = batch_bytes / side.journal_writes.max(1) as f64;
     side
 }
