@@ -309,12 +309,13 @@ impl Index {
         let _writing = self.writing.lock();
         let cf = self.entries_cf();
         let mut wb = WriteBatch::default();
-        let mut puts: BTreeMap<u64, BTreeMap<u64, Location>> = BTreeMap::new();
+        // Per ledger, in batch order (usually already in entry order).
+        let mut puts: BTreeMap<u64, Vec<(u64, Location)>> = BTreeMap::new();
         let mut deleted = HashSet::new();
         for op in batch.entries {
             match op {
                 EntryOp::Put(ledger, entry, loc) => {
-                    puts.entry(ledger).or_default().insert(entry, loc);
+                    puts.entry(ledger).or_default().push((entry, loc));
                 }
                 EntryOp::DeleteLedger(ledger) => {
                     puts.remove(&ledger);
@@ -328,6 +329,12 @@ impl Index {
             }
         }
         for (ledger, mut locs) in puts {
+            if !locs.is_sorted_by(|a, b| a.0 < b.0) {
+                // Sorted by entry, the last location of each entry kept.
+                locs.reverse();
+                locs.sort_by_key(|(e, _)| *e);
+                locs.dedup_by_key(|(e, _)| *e);
+            }
             if !deleted.contains(&ledger) {
                 self.merge_overlapping(ledger, &mut locs, &mut wb)?;
             }
@@ -346,20 +353,21 @@ impl Index {
     }
 
     /// Folds the indexed runs of `ledger` that overlap the entry range of
-    /// `locs` into it (its own locations win) and deletes them in `wb`, so
-    /// the runs built from `locs` replace them.
+    /// `locs` (sorted, one per entry) into it, its own locations winning,
+    /// and deletes them in `wb`, so the runs built from `locs` replace them.
     fn merge_overlapping(
         &self,
         ledger: u64,
-        locs: &mut BTreeMap<u64, Location>,
+        locs: &mut Vec<(u64, Location)>,
         wb: &mut WriteBatch,
     ) -> Result<()> {
-        let (Some(&low), Some(&high)) = (locs.keys().next(), locs.keys().next_back()) else {
+        let (Some(&(low, _)), Some(&(high, _))) = (locs.first(), locs.last()) else {
             return Ok(());
         };
         let cf = self.entries_cf();
         let mut it = self.db.raw_iterator_cf(cf);
         it.seek(entry_key(ledger, low));
+        let mut merged: Option<BTreeMap<u64, Location>> = None;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let Some(last) = key_entry(k, ledger) else {
                 break;
@@ -368,13 +376,17 @@ impl Index {
             if run.first() > high {
                 break;
             }
+            let merged = merged.get_or_insert_with(|| locs.iter().copied().collect());
             for (entry, loc) in run.entries() {
-                locs.entry(entry).or_insert(loc);
+                merged.entry(entry).or_insert(loc);
             }
             wb.delete_cf(cf, k);
             it.next();
         }
         it.status()?;
+        if let Some(merged) = merged {
+            *locs = merged.into_iter().collect();
+        }
         Ok(())
     }
 
@@ -698,5 +710,28 @@ mod tests {
         assert_eq!(idx.location(3, 2).unwrap(), None);
         assert_eq!(idx.location(3, 7).unwrap(), Some(at(1, 70)));
         assert_eq!(idx.last_entry(3).unwrap(), Some(7));
+    }
+
+    /// Locations out of entry order, and several for one entry, in one
+    /// batch: the last one given for an entry wins.
+    #[test]
+    fn a_batch_out_of_order_keeps_the_last_location_of_each_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        put_all(
+            &idx,
+            6,
+            &[
+                (4, at(1, 0)),
+                (2, at(1, 10)),
+                (4, at(2, 40)),
+                (3, at(1, 30)),
+                (2, at(2, 20)),
+            ],
+        );
+        assert_eq!(idx.location(6, 2).unwrap(), Some(at(2, 20)));
+        assert_eq!(idx.location(6, 3).unwrap(), Some(at(1, 30)));
+        assert_eq!(idx.location(6, 4).unwrap(), Some(at(2, 40)));
+        assert_eq!(idx.last_entry(6).unwrap(), Some(4));
     }
 }
