@@ -127,6 +127,8 @@ pub struct ProducerPlan {
     pub phase: f64,
     /// Also keep a latency histogram per second of the window.
     pub series: bool,
+    /// The producer's pending-message limit: receipts awaited at most.
+    pub max_pending: usize,
 }
 
 /// Sends until the end of the timeline; returns once every receipt is in
@@ -137,7 +139,9 @@ pub async fn produce(
     t: Timeline,
     produced: Arc<AtomicU64>,
 ) -> ProducerStats {
-    let (tx, rx) = mpsc::channel::<(Instant, bool, SendFuture)>(4096);
+    // Room for every receipt the producer may have pending, so that its
+    // own limit, not this queue, bounds what is in flight.
+    let (tx, rx) = mpsc::channel::<(Instant, bool, SendFuture)>(plan.max_pending.max(1));
     // A failed send ends this producer's run: what follows would only
     // measure how fast the broker refuses.
     let failed = CancellationToken::new();

@@ -401,6 +401,7 @@ pub(super) async fn run_workload(
                 rate: (args.rate > 0.0).then(|| args.rate / n as f64),
                 phase: i as f64 / n as f64,
                 series: args.latency_series,
+                max_pending: args.max_pending as usize,
             };
             tokio::spawn(workers::produce(p, plan, t, produced.clone()))
         })
