@@ -227,28 +227,33 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         (h, n, failed)
     });
     let started = Instant::now();
-    let mut sent = 0u64;
+    let end = started + args.duration;
+    let mut pacer = if args.rate > 0.0 {
+        Some(super::pacer::Pacer::start(started, args.rate, 0.0, end)?)
+    } else {
+        None
+    };
     loop {
-        // One clock read per entry serves both the deadline and the latency.
-        let now = Instant::now();
-        if now - started >= args.duration {
-            break;
-        }
-        let t = if args.rate > 0.0 {
-            let due = started + Duration::from_secs_f64(sent as f64 / args.rate);
-            if due > now {
-                tokio::time::sleep_until(due.into()).await;
+        let t = match &mut pacer {
+            Some(p) => match p.next().await {
+                Some(due) => due,
+                None => break,
+            },
+            None => {
+                // One clock read per entry serves both the deadline and the latency.
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
             }
-            due
-        } else {
-            now
         };
         let fut = writer.enqueue(payload.clone()).await?;
         if tx.send((t, Box::pin(fut))).is_err() {
             break;
         }
-        sent += 1;
     }
+    drop(pacer);
     drop(tx);
     let (hist, n, failed) = collector.await?;
     let elapsed = started.elapsed().as_secs_f64();

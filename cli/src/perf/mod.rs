@@ -15,6 +15,7 @@ mod connect;
 mod cpu;
 mod evidence;
 mod flood;
+mod pacer;
 mod raw;
 mod report;
 mod tenants;

@@ -16,6 +16,7 @@ use strata_client::{Consumer, Producer, SendFuture};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::pacer::Pacer;
 use super::report;
 
 /// Error messages kept for the report (the count is kept in full).
@@ -148,24 +149,29 @@ pub async fn produce(
     let collector = tokio::spawn(collect(rx, t, plan.series, produced, failed.clone()));
     let mut payload: Vec<u8> = (0..plan.size.max(8)).map(|i| (i % 251) as u8).collect();
     let mut errors = Errors::default();
-    let mut k = 0u64;
+    let mut pacer = match plan.rate {
+        Some(rate) => match Pacer::start(t.start, rate, plan.phase, t.end) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.add(format!("cannot start the pacer thread: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
     loop {
-        let now = Instant::now();
-        if now >= t.end || failed.is_cancelled() {
+        if Instant::now() >= t.end
+            || failed.is_cancelled()
+            || (plan.rate.is_some() && pacer.is_none())
+        {
             break;
         }
-        let scheduled = match plan.rate {
-            Some(rate) => {
-                let due = t.start + Duration::from_secs_f64((k as f64 + plan.phase) / rate);
-                if due >= t.end {
-                    break;
-                }
-                if due > now {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                due
-            }
-            None => now,
+        let scheduled = match &mut pacer {
+            Some(p) => match p.next().await {
+                Some(due) if due < t.end => due,
+                _ => break,
+            },
+            None => Instant::now(),
         };
         payload[..8].copy_from_slice(&t.clock.wall_us(scheduled).to_be_bytes());
         let counted = Instant::now() >= t.measure_start;
@@ -180,8 +186,8 @@ pub async fn produce(
                 break;
             }
         }
-        k += 1;
     }
+    drop(pacer);
     if let Err(e) = producer.flush().await {
         errors.add(format!("flush on {}: {e}", producer.topic()));
     }
