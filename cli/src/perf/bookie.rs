@@ -41,6 +41,10 @@ pub struct BookiePerfArgs {
     /// stall that delays later sends is counted (coordinated omission).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// With --rate: the pacer's shortest sleep in µs; entries due within one
+    /// tick leave together (see `perf::pacer`).
+    #[arg(long, default_value_t = super::pacer::DEFAULT_TICK_US)]
+    pub pace_tick_us: u64,
     /// Bookie settings (TOML, as for `strata bookie --config`); `listen` and
     /// `data_dir` are set by the benchmark.
     #[arg(long)]
@@ -229,7 +233,13 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let started = Instant::now();
     let end = started + args.duration;
     let mut pacer = if args.rate > 0.0 {
-        Some(super::pacer::Pacer::start(started, args.rate, 0.0, end)?)
+        Some(super::pacer::Pacer::start(
+            started,
+            args.rate,
+            0.0,
+            end,
+            Duration::from_micros(args.pace_tick_us.max(1)),
+        )?)
     } else {
         None
     };

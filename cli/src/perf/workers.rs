@@ -130,6 +130,8 @@ pub struct ProducerPlan {
     pub series: bool,
     /// The producer's pending-message limit: receipts awaited at most.
     pub max_pending: usize,
+    /// The pacer's shortest sleep.
+    pub pace_tick: Duration,
 }
 
 /// Sends until the end of the timeline; returns once every receipt is in
@@ -150,7 +152,7 @@ pub async fn produce(
     let mut payload: Vec<u8> = (0..plan.size.max(8)).map(|i| (i % 251) as u8).collect();
     let mut errors = Errors::default();
     let mut pacer = match plan.rate {
-        Some(rate) => match Pacer::start(t.start, rate, plan.phase, t.end) {
+        Some(rate) => match Pacer::start(t.start, rate, plan.phase, t.end, plan.pace_tick) {
             Ok(p) => Some(p),
             Err(e) => {
                 errors.add(format!("cannot start the pacer thread: {e}"));

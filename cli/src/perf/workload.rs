@@ -106,6 +106,10 @@ pub struct WorkloadArgs {
     /// Unacknowledged messages per producer (per partition) at most.
     #[arg(long, default_value_t = 10_000)]
     pub max_pending: u32,
+    /// With --rate: the pacer's shortest sleep in µs; sends due within one
+    /// tick leave together (see `perf::pacer`).
+    #[arg(long, default_value_t = super::pacer::DEFAULT_TICK_US)]
+    pub pace_tick_us: u64,
     /// Messages a consumer lets the broker send ahead.
     #[arg(long, default_value_t = 1000)]
     pub receiver_queue: u32,
@@ -402,6 +406,7 @@ pub(super) async fn run_workload(
                 phase: i as f64 / n as f64,
                 series: args.latency_series,
                 max_pending: args.max_pending as usize,
+                pace_tick: Duration::from_micros(args.pace_tick_us.max(1)),
             };
             tokio::spawn(workers::produce(p, plan, t, produced.clone()))
         })
