@@ -365,57 +365,55 @@ impl Index {
             return Ok(());
         };
         let cf = self.entries_cf();
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek(entry_key(ledger, low));
         let mut merged: Option<BTreeMap<u64, Location>> = None;
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let Some(last) = key_entry(k, ledger) else {
-                break;
-            };
-            let run = RunView::decode(last, v)?;
+        self.runs_from(ledger, low, |key, run| {
             if run.first() > high {
-                break;
+                return false;
             }
             let merged = merged.get_or_insert_with(|| locs.iter().copied().collect());
             for (entry, loc) in run.entries() {
                 merged.entry(entry).or_insert(loc);
             }
-            wb.delete_cf(cf, k);
-            it.next();
-        }
-        it.status()?;
+            wb.delete_cf(cf, key);
+            true
+        })?;
         if let Some(merged) = merged {
             *locs = merged.into_iter().collect();
         }
         Ok(())
     }
 
-    /// The run record that would hold `(ledger, entry)`: the first at or
-    /// after it. `f` gets the run's last entry id and record.
-    fn with_run_at<T>(
+    /// Calls `f` with each run of `ledger` from the one that would hold
+    /// `from` on, in entry order, while it returns true.
+    fn runs_from(
         &self,
         ledger: u64,
-        entry: u64,
-        f: impl FnOnce(u64, &[u8]) -> Result<Option<T>>,
-    ) -> Result<Option<T>> {
+        from: u64,
+        mut f: impl FnMut(&[u8], RunView<'_>) -> bool,
+    ) -> Result<()> {
         let mut it = self.db.raw_iterator_cf(self.entries_cf());
-        it.seek(entry_key(ledger, entry));
-        match (it.key(), it.value()) {
-            (Some(k), Some(v)) => match key_entry(k, ledger) {
-                Some(last) => f(last, v),
-                None => Ok(None),
-            },
-            _ => {
-                it.status()?;
-                Ok(None)
+        it.seek(entry_key(ledger, from));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let Some(last) = key_entry(k, ledger) else {
+                break;
+            };
+            if !f(k, RunView::decode(last, v)?) {
+                break;
             }
+            it.next();
         }
+        it.status()?;
+        Ok(())
     }
 
     pub fn location(&self, ledger: u64, entry: u64) -> Result<Option<Location>> {
-        self.with_run_at(ledger, entry, |last, v| {
-            Ok(RunView::decode(last, v)?.get(entry))
-        })
+        let mut found = None;
+        // Only the first run can hold it: runs are keyed by their last entry.
+        self.runs_from(ledger, entry, |_, run| {
+            found = run.get(entry);
+            false
+        })?;
+        Ok(found)
     }
 
     /// Highest indexed entry of a ledger.
@@ -439,19 +437,12 @@ impl Index {
     /// Every indexed entry of `ledger` stored in `log_id`, in entry order.
     pub fn entries_in_log(&self, ledger: u64, log_id: u64) -> Result<Vec<(u64, Location)>> {
         let mut out = Vec::new();
-        let mut it = self.db.raw_iterator_cf(self.entries_cf());
-        it.seek(entry_key(ledger, 0));
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let Some(last) = key_entry(k, ledger) else {
-                break;
-            };
-            let run = RunView::decode(last, v)?;
+        self.runs_from(ledger, 0, |_, run| {
             if run.log_id() == log_id {
                 out.extend(run.entries());
             }
-            it.next();
-        }
-        it.status()?;
+            true
+        })?;
         Ok(out)
     }
 

@@ -55,13 +55,14 @@ impl Gather {
             let n = if self.parts.len() == 1 || !w.is_write_vectored() {
                 w.write(&self.parts[0]).await?
             } else {
-                let slices: Vec<IoSlice<'_>> = self
-                    .parts
-                    .iter()
-                    .take(MAX_SLICES)
-                    .map(|p| IoSlice::new(p))
-                    .collect();
-                w.write_vectored(&slices).await?
+                // On the stack: no allocation per write.
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut n = 0;
+                for (slot, part) in slices.iter_mut().zip(&self.parts) {
+                    *slot = IoSlice::new(part);
+                    n += 1;
+                }
+                w.write_vectored(&slices[..n]).await?
             };
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());

@@ -151,29 +151,32 @@ pub async fn produce(
     let collector = tokio::spawn(collect(rx, t, plan.series, produced, failed.clone()));
     let mut payload: Vec<u8> = (0..plan.size.max(8)).map(|i| (i % 251) as u8).collect();
     let mut errors = Errors::default();
-    let mut pacer = match plan.rate {
-        Some(rate) => match Pacer::start(t.start, rate, plan.phase, t.end, plan.pace_tick) {
-            Ok(p) => Some(p),
+    let mut pacer = None;
+    if let Some(rate) = plan.rate {
+        match Pacer::start(t.start, rate, plan.phase, t.end, plan.pace_tick) {
+            Ok(p) => pacer = Some(p),
             Err(e) => {
+                // Unpaced sends would measure something else: send nothing.
                 errors.add(format!("cannot start the pacer thread: {e}"));
-                None
+                failed.cancel();
             }
-        },
-        None => None,
-    };
-    loop {
-        if Instant::now() >= t.end
-            || failed.is_cancelled()
-            || (plan.rate.is_some() && pacer.is_none())
-        {
-            break;
         }
+    }
+    while !failed.is_cancelled() {
         let scheduled = match &mut pacer {
+            // The pacer releases nothing due at or after the end.
             Some(p) => match p.next().await {
                 Some(due) if due < t.end => due,
                 _ => break,
             },
-            None => Instant::now(),
+            None => {
+                // One clock read serves both the deadline and the latency.
+                let now = Instant::now();
+                if now >= t.end {
+                    break;
+                }
+                now
+            }
         };
         payload[..8].copy_from_slice(&t.clock.wall_us(scheduled).to_be_bytes());
         let counted = Instant::now() >= t.measure_start;
