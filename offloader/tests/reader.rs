@@ -53,6 +53,10 @@ async fn setup(seed: u64, sizes: &[usize], block: usize) -> Setup {
     }
 }
 
+async fn reader_with(config: ReaderConfig) -> Arc<TieredReader> {
+    TieredReader::new(config).await.expect("reader")
+}
+
 async fn open(
     reader: &Arc<TieredReader>,
     s: &Setup,
@@ -116,7 +120,7 @@ async fn read_on(ledger: &ColdLedger, first: u64, last: u64) -> Vec<(u64, Bytes)
 async fn arbitrary_ranges_return_exact_bytes_within_max_bytes() {
     let sizes = random_sizes(21, 2000, 3000);
     let s = setup(21, &sizes, 8192).await;
-    let reader = TieredReader::new(config()).await.unwrap();
+    let reader = reader_with(config()).await;
     let (ledger, _, _) = open(&reader, &s).await;
     assert_eq!(ledger.header().entries, 2000);
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
@@ -168,7 +172,7 @@ async fn arbitrary_ranges_return_exact_bytes_within_max_bytes() {
 #[tokio::test]
 async fn a_second_read_is_served_from_memory_without_gets() {
     let s = setup(22, &random_sizes(22, 500, 2000), 4096).await;
-    let reader = TieredReader::new(config()).await.unwrap();
+    let reader = reader_with(config()).await;
     let (ledger, _, io) = open(&reader, &s).await;
     let first = ledger.read(100, 300, usize::MAX).await.unwrap();
     let gets = s.faulty.requests(Op::Get);
@@ -197,7 +201,7 @@ async fn a_second_read_is_served_from_memory_without_gets() {
 async fn one_read_of_a_block_costs_one_small_get() {
     // 4 MiB ledger in 64 KiB blocks.
     let s = setup(23, &vec![1000; 4000], 64 << 10).await;
-    let reader = TieredReader::new(config()).await.unwrap();
+    let reader = reader_with(config()).await;
     let (ledger, _, io) = open(&reader, &s).await;
     let index_bytes = io.snapshot().get_bytes;
     ledger.read(2500, 2500, 1).await.unwrap();
@@ -213,12 +217,11 @@ async fn one_read_of_a_block_costs_one_small_get() {
 #[tokio::test]
 async fn open_fetches_the_first_range_with_the_index() {
     let s = setup(24, &random_sizes(24, 400, 1000), 4096).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         first_range_bytes: 32 << 10,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     s.faulty.set_latency(Duration::from_millis(100));
     let (ledger, _, _) = open(&reader, &s).await;
     assert_eq!(s.faulty.requests(Op::Get), 2, "index + first range");
@@ -241,13 +244,12 @@ async fn open_fetches_the_first_range_with_the_index() {
 #[tokio::test]
 async fn sequential_reads_fetch_ahead() {
     let s = setup(25, &vec![500; 4000], 4096).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         read_ahead_bytes: 256 << 10,
         range_bytes: 64 << 10,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     let (ledger, _, _) = open(&reader, &s).await;
     let fetched_by_reads = scan(&s, &ledger, |_| {}).await;
     let st = reader.stats();
@@ -257,12 +259,11 @@ async fn sequential_reads_fetch_ahead() {
     assert!(st.misses <= 8, "only the first read missed: {st:?}");
 
     // A random read elsewhere does not start read-ahead.
-    let other = TieredReader::new(ReaderConfig {
+    let other = reader_with(ReaderConfig {
         read_ahead_bytes: 256 << 10,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     let (l2, _, _) = open(&other, &s).await;
     l2.read(2000, 2000, 1).await.unwrap();
     read_ahead_done(&l2).await;
@@ -274,14 +275,13 @@ async fn sequential_reads_fetch_ahead() {
 #[tokio::test]
 async fn read_ahead_outlives_a_small_block_cache() {
     let s = setup(27, &vec![500; 4000], 4096).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         memory_cache_bytes: 16 << 10,
         read_ahead_bytes: 256 << 10,
         range_bytes: 64 << 10,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     let (ledger, _, _) = open(&reader, &s).await;
     // Two passes: a second reader from the start (a new subscription)
     // gets read-ahead again, though the first left the ledger's end.
@@ -309,14 +309,13 @@ async fn read_ahead_outlives_a_small_block_cache() {
 #[tokio::test]
 async fn read_ahead_stays_within_the_budget() {
     let s = setup(28, &vec![500; 4000], 4096).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         read_ahead_bytes: 1 << 20,
         read_ahead_budget_bytes: 32 << 10,
         range_bytes: 16 << 10,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     let (a, _, _) = open(&reader, &s).await;
     let max_held = std::cell::Cell::new(0);
     scan(&s, &a, |a| {
@@ -334,15 +333,14 @@ async fn read_ahead_stays_within_the_budget() {
 #[tokio::test]
 async fn idle_readers_give_their_read_ahead_back() {
     let s = setup(29, &vec![500; 4000], 4096).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         read_ahead_bytes: 1 << 20,
         read_ahead_budget_bytes: 64 << 10,
         read_ahead_idle: Duration::from_millis(200),
         range_bytes: 16 << 10,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     let (a, _, _) = open(&reader, &s).await;
     let (b, _, _) = open(&reader, &s).await;
     expect(&s.sent, 0, &a.read(0, 29, usize::MAX).await.unwrap());
@@ -376,13 +374,12 @@ async fn idle_readers_give_their_read_ahead_back() {
 #[tokio::test]
 async fn concurrent_gets_never_exceed_the_limit() {
     let s = setup(26, &vec![2000; 3000], 4096).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         max_concurrent_requests: 3,
         range_bytes: 4096,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     let (ledger, _, _) = open(&reader, &s).await;
     s.faulty.reset_counters();
     s.faulty.set_latency(Duration::from_millis(10));
@@ -401,7 +398,7 @@ async fn concurrent_gets_never_exceed_the_limit() {
 #[tokio::test]
 async fn concurrent_reads_of_one_block_share_one_get() {
     let s = setup(27, &vec![100; 1000], 4096).await;
-    let reader = TieredReader::new(config()).await.unwrap();
+    let reader = reader_with(config()).await;
     let (ledger, _, _) = open(&reader, &s).await;
     s.faulty.reset_counters();
     s.faulty.set_latency(Duration::from_millis(50));
@@ -415,12 +412,11 @@ async fn concurrent_reads_of_one_block_share_one_get() {
 #[tokio::test]
 async fn transient_failures_and_hangs_are_retried() {
     let s = setup(28, &random_sizes(28, 300, 1000), 4096).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         request_timeout: Duration::from_millis(200),
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     s.faulty.fail_next(Op::Get, 2);
     s.faulty.inject(Fault::new(
         Op::Get,
@@ -440,7 +436,7 @@ async fn transient_failures_and_hangs_are_retried() {
     // Failures beyond the retries are errors, and the reader recovers.
     s.faulty
         .inject(Fault::new(Op::Get, FaultKind::Fail).always());
-    let fresh = TieredReader::new(config()).await.unwrap();
+    let fresh = reader_with(config()).await;
     let r = fresh
         .open(s.store.clone(), &s.objects, IoSink::default())
         .await;
@@ -458,7 +454,7 @@ async fn transient_failures_and_hangs_are_retried() {
 async fn a_damaged_response_is_fetched_again_and_succeeds() {
     for kind in [FaultKind::FlipByte, FaultKind::Truncate(7)] {
         let s = setup(29, &random_sizes(29, 300, 1000), 4096).await;
-        let reader = TieredReader::new(config()).await.unwrap();
+        let reader = reader_with(config()).await;
         let (ledger, _, io) = open(&reader, &s).await;
         s.faulty
             .inject(Fault::new(Op::Get, kind.clone()).on_path("data"));
@@ -472,7 +468,7 @@ async fn a_damaged_response_is_fetched_again_and_succeeds() {
 #[tokio::test]
 async fn a_persistently_corrupt_block_is_an_error_never_data() {
     let s = setup(30, &vec![300; 200], 4096).await;
-    let reader = TieredReader::new(config()).await.unwrap();
+    let reader = reader_with(config()).await;
     let (ledger, _, io) = open(&reader, &s).await;
     s.faulty.inject(
         Fault::new(Op::Get, FaultKind::FlipByte)
@@ -495,7 +491,7 @@ async fn a_persistently_corrupt_block_is_an_error_never_data() {
             .always()
             .on_path("index"),
     );
-    let fresh = TieredReader::new(config()).await.unwrap();
+    let fresh = reader_with(config()).await;
     let r = fresh
         .open(s.store.clone(), &s.objects, IoSink::default())
         .await;
@@ -517,13 +513,13 @@ async fn the_disk_cache_survives_a_new_reader() {
         ..config()
     };
     {
-        let reader = TieredReader::new(cfg.clone()).await.unwrap();
+        let reader = reader_with(cfg.clone()).await;
         let (ledger, _, _) = open(&reader, &s).await;
         expect(&s.sent, 0, &read_on(&ledger, 0, 999).await);
         reader.close().await.unwrap();
     }
     s.faulty.reset_counters();
-    let reader = TieredReader::new(cfg).await.unwrap();
+    let reader = reader_with(cfg).await;
     let (ledger, _, _) = open(&reader, &s).await;
     let got = read_on(&ledger, 0, 999).await;
     expect(&s.sent, 0, &got);
@@ -544,13 +540,12 @@ async fn reads_work_on_a_local_directory_store() {
     let store = local(&dir);
     let sent = entries(&random_sizes(32, 700, 5000));
     let (_, objects) = upload(&store, 32, &sent, &opts(16 << 10)).await;
-    let reader = TieredReader::new(ReaderConfig {
+    let reader = reader_with(ReaderConfig {
         read_ahead_bytes: 128 << 10,
         first_range_bytes: 64 << 10,
         ..config()
     })
-    .await
-    .unwrap();
+    .await;
     let ledger = reader
         .open(store, &objects, IoSink::default())
         .await
@@ -574,13 +569,13 @@ async fn entries_larger_than_a_disk_cache_block_are_still_served() {
         disk_cache_bytes: 8 << 20,
         ..config()
     };
-    let reader = TieredReader::new(cfg.clone()).await.unwrap();
+    let reader = reader_with(cfg.clone()).await;
     let (ledger, _, _) = open(&reader, &s).await;
     expect(&s.sent, 0, &ledger.read(0, 3, usize::MAX).await.unwrap());
     expect(&s.sent, 2, &ledger.read(2, 2, 1).await.unwrap());
     reader.close().await.unwrap();
     drop(reader);
-    let reader = TieredReader::new(cfg).await.unwrap();
+    let reader = reader_with(cfg).await;
     let (ledger, _, _) = open(&reader, &s).await;
     expect(&s.sent, 0, &ledger.read(0, 3, usize::MAX).await.unwrap());
 
