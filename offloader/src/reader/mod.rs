@@ -76,6 +76,14 @@ pub struct ReaderConfig {
     pub max_retries: u32,
 }
 
+impl ReaderConfig {
+    /// The read-ahead budget as semaphore permits (one per byte).
+    fn ahead_budget_permits(&self) -> usize {
+        self.read_ahead_budget_bytes
+            .min(Semaphore::MAX_PERMITS as u64) as usize
+    }
+}
+
 impl Default for ReaderConfig {
     fn default() -> Self {
         ReaderConfig {
@@ -166,11 +174,7 @@ impl TieredReader {
         Ok(Arc::new(TieredReader {
             limiter: Semaphore::new(config.max_concurrent_requests),
             ahead_limiter: Semaphore::new((config.max_concurrent_requests / 2).max(1)),
-            ahead_budget: Arc::new(Semaphore::new(
-                config
-                    .read_ahead_budget_bytes
-                    .min(Semaphore::MAX_PERMITS as u64) as usize,
-            )),
+            ahead_budget: Arc::new(Semaphore::new(config.ahead_budget_permits())),
             config,
             retry,
             cache,
@@ -347,11 +351,8 @@ impl TieredReader {
             in_flight_requests: (self.config.max_concurrent_requests
                 - self.limiter.available_permits()) as u64,
             memory_cache_bytes: self.cache.memory().usage() as u64,
-            read_ahead_held_bytes: self
-                .config
-                .read_ahead_budget_bytes
-                .min(Semaphore::MAX_PERMITS as u64)
-                .saturating_sub(self.ahead_budget.available_permits() as u64),
+            read_ahead_held_bytes: (self.config.ahead_budget_permits()
+                - self.ahead_budget.available_permits()) as u64,
         }
     }
 
