@@ -78,16 +78,14 @@ pub(crate) async fn build_cache(
     memory_bytes: u64,
     disk: Option<(&std::path::Path, u64)>,
 ) -> Result<BlockCache> {
-    match disk {
-        None => build(memory_bytes, None, false).await,
-        Some(d) if cfg!(target_os = "linux") => match build(memory_bytes, Some(d), true).await {
-            Ok(cache) => Ok(cache),
-            Err(e) => {
-                tracing::warn!(dir = %d.0.display(), error = %e, "the cold disk cache could not start with direct I/O; trying buffered I/O");
-                build(memory_bytes, Some(d), false).await
-            }
-        },
-        Some(d) => build(memory_bytes, Some(d), false).await,
+    let direct = disk.is_some() && cfg!(target_os = "linux");
+    match build(memory_bytes, disk, direct).await {
+        Err(e) if direct => {
+            let dir = disk.map(|d| d.0.display().to_string()).unwrap_or_default();
+            tracing::warn!(%dir, error = %e, "the cold disk cache could not start with direct I/O; trying buffered I/O");
+            build(memory_bytes, disk, false).await
+        }
+        built => built,
     }
 }
 
