@@ -125,7 +125,6 @@ pub fn raw_fdatasync(
     io: Io,
 ) -> anyhow::Result<(f64, Histogram<u64>)> {
     const BLOCK: usize = 1 << 20;
-    const ALIGN: usize = 4096;
     const FILE: u64 = 1 << 30;
     let path = dir.join("perf-raw-fdatasync.tmp");
     let mut options = OpenOptions::new();
@@ -137,10 +136,10 @@ pub fn raw_fdatasync(
         .open(&path)
         .with_context(|| format!("create {}", path.display()))?;
     let result = (|| {
-        // A block-aligned 1 MiB inside a slightly larger allocation.
-        let backing: Vec<u8> = (0..BLOCK + ALIGN).map(|i| (i % 253) as u8).collect();
-        let skip = backing.as_ptr().align_offset(ALIGN);
-        let block = &backing[skip..skip + BLOCK];
+        // Block-aligned, as direct I/O needs (the journal's buffer type).
+        let mut block = fileio::AlignedBuf::with_capacity(BLOCK);
+        let pattern: Vec<u8> = (0..BLOCK).map(|i| (i % 253) as u8).collect();
+        block.extend_from_slice(&pattern);
         let allocate = || -> std::io::Result<()> {
             file.set_len(0)?;
             fileio::fallocate(&file, 0, FILE)?;
@@ -160,7 +159,7 @@ pub fn raw_fdatasync(
                 offset = 0;
             }
             let t = Instant::now();
-            file.write_all_at(block, offset)?;
+            file.write_all_at(block.as_slice(), offset)?;
             file.sync_data()?;
             report::record(&mut h, t.elapsed().as_micros() as u64);
             offset += BLOCK as u64;
