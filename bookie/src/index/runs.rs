@@ -162,47 +162,48 @@ pub(super) fn build(
     locs: impl IntoIterator<Item = (u64, Location)>,
     mut emit: impl FnMut(u64, &[u8]),
 ) {
+    /// Fills in the slot count (the slots written so far) and emits.
+    fn finish(buf: &mut Vec<u8>, last: u64, emit: &mut impl FnMut(u64, &[u8])) {
+        let n = ((buf.len() - RUN_HEAD) / SLOT) as u32;
+        buf[17..RUN_HEAD].copy_from_slice(&n.to_be_bytes());
+        emit(last, buf);
+        buf.clear();
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(RUN_HEAD + MAX_RUN * SLOT);
-    // (first entry, last entry, log id, base offset) of the open run.
-    let mut open: Option<(u64, u64, u64, u64)> = None;
-    let finish =
-        |buf: &mut Vec<u8>, run: (u64, u64, u64, u64), emit: &mut dyn FnMut(u64, &[u8])| {
-            let (first, last, _, _) = run;
-            let n = (last - first + 1) as u32;
-            buf[17..21].copy_from_slice(&n.to_be_bytes());
-            emit(last, buf);
-            buf.clear();
-        };
+    // (last entry, log id, base offset) of the open run, whose slots are in `buf`.
+    let mut open: Option<(u64, u64, u64)> = None;
     for (entry, loc) in locs {
-        if let Some((first, last, log_id, base)) = open {
+        if let Some((last, log_id, base)) = open {
+            let slots = ((buf.len() - RUN_HEAD) / SLOT) as u64;
             let fits = entry > last
                 && entry - last - 1 <= MAX_HOLES
+                && slots + (entry - last) <= MAX_RUN as u64
                 && loc.log_id == log_id
                 && loc.len != 0
                 && loc.offset >= base
-                && loc.offset - base <= u64::from(u32::MAX)
-                && entry - first < MAX_RUN as u64;
+                && loc.offset - base <= u64::from(u32::MAX);
             if fits {
                 for _ in last + 1..entry {
                     buf.extend_from_slice(&[0u8; SLOT]);
                 }
                 buf.extend_from_slice(&((loc.offset - base) as u32).to_be_bytes());
                 buf.extend_from_slice(&loc.len.to_be_bytes());
-                open = Some((first, entry, log_id, base));
+                open = Some((entry, log_id, base));
                 continue;
             }
-            finish(&mut buf, (first, last, log_id, base), &mut emit);
+            finish(&mut buf, last, &mut emit);
         }
         buf.push(RUN_TAG);
         buf.extend_from_slice(&loc.log_id.to_be_bytes());
         buf.extend_from_slice(&loc.offset.to_be_bytes());
+        // The count, filled in by `finish`; then the first slot.
         buf.extend_from_slice(&[0u8; 4]);
         buf.extend_from_slice(&0u32.to_be_bytes());
         buf.extend_from_slice(&loc.len.to_be_bytes());
-        open = Some((entry, entry, loc.log_id, loc.offset));
+        open = Some((entry, loc.log_id, loc.offset));
     }
-    if let Some(run) = open {
-        finish(&mut buf, run, &mut emit);
+    if let Some((last, _, _)) = open {
+        finish(&mut buf, last, &mut emit);
     }
 }
 
