@@ -72,14 +72,35 @@ pub struct StoredEntry {
 
 impl StoredEntry {
     pub fn verify(&self) -> Result<()> {
-        let crc = strata_proto::entry_crc32c(
-            self.ledger_id,
-            self.entry_id,
-            self.cumulative_length,
-            &self.payload,
-        );
+        self.verify_payload().map(|_| ())
+    }
+
+    /// As [`StoredEntry::verify`], and returns the CRC32C of the payload
+    /// alone when it is large enough for that to be worth keeping: whoever
+    /// checksums the payload next (the journal) combines it instead of
+    /// reading the bytes again.
+    pub fn verify_payload(&self) -> Result<Option<u32>> {
+        let (crc, payload_crc) = if self.payload.len() >= strata_proto::crc::COMBINE_WORTH_IT {
+            let payload_crc = crc32c::crc32c(&self.payload);
+            let crc = strata_proto::entry_crc32c_of(
+                self.ledger_id,
+                self.entry_id,
+                self.cumulative_length,
+                payload_crc,
+                self.payload.len(),
+            );
+            (crc, Some(payload_crc))
+        } else {
+            let crc = strata_proto::entry_crc32c(
+                self.ledger_id,
+                self.entry_id,
+                self.cumulative_length,
+                &self.payload,
+            );
+            (crc, None)
+        };
         if crc == self.crc32c {
-            Ok(())
+            Ok(payload_crc)
         } else {
             Err(BookieError::Checksum {
                 ledger_id: self.ledger_id,

@@ -164,6 +164,10 @@ impl Request {
 pub struct RecordIn<'a> {
     pub head: &'a [u8],
     pub tail: Bytes,
+    /// `crc32c(tail)`, when the caller has it: the record's checksum is then
+    /// combined from it rather than read from the tail again. It must be
+    /// right; a wrong one makes the record unreadable at replay.
+    pub tail_crc: Option<u32>,
     pub placement: Option<Placement>,
 }
 
@@ -307,6 +311,7 @@ impl Journal {
         self.append_many(vec![RecordIn {
             head,
             tail,
+            tail_crc: None,
             placement,
         }])
         .await
@@ -331,7 +336,13 @@ impl Journal {
             if len == 0 || len > MAX_RECORD_LEN {
                 bad.get_or_insert(len);
             }
-            let crc = crc32c::crc32c_append(crc32c::crc32c(r.head), &r.tail);
+            let head_crc = crc32c::crc32c(r.head);
+            let crc = match r.tail_crc {
+                Some(tail_crc) => {
+                    strata_proto::crc::combine(head_crc, tail_crc, r.tail.len() as u64)
+                }
+                None => crc32c::crc32c_append(head_crc, &r.tail),
+            };
             heads.extend_from_slice(&(len as u32).to_le_bytes());
             heads.extend_from_slice(&crc.to_le_bytes());
             heads.extend_from_slice(r.head);

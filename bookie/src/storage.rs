@@ -92,6 +92,8 @@ struct Journaled {
     recovery: bool,
     head: [u8; JOURNAL_HEAD],
     payload: Bytes,
+    /// `crc32c(payload)`, when the CRC check computed it apart.
+    payload_crc: Option<u32>,
     placement: Option<Placement>,
 }
 
@@ -129,6 +131,7 @@ struct Unindexed {
 }
 
 /// One add as received from a writer.
+#[derive(Clone)]
 pub struct AddOp {
     pub entry: StoredEntry,
     pub lac: i64,
@@ -273,12 +276,12 @@ impl LedgerStorage {
     pub async fn add_batch(&self, ops: Vec<AddOp>) -> Vec<Result<()>> {
         let started = Instant::now();
         let mut results: Vec<Result<()>> = Vec::with_capacity(ops.len());
-        let mut kept: Vec<(usize, AddOp)> = Vec::with_capacity(ops.len());
+        let mut kept: Vec<(usize, AddOp, Option<u32>)> = Vec::with_capacity(ops.len());
         for (i, op) in ops.into_iter().enumerate() {
             match crate::validate::check_entry(&op.entry) {
-                Ok(()) => {
+                Ok(payload_crc) => {
                     results.push(Ok(()));
-                    kept.push((i, op));
+                    kept.push((i, op, payload_crc));
                 }
                 Err(e) => results.push(Err(e)),
             }
@@ -288,7 +291,7 @@ impl LedgerStorage {
         // watermark still has the headroom the watermark reserves for them.
         if self.read_only_flag.load(Ordering::Acquire) {
             let reason = self.read_only();
-            kept.retain(|(i, op)| {
+            kept.retain(|(i, op, _)| {
                 let allowed = op.recovery && reason == Some(ReadOnlyReason::Disk);
                 if !allowed {
                     results[*i] = Err(BookieError::ReadOnly(format!(
@@ -300,7 +303,7 @@ impl LedgerStorage {
         }
         {
             let mut states = self.states.lock();
-            kept.retain(|(i, op)| {
+            kept.retain(|(i, op, _)| {
                 let ledger = op.entry.ledger_id;
                 let state = states.entry(ledger).or_default();
                 let refused = if state.deleted {
@@ -323,7 +326,7 @@ impl LedgerStorage {
             return results;
         }
         let mut items = Vec::with_capacity(kept.len());
-        for (i, op) in kept {
+        for (i, op, payload_crc) in kept {
             let placement: Option<Placement> =
                 (self.mode == StorageMode::Journal).then(|| Arc::new(std::sync::OnceLock::new()));
             let size = op.entry.record_len();
@@ -335,6 +338,7 @@ impl LedgerStorage {
                 recovery: op.recovery,
                 head: encode_journal_head(&op),
                 payload: op.entry.payload.clone(),
+                payload_crc,
                 placement: placement.clone(),
             };
             let slot = Slot {
@@ -380,6 +384,7 @@ impl LedgerStorage {
                 .map(|j| RecordIn {
                     head: &j.head,
                     tail: std::mem::take(&mut j.payload),
+                    tail_crc: j.payload_crc,
                     placement: j.placement.take(),
                 })
                 .collect();
@@ -397,7 +402,11 @@ impl LedgerStorage {
                 }
                 break;
             }
-            durable.extend(chunk);
+            if durable.is_empty() {
+                durable = chunk;
+            } else {
+                durable.extend(chunk);
+            }
         }
         if durable.is_empty() {
             return results;
@@ -429,7 +438,7 @@ impl LedgerStorage {
         let mut waited = false;
         loop {
             let notified = self.space.notified();
-            let mut inserted = Vec::new();
+            let mut inserted = Vec::with_capacity(items.len());
             {
                 let mut c = self.cache.lock();
                 while let Some((_, _, size)) = items.peek() {
@@ -1016,6 +1025,59 @@ mod tests {
 
     fn read(s: &LedgerStorage, l: u64, e: u64) -> Option<Bytes> {
         s.read_blocking(l, e).unwrap().map(|x| x.payload.clone())
+    }
+
+    /// Entries large enough that the journal combines their record CRC from
+    /// the payload CRC the add check computed: replay after a restart
+    /// checks every record, and reads check them again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_entries_replay_with_combined_journal_checksums() {
+        for mode in [StorageMode::Journal, StorageMode::EntryLog] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = config_in(dir.path(), mode);
+            let payload = |e: u64| -> Bytes {
+                let len = strata_proto::crc::COMBINE_WORTH_IT + (e as usize * 4099) % 70_000;
+                (0..len).map(|i| (i as u64 * 31 + e * 7) as u8).collect()
+            };
+            let s = LedgerStorage::open(&cfg, Arc::new(Metrics::default())).unwrap();
+            let mut cum = 0u64;
+            let ops: Vec<AddOp> = (0..40u64)
+                .map(|e| {
+                    let payload = payload(e);
+                    cum += payload.len() as u64;
+                    AddOp {
+                        entry: StoredEntry {
+                            ledger_id: 7,
+                            entry_id: e,
+                            cumulative_length: cum,
+                            crc32c: strata_proto::entry_crc32c(7, e, cum, &payload),
+                            payload,
+                        },
+                        lac: e as i64 - 1,
+                        recovery: false,
+                    }
+                })
+                .collect();
+            // One entry with a wrong CRC among them is refused alone.
+            let mut bad = ops[5].clone();
+            bad.entry.entry_id = 40;
+            let mut batch = ops.clone();
+            batch.push(bad);
+            let results = s.add_batch(batch).await;
+            assert!(results[..40].iter().all(|r| r.is_ok()), "{mode:?}");
+            assert!(matches!(results[40], Err(BookieError::Checksum { .. })));
+            // No flush: everything comes back from the journal.
+            drop(s);
+            let s = LedgerStorage::open(&cfg, Arc::new(Metrics::default())).unwrap();
+            assert_eq!(s.lac(7).unwrap().last_entry, 39, "{mode:?}");
+            for e in 0..40u64 {
+                assert_eq!(read(&s, 7, e).unwrap(), payload(e), "{mode:?} entry {e}");
+            }
+            tokio::task::block_in_place(|| s.flush()).unwrap();
+            for e in 0..40u64 {
+                assert_eq!(read(&s, 7, e).unwrap(), payload(e), "{mode:?} entry {e}");
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

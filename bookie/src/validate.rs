@@ -91,14 +91,16 @@ pub fn check_add(add: AddEntry) -> Result<AddOp> {
 }
 
 /// An entry is stored only if it fits the size limit and matches its CRC32C.
-pub fn check_entry(entry: &StoredEntry) -> Result<()> {
+/// Returns the payload's own CRC32C when it was computed apart (see
+/// [`StoredEntry::verify_payload`]).
+pub fn check_entry(entry: &StoredEntry) -> Result<Option<u32>> {
     if entry.payload.len() > MAX_ENTRY_SIZE {
         return Err(BookieError::Invalid(format!(
             "entry of {} bytes exceeds the {MAX_ENTRY_SIZE} byte limit",
             entry.payload.len()
         )));
     }
-    entry.verify()
+    entry.verify_payload()
 }
 
 /// The number of ledger ids a list request returns at most, in

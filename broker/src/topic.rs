@@ -392,9 +392,13 @@ impl Topic {
     }
 
     /// Stores a message from `publisher`; the future resolves when it is durable.
+    /// Stores a message (a batch or one) as one entry. `checksum` is the
+    /// producer's verified CRC32C of the message past its checksum header,
+    /// if it sent one: the entry's CRC is combined from it.
     pub async fn publish(
         &self,
         message: &[u8],
+        checksum: Option<u32>,
         num_messages: u32,
         publisher: Option<&PublisherStats>,
     ) -> Result<AddFuture> {
@@ -405,7 +409,11 @@ impl Topic {
             index: Some(*next + count - 1),
         };
         let entry = codec::make_entry(&bem, message);
-        let fut = self.ml.add_entry(entry).await?;
+        // Small messages are cheaper to checksum again than to combine.
+        let crc = checksum
+            .filter(|_| message.len() >= strata_proto::crc::COMBINE_WORTH_IT)
+            .map(|c| codec::entry_crc32c_from_checksum(&entry, message.len(), c));
+        let fut = self.ml.add_entry_with_crc(entry, crc).await?;
         *next += count;
         drop(next);
         self.msg_in.record(count, message.len() as u64);

@@ -276,7 +276,7 @@ mod tests {
         let message = f.payload.unwrap();
         // The broker's own parser accepts it (checksum included).
         let parsed = frame::parse_message(&message).unwrap();
-        assert!(parsed.had_checksum);
+        assert!(parsed.checksum.is_some());
         assert_eq!(parsed.metadata.num_messages_in_batch, Some(2));
         // And the consumer side splits it back.
         let (md, payload) = split_message(&message).unwrap();

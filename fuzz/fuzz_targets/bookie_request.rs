@@ -82,7 +82,12 @@ fn add(req: AddRequest) {
         assert_eq!((op.lac, op.recovery), (sent.lac, sent.recovery));
         let too_big = op.entry.payload.len() > MAX_ENTRY_SIZE;
         match validate::check_entry(&op.entry) {
-            Ok(()) => assert!(!too_big),
+            Ok(payload_crc) => {
+                assert!(!too_big);
+                if let Some(c) = payload_crc {
+                    assert_eq!(c, crc32c::crc32c(&op.entry.payload));
+                }
+            }
             Err(e @ BookieError::Invalid(_)) => {
                 assert!(too_big);
                 refused(&e, AddStatus::Invalid);

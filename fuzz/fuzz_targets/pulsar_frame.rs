@@ -141,7 +141,7 @@ fn check_frame(f: &Frame, total: usize) -> (Vec<u8>, Option<Bytes>) {
         // too, the parser must not care.
         if let Ok(parsed) = frame::parse_message(p) {
             assert_eq!(
-                parsed.had_checksum,
+                parsed.checksum.is_some(),
                 p.len() >= 6 && p[..2] == MAGIC_CRC32C.to_be_bytes()
             );
             if f.command.r#type == Type::Send as i32 {

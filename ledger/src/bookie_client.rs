@@ -16,6 +16,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use strata_proto::bookie::bookie_client::BookieClient as Rpc;
 use strata_proto::bookie::{AddEntry, AddRequest, AddResult, AddStatus};
@@ -67,6 +69,53 @@ fn outcome(r: &AddResult) -> AddOutcome {
 }
 
 type Pending = Arc<Mutex<HashMap<(u64, u64), Vec<AckSink>>>>;
+
+/// `first` and whatever else is queued, up to [`MAX_BATCH_BYTES`]: their
+/// (ledger, entry) keys, the adds and where each add's outcome goes.
+#[allow(clippy::type_complexity)]
+fn take_batch(
+    first: (AddEntry, AckSink),
+    rx: &mut mpsc::UnboundedReceiver<(AddEntry, AckSink)>,
+) -> (Vec<(u64, u64)>, Vec<AddEntry>, Vec<AckSink>) {
+    // What is queued now is about what this batch takes (4,096 covers
+    // MAX_BATCH_BYTES of 1 KiB adds): sized once, not grown add by add.
+    let room = (rx.len() + 1).min(4096);
+    let mut bytes = 0;
+    let mut keys = Vec::with_capacity(room);
+    let mut adds = Vec::with_capacity(room);
+    let mut sinks = Vec::with_capacity(room);
+    let mut next = Some(first);
+    while let Some((add, sink)) = next.take() {
+        if let Some(e) = add.entry.as_ref() {
+            bytes += e.payload.len();
+            keys.push((e.ledger_id, e.entry_id));
+        } else {
+            keys.push((0, 0));
+        }
+        adds.push(add);
+        sinks.push(sink);
+        if bytes < MAX_BATCH_BYTES {
+            next = rx.try_recv().ok();
+        }
+    }
+    (keys, adds, sinks)
+}
+
+/// Sends each add of a hand-over its outcome from the local bookie.
+fn deliver(bookie: &Arc<str>, keys: Vec<(u64, u64)>, sinks: Vec<AckSink>, results: Vec<AddResult>) {
+    for (i, ((ledger_id, entry_id), sink)) in keys.into_iter().zip(sinks).enumerate() {
+        let outcome = results.get(i).map_or_else(
+            || AddOutcome::Failed("no result from the local bookie".into()),
+            outcome,
+        );
+        let _ = sink.send(AddAck {
+            bookie: bookie.clone(),
+            ledger_id,
+            entry_id,
+            outcome,
+        });
+    }
+}
 
 struct AddStream {
     tx: mpsc::UnboundedSender<AddEntry>,
@@ -170,46 +219,29 @@ impl BookieConn {
         // and the task must end when the connection is dropped.
         let bookie = self.address.clone();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut bytes = first.0.entry.as_ref().map_or(0, |e| e.payload.len());
-                let mut batch = vec![first];
-                while bytes < MAX_BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(a) => {
-                            bytes += a.0.entry.as_ref().map_or(0, |e| e.payload.len());
-                            batch.push(a);
-                        }
-                        Err(_) => break,
+            // Hand-overs in flight, driven by this task: a new batch is
+            // handed over (validated, cached, queued to the journal) as soon
+            // as it is formed, and its acks go out as soon as it is durable,
+            // without a task per batch waiting on the scheduler.
+            let mut in_flight = FuturesUnordered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some((keys, sinks, results)) = in_flight.next(), if !in_flight.is_empty() => {
+                        deliver(&bookie, keys, sinks, results);
                     }
+                    first = rx.recv(), if open => {
+                        let Some(first) = first else {
+                            open = false;
+                            continue;
+                        };
+                        let (keys, adds, sinks) = take_batch(first, &mut rx);
+                        let done = local.add(adds);
+                        in_flight.push(async move { (keys, sinks, done.await) });
+                    }
+                    else => break,
                 }
-                let keys: Vec<(u64, u64)> = batch
-                    .iter()
-                    .map(|(a, _)| {
-                        a.entry
-                            .as_ref()
-                            .map_or((0, 0), |e| (e.ledger_id, e.entry_id))
-                    })
-                    .collect();
-                let (adds, sinks): (Vec<AddEntry>, Vec<AckSink>) = batch.into_iter().unzip();
-                let done = local.add(adds);
-                let bookie = bookie.clone();
-                tokio::spawn(async move {
-                    let results = done.await;
-                    for (i, ((ledger_id, entry_id), sink)) in
-                        keys.into_iter().zip(sinks).enumerate()
-                    {
-                        let outcome = results.get(i).map_or_else(
-                            || AddOutcome::Failed("no result from the local bookie".into()),
-                            outcome,
-                        );
-                        let _ = sink.send(AddAck {
-                            bookie: bookie.clone(),
-                            ledger_id,
-                            entry_id,
-                            outcome,
-                        });
-                    }
-                });
             }
         });
         tx

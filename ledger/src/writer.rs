@@ -146,6 +146,19 @@ impl LedgerWriter {
         &self,
         payload: Bytes,
     ) -> Result<impl Future<Output = Result<u64>> + use<>> {
+        self.enqueue_with_crc(payload, None).await
+    }
+
+    /// As [`LedgerWriter::enqueue`], with `crc32c(payload)` when the caller
+    /// has it (a broker has the producer's checksum of most of the bytes):
+    /// the entry's CRC is then combined from it instead of read from the
+    /// payload again. The bookies check every entry's CRC against its
+    /// bytes, so a wrong one gets the entry refused, never stored.
+    pub async fn enqueue_with_crc(
+        &self,
+        payload: Bytes,
+        payload_crc: Option<u32>,
+    ) -> Result<impl Future<Output = Result<u64>> + use<>> {
         if payload.len() > MAX_ENTRY_SIZE {
             return Err(LedgerError::EntryTooLarge {
                 size: payload.len(),
@@ -179,8 +192,18 @@ impl LedgerWriter {
             st.next_entry += 1;
             st.length += payload.len() as u64;
             let cumulative_length = st.length;
-            let crc32c =
-                strata_proto::entry_crc32c(self.inner.ledger_id, entry_id, st.length, &payload);
+            let crc32c = match payload_crc {
+                Some(c) => strata_proto::entry_crc32c_of(
+                    self.inner.ledger_id,
+                    entry_id,
+                    st.length,
+                    c,
+                    payload.len(),
+                ),
+                None => {
+                    strata_proto::entry_crc32c(self.inner.ledger_id, entry_id, st.length, &payload)
+                }
+            };
             let now = Instant::now();
             st.pending.push_back(Pending {
                 entry_id,
@@ -333,17 +356,25 @@ impl Inner {
     }
 
     /// Takes in acknowledgements (all that arrived since the last call,
-    /// under one lock).
+    /// under one lock), then completes what they gave quorum.
     fn on_acks(self: &Arc<Self>, acks: &mut Vec<AddAck>) {
         let mut st = self.state.lock();
         for ack in acks.drain(..) {
             self.on_ack(&mut st, ack);
         }
+        self.complete_ready(&mut st);
     }
 
+    /// Records one acknowledgement. Entries an OK gives quorum are
+    /// completed by the caller, once per batch of acks; a failure first
+    /// completes them, so an ensemble change starts after the last entry
+    /// that already has its quorum (as it would if each ack completed).
     fn on_ack(self: &Arc<Self>, st: &mut State, ack: AddAck) {
         if st.failed.is_some() {
             return;
+        }
+        if !matches!(ack.outcome, AddOutcome::Ok) {
+            self.complete_ready(st);
         }
         let Some(front) = st.pending.front().map(|p| p.entry_id) else {
             return;
@@ -363,7 +394,6 @@ impl Inner {
                 if let Some(slot) = slot {
                     st.pending[i].acked |= 1 << slot;
                 }
-                self.complete_ready(st);
             }
             AddOutcome::Fenced => {
                 self.fail(st, LedgerError::Fenced(self.ledger_id));
@@ -383,6 +413,8 @@ impl Inner {
     /// Acknowledges the longest prefix of pending entries that has quorum.
     fn complete_ready(&self, st: &mut State) {
         let qa = st.md.ack_quorum;
+        // One clock read for every entry completed by this batch of acks.
+        let mut now = None;
         while let Some(p) = st.pending.front() {
             if p.acked.count_ones() < qa || st.changing_from.is_some_and(|f| p.entry_id >= f) {
                 break;
@@ -394,7 +426,9 @@ impl Inner {
             let m = &self.ctx.metrics;
             m.adds.inc();
             m.add_bytes.inc_by(p.payload.len() as u64);
-            m.add_latency.observe(p.enqueued.elapsed().as_secs_f64());
+            let now = *now.get_or_insert_with(Instant::now);
+            m.add_latency
+                .observe(now.saturating_duration_since(p.enqueued).as_secs_f64());
             if let Some(done) = p.done.take() {
                 let _ = done.send(Ok(p.entry_id));
             }

@@ -133,7 +133,14 @@ impl ManagedLedger {
     /// rollovers too); the returned future resolves to its position once it
     /// is durable. Waits while the writer's outstanding-bytes window is full.
     pub async fn add_entry(&self, data: Bytes) -> Result<AddFuture> {
-        self.core.add_entry(data).await
+        self.core.add_entry(data, None).await
+    }
+
+    /// As [`ManagedLedger::add_entry`], with `crc32c(data)` when the caller
+    /// has it without reading `data` (see
+    /// `strata_ledger::LedgerWriter::enqueue_with_crc`).
+    pub async fn add_entry_with_crc(&self, data: Bytes, crc32c: Option<u32>) -> Result<AddFuture> {
+        self.core.add_entry(data, crc32c).await
     }
 
     /// The newest durable entry with no entry missing before it.

@@ -120,7 +120,11 @@ impl CurrentLedger {
 }
 
 impl Core {
-    pub async fn add_entry(self: &Arc<Self>, data: Bytes) -> Result<AddFuture> {
+    pub async fn add_entry(
+        self: &Arc<Self>,
+        data: Bytes,
+        crc32c: Option<u32>,
+    ) -> Result<AddFuture> {
         let mut ws = self.write.lock().await;
         self.check_open()?;
         let must_roll = match &ws.current {
@@ -141,7 +145,7 @@ impl Core {
                 return Err(ManagedLedgerError::Closed(self.name.to_string()));
             };
             let lac_before = cur.writer.last_add_confirmed();
-            match cur.writer.enqueue(data.clone()).await {
+            match cur.writer.enqueue_with_crc(data.clone(), crc32c).await {
                 Ok(result) => {
                     cur.entries += 1;
                     cur.bytes += data.len() as u64;

@@ -88,8 +88,9 @@ pub fn encode_command_with_body(cmd: &BaseCommand, body_len: usize) -> Bytes {
 #[derive(Debug, Clone)]
 pub struct ParsedMessage {
     pub metadata: MessageMetadata,
-    /// Whether the producer sent a checksum (it was verified).
-    pub had_checksum: bool,
+    /// The producer's CRC32C of everything after the checksum header, when
+    /// it sent one (verified).
+    pub checksum: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,12 +105,10 @@ pub enum MessageError {
 /// message as a producer sent it (`[0x0e01][crc][size][metadata][payload]` or
 /// `[size][metadata][payload]`).
 pub fn parse_message(bytes: &[u8]) -> Result<ParsedMessage, MessageError> {
-    let skip = verify_checksum(bytes)?;
+    let checksum = verify_checksum(bytes)?;
+    let skip = if checksum.is_some() { 6 } else { 0 };
     let metadata = decode_metadata(&bytes[skip..])?;
-    Ok(ParsedMessage {
-        metadata,
-        had_checksum: skip > 0,
-    })
+    Ok(ParsedMessage { metadata, checksum })
 }
 
 /// Splits a message as a consumer receives it (`[broker-entry metadata]?
@@ -118,7 +117,11 @@ pub fn parse_message(bytes: &[u8]) -> Result<ParsedMessage, MessageError> {
 /// slice of `data`, not a copy.
 pub fn split_message(data: &Bytes) -> Result<(MessageMetadata, Bytes), MessageError> {
     let (_, message) = split_entry(data);
-    let skip = verify_checksum(&message)?;
+    let skip = if verify_checksum(&message)?.is_some() {
+        6
+    } else {
+        0
+    };
     let metadata = decode_metadata(&message[skip..])?;
     // decode_metadata checked that the size field and the metadata are there.
     let b = &message[skip..];
@@ -127,10 +130,10 @@ pub fn split_message(data: &Bytes) -> Result<(MessageMetadata, Bytes), MessageEr
 }
 
 /// Checks the `[0x0e01][crc32c]` header if `b` starts with one; returns the
-/// bytes to skip (0 without a header, 6 with a matching one).
-fn verify_checksum(b: &[u8]) -> Result<usize, MessageError> {
+/// checksum (`None` without a header). The header is 6 bytes.
+fn verify_checksum(b: &[u8]) -> Result<Option<u32>, MessageError> {
     if b.len() < 2 || u16::from_be_bytes([b[0], b[1]]) != MAGIC_CRC32C {
-        return Ok(0);
+        return Ok(None);
     }
     if b.len() < 6 {
         return Err(MessageError::Malformed("truncated checksum header".into()));
@@ -140,7 +143,7 @@ fn verify_checksum(b: &[u8]) -> Result<usize, MessageError> {
     if expected != actual {
         return Err(MessageError::Checksum { expected, actual });
     }
-    Ok(6)
+    Ok(Some(actual))
 }
 
 fn decode_metadata(b: &[u8]) -> Result<MessageMetadata, MessageError> {
@@ -198,6 +201,15 @@ pub fn make_entry(broker: &BrokerEntryMetadata, message: &[u8]) -> Bytes {
         .expect("BytesMut grows to fit the message");
     out.put_slice(message);
     out.freeze()
+}
+
+/// The CRC32C of `entry`, built by [`make_entry`] from a message of
+/// `message_len` bytes whose checksum header holds `checksum` (verified by
+/// [`parse_message`]): combined from it, without reading the message again.
+pub fn entry_crc32c_from_checksum(entry: &[u8], message_len: usize, checksum: u32) -> u32 {
+    let covered = message_len.saturating_sub(6).min(entry.len());
+    let head = &entry[..entry.len() - covered];
+    crate::crc::combine(crc32c::crc32c(head), checksum, covered as u64)
 }
 
 /// Builds a message the way a producer does (used by tests and `strata perf`).
@@ -268,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn an_entrys_crc_combines_from_its_messages_checksum() {
+        let md = MessageMetadata {
+            producer_name: "p".into(),
+            num_messages_in_batch: Some(100),
+            ..Default::default()
+        };
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let msg = make_message(&md, &payload);
+        let checksum = parse_message(&msg).unwrap().checksum.unwrap();
+        let bem = BrokerEntryMetadata {
+            broker_timestamp: Some(1),
+            index: Some(99),
+        };
+        let entry = make_entry(&bem, &msg);
+        assert_eq!(
+            entry_crc32c_from_checksum(&entry, msg.len(), checksum),
+            crc32c::crc32c(&entry)
+        );
+        assert_ne!(
+            entry_crc32c_from_checksum(&entry, msg.len(), checksum ^ 1),
+            crc32c::crc32c(&entry)
+        );
+    }
+
+    #[test]
     fn messages_verify_checksums_and_entries_split() {
         let md = MessageMetadata {
             producer_name: "p".into(),
@@ -277,7 +314,7 @@ mod tests {
         };
         let msg = make_message(&md, b"hello");
         let parsed = parse_message(&msg).unwrap();
-        assert!(parsed.had_checksum);
+        assert_eq!(parsed.checksum, Some(crc32c::crc32c(&msg[6..])));
         assert_eq!(parsed.metadata.sequence_id, 7);
         let mut bad = msg.to_vec();
         *bad.last_mut().unwrap() ^= 1;

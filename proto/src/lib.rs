@@ -7,6 +7,9 @@ pub mod bookie {
     tonic::include_proto!("strata.bookie.v1");
 }
 
+/// CRC32C of a concatenation from the CRCs of its parts.
+pub mod crc;
+
 /// Pulsar frames: decoding, encoding, message and broker-entry metadata.
 pub mod frame;
 
@@ -19,11 +22,34 @@ pub mod pulsar {
 /// bookie on add and by the reader on read. It covers the entry's identity and
 /// position as well as its bytes, so a misplaced entry fails the check too.
 pub fn entry_crc32c(ledger_id: u64, entry_id: u64, cumulative_length: u64, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(
+        entry_header_crc(ledger_id, entry_id, cumulative_length),
+        payload,
+    )
+}
+
+/// [`entry_crc32c`] from the CRC32C of the payload alone, without reading
+/// the payload again (see [`crc`]).
+pub fn entry_crc32c_of(
+    ledger_id: u64,
+    entry_id: u64,
+    cumulative_length: u64,
+    payload_crc: u32,
+    payload_len: usize,
+) -> u32 {
+    crc::combine(
+        entry_header_crc(ledger_id, entry_id, cumulative_length),
+        payload_crc,
+        payload_len as u64,
+    )
+}
+
+fn entry_header_crc(ledger_id: u64, entry_id: u64, cumulative_length: u64) -> u32 {
     let mut header = [0u8; 24];
     header[..8].copy_from_slice(&ledger_id.to_be_bytes());
     header[8..16].copy_from_slice(&entry_id.to_be_bytes());
     header[16..].copy_from_slice(&cumulative_length.to_be_bytes());
-    crc32c::crc32c_append(crc32c::crc32c(&header), payload)
+    crc32c::crc32c(&header)
 }
 
 #[cfg(test)]
@@ -38,6 +64,7 @@ mod tests {
         assert_ne!(base, entry_crc32c(1, 2, 9, b"abc"));
         assert_ne!(base, entry_crc32c(1, 2, 3, b"abd"));
         assert_eq!(base, entry_crc32c(1, 2, 3, b"abc"));
+        assert_eq!(base, entry_crc32c_of(1, 2, 3, crc32c::crc32c(b"abc"), 3));
     }
 
     #[test]

@@ -214,7 +214,9 @@ impl Conn {
                     ))),
                     Some(publisher) => {
                         throttle = topic.publish_rate.consume(n as u64, payload.len() as u64);
-                        topic.publish(&payload, n, Some(&publisher)).await
+                        topic
+                            .publish(&payload, parsed.checksum, n, Some(&publisher))
+                            .await
                     }
                 }
             }

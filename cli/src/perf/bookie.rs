@@ -95,6 +95,11 @@ pub struct BookieReport {
     pub raw_buffered_fdatasync_p99_ms: f64,
     pub ratio: f64,
     pub latency_ratio_p99: f64,
+    /// CPU of this whole process (client and bookies) while appending, in
+    /// cores and per entry: steadier from run to run than throughput on a
+    /// shared machine, so the figure to compare code changes by.
+    pub process_cpu_cores: f64,
+    pub cpu_us_per_entry: f64,
     /// What the bookies saw, from their own metrics (summed over bookies).
     pub bookie: BookieSide,
     pub machine: BookieMachine,
@@ -160,6 +165,10 @@ fn print_report(r: &BookieReport) {
         r.raw_fdatasync_mb_per_sec, r.raw_fdatasync_p99_ms, r.ratio, r.latency_ratio_p99
     );
     println!(
+        "process CPU while appending: {:.2} cores, {:.2} µs per entry",
+        r.process_cpu_cores, r.cpu_us_per_entry
+    );
+    println!(
         "  (through the page cache instead: MB/s {:.1}  p99 ms {:.2})",
         r.raw_buffered_fdatasync_mb_per_sec, r.raw_buffered_fdatasync_p99_ms
     );
@@ -208,28 +217,10 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             .collect::<Vec<u8>>(),
     );
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, _)>();
-    let collector = tokio::spawn(async move {
-        let mut h = report::histogram();
-        let mut n = 0u64;
-        let mut failed = None;
-        while let Some((started, fut)) = rx.recv().await {
-            let fut: std::pin::Pin<
-                Box<dyn std::future::Future<Output = strata_ledger::Result<u64>> + Send>,
-            > = fut;
-            match fut.await {
-                Ok(_) => {
-                    report::record(&mut h, started.elapsed().as_micros() as u64);
-                    n += 1;
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        (h, n, failed)
-    });
+    // The futures travel unboxed: their type is inferred from the sends.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let collector = tokio::spawn(collect(rx));
+    let cpu_before = super::cpu::process_seconds();
     let started = Instant::now();
     let end = started + args.duration;
     let mut pacer = if args.rate > 0.0 {
@@ -259,7 +250,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             }
         };
         let fut = writer.enqueue(payload.clone()).await?;
-        if tx.send((t, Box::pin(fut))).is_err() {
+        if tx.send((t, fut)).is_err() {
             break;
         }
     }
@@ -267,6 +258,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     drop(tx);
     let (hist, n, failed) = collector.await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_secs = (super::cpu::process_seconds() - cpu_before).max(0.0);
     if let Some(e) = failed {
         anyhow::bail!("append failed during the benchmark: {e}");
     }
@@ -295,6 +287,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         entries_per_sec: n as f64 / elapsed,
         mb_per_sec,
         latency_ratio_p99: add_latency_ms.p99 / raw.p99.max(1e-6),
+        process_cpu_cores: cpu_secs / elapsed.max(1e-9),
+        cpu_us_per_entry: cpu_secs * 1e6 / (n.max(1) as f64),
         add_latency_ms,
         raw_fdatasync_mb_per_sec: raw_mbps,
         raw_fdatasync_p99_ms: raw.p99,
@@ -382,4 +376,30 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
     side.journal_fsync_avg_ms = mean_ms(sums[3]);
     side.journal_avg_batch_bytes = batch_bytes / side.journal_writes.max(1) as f64;
     side
+}
+
+/// Awaits the appends in order, recording each one's latency from its
+/// start; stops at the first failure.
+async fn collect<F>(
+    mut rx: mpsc::UnboundedReceiver<(Instant, F)>,
+) -> (
+    hdrhistogram::Histogram<u64>,
+    u64,
+    Option<strata_ledger::LedgerError>,
+)
+where
+    F: std::future::Future<Output = strata_ledger::Result<u64>>,
+{
+    let mut h = report::histogram();
+    let mut n = 0u64;
+    while let Some((started, fut)) = rx.recv().await {
+        match fut.await {
+            Ok(_) => {
+                report::record(&mut h, started.elapsed().as_micros() as u64);
+                n += 1;
+            }
+            Err(e) => return (h, n, Some(e)),
+        }
+    }
+    (h, n, None)
 }

@@ -71,6 +71,14 @@ fn thread_seconds(prefix: &str) -> (f64, f64) {
     (matching, others)
 }
 
+/// CPU seconds this process has used so far (every thread).
+pub fn process_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| cpu_seconds_of_stat(&s))
+        .unwrap_or(0.0)
+}
+
 /// One reading of every CPU counter.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSnapshot {

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admin;
 use super::connect::{self, ConnectArgs};
+use super::cpu::{CpuSnapshot, CpuUse};
 use super::raw::{RawArgs, RawDisk};
 use super::report::{self, Latency, Machine};
 use super::workers::{
@@ -205,6 +206,11 @@ pub struct WorkloadReport {
     pub error_samples: Vec<String>,
     pub raw: Option<RawDisk>,
     pub ratios: Option<Ratios>,
+    /// CPU use over the measured window (the broker's with `--admin-url`),
+    /// and the broker's CPU per MB published: steadier from run to run than
+    /// throughput on a shared machine, so the figure to compare code by.
+    pub cpu: Option<CpuUse>,
+    pub broker_cpu_ms_per_mb: Option<f64>,
     pub machine: Machine,
 }
 
@@ -275,6 +281,12 @@ fn print_report(r: &WorkloadReport) {
             "  (through the page cache instead: {:.1} MB/s  p99 {:.2} ms)",
             raw.buffered_fdatasync_mb_per_sec, raw.buffered_fdatasync_latency_ms.p99
         );
+    }
+    if let Some(cpu) = &r.cpu {
+        println!("cpu over the window: {}", cpu.line());
+    }
+    if let Some(ms) = r.broker_cpu_ms_per_mb {
+        println!("broker CPU per MB published: {ms:.2} ms");
     }
 }
 
@@ -377,6 +389,16 @@ pub(super) async fn run_workload(
     }
 
     let t = Timeline::new(args.warmup, args.duration, args.drain_timeout);
+    // CPU over exactly the measured window.
+    let cpu_task = {
+        let admin_url = args.admin_url.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(t.measure_start.into()).await;
+            let start = CpuSnapshot::take(&admin_url, "-").await;
+            tokio::time::sleep_until(t.end.into()).await;
+            start.until(&CpuSnapshot::take(&admin_url, "-").await)
+        })
+    };
     let produced = Arc::new(AtomicU64::new(0));
     let consumed = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
@@ -493,6 +515,11 @@ pub(super) async fn run_workload(
             end_to_end_p99_to_raw_p99: end_to_end_latency_ms.map(|l| l.p99 / raw_p99),
         }
     });
+    let cpu = cpu_task.await.ok();
+    let broker_cpu_ms_per_mb = cpu.and_then(|c| c.broker_cores).and_then(|cores| {
+        let mbps = publish.as_ref().or(consume.as_ref())?.mb_per_sec;
+        (mbps > 0.0).then(|| cores * 1000.0 / mbps)
+    });
     Ok(WorkloadReport {
         command: mode.name(),
         url: args.url.clone(),
@@ -531,6 +558,8 @@ pub(super) async fn run_workload(
         error_samples: errors.samples,
         raw,
         ratios,
+        cpu,
+        broker_cpu_ms_per_mb,
         machine: Machine::describe(),
     })
 }

@@ -1,0 +1,152 @@
+//! CRC32C of a concatenation from the CRCs of its parts, without reading
+//! the bytes again.
+//!
+//! A CRC is the remainder of the message (as a polynomial over GF(2)) modulo
+//! the CRC polynomial, so appending `n` bytes to `a` multiplies `a`'s
+//! remainder by `x^(8n)`. With the usual pre- and post-inversion the two
+//! inversions cancel out, and
+//!
+//! ```text
+//! crc(a || b) = crc(a) · x^(8·len(b))  mod P   xor   crc(b)
+//! ```
+//!
+//! `x^(8n) mod P` is built from a table of `x^(2^k) mod P` in one product
+//! per set bit of `n`. Each product is 32 shift-and-xor steps, so combining
+//! costs well under a microsecond for any length, where reading 1 MiB again
+//! costs tens of microseconds. `crc32c::crc32c_combine` gives the same
+//! result with the older matrix method, ~20× slower.
+//!
+//! Everything here is in the reflected bit order CRC32C uses: bit 31 holds
+//! the coefficient of `x^0`.
+
+/// The CRC32C (Castagnoli) polynomial, reflected.
+const POLY: u32 = 0x82F6_3B78;
+
+/// `a · b mod P`.
+const fn mul(a: u32, mut b: u32) -> u32 {
+    let mut product = 0;
+    let mut bit = 1u32 << 31;
+    while bit != 0 {
+        if a & bit != 0 {
+            product ^= b;
+        }
+        // b · x
+        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+        bit >>= 1;
+    }
+    product
+}
+
+/// `x^(2^k) mod P` for k in 0..64.
+const POWERS: [u32; 64] = {
+    let mut t = [0u32; 64];
+    // x^1
+    t[0] = 1 << 30;
+    let mut k = 1;
+    while k < 64 {
+        t[k] = mul(t[k - 1], t[k - 1]);
+        k += 1;
+    }
+    t
+};
+
+/// `x^(8·n) mod P`: what appending `n` bytes multiplies a remainder by.
+fn shift_bytes(n: u64) -> u32 {
+    // x^0
+    let mut p = 1u32 << 31;
+    // x^(8n) = product of x^(2^(k+3)) over the set bits k of n.
+    let mut k = 3;
+    let mut n = n;
+    while n != 0 {
+        if n & 1 != 0 {
+            p = mul(POWERS[k % 64], p);
+        }
+        n >>= 1;
+        k += 1;
+    }
+    p
+}
+
+/// The CRC32C of `a || b` from `crc1 = crc32c(a)`, `crc2 = crc32c(b)` and
+/// `len2 = b.len()`.
+pub fn combine(crc1: u32, crc2: u32, len2: u64) -> u32 {
+    if len2 == 0 {
+        return crc1;
+    }
+    mul(shift_bytes(len2), crc1) ^ crc2
+}
+
+/// Below this many bytes reading them again is as cheap as a combine:
+/// callers that could combine may as well compute directly.
+pub const COMBINE_WORTH_IT: usize = 8 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn combining_equals_reading_the_concatenation() {
+        let lengths = [
+            0usize,
+            1,
+            2,
+            3,
+            7,
+            8,
+            9,
+            63,
+            64,
+            65,
+            1000,
+            1024,
+            4095,
+            4096,
+            65_536,
+            65_537,
+            1 << 20,
+            3 << 20,
+        ];
+        for (i, &la) in lengths.iter().enumerate() {
+            for (j, &lb) in lengths.iter().enumerate() {
+                if la + lb > 4 << 20 {
+                    continue;
+                }
+                let a = bytes(la, i as u64 + 1);
+                let b = bytes(lb, 100 + j as u64);
+                let whole = crc32c::crc32c_append(crc32c::crc32c(&a), &b);
+                let combined = combine(crc32c::crc32c(&a), crc32c::crc32c(&b), lb as u64);
+                assert_eq!(combined, whole, "len a {la}, len b {lb}");
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_crc32c_crates_combine() {
+        for n in [1usize, 17, 1 << 10, (1 << 16) + 3, 5 << 20] {
+            let (c1, c2) = (0xDEAD_BEEF, 0x0123_4567);
+            assert_eq!(combine(c1, c2, n as u64), crc32c::crc32c_combine(c1, c2, n));
+        }
+    }
+
+    #[test]
+    fn a_wrong_part_gives_a_wrong_whole() {
+        let a = bytes(5000, 7);
+        let b = bytes(70_000, 8);
+        let whole = crc32c::crc32c_append(crc32c::crc32c(&a), &b);
+        let good = crc32c::crc32c(&b);
+        assert_ne!(combine(crc32c::crc32c(&a), good ^ 1, b.len() as u64), whole);
+        assert_ne!(combine(crc32c::crc32c(&a), good, b.len() as u64 + 1), whole);
+    }
+}
