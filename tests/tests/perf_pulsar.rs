@@ -104,6 +104,11 @@ fn check_raw(v: &Value, dir: &Path) {
         "{v:#}"
     );
     check_latency(&v["raw"], "buffered_fdatasync_latency_ms");
+    assert!(
+        f64_at(v, &["raw", "overwrite_fdatasync_mb_per_sec"]) > 0.0,
+        "{v}"
+    );
+    check_latency(&v["raw"], "overwrite_fdatasync_latency_ms");
     let publish = f64_at(v, &["publish", "mb_per_sec"]);
     let raw = f64_at(v, &["raw", "fdatasync_mb_per_sec"]);
     let ratio = f64_at(v, &["ratios", "throughput_to_raw"]);

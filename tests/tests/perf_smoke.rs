@@ -45,6 +45,8 @@ fn perf_bookie_reports_every_field() {
         "raw_fdatasync_p99_ms",
         "raw_buffered_fdatasync_mb_per_sec",
         "raw_buffered_fdatasync_p99_ms",
+        "raw_overwrite_fdatasync_mb_per_sec",
+        "raw_overwrite_fdatasync_p99_ms",
         "ratio",
     ] {
         let v = report[field].as_f64().unwrap_or(-1.0);

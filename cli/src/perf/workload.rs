@@ -281,6 +281,10 @@ fn print_report(r: &WorkloadReport) {
             "  (through the page cache instead: {:.1} MB/s  p99 {:.2} ms)",
             raw.buffered_fdatasync_mb_per_sec, raw.buffered_fdatasync_latency_ms.p99
         );
+        println!(
+            "  (over blocks written before: {:.1} MB/s  p99 {:.2} ms)",
+            raw.overwrite_fdatasync_mb_per_sec, raw.overwrite_fdatasync_latency_ms.p99
+        );
     }
     if let Some(cpu) = &r.cpu {
         println!("cpu over the window: {}", cpu.line());
