@@ -80,25 +80,15 @@ impl StoredEntry {
     /// checksums the payload next (the journal) combines it instead of
     /// reading the bytes again.
     pub fn verify_payload(&self) -> Result<Option<u32>> {
-        let (crc, payload_crc) = if self.payload.len() >= strata_proto::crc::COMBINE_WORTH_IT {
-            let payload_crc = crc32c::crc32c(&self.payload);
-            let crc = strata_proto::entry_crc32c_of(
-                self.ledger_id,
-                self.entry_id,
-                self.cumulative_length,
-                payload_crc,
-                self.payload.len(),
-            );
-            (crc, Some(payload_crc))
-        } else {
-            let crc = strata_proto::entry_crc32c(
-                self.ledger_id,
-                self.entry_id,
-                self.cumulative_length,
-                &self.payload,
-            );
-            (crc, None)
-        };
+        let payload_crc = (self.payload.len() >= strata_proto::crc::COMBINE_WORTH_IT)
+            .then(|| crc32c::crc32c(&self.payload));
+        let crc = strata_proto::entry_crc32c_known(
+            self.ledger_id,
+            self.entry_id,
+            self.cumulative_length,
+            &self.payload,
+            payload_crc,
+        );
         if crc == self.crc32c {
             Ok(payload_crc)
         } else {

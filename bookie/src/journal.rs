@@ -336,13 +336,7 @@ impl Journal {
             if len == 0 || len > MAX_RECORD_LEN {
                 bad.get_or_insert(len);
             }
-            let head_crc = crc32c::crc32c(r.head);
-            let crc = match r.tail_crc {
-                Some(tail_crc) => {
-                    strata_proto::crc::combine(head_crc, tail_crc, r.tail.len() as u64)
-                }
-                None => crc32c::crc32c_append(head_crc, &r.tail),
-            };
+            let crc = strata_proto::crc::append(crc32c::crc32c(r.head), &r.tail, r.tail_crc);
             heads.extend_from_slice(&(len as u32).to_le_bytes());
             heads.extend_from_slice(&crc.to_le_bytes());
             heads.extend_from_slice(r.head);

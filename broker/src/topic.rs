@@ -391,10 +391,10 @@ impl Topic {
         self.state.lock().producers.values().cloned().collect()
     }
 
-    /// Stores a message from `publisher`; the future resolves when it is durable.
-    /// Stores a message (a batch or one) as one entry. `checksum` is the
-    /// producer's verified CRC32C of the message past its checksum header,
-    /// if it sent one: the entry's CRC is combined from it.
+    /// Stores a message (one or a batch) from `publisher` as one entry; the
+    /// future resolves when it is durable. `checksum` is the producer's
+    /// verified CRC32C of the message past its checksum header, if it sent
+    /// one: the entry's CRC is combined from it.
     pub async fn publish(
         &self,
         message: &[u8],

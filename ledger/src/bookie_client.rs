@@ -86,12 +86,10 @@ fn take_batch(
     let mut sinks = Vec::with_capacity(room);
     let mut next = Some(first);
     while let Some((add, sink)) = next.take() {
-        if let Some(e) = add.entry.as_ref() {
-            bytes += e.payload.len();
-            keys.push((e.ledger_id, e.entry_id));
-        } else {
-            keys.push((0, 0));
-        }
+        // `add` only queues adds that carry an entry.
+        let e = add.entry.as_ref();
+        bytes += e.map_or(0, |e| e.payload.len());
+        keys.push(e.map_or((0, 0), |e| (e.ledger_id, e.entry_id)));
         adds.push(add);
         sinks.push(sink);
         if bytes < MAX_BATCH_BYTES {

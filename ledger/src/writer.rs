@@ -192,18 +192,13 @@ impl LedgerWriter {
             st.next_entry += 1;
             st.length += payload.len() as u64;
             let cumulative_length = st.length;
-            let crc32c = match payload_crc {
-                Some(c) => strata_proto::entry_crc32c_of(
-                    self.inner.ledger_id,
-                    entry_id,
-                    st.length,
-                    c,
-                    payload.len(),
-                ),
-                None => {
-                    strata_proto::entry_crc32c(self.inner.ledger_id, entry_id, st.length, &payload)
-                }
-            };
+            let crc32c = strata_proto::entry_crc32c_known(
+                self.inner.ledger_id,
+                entry_id,
+                st.length,
+                &payload,
+                payload_crc,
+            );
             let now = Instant::now();
             st.pending.push_back(Pending {
                 entry_id,

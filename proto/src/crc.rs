@@ -76,6 +76,15 @@ pub fn combine(crc1: u32, crc2: u32, len2: u64) -> u32 {
     mul(shift_bytes(len2), crc1) ^ crc2
 }
 
+/// `crc` extended by `bytes`: combined from `known = crc32c(bytes)` when
+/// the caller has it, read from `bytes` otherwise. `known` must be right.
+pub fn append(crc: u32, bytes: &[u8], known: Option<u32>) -> u32 {
+    match known {
+        Some(k) => combine(crc, k, bytes.len() as u64),
+        None => crc32c::crc32c_append(crc, bytes),
+    }
+}
+
 /// Below this many bytes reading them again is as cheap as a combine:
 /// callers that could combine may as well compute directly.
 pub const COMBINE_WORTH_IT: usize = 8 << 10;
@@ -84,15 +93,10 @@ pub const COMBINE_WORTH_IT: usize = 8 << 10;
 mod tests {
     use super::*;
 
+    /// Bytes that differ with the offset and the seed.
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
+        (0..n as u64)
+            .map(|i| ((i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
             .collect()
     }
 
@@ -130,6 +134,15 @@ mod tests {
                 assert_eq!(combined, whole, "len a {la}, len b {lb}");
             }
         }
+    }
+
+    #[test]
+    fn append_reads_or_combines_alike() {
+        let (a, b) = (bytes(300, 1), bytes(20_000, 2));
+        let whole = crc32c::crc32c_append(crc32c::crc32c(&a), &b);
+        let head = crc32c::crc32c(&a);
+        assert_eq!(append(head, &b, None), whole);
+        assert_eq!(append(head, &b, Some(crc32c::crc32c(&b))), whole);
     }
 
     #[test]

@@ -106,8 +106,7 @@ pub enum MessageError {
 /// `[size][metadata][payload]`).
 pub fn parse_message(bytes: &[u8]) -> Result<ParsedMessage, MessageError> {
     let checksum = verify_checksum(bytes)?;
-    let skip = if checksum.is_some() { 6 } else { 0 };
-    let metadata = decode_metadata(&bytes[skip..])?;
+    let metadata = decode_metadata(&bytes[checksum_header_len(checksum)..])?;
     Ok(ParsedMessage { metadata, checksum })
 }
 
@@ -117,11 +116,7 @@ pub fn parse_message(bytes: &[u8]) -> Result<ParsedMessage, MessageError> {
 /// slice of `data`, not a copy.
 pub fn split_message(data: &Bytes) -> Result<(MessageMetadata, Bytes), MessageError> {
     let (_, message) = split_entry(data);
-    let skip = if verify_checksum(&message)?.is_some() {
-        6
-    } else {
-        0
-    };
+    let skip = checksum_header_len(verify_checksum(&message)?);
     let metadata = decode_metadata(&message[skip..])?;
     // decode_metadata checked that the size field and the metadata are there.
     let b = &message[skip..];
@@ -129,17 +124,25 @@ pub fn split_message(data: &Bytes) -> Result<(MessageMetadata, Bytes), MessageEr
     Ok((metadata, message.slice(skip + 4 + size..)))
 }
 
+/// Length of the `[0x0e01][crc32c]` header.
+const CHECKSUM_HEADER: usize = 6;
+
+/// The bytes a message's checksum header takes (`None`: it has none).
+fn checksum_header_len(checksum: Option<u32>) -> usize {
+    checksum.map_or(0, |_| CHECKSUM_HEADER)
+}
+
 /// Checks the `[0x0e01][crc32c]` header if `b` starts with one; returns the
-/// checksum (`None` without a header). The header is 6 bytes.
+/// checksum (`None` without a header).
 fn verify_checksum(b: &[u8]) -> Result<Option<u32>, MessageError> {
     if b.len() < 2 || u16::from_be_bytes([b[0], b[1]]) != MAGIC_CRC32C {
         return Ok(None);
     }
-    if b.len() < 6 {
+    if b.len() < CHECKSUM_HEADER {
         return Err(MessageError::Malformed("truncated checksum header".into()));
     }
     let expected = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-    let actual = crc32c::crc32c(&b[6..]);
+    let actual = crc32c::crc32c(&b[CHECKSUM_HEADER..]);
     if expected != actual {
         return Err(MessageError::Checksum { expected, actual });
     }
@@ -207,7 +210,7 @@ pub fn make_entry(broker: &BrokerEntryMetadata, message: &[u8]) -> Bytes {
 /// `message_len` bytes whose checksum header holds `checksum` (verified by
 /// [`parse_message`]): combined from it, without reading the message again.
 pub fn entry_crc32c_from_checksum(entry: &[u8], message_len: usize, checksum: u32) -> u32 {
-    let covered = message_len.saturating_sub(6).min(entry.len());
+    let covered = message_len.saturating_sub(CHECKSUM_HEADER).min(entry.len());
     let head = &entry[..entry.len() - covered];
     crate::crc::combine(crc32c::crc32c(head), checksum, covered as u64)
 }

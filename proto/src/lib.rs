@@ -22,25 +22,22 @@ pub mod pulsar {
 /// bookie on add and by the reader on read. It covers the entry's identity and
 /// position as well as its bytes, so a misplaced entry fails the check too.
 pub fn entry_crc32c(ledger_id: u64, entry_id: u64, cumulative_length: u64, payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(
-        entry_header_crc(ledger_id, entry_id, cumulative_length),
-        payload,
-    )
+    entry_crc32c_known(ledger_id, entry_id, cumulative_length, payload, None)
 }
 
-/// [`entry_crc32c`] from the CRC32C of the payload alone, without reading
-/// the payload again (see [`crc`]).
-pub fn entry_crc32c_of(
+/// [`entry_crc32c`], combined from `payload_crc = crc32c(payload)` when the
+/// caller has it instead of reading the payload again (see [`crc`]).
+pub fn entry_crc32c_known(
     ledger_id: u64,
     entry_id: u64,
     cumulative_length: u64,
-    payload_crc: u32,
-    payload_len: usize,
+    payload: &[u8],
+    payload_crc: Option<u32>,
 ) -> u32 {
-    crc::combine(
+    crc::append(
         entry_header_crc(ledger_id, entry_id, cumulative_length),
+        payload,
         payload_crc,
-        payload_len as u64,
     )
 }
 
@@ -64,7 +61,8 @@ mod tests {
         assert_ne!(base, entry_crc32c(1, 2, 9, b"abc"));
         assert_ne!(base, entry_crc32c(1, 2, 3, b"abd"));
         assert_eq!(base, entry_crc32c(1, 2, 3, b"abc"));
-        assert_eq!(base, entry_crc32c_of(1, 2, 3, crc32c::crc32c(b"abc"), 3));
+        let known = Some(crc32c::crc32c(b"abc"));
+        assert_eq!(base, entry_crc32c_known(1, 2, 3, b"abc", known));
     }
 
     #[test]

@@ -42,9 +42,7 @@ fn u32_at(v: &[u8], at: usize) -> u32 {
 }
 
 fn u64_at(v: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&v[at..at + 8]);
-    u64::from_be_bytes(a)
+    u64::from_be_bytes(super::arr8(&v[at..at + 8]))
 }
 
 #[cfg(test)]

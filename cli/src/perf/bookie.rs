@@ -169,16 +169,16 @@ fn print_report(r: &BookieReport) {
         r.raw_fdatasync_mb_per_sec, r.raw_fdatasync_p99_ms, r.ratio, r.latency_ratio_p99
     );
     println!(
-        "process CPU while appending: {:.2} cores, {:.2} µs per entry",
-        r.process_cpu_cores, r.cpu_us_per_entry
-    );
-    println!(
         "  (through the page cache instead: MB/s {:.1}  p99 ms {:.2})",
         r.raw_buffered_fdatasync_mb_per_sec, r.raw_buffered_fdatasync_p99_ms
     );
     println!(
         "  (over blocks written before: MB/s {:.1}  p99 ms {:.2})",
         r.raw_overwrite_fdatasync_mb_per_sec, r.raw_overwrite_fdatasync_p99_ms
+    );
+    println!(
+        "process CPU while appending: {:.2} cores, {:.2} µs per entry",
+        r.process_cpu_cores, r.cpu_us_per_entry
     );
 }
 

@@ -47,8 +47,8 @@ fn machine_ticks() -> Option<MachineTicks> {
 }
 
 /// CPU seconds of this process's threads whose name starts with `prefix`,
-/// and of all the others.
-fn thread_seconds(prefix: &str) -> (f64, f64) {
+/// and of all the others (all of them without a prefix).
+fn thread_seconds(prefix: Option<&str>) -> (f64, f64) {
     let (mut matching, mut others) = (0.0, 0.0);
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return (0.0, 0.0);
@@ -62,7 +62,7 @@ fn thread_seconds(prefix: &str) -> (f64, f64) {
         else {
             continue;
         };
-        if name.trim_end().starts_with(prefix) {
+        if prefix.is_some_and(|p| name.trim_end().starts_with(p)) {
             matching += secs;
         } else {
             others += secs;
@@ -90,12 +90,17 @@ pub struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    /// Reads the counters now; the broker's through its admin `/metrics`.
-    pub async fn take(admin_url: &str, load_thread_prefix: &str) -> CpuSnapshot {
-        let broker_secs = admin::metrics_page(admin_url)
-            .await
-            .ok()
-            .and_then(|page| admin::parse_metric(&page, "process_cpu_seconds_total"));
+    /// Reads the counters now; the broker's through its admin `/metrics`
+    /// (none without an admin URL). Threads named with `load_thread_prefix`
+    /// are the load generator's.
+    pub async fn take(admin_url: Option<&str>, load_thread_prefix: Option<&str>) -> CpuSnapshot {
+        let broker_secs = match admin_url {
+            Some(url) => admin::metrics_page(url)
+                .await
+                .ok()
+                .and_then(|page| admin::parse_metric(&page, "process_cpu_seconds_total")),
+            None => None,
+        };
         CpuSnapshot {
             at: Instant::now(),
             machine: machine_ticks(),
@@ -182,7 +187,7 @@ mod tests {
     fn readings_move_forward() {
         let m = machine_ticks().expect("/proc/stat");
         assert!(m.total >= m.busy && m.total > 0);
-        let (named, others) = thread_seconds("no-such-thread-prefix");
+        let (named, others) = thread_seconds(Some("no-such-thread-prefix"));
         assert_eq!(named, 0.0);
         assert!(others >= 0.0);
         let a = CpuSnapshot {
@@ -202,7 +207,7 @@ mod tests {
             at: Instant::now(),
             machine: machine_ticks(),
             broker_secs: Some(1.5),
-            own: (0.0, thread_seconds("no-such-thread-prefix").1),
+            own: (0.0, thread_seconds(Some("no-such-thread-prefix")).1),
         };
         let u = a.until(&b);
         assert!(u.secs > 0.0);

@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -22,6 +21,9 @@ use tokio::sync::Semaphore;
 /// The pacer's default tick, in µs (`--pace-tick-us`): its shortest sleep.
 /// At high rates it releases the sends due over one tick at once.
 pub const DEFAULT_TICK_US: u64 = 200;
+
+/// The pacer's longest sleep: how soon it notices it was dropped at low rates.
+const MAX_SLEEP: Duration = Duration::from_millis(20);
 
 /// Releases sends `k = 0, 1, 2, …` at `start + (k + phase) / rate`.
 pub struct Pacer {
@@ -33,7 +35,6 @@ pub struct Pacer {
     /// Sends released in all, once the pacer has stopped (`u64::MAX` until then).
     total: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Pacer {
@@ -49,8 +50,10 @@ impl Pacer {
         let released = Arc::new(Semaphore::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let total = Arc::new(AtomicU64::new(u64::MAX));
-        let thread = {
+        {
             let (released, stop, total) = (released.clone(), stop.clone(), total.clone());
+            // Not joined: it ends on its own within MAX_SLEEP of a stop, and
+            // a join in `drop` would block the sender's runtime thread.
             std::thread::Builder::new()
                 .name("perf-pacer".into())
                 .spawn(move || {
@@ -68,13 +71,16 @@ impl Pacer {
                             break;
                         }
                         let next = start + Duration::from_secs_f64((issued as f64 + phase) / rate);
-                        std::thread::sleep(next.saturating_duration_since(now).max(tick));
+                        std::thread::sleep(
+                            next.saturating_duration_since(now)
+                                .clamp(tick, MAX_SLEEP.max(tick)),
+                        );
                     }
                     // Wake the sender for good: past `total`, `next` ends.
                     total.store(issued, Ordering::Release);
                     released.add_permits(1 << 30);
-                })?
-        };
+                })?;
+        }
         Ok(Pacer {
             start,
             rate,
@@ -83,7 +89,6 @@ impl Pacer {
             released,
             total,
             stop,
-            thread: Some(thread),
         })
     }
 
@@ -103,9 +108,6 @@ impl Pacer {
 impl Drop for Pacer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

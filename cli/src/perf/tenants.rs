@@ -422,9 +422,9 @@ async fn run_phase(
     });
     let sample_cpu = async {
         tokio::time::sleep(args.warmup).await;
-        let start = CpuSnapshot::take(&args.admin_url, NOISY_THREADS).await;
+        let start = CpuSnapshot::take(Some(&args.admin_url), Some(NOISY_THREADS)).await;
         tokio::time::sleep(args.duration).await;
-        start.until(&CpuSnapshot::take(&args.admin_url, NOISY_THREADS).await)
+        start.until(&CpuSnapshot::take(Some(&args.admin_url), Some(NOISY_THREADS)).await)
     };
     let quiet_args = quiet_workload(args, quiet);
     let (report, cpu) = tokio::join!(

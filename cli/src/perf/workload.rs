@@ -395,12 +395,12 @@ pub(super) async fn run_workload(
     let t = Timeline::new(args.warmup, args.duration, args.drain_timeout);
     // CPU over exactly the measured window.
     let cpu_task = {
-        let admin_url = args.admin_url.clone().unwrap_or_default();
+        let admin_url = args.admin_url.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(t.measure_start.into()).await;
-            let start = CpuSnapshot::take(&admin_url, "-").await;
+            let start = CpuSnapshot::take(admin_url.as_deref(), None).await;
             tokio::time::sleep_until(t.end.into()).await;
-            start.until(&CpuSnapshot::take(&admin_url, "-").await)
+            start.until(&CpuSnapshot::take(admin_url.as_deref(), None).await)
         })
     };
     let produced = Arc::new(AtomicU64::new(0));
