@@ -54,6 +54,11 @@ pub struct BookieConfig {
     pub journal_preallocate: u64,
     /// A journal file is closed and a new one started past this size.
     pub journal_max_file_size: u64,
+    /// Journal files no longer needed are kept (up to this many) and reused
+    /// for new ones, whose writes then overwrite blocks instead of
+    /// allocating new ones (0: delete them). The pool is deleted when the
+    /// disk reaches `disk_usage_threshold`.
+    pub journal_reuse_files: usize,
     /// Where entries live after the write cache: `journal` (written once,
     /// the default) or `entry-log` (copied into entry logs).
     pub storage_mode: StorageMode,
@@ -102,6 +107,7 @@ impl Default for BookieConfig {
             journal_flush_when_queue_empty: true,
             journal_preallocate: 16 << 20,
             journal_max_file_size: 128 << 20,
+            journal_reuse_files: 8,
             storage_mode: StorageMode::Journal,
             write_cache_bytes: 64 << 20,
             read_cache_bytes: 64 << 20,
@@ -223,6 +229,9 @@ pub struct BookieArgs {
     /// Start a new journal file past this size [default: 128 MiB].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_MAX_FILE_SIZE")]
     pub journal_max_file_size: Option<u64>,
+    /// Keep up to this many released journal files for reuse (0: delete them) [default: 8].
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_REUSE_FILES")]
+    pub journal_reuse_files: Option<usize>,
     /// Where entries live after the write cache: journal (written once) or entry-log (copied, for a journal on its own disk) [default: journal].
     #[arg(long, env = "STRATA_BOOKIE_STORAGE_MODE", value_enum)]
     pub storage_mode: Option<StorageMode>,
@@ -282,6 +291,7 @@ impl BookieArgs {
             journal_flush_when_queue_empty,
             journal_preallocate,
             journal_max_file_size,
+            journal_reuse_files,
             storage_mode,
             write_cache_bytes,
             read_cache_bytes,

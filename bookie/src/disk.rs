@@ -43,12 +43,10 @@ impl DiskState {
     /// Measures the disks and moves the storage in or out of read-only.
     /// Returns true if the read-only state changed. Blocking (statvfs).
     pub fn check(&self, storage: &LedgerStorage) -> io::Result<bool> {
-        let mut worst = DiskUsage::default();
-        for dir in &self.dirs {
-            let u = usage(dir)?;
-            if u.used >= worst.used || worst.total_bytes == 0 {
-                worst = u;
-            }
+        let mut worst = self.measure()?;
+        // Journal files kept for reuse are the first space to give back.
+        if worst.used >= self.threshold && storage.drain_journal_pool() > 0 {
+            worst = self.measure()?;
         }
         *self.last.lock() = worst;
         let before = storage.read_only();
@@ -60,6 +58,20 @@ impl DiskState {
             _ => {}
         }
         Ok(before != storage.read_only())
+    }
+}
+
+impl DiskState {
+    /// Usage of the fullest disk.
+    fn measure(&self) -> io::Result<DiskUsage> {
+        let mut worst = DiskUsage::default();
+        for dir in &self.dirs {
+            let u = usage(dir)?;
+            if u.used >= worst.used || worst.total_bytes == 0 {
+                worst = u;
+            }
+        }
+        Ok(worst)
     }
 }
 

@@ -167,8 +167,11 @@ const WRITE_BLOCK: usize = 256 << 10;
 pub struct EntryLogs {
     dir: PathBuf,
     journal_dir: PathBuf,
-    /// Journal files read so far (opened on first read).
-    journals: RwLock<HashMap<u64, Arc<File>>>,
+    /// Journal files read so far (opened on first read), with their
+    /// records' checksum masks.
+    journals: RwLock<HashMap<u64, (Arc<File>, u32)>>,
+    /// Where journal files go when compaction has emptied them.
+    recycler: Arc<crate::journal::Recycler>,
     size_limit: u64,
     /// Open read handles; a deleted log is removed here, readers that already
     /// hold its `Arc<File>` finish their read (unlinked files stay readable).
@@ -177,7 +180,12 @@ pub struct EntryLogs {
 }
 
 impl EntryLogs {
-    pub fn open(dir: &Path, journal_dir: &Path, size_limit: u64) -> Result<EntryLogs> {
+    pub fn open(
+        dir: &Path,
+        journal_dir: &Path,
+        size_limit: u64,
+        recycler: Arc<crate::journal::Recycler>,
+    ) -> Result<EntryLogs> {
         fs::create_dir_all(dir).map_err(|e| BookieError::io("create entry log dir", e))?;
         let mut readers = HashMap::new();
         let mut max_id = 0;
@@ -194,6 +202,7 @@ impl EntryLogs {
             dir: dir.to_path_buf(),
             journal_dir: journal_dir.to_path_buf(),
             journals: RwLock::new(HashMap::new()),
+            recycler,
             size_limit,
             readers: RwLock::new(readers),
             active: Mutex::new(active),
@@ -297,7 +306,7 @@ impl EntryLogs {
 
     /// Reads an entry the index places in journal file `seq`.
     fn read_journal(&self, seq: u64, loc: Location) -> Result<StoredEntry> {
-        let file = self.journal_file(seq)?;
+        let (file, mask) = self.journal_file(seq)?;
         let min = crate::journal::RECORD_HEADER + crate::storage::JOURNAL_HEAD;
         let max = min + crate::storage::MAX_ENTRY_SIZE;
         if (loc.len as usize) < min || loc.len as usize > max {
@@ -309,11 +318,11 @@ impl EntryLogs {
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset)
             .map_err(|e| BookieError::io("read journal file", e))?;
-        let body = crate::journal::check_record(&buf)?;
+        let body = crate::journal::check_record(&buf, mask)?;
         Ok(crate::storage::decode_journal_add(body)?.0.entry)
     }
 
-    fn journal_file(&self, seq: u64) -> Result<Arc<File>> {
+    fn journal_file(&self, seq: u64) -> Result<(Arc<File>, u32)> {
         if let Some(f) = self.journals.read().get(&seq) {
             return Ok(f.clone());
         }
@@ -329,14 +338,34 @@ impl EntryLogs {
             }
             Err(e) => return Err(BookieError::io("open journal file", e)),
         };
-        Ok(self.journals.write().entry(seq).or_insert(file).clone())
+        let mut header = [0u8; crate::journal::HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| BookieError::io("read journal header", e))?;
+        let Some(mask) = crate::journal::header_mask(&header, seq) else {
+            return Err(BookieError::corrupt(
+                "journal file",
+                format!("file {seq} does not start with its own header"),
+            ));
+        };
+        Ok(self
+            .journals
+            .write()
+            .entry(seq)
+            .or_insert((file, mask))
+            .clone())
     }
 
-    /// Deletes a log file (after compaction moved its live entries). Blocking.
+    /// Drops the read handle of journal file `seq` (released elsewhere).
+    pub fn forget_journal(&self, seq: u64) {
+        self.journals.write().remove(&seq);
+    }
+
+    /// Deletes a log file (after compaction moved its live entries); a
+    /// journal file is released for reuse. Blocking.
     pub fn remove(&self, log_id: u64) -> Result<u64> {
         if let Some(seq) = journal_seq(log_id) {
             self.journals.write().remove(&seq);
-            return remove_file(&self.journal_dir.join(crate::journal::file_name(seq)));
+            return self.recycler.release(seq);
         }
         if log_id == self.active_id() {
             return Err(BookieError::Invalid(
@@ -433,6 +462,11 @@ fn create(dir: &Path, id: u64) -> Result<Active> {
 mod tests {
     use super::*;
 
+    fn no_reuse(dir: &Path) -> Arc<crate::journal::Recycler> {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        Arc::new(crate::journal::Recycler::new(dir, 0, metrics))
+    }
+
     fn entry(l: u64, e: u64, payload: &[u8]) -> StoredEntry {
         StoredEntry {
             ledger_id: l,
@@ -446,7 +480,7 @@ mod tests {
     #[test]
     fn append_read_rotate_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = EntryLogs::open(dir.path(), dir.path(), 200).unwrap();
+        let logs = EntryLogs::open(dir.path(), dir.path(), 200, no_reuse(dir.path())).unwrap();
         let a = entry(1, 0, &[1; 190]);
         let b = entry(1, 1, b"second");
         let la = logs.append(&[&a]).unwrap();
@@ -459,7 +493,7 @@ mod tests {
         logs.remove(la[0].log_id).unwrap();
         assert!(logs.read(la[0]).is_err());
         drop(logs);
-        let logs = EntryLogs::open(dir.path(), dir.path(), 200).unwrap();
+        let logs = EntryLogs::open(dir.path(), dir.path(), 200, no_reuse(dir.path())).unwrap();
         assert_eq!(logs.read(lb[0]).unwrap(), b);
         assert!(logs.active_id() > lb[0].log_id);
     }
@@ -467,7 +501,7 @@ mod tests {
     #[test]
     fn corrupt_record_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = EntryLogs::open(dir.path(), dir.path(), 1 << 20).unwrap();
+        let logs = EntryLogs::open(dir.path(), dir.path(), 1 << 20, no_reuse(dir.path())).unwrap();
         let a = entry(7, 3, b"payload-bytes");
         let loc = logs.append(&[&a]).unwrap()[0];
         let f = OpenOptions::new()

@@ -187,6 +187,10 @@ impl AlignedBuf {
         &self.storage[self.start..self.start + self.len]
     }
 
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         let need = self.len + data.len();
         if need > self.capacity() {

@@ -1,15 +1,19 @@
 //! The journal: every add is made durable here before it is acknowledged.
 //!
 //! Files are `journal/{seq:020}.jnl`, each starting with a 16-byte header
-//! (`STRJRNL1` + seq) followed by records:
+//! (`STRJRNL2` + seq) followed by records:
 //!
 //! ```text
-//! [len: u32 LE][crc32c: u32 LE][body: len bytes]
+//! [len: u32 LE][crc32c(body) ^ crc_mask(seq): u32 LE][body: len bytes]
 //! ```
 //!
-//! where the CRC32C covers the body. Files are preallocated with `fallocate`
-//! so that `fdatasync` does not have to persist a size change per batch;
-//! the preallocated tail reads as zeros, and a zero length marks the end.
+//! The checksum is masked with the file's sequence number ([`crc_mask`]) so
+//! that a record is valid only in the file it was written to: journal files
+//! are reused ([`Recycler`]), and what a reused file held before must never
+//! replay as new. Files written before reuse (`STRJRNL1`) have unmasked
+//! checksums and are still read. Files are preallocated with `fallocate` so
+//! that `fdatasync` does not have to persist a size change per batch; the
+//! preallocated tail reads as zeros, and a zero length marks the end.
 //!
 //! Batches are written with `O_DIRECT` where the filesystem allows it: the
 //! bytes go from the batch buffer to the device without being copied into
@@ -36,9 +40,11 @@
 //!   failed) before `written` moves past it, so whoever reads `written` and
 //!   then a placement sees every record below that position placed.
 //! - Replay stops at the first record whose length is impossible or whose CRC
-//!   does not match (a torn write from a crash, or corruption) and truncates
-//!   the file there, so the bad bytes are never read again. New records
-//!   always go to a new file, never after a cut.
+//!   does not match: a torn write from a crash, corruption or, in a reused
+//!   file, its older contents. An `STRJRNL1` file is truncated there, so the
+//!   bad bytes are never read again; a reused-format file is left as it is
+//!   (its tail is expected to fail, and its blocks are worth keeping). New
+//!   records always go to a new file, never after a stop.
 //!
 //! Group commit, pipelined over two threads:
 //! - the writer takes queued records, waiting for more until ~`group_bytes`
@@ -70,12 +76,18 @@ use crate::error::{BookieError, Result};
 use crate::fileio;
 use crate::metrics::Metrics;
 
+mod recycle;
 mod replay;
+pub use recycle::{REUSE_GRACE, Recycler};
 pub use replay::{ReplayEnd, ReplayedFile, replay_bytes};
 
-/// First bytes of every journal file (public, as the file format is, for the
-/// fuzz targets and tools that build journal files).
-pub const MAGIC: &[u8; 8] = b"STRJRNL1";
+/// First bytes of every journal file written now (public, as the file format
+/// is, for the fuzz targets and tools that build journal files): records'
+/// checksums are masked with [`crc_mask`].
+pub const MAGIC: &[u8; 8] = b"STRJRNL2";
+/// First bytes of journal files written before files were reused: their
+/// records' checksums are not masked.
+pub const MAGIC_V1: &[u8; 8] = b"STRJRNL1";
 /// File header: [`MAGIC`] then the file's sequence number (u64 LE).
 pub const HEADER_LEN: u64 = 16;
 /// Record header: body length (u32 LE) then the body's CRC32C (u32 LE).
@@ -91,8 +103,34 @@ pub const PAD_CRC: u32 = 0x5041_4444;
 /// Longest padding-record body.
 pub const MAX_PAD: usize = fileio::DIRECT_ALIGN + RECORD_HEADER;
 
-/// Appends a padding record so that `buf` ends on a 4 KiB boundary.
-fn pad_to_alignment(buf: &mut fileio::AlignedBuf) {
+/// What the checksums of records in file `seq` are XORed with (`STRJRNL2`
+/// files). Distinct for any two sequence numbers less than 2^32 apart (an odd
+/// multiplier is a bijection of `u32`), and never 0 for a real file, so a
+/// record read in any file but its own fails its check.
+pub fn crc_mask(seq: u64) -> u32 {
+    (seq as u32).wrapping_mul(0x9E37_79B1)
+}
+
+/// The checksum mask of file `seq` given its first [`HEADER_LEN`] bytes, or
+/// None when they are not a header of file `seq` (no magic, or another
+/// file's sequence number: a reused file whose new header never reached the
+/// disk).
+pub fn header_mask(header: &[u8], seq: u64) -> Option<u32> {
+    let header = header.get(..HEADER_LEN as usize)?;
+    let (magic, rest) = header.split_at(MAGIC.len());
+    if rest != seq.to_le_bytes() {
+        return None;
+    }
+    match magic {
+        m if m == MAGIC => Some(crc_mask(seq)),
+        m if m == MAGIC_V1 => Some(0),
+        _ => None,
+    }
+}
+
+/// Appends a padding record so that `buf` ends on a 4 KiB boundary; `mask`
+/// is the file's [`crc_mask`].
+fn pad_to_alignment(buf: &mut fileio::AlignedBuf, mask: u32) {
     let align = fileio::DIRECT_ALIGN;
     let mut gap = (align - buf.len() % align) % align;
     if gap == 0 {
@@ -103,7 +141,7 @@ fn pad_to_alignment(buf: &mut fileio::AlignedBuf) {
     }
     let n = gap - RECORD_HEADER;
     buf.extend_from_slice(&(PAD_FLAG | n as u32).to_le_bytes());
-    buf.extend_from_slice(&PAD_CRC.to_le_bytes());
+    buf.extend_from_slice(&(PAD_CRC ^ mask).to_le_bytes());
     buf.extend_zeros(n);
 }
 
@@ -123,6 +161,8 @@ pub struct JournalConfig {
     pub preallocate: u64,
     pub max_file_size: u64,
     pub queue_capacity: usize,
+    /// Where files no longer needed go, and new files come from.
+    pub recycler: Arc<Recycler>,
 }
 
 /// Where a record landed: set once by the writer thread, to the position of
@@ -186,6 +226,7 @@ pub struct Journal {
     written: Arc<PositionCell>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     dir: PathBuf,
+    recycler: Arc<Recycler>,
 }
 
 /// A [`JournalPos`] readable without a lock.
@@ -212,8 +253,9 @@ impl PositionCell {
 }
 
 /// Checks one record read back from a journal file (`[len][crc][body]`, the
-/// buffer exactly as long as the record) and returns its body.
-pub fn check_record(buf: &[u8]) -> Result<&[u8]> {
+/// buffer exactly as long as the record, `mask` the file's from
+/// [`header_mask`]) and returns its body.
+pub fn check_record(buf: &[u8], mask: u32) -> Result<&[u8]> {
     let corrupt = |why: String| Err(BookieError::corrupt("journal record", why));
     if buf.len() < RECORD_HEADER + 1 {
         return corrupt(format!("{} bytes is shorter than a record", buf.len()));
@@ -227,7 +269,7 @@ pub fn check_record(buf: &[u8]) -> Result<&[u8]> {
             body.len()
         ));
     }
-    if crc32c::crc32c(body) != crc {
+    if crc32c::crc32c(body) ^ mask != crc {
         return corrupt("CRC32C mismatch".into());
     }
     Ok(body)
@@ -249,6 +291,7 @@ impl Journal {
         mut apply: impl FnMut(ReplayedRecord) -> Result<()>,
     ) -> Result<Journal> {
         fs::create_dir_all(&config.dir).map_err(|e| BookieError::io("create journal dir", e))?;
+        config.recycler.scan()?;
         let files = list_files(&config.dir)?;
         let mut next_seq = checkpoint.seq.max(1);
         let mut replayed = 0u64;
@@ -287,6 +330,7 @@ impl Journal {
             written,
             thread: parking_lot::Mutex::new(Some(thread)),
             dir: config.dir,
+            recycler: config.recycler,
         })
     }
 
@@ -384,17 +428,19 @@ impl Journal {
         Ok(list_files(&self.dir)?.into_iter().map(|(s, _)| s).collect())
     }
 
-    /// Deletes journal files wholly before `checkpoint` for which `keep`
-    /// says no (files the index still points into must be kept).
-    pub fn trim(&self, checkpoint: JournalPos, keep: impl Fn(u64) -> bool) -> Result<usize> {
-        let mut removed = 0;
-        for (seq, path) in list_files(&self.dir)? {
+    /// Releases the journal files wholly before `checkpoint` for which `keep`
+    /// says no (files the index still points into must be kept): they are
+    /// pooled for reuse or deleted ([`Recycler::release`]).
+    /// Returns the released sequence numbers.
+    pub fn trim(&self, checkpoint: JournalPos, keep: impl Fn(u64) -> bool) -> Result<Vec<u64>> {
+        let mut released = Vec::new();
+        for (seq, _) in list_files(&self.dir)? {
             if seq < checkpoint.seq && !keep(seq) {
-                fs::remove_file(&path).map_err(|e| BookieError::io("remove journal file", e))?;
-                removed += 1;
+                self.recycler.release(seq)?;
+                released.push(seq);
             }
         }
-        Ok(removed)
+        Ok(released)
     }
 
     /// Stops the writer after it has completed everything queued.
@@ -475,6 +521,14 @@ fn replay_file(
                 .and_then(|_| file.sync_all())
                 .map_err(|e| BookieError::io("truncate journal tail", e))?;
         }
+        ReplayEnd::Ended { offset, reason } => {
+            info!(
+                path = %path.display(),
+                offset,
+                reason,
+                "journal file's records end (a torn write, or older contents of a reused file)"
+            );
+        }
     }
     Ok(replayed.records)
 }
@@ -500,6 +554,8 @@ struct SyncJob {
 /// A journal file ready for records.
 struct Prepared {
     file: File,
+    /// Its records' checksum mask ([`crc_mask`]).
+    mask: u32,
     /// `O_DIRECT` handle for batch writes, where the filesystem allows it.
     direct: Option<File>,
     allocated: u64,
@@ -513,35 +569,45 @@ struct Writer {
     /// Buffered handle: allocation, size and fdatasync.
     file: Arc<File>,
     direct: Option<File>,
+    /// The current file's checksum mask.
+    mask: u32,
     offset: u64,
     allocated: u64,
     buf: fileio::AlignedBuf,
+    /// Where in `buf` the batch's record checksums are: the writer masks
+    /// them for the file the batch goes to just before writing it.
+    crc_at: Vec<usize>,
     metrics: Arc<Metrics>,
     /// The next file, being prepared in the background.
     spare: Option<std::sync::mpsc::Receiver<Result<Prepared>>>,
 }
 
-/// Creates journal file `seq`: header, preallocated space, and its name made
-/// durable in the directory. A file prepared ahead and never used holds no
-/// records, which replay reads as an empty file.
+/// Makes journal file `seq` from a pooled file, or creates it: header,
+/// preallocated space, and its name made durable in the directory. A file
+/// prepared ahead and never used holds no records of its own, which replay
+/// reads as an empty file.
 fn prepare_file(config: &JournalConfig, seq: u64) -> Result<Prepared> {
     let path = config.dir.join(file_name(seq));
+    let reused = config.recycler.take(&path);
     let file = OpenOptions::new()
-        .create_new(true)
+        .create_new(reused.is_none())
         .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| BookieError::io("create journal file", e))?;
     let direct = fileio::open_direct(&path);
+    let mask = crc_mask(seq);
     let mut header = fileio::AlignedBuf::with_capacity(fileio::DIRECT_ALIGN);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&seq.to_le_bytes());
     if direct.is_some() {
         // Records start block-aligned, after a padding record.
-        pad_to_alignment(&mut header);
+        pad_to_alignment(&mut header, mask);
     }
     let start = header.len() as u64;
-    let allocated = start + config.preallocate.max(1 << 20);
+    // A reused file's blocks are already allocated: allocating over them
+    // changes nothing, and the writer allocates more past them as it goes.
+    let allocated = (start + config.preallocate.max(1 << 20)).max(reused.unwrap_or(0));
     file.write_all_at(header.as_slice(), 0)
         .map_err(|e| BookieError::io("write journal header", e))?;
     fileio::fallocate(&file, start, allocated - start)
@@ -553,6 +619,7 @@ fn prepare_file(config: &JournalConfig, seq: u64) -> Result<Prepared> {
     }
     Ok(Prepared {
         file,
+        mask,
         direct,
         allocated,
         start,
@@ -568,8 +635,10 @@ impl Writer {
             seq,
             file: Arc::new(prepared.file),
             direct: prepared.direct,
+            mask: prepared.mask,
             offset: prepared.start,
             buf: fileio::AlignedBuf::with_capacity(MAX_BATCH_BYTES + (1 << 20)),
+            crc_at: Vec::new(),
             metrics,
             spare: None,
         };
@@ -629,6 +698,7 @@ impl Writer {
         let _ = self.file.set_len(self.offset);
         self.file = Arc::new(prepared.file);
         self.direct = prepared.direct;
+        self.mask = prepared.mask;
         self.allocated = prepared.allocated;
         self.seq = seq;
         self.offset = prepared.start;
@@ -668,6 +738,7 @@ impl Writer {
             };
             let deadline = Instant::now() + self.config.max_group_wait;
             self.buf.clear();
+            self.crc_at.clear();
             let mut next = Some(first);
             while let Some(req) = next.take() {
                 if req.records.is_empty() {
@@ -681,6 +752,7 @@ impl Writer {
                 let mut head_start = 0;
                 for r in req.records {
                     let start = self.offset + self.buf.len() as u64;
+                    self.crc_at.push(self.buf.len() + 4);
                     self.buf
                         .extend_from_slice(&req.heads[head_start..r.head_end]);
                     self.buf.extend_from_slice(&r.tail);
@@ -791,8 +863,15 @@ impl Writer {
 
     /// Writes the batch in `buf` at the end of the current file (not synced).
     fn write_batch(&mut self) -> Result<()> {
+        let bytes = self.buf.as_mut_slice();
+        for &at in &self.crc_at {
+            let crc = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+            bytes[at..at + 4].copy_from_slice(&(crc ^ self.mask).to_le_bytes());
+        }
+        // Masked once: a failed write fails the whole batch.
+        self.crc_at.clear();
         if self.direct.is_some() {
-            pad_to_alignment(&mut self.buf);
+            pad_to_alignment(&mut self.buf, self.mask);
         }
         let len = self.buf.len() as u64;
         self.ensure_allocated(len)?;
@@ -902,6 +981,7 @@ mod tests {
             preallocate: 1 << 20,
             max_file_size: 4 << 20,
             queue_capacity: 1024,
+            recycler: Arc::new(Recycler::new(dir, 0, Arc::new(Metrics::default()))),
         }
     }
 
@@ -948,7 +1028,7 @@ mod tests {
         // Every open starts a new file and prepares the next one: trimming
         // before the newest written one removes the first open's two.
         let w = j.written();
-        assert_eq!(j.trim(w, |_| false).unwrap(), 2);
+        assert_eq!(j.trim(w, |_| false).unwrap().len(), 2);
         drop(j);
         let (_j, got) = replay_all(dir.path(), w);
         assert!(got.is_empty());
@@ -956,43 +1036,73 @@ mod tests {
 
     #[tokio::test]
     async fn torn_and_corrupt_tails_are_cut() {
-        for damage in ["truncate", "flip", "garbage-length"] {
-            let dir = tempfile::tempdir().unwrap();
-            let (j, _) = replay_all(dir.path(), JournalPos::default());
-            j.append(b"good-1".to_vec()).await.unwrap();
-            let good = j.append(b"good-2".to_vec()).await.unwrap();
-            let last = j.append(vec![7u8; 100]).await.unwrap();
-            drop(j);
-            let path = dir.path().join(file_name(good.seq));
-            let file = OpenOptions::new().write(true).open(&path).unwrap();
-            match damage {
-                "truncate" => file.set_len(last.offset - 30).unwrap(),
-                "flip" => file.write_all_at(&[0xAA], last.offset - 10).unwrap(),
-                _ => file.write_all_at(&[0xFF; 4], good.offset).unwrap(),
+        for v1 in [false, true] {
+            for damage in ["truncate", "flip", "garbage-length"] {
+                let why = format!("{damage}, v1 {v1}");
+                let dir = tempfile::tempdir().unwrap();
+                let (j, _) = replay_all(dir.path(), JournalPos::default());
+                j.append(b"good-1".to_vec()).await.unwrap();
+                let good = j.append(b"good-2".to_vec()).await.unwrap();
+                let last = j.append(vec![7u8; 100]).await.unwrap();
+                drop(j);
+                let path = dir.path().join(file_name(good.seq));
+                if v1 {
+                    downgrade_to_v1(&path, good.seq);
+                }
+                let len = fs::metadata(&path).unwrap().len();
+                let file = OpenOptions::new().write(true).open(&path).unwrap();
+                match damage {
+                    "truncate" => file.set_len(last.offset - 30).unwrap(),
+                    "flip" => file.write_all_at(&[0xAA], last.offset - 10).unwrap(),
+                    _ => file.write_all_at(&[0xFF; 4], good.offset).unwrap(),
+                }
+                drop(file);
+                let (j, got) = replay_all(dir.path(), JournalPos::default());
+                assert_eq!(got, vec![b"good-1".to_vec(), b"good-2".to_vec()], "{why}");
+                let size = fs::metadata(&path).unwrap().len();
+                if v1 {
+                    // The cut is durable: the file now ends where the damaged
+                    // record (or the padding record after the good ones)
+                    // starts.
+                    let last_start = last.offset - (RECORD_HEADER + 100) as u64;
+                    let cut = if damage == "garbage-length" {
+                        good.offset
+                    } else {
+                        last_start
+                    };
+                    assert_eq!(size, cut, "{why}");
+                } else {
+                    // A reused-format file is left as it is.
+                    let expected = if damage == "truncate" { last.offset - 30 } else { len };
+                    assert_eq!(size, expected, "{why}");
+                }
+                // New records go to a new file and replay after the cut ones.
+                j.append(b"after".to_vec()).await.unwrap();
+                drop(j);
+                let (_j, got) = replay_all(dir.path(), JournalPos::default());
+                assert_eq!(got.last().unwrap(), b"after", "{why}");
+                assert_eq!(got.len(), 3, "{why}");
             }
-            drop(file);
-            let (j, got) = replay_all(dir.path(), JournalPos::default());
-            assert_eq!(
-                got,
-                vec![b"good-1".to_vec(), b"good-2".to_vec()],
-                "{damage}"
-            );
-            // The cut is durable: the file now ends where the damaged record
-            // (or the padding record after the good ones) starts.
-            let last_start = last.offset - (RECORD_HEADER + 100) as u64;
-            let cut = if damage == "garbage-length" {
-                good.offset
-            } else {
-                last_start
-            };
-            assert_eq!(fs::metadata(&path).unwrap().len(), cut, "{damage}");
-            // New records go to a new file and replay after the cut ones.
-            j.append(b"after".to_vec()).await.unwrap();
-            drop(j);
-            let (_j, got) = replay_all(dir.path(), JournalPos::default());
-            assert_eq!(got.last().unwrap(), b"after", "{damage}");
-            assert_eq!(got.len(), 3, "{damage}");
         }
+    }
+
+    /// Rewrites journal file `seq` as the `STRJRNL1` format wrote it: the old
+    /// magic, and checksums not masked.
+    fn downgrade_to_v1(path: &Path, seq: u64) {
+        let mut data = fs::read(path).unwrap();
+        assert_eq!(header_mask(&data, seq), Some(crc_mask(seq)));
+        data[..MAGIC_V1.len()].copy_from_slice(MAGIC_V1);
+        let mut pos = HEADER_LEN as usize;
+        while pos + RECORD_HEADER <= data.len() {
+            let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap());
+            if len == 0 {
+                break;
+            }
+            let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
+            data[pos + 4..pos + 8].copy_from_slice(&(crc ^ crc_mask(seq)).to_le_bytes());
+            pos += RECORD_HEADER + (len & !PAD_FLAG) as usize;
+        }
+        fs::write(path, data).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1031,12 +1141,18 @@ mod tests {
             let file = File::open(dir.path().join(file_name(start.seq))).unwrap();
             let mut buf = vec![0u8; RECORD_HEADER + body.len()];
             file.read_exact_at(&mut buf, start.offset).unwrap();
-            assert_eq!(check_record(&buf).unwrap(), &body[..]);
+            let mut header = [0u8; HEADER_LEN as usize];
+            file.read_exact_at(&mut header, 0).unwrap();
+            let mask = header_mask(&header, start.seq).unwrap();
+            assert_eq!(mask, crc_mask(start.seq));
+            assert_eq!(check_record(&buf, mask).unwrap(), &body[..]);
+            // Read as another file's record, it fails its check.
+            assert!(check_record(&buf, crc_mask(start.seq + 1)).is_err());
         }
         // A damaged record is refused, not returned.
         let mut bad = vec![0u8; RECORD_HEADER + 4];
         bad[..4].copy_from_slice(&4u32.to_le_bytes());
-        assert!(check_record(&bad).is_err());
+        assert!(check_record(&bad, 0).is_err());
     }
 
     #[tokio::test]

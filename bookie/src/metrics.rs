@@ -13,6 +13,10 @@ pub struct Metrics {
     pub write_cache_wait_seconds: Histogram,
     pub journal_batch_bytes: Histogram,
     pub journal_bytes: Counter,
+    /// Journal files made from pooled ones instead of new space.
+    pub journal_reused_files: Counter,
+    /// Released journal files waiting to be reused.
+    pub journal_pooled_files: Gauge,
     pub add_seconds: Histogram,
     pub adds: Counter,
     pub add_errors: Counter,
@@ -40,6 +44,8 @@ impl Default for Metrics {
             journal_queue_seconds: Histogram::latency(),
             journal_batch_bytes: Histogram::sizes(),
             journal_bytes: Counter::default(),
+            journal_reused_files: Counter::default(),
+            journal_pooled_files: Gauge::default(),
             add_seconds: Histogram::latency(),
             adds: Counter::default(),
             add_errors: Counter::default(),
@@ -97,6 +103,16 @@ impl Metrics {
             "strata_bookie_journal_bytes_total",
             "Bytes written to the journal.",
             self.journal_bytes.get(),
+        );
+        e.counter(
+            "strata_bookie_journal_reused_files_total",
+            "Journal files made from released ones (their blocks are overwritten, not newly allocated).",
+            self.journal_reused_files.get(),
+        );
+        e.gauge(
+            "strata_bookie_journal_pooled_files",
+            "Released journal files waiting to be reused.",
+            self.journal_pooled_files.get(),
         );
         e.histogram(
             "strata_bookie_add_seconds",

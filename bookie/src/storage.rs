@@ -35,6 +35,7 @@ use crate::error::{BookieError, Result};
 use crate::index::{Index, IndexBatch, LedgerState, LogUsage};
 use crate::journal::{
     Journal, JournalConfig, JournalPos, MAX_RECORD_LEN, Placement, RECORD_HEADER, RecordIn,
+    Recycler,
 };
 use crate::metrics::Metrics;
 
@@ -147,6 +148,9 @@ pub enum ReadOnlyReason {
 pub struct LedgerStorage {
     mode: StorageMode,
     journal: Journal,
+    /// Released journal files kept for reuse (shared with the journal and
+    /// the entry logs).
+    recycler: Arc<Recycler>,
     index: Index,
     logs: EntryLogs,
     cache: Mutex<WriteCache>,
@@ -169,10 +173,16 @@ impl LedgerStorage {
     /// Opens (or creates) the storage and replays the journal. Blocking.
     pub fn open(config: &BookieConfig, metrics: Arc<Metrics>) -> Result<LedgerStorage> {
         let index = Index::open(&config.ledger_dir().join("index"))?;
+        let recycler = Arc::new(Recycler::new(
+            &config.journal_dir(),
+            config.journal_reuse_files,
+            metrics.clone(),
+        ));
         let logs = EntryLogs::open(
             &config.ledger_dir().join("logs"),
             &config.journal_dir(),
             config.entry_log_size_limit,
+            recycler.clone(),
         )?;
         let mut states: HashMap<u64, LedgerState> = index.ledger_states()?.into_iter().collect();
         let checkpoint = index.checkpoint()?;
@@ -185,6 +195,7 @@ impl LedgerStorage {
             preallocate: config.journal_preallocate,
             max_file_size: config.journal_max_file_size,
             queue_capacity: 64 * 1024,
+            recycler: recycler.clone(),
         };
         let mode = config.storage_mode;
         let journal = Journal::open(journal_config, checkpoint, metrics.clone(), |rec| {
@@ -215,6 +226,7 @@ impl LedgerStorage {
         let storage = LedgerStorage {
             mode,
             journal,
+            recycler,
             index,
             logs,
             cache: Mutex::new(WriteCache {
@@ -243,6 +255,12 @@ impl LedgerStorage {
 
     pub fn read_only(&self) -> Option<ReadOnlyReason> {
         *self.read_only.lock()
+    }
+
+    /// Deletes the journal files kept for reuse, to give their space back to
+    /// the disk; returns the bytes freed. Blocking.
+    pub fn drain_journal_pool(&self) -> u64 {
+        self.recycler.drain()
     }
 
     pub fn set_read_only(&self, reason: Option<ReadOnlyReason>) {
@@ -707,12 +725,16 @@ impl LedgerStorage {
     /// Deletes the journal files before `checkpoint` that hold no indexed
     /// entry. Called with the maintenance lock held.
     fn trim_journal(&self, checkpoint: JournalPos) -> Result<usize> {
-        self.journal.trim(checkpoint, |seq| {
+        let released = self.journal.trim(checkpoint, |seq| {
             // When in doubt, keep the file.
             self.index
                 .usage(journal_log_id(seq))
                 .map_or(true, |u| !u.ledgers.is_empty())
-        })
+        })?;
+        for seq in &released {
+            self.logs.forget_journal(*seq);
+        }
+        Ok(released.len())
     }
 
     /// Journal mode: indexes each durable entry of `buffer` (and each
