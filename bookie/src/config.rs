@@ -59,6 +59,10 @@ pub struct BookieConfig {
     /// allocating new ones (0: delete them). The pool is deleted when the
     /// disk reaches `disk_usage_threshold`.
     pub journal_reuse_files: usize,
+    /// A released journal file waits this long before reuse, so that a read
+    /// that found it just before its release still reads its old contents.
+    #[serde(with = "humantime_serde")]
+    pub journal_reuse_grace: Duration,
     /// Where entries live after the write cache: `journal` (written once,
     /// the default) or `entry-log` (copied into entry logs).
     pub storage_mode: StorageMode,
@@ -108,6 +112,7 @@ impl Default for BookieConfig {
             journal_preallocate: 16 << 20,
             journal_max_file_size: 128 << 20,
             journal_reuse_files: 8,
+            journal_reuse_grace: crate::journal::REUSE_GRACE,
             storage_mode: StorageMode::Journal,
             write_cache_bytes: 64 << 20,
             read_cache_bytes: 64 << 20,
@@ -232,6 +237,9 @@ pub struct BookieArgs {
     /// Keep up to this many released journal files for reuse (0: delete them) [default: 8].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_REUSE_FILES")]
     pub journal_reuse_files: Option<usize>,
+    /// A released journal file waits this long before reuse, e.g. "10s" [default: 10s].
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_REUSE_GRACE", value_parser = humantime::parse_duration)]
+    pub journal_reuse_grace: Option<Duration>,
     /// Where entries live after the write cache: journal (written once) or entry-log (copied, for a journal on its own disk) [default: journal].
     #[arg(long, env = "STRATA_BOOKIE_STORAGE_MODE", value_enum)]
     pub storage_mode: Option<StorageMode>,
@@ -292,6 +300,7 @@ impl BookieArgs {
             journal_preallocate,
             journal_max_file_size,
             journal_reuse_files,
+            journal_reuse_grace,
             storage_mode,
             write_cache_bytes,
             read_cache_bytes,

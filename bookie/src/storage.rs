@@ -173,11 +173,14 @@ impl LedgerStorage {
     /// Opens (or creates) the storage and replays the journal. Blocking.
     pub fn open(config: &BookieConfig, metrics: Arc<Metrics>) -> Result<LedgerStorage> {
         let index = Index::open(&config.ledger_dir().join("index"))?;
-        let recycler = Arc::new(Recycler::new(
-            &config.journal_dir(),
-            config.journal_reuse_files,
-            metrics.clone(),
-        ));
+        let recycler = Arc::new(
+            Recycler::new(
+                &config.journal_dir(),
+                config.journal_reuse_files,
+                metrics.clone(),
+            )
+            .with_grace(config.journal_reuse_grace),
+        );
         let logs = EntryLogs::open(
             &config.ledger_dir().join("logs"),
             &config.journal_dir(),
@@ -1212,6 +1215,80 @@ mod tests {
         ));
         assert_eq!(read(&s, 2, 150).unwrap(), Bytes::from(vec![2u8; 1000]));
         assert_eq!(read(&s, 2, 200).unwrap(), Bytes::from(vec![2u8; 10]));
+    }
+
+    /// Journal files emptied by GC (journal mode) or trimmed after a flush
+    /// (entry-log mode) become new journal files. After a restart every
+    /// live entry reads back, the deleted ledger stays deleted, and nothing
+    /// of what the reused files held before comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reused_journal_files_keep_every_entry_and_bring_back_none() {
+        for mode in [StorageMode::Journal, StorageMode::EntryLog] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = BookieConfig {
+                journal_reuse_files: 64,
+                journal_reuse_grace: std::time::Duration::ZERO,
+                ..config_in(dir.path(), mode)
+            };
+            let metrics = Arc::new(Metrics::default());
+            let s = LedgerStorage::open(&cfg, metrics.clone()).unwrap();
+            for e in 0..150u64 {
+                s.add(op(1, e, 1, 1000)).await.unwrap();
+                s.add(op(3, e, 3, 1000)).await.unwrap();
+            }
+            tokio::task::block_in_place(|| s.flush()).unwrap();
+            s.delete_blocking(1).unwrap();
+            s.add(op(5, 0, 5, 70_000)).await.unwrap();
+            tokio::task::block_in_place(|| s.flush()).unwrap();
+            tokio::task::block_in_place(|| s.gc()).unwrap();
+            let pooled = metrics.journal_pooled_files.get();
+            assert!(pooled >= 3, "{mode:?}: {pooled} pooled");
+            // New entries go into reused files; the last batch is only in
+            // the journal when the storage stops.
+            for e in 0..200u64 {
+                s.add(op(2, e, 2, 600)).await.unwrap();
+                if e == 120 {
+                    tokio::task::block_in_place(|| s.flush()).unwrap();
+                }
+            }
+            let reused = metrics.journal_reused_files.get();
+            assert!(reused >= 2, "{mode:?}: {reused} reused");
+            drop(s);
+
+            let metrics = Arc::new(Metrics::default());
+            let s = LedgerStorage::open(&cfg, metrics.clone()).unwrap();
+            assert_eq!(s.lac(2).unwrap().last_entry, 199, "{mode:?}");
+            assert_eq!(s.lac(3).unwrap().last_entry, 149, "{mode:?}");
+            for e in 0..200u64 {
+                assert_eq!(read(&s, 2, e).unwrap(), Bytes::from(vec![2u8; 600]), "{e}");
+            }
+            for e in 0..150u64 {
+                assert_eq!(read(&s, 3, e).unwrap(), Bytes::from(vec![3u8; 1000]), "{e}");
+                assert!(matches!(
+                    s.read_blocking(1, e),
+                    Err(BookieError::Deleted(1))
+                ));
+            }
+            assert_eq!(read(&s, 5, 0).unwrap().len(), 70_000);
+            assert!(read(&s, 2, 200).is_none());
+            assert_eq!(metrics.read_errors.get(), 0);
+            // Without reuse the pool is deleted at the next start.
+            drop(s);
+            let none = BookieConfig {
+                journal_reuse_files: 0,
+                ..cfg.clone()
+            };
+            let s = LedgerStorage::open(&none, Arc::new(Metrics::default())).unwrap();
+            let pooled = std::fs::read_dir(cfg.journal_dir())
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().ends_with(".free")
+                })
+                .count();
+            assert_eq!(pooled, 0, "{mode:?}");
+            assert_eq!(read(&s, 2, 10).unwrap(), Bytes::from(vec![2u8; 600]));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,19 @@ pub fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// Journal files a bookie keeps for reuse (`*.free`) in its journal `dir`.
+pub fn pooled_journal_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".free"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let give_up = Instant::now() + limit;

@@ -1,6 +1,7 @@
 //! Crash tests of one bookie with real processes: SIGKILL in the middle of
-//! pipelined appends loses no acknowledged entry (a), and a torn or corrupt
-//! journal tail is cut on restart, never served as data (b).
+//! pipelined appends loses no acknowledged entry (a), also while the journal
+//! writes into reused files (c), and a torn or corrupt journal tail ends
+//! replay on restart, never served as data (b).
 //!
 //! Helpers and conventions (time bounds, seeds, etcd) are in
 //! [`strata_tests::fault`].
@@ -17,8 +18,8 @@ use rand::rngs::StdRng;
 use strata_proto::bookie::ReadLacRequest;
 use strata_tests::bookie::BookieProcess;
 use strata_tests::fault::{
-    Appender, args, bounded, check_entries, client, fast_config, random_payload, raw_client,
-    raw_read, read_all, seed, start_etcd,
+    Appender, args, bounded, check_entries, client, fast_config, pooled_journal_files,
+    random_payload, raw_client, raw_read, read_all, seed, start_etcd, wait_until,
 };
 use tempfile::TempDir;
 
@@ -193,8 +194,8 @@ async fn journal_tail_damage(name: &str, damage: Damage, default_seed: u64) {
     bookie.restart().await;
     let log = bookie.log();
     assert!(
-        log.contains("journal tail is torn or corrupt"),
-        "the bookie logs the cut\n{}",
+        log.contains("journal file's records end"),
+        "the bookie logs where the records end\n{}",
         bookie.log_tail()
     );
 
@@ -270,7 +271,7 @@ async fn journal_tail_damage(name: &str, damage: Damage, default_seed: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn journal_torn_tail_is_cut_on_restart() {
+async fn journal_torn_tail_ends_replay_on_restart() {
     let name = "journal_torn_tail";
     bounded(
         name,
@@ -281,12 +282,113 @@ async fn journal_torn_tail_is_cut_on_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn journal_corrupt_tail_is_cut_on_restart() {
+async fn journal_corrupt_tail_ends_replay_on_restart() {
     let name = "journal_corrupt_tail";
     bounded(
         name,
         Duration::from_secs(120),
         journal_tail_damage(name, Damage::FlipByte, 0x5EED_000C),
     )
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// c. SIGKILL while the journal writes into reused files
+// ---------------------------------------------------------------------------
+
+/// A deleted ledger's journal files are garbage-collected into the pool and
+/// reused for the next ledger's appends; the bookie is killed mid-stream.
+/// After the restart every acknowledged entry of the new ledger reads back
+/// intact, and nothing of the deleted ledger (whose records the reused files
+/// still hold past the new ones) comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_while_writing_into_reused_journal_files() {
+    let name = "sigkill_reused_journal";
+    bounded(name, Duration::from_secs(180), async {
+        let seed = seed(name, 0x5EED_000D);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let etcd = start_etcd().await;
+        let dir = TempDir::new().unwrap();
+        let mut bookie = BookieProcess::start(
+            dir.path().join("b0"),
+            &etcd.url(),
+            &args(&[
+                "--journal-max-file-size",
+                "262144",
+                "--journal-reuse-files",
+                "64",
+                "--journal-reuse-grace",
+                "0s",
+                "--gc-interval",
+                "1s",
+                "--flush-interval",
+                "200ms",
+            ]),
+        )
+        .await;
+        let journal = bookie.journal_dir();
+        let ledgers = client(&etcd.url(), fast_config()).await;
+
+        // First life: a ledger written, closed and deleted.
+        let old = ledgers.create(1, 1, 1).await.expect("create ledger");
+        let old_id = old.ledger_id();
+        for _ in 0..400 {
+            old.append(random_payload(&mut rng, 4 << 10))
+                .await
+                .expect("append");
+        }
+        old.close().await.expect("close");
+        ledgers.delete(old_id).await.expect("delete");
+        wait_until(
+            "GC to pool the deleted ledger's journal files",
+            Duration::from_secs(60),
+            || pooled_journal_files(&journal) >= 4,
+        )
+        .await;
+        let pooled = pooled_journal_files(&journal);
+
+        // Second life: pipelined appends into reused files, then SIGKILL.
+        let writer = Arc::new(ledgers.create(1, 1, 1).await.expect("create ledger"));
+        let ledger = writer.ledger_id();
+        let appender = Appender::spawn(
+            writer.clone(),
+            StdRng::seed_from_u64(seed),
+            8 << 10,
+            Vec::new(),
+        );
+        appender.wait_acked(300, Duration::from_secs(60)).await;
+        bookie.kill();
+        let reused = pooled - pooled_journal_files(&journal);
+        eprintln!("{name}: {pooled} files pooled, {reused} reused before the kill");
+        assert!(reused >= 2, "the appends went into reused files");
+        appender
+            .wait_stopped("the writer to fail", Duration::from_secs(60))
+            .await;
+        let (record, _) = appender.finish(Duration::from_secs(60)).await;
+        drop(writer);
+
+        bookie.restart().await;
+        let reader = client(&etcd.url(), fast_config())
+            .await
+            .open_and_recover(ledger)
+            .await
+            .unwrap_or_else(|e| panic!("recover: {e}\n{}", bookie.log_tail()));
+        let last = reader.last_readable();
+        let max_acked = record.acked.last().map_or(-1, |a| *a as i64);
+        assert!(
+            last >= max_acked,
+            "recovered ledger ends at {last} but entry {max_acked} was acknowledged"
+        );
+        let entries = read_all(&reader, last).await;
+        check_entries(name, &entries, &record.sent, last);
+        // The deleted ledger stays deleted on the bookie.
+        let mut rpc = raw_client(&bookie.address()).await;
+        for id in [0u64, 200, 399] {
+            assert!(
+                raw_read(&mut rpc, old_id, id, id).await.is_err(),
+                "entry {id} of the deleted ledger came back"
+            );
+        }
+    })
     .await;
 }

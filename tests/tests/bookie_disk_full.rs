@@ -16,8 +16,8 @@ use strata_proto::bookie::{AddEntry, AddStatus, InfoRequest};
 use strata_tests::bookie::BookieProcess;
 use strata_tests::fault::{
     Appender, SmallDisk, args, bounded, check_entries, check_on_bookie, client, disk_usage, entry,
-    fast_config, raw_add, raw_client, read_all, registration_state, seed, start_etcd, status_of,
-    store, wait_registration_state,
+    fast_config, pooled_journal_files, random_payload, raw_add, raw_client, read_all,
+    registration_state, seed, start_etcd, status_of, store, wait_registration_state, wait_until,
 };
 use tempfile::TempDir;
 
@@ -224,5 +224,117 @@ async fn out_of_space_turns_bookie_read_only_without_losing_data() {
         Duration::from_secs(240),
         full_disk(name, 0x5EED_0011, "0.999", "0.9", false),
     )
+    .await;
+}
+
+/// Journal files kept for reuse are the first space a filling disk gets
+/// back: once usage crosses the threshold, the bookie deletes its pool
+/// before it considers turning read-only, and here that is enough to stay
+/// writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pooled_journal_files_are_deleted_when_the_disk_fills() {
+    let name = "pooled_journal_files_on_a_full_disk";
+    bounded(name, Duration::from_secs(120), async {
+        let seed = seed(name, 0x5EED_00E3);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let etcd = start_etcd().await;
+        let dir = TempDir::new().unwrap();
+        let disk = SmallDisk::mount(&dir.path().join("disk"), &dir.path().join("disk.img"));
+        let data_dir = disk.mountpoint.join("b0");
+        let bookie = BookieProcess::start(
+            &data_dir,
+            &etcd.url(),
+            &args(&[
+                "--journal-preallocate",
+                "1048576",
+                "--journal-max-file-size",
+                "1048576",
+                "--journal-reuse-files",
+                "64",
+                // Nothing is reused during the test: the pool only grows.
+                "--journal-reuse-grace",
+                "1h",
+                "--write-cache-bytes",
+                "4194304",
+                "--read-cache-bytes",
+                "1048576",
+                "--gc-interval",
+                "1s",
+                "--flush-interval",
+                "200ms",
+                "--disk-check-interval",
+                "200ms",
+                "--disk-usage-threshold",
+                "0.9",
+                "--disk-usage-lwm",
+                "0.8",
+            ]),
+        )
+        .await;
+        let journal = bookie.journal_dir();
+        let ledgers = client(&etcd.url(), fast_config()).await;
+        let old = ledgers.create(1, 1, 1).await.expect("create ledger");
+        for _ in 0..2500 {
+            old.append(random_payload(&mut rng, 4 << 10))
+                .await
+                .expect("append");
+        }
+        old.close().await.expect("close");
+        ledgers.delete(old.ledger_id()).await.expect("delete");
+        wait_until(
+            "GC to pool the deleted ledger's journal files",
+            Duration::from_secs(60),
+            || pooled_journal_files(&journal) >= 6,
+        )
+        .await;
+        eprintln!(
+            "{name}: {} files pooled; disk {}",
+            pooled_journal_files(&journal),
+            disk_usage(&disk.mountpoint)
+        );
+
+        // Fill the disk to 93 %.
+        let usage = strata_bookie::disk::usage(&disk.mountpoint).unwrap();
+        let want = (usage.total_bytes as f64 * 0.93) as u64;
+        let used = usage.total_bytes - usage.free_bytes;
+        std::fs::write(
+            disk.mountpoint.join("ballast"),
+            vec![0xBAu8; (want - used) as usize],
+        )
+        .unwrap();
+        wait_until(
+            "the bookie to delete its pool",
+            Duration::from_secs(30),
+            || pooled_journal_files(&journal) == 0,
+        )
+        .await;
+        eprintln!(
+            "{name}: pool deleted; disk {}",
+            disk_usage(&disk.mountpoint)
+        );
+        assert!(
+            bookie
+                .log()
+                .contains("pooled journal files deleted to free disk space"),
+            "{}",
+            bookie.log_tail()
+        );
+        let meta = store(&etcd.url()).await;
+        assert_eq!(
+            registration_state(meta.as_ref(), &bookie.address())
+                .await
+                .as_deref(),
+            Some("writable")
+        );
+        let w = ledgers
+            .create(1, 1, 1)
+            .await
+            .expect("create after the drain");
+        w.append(Bytes::from_static(b"still writable"))
+            .await
+            .expect("append after the drain");
+        w.close().await.expect("close");
+        drop(disk);
+    })
     .await;
 }

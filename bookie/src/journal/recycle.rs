@@ -75,7 +75,7 @@ impl Recycler {
         }
     }
 
-    /// Sets how long a released file waits before reuse (tests).
+    /// Sets how long a released file waits before reuse.
     pub fn with_grace(mut self, grace: Duration) -> Recycler {
         self.grace = grace;
         self
@@ -100,7 +100,9 @@ impl Recycler {
             found.push((seq, entry.path(), bytes));
         }
         found.sort();
-        let ready = Instant::now().checked_sub(self.grace).unwrap_or_else(Instant::now);
+        let ready = Instant::now()
+            .checked_sub(self.grace)
+            .unwrap_or_else(Instant::now);
         let mut pool = self.pool.lock();
         pool.clear();
         for (_, path, bytes) in found {
@@ -202,5 +204,86 @@ fn remove(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(BookieError::io("remove journal file", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::file_name;
+    use super::*;
+
+    fn journal_file(dir: &Path, seq: u64, len: usize) {
+        fs::write(dir.join(file_name(seq)), vec![seq as u8; len]).unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_pool_is_bounded_waits_out_its_grace_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let grace = Duration::from_millis(300);
+        let r = Recycler::new(dir.path(), 2, metrics.clone()).with_grace(grace);
+        for seq in 1..=3 {
+            journal_file(dir.path(), seq, 1000 * seq as usize);
+        }
+        assert_eq!(r.release(1).unwrap(), 1000);
+        assert_eq!(r.release(2).unwrap(), 2000);
+        // The pool is full: the third is deleted.
+        assert_eq!(r.release(3).unwrap(), 3000);
+        assert_eq!(r.release(3).unwrap(), 0, "already gone");
+        assert_eq!(r.pooled(), (2, 3000));
+        assert_eq!(metrics.journal_pooled_files.get(), 2);
+        assert_eq!(
+            names(dir.path()),
+            [format!("{:020}.free", 1), format!("{:020}.free", 2)]
+        );
+        // Not before the grace.
+        let to = dir.path().join(file_name(10));
+        assert_eq!(r.take(&to), None);
+        std::thread::sleep(grace);
+        // Oldest first, with its contents (the caller rewrites the header).
+        assert_eq!(r.take(&to), Some(1000));
+        assert_eq!(fs::read(&to).unwrap(), vec![1u8; 1000]);
+        assert_eq!(metrics.journal_reused_files.get(), 1);
+
+        // After a restart the pooled file is found and ready at once.
+        let r = Recycler::new(dir.path(), 2, metrics.clone()).with_grace(grace);
+        r.scan().unwrap();
+        assert_eq!(r.pooled(), (1, 2000));
+        assert_eq!(r.take(&dir.path().join(file_name(11))), Some(2000));
+        assert_eq!(r.take(&dir.path().join(file_name(12))), None);
+
+        // A smaller pool after a restart deletes the excess; drain deletes
+        // the rest.
+        for seq in [10, 11] {
+            Recycler::new(dir.path(), 5, metrics.clone())
+                .release(seq)
+                .unwrap();
+        }
+        let r = Recycler::new(dir.path(), 1, metrics.clone());
+        r.scan().unwrap();
+        assert_eq!(r.pooled().0, 1);
+        assert_eq!(names(dir.path()).len(), 1);
+        assert_eq!(r.drain(), 1000);
+        assert_eq!(r.pooled(), (0, 0));
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn no_pool_deletes_released_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Recycler::new(dir.path(), 0, Arc::new(Metrics::default()));
+        journal_file(dir.path(), 4, 10);
+        assert_eq!(r.release(4).unwrap(), 10);
+        assert!(names(dir.path()).is_empty());
+        assert_eq!(r.take(&dir.path().join(file_name(5))), None);
     }
 }

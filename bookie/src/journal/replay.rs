@@ -245,7 +245,11 @@ mod tests {
         let mut file = header_of(MAGIC, 1);
         file.extend_from_slice(&record(b"one", crc_mask(1)));
         for start in [u64::MAX, u64::MAX - 7, usize::MAX as u64 - 3, 1 << 40] {
-            assert_eq!(replay_1(&file, start), (vec![], ReplayEnd::Clean), "{start}");
+            assert_eq!(
+                replay_1(&file, start),
+                (vec![], ReplayEnd::Clean),
+                "{start}"
+            );
         }
         assert_eq!(replay_1(&file, HEADER_LEN).0, vec![b"one".to_vec()]);
     }
