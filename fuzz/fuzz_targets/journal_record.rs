@@ -5,15 +5,19 @@
 //!
 //! The first input byte steers the harness, the rest is the file:
 //! - bit 0: put a valid file header in front (so mutations go to records);
+//!   bit 3 makes it an `STRJRNL1` header (unmasked checksums) instead of the
+//!   current format's;
 //! - bit 1: correct the CRC32C of the first `byte 1` records the harness can
-//!   walk (a fuzzer cannot forge checksums, and multi-record files need them);
+//!   walk, masked as the header says (a fuzzer cannot forge checksums, and
+//!   multi-record files need them);
 //! - bit 2: replay from the offset in the next 8 bytes (LE), as from a
 //!   checkpoint, instead of just past the header.
 //!
 //! Checked, beyond "never panics": records are contiguous, in range and
 //! match their checksum; a torn or corrupt record stops the scan at an
 //! offset inside the file, and the file cut there replays the same records
-//! with a clean end (what the bookie does after a crash); the records written
+//! with a clean end (what the bookie does with an `STRJRNL1` file after a
+//! crash; it leaves current-format files as they are); the records written
 //! to a fresh file replay identically; a decoded add record re-encodes to its
 //! bytes; no allocation is larger than the input justifies (no length field
 //! is trusted before it is checked against the bytes present).
@@ -24,8 +28,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use strata_bookie::error::Result;
 use strata_bookie::journal::{
-    HEADER_LEN, MAGIC, MAX_RECORD_LEN, RECORD_HEADER, ReplayEnd, ReplayedFile, ReplayedRecord,
-    replay_bytes,
+    HEADER_LEN, MAGIC, MAGIC_V1, MAX_RECORD_LEN, RECORD_HEADER, ReplayEnd, ReplayedFile,
+    ReplayedRecord, crc_mask, header_mask, replay_bytes,
 };
 use strata_bookie::storage::{decode_journal_add, encode_journal_head};
 use strata_fuzz::LargestAlloc;
@@ -57,11 +61,12 @@ fuzz_target!(|input: &[u8]| {
     }
     let mut file = Vec::with_capacity(HEADER_LEN as usize + rest.len());
     if flags & 1 != 0 {
-        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(if flags & 8 != 0 { MAGIC_V1 } else { MAGIC });
         file.extend_from_slice(&SEQ.to_le_bytes());
     }
     file.extend_from_slice(rest);
-    fix_checksums(&mut file, start, fix_crcs);
+    let mask = header_mask(&file, SEQ);
+    fix_checksums(&mut file, start, fix_crcs, mask.unwrap_or(0));
 
     let ((result, records), largest) = LargestAlloc::measure(|| replay(&file, start));
     let bound = 8 * file.len() + 4096;
@@ -79,14 +84,16 @@ fuzz_target!(|input: &[u8]| {
         }
     };
     assert_eq!(replayed.records as usize, records.len());
-    check_records(&file, start, &records);
+    check_records(&file, start, &records, mask.unwrap_or(0));
     match replayed.end {
         ReplayEnd::NoHeader => {
             assert!(records.is_empty());
-            assert!(file.len() < HEADER_LEN as usize || file[..8] != MAGIC[..]);
+            assert_eq!(mask, None);
         }
         ReplayEnd::Clean => {}
-        ReplayEnd::Torn { offset, reason } => {
+        ReplayEnd::Torn { offset, reason } | ReplayEnd::Ended { offset, reason } => {
+            let v1 = matches!(replayed.end, ReplayEnd::Torn { .. });
+            assert_eq!(v1, file.starts_with(MAGIC_V1), "cut only old-format files");
             assert!(!reason.is_empty());
             let after_last = records.last().map_or(start, |r| r.end.offset);
             assert_eq!(
@@ -94,7 +101,7 @@ fuzz_target!(|input: &[u8]| {
                 "cut elsewhere than after the last good record"
             );
             assert!(offset <= file.len() as u64, "cut past the end of the file");
-            // The bookie truncates the file there: replayed again, it gives
+            // Cut there (as the bookie cuts an old-format file), it replays
             // the same records and ends cleanly.
             let (again, again_records) = replay(&file[..offset as usize], start);
             let again = again.expect("records that replayed once replay again");
@@ -108,7 +115,7 @@ fuzz_target!(|input: &[u8]| {
     fresh.extend_from_slice(&SEQ.to_le_bytes());
     for r in &records {
         fresh.extend_from_slice(&(r.body.len() as u32).to_le_bytes());
-        fresh.extend_from_slice(&crc32c::crc32c(&r.body).to_le_bytes());
+        fresh.extend_from_slice(&(crc32c::crc32c(&r.body) ^ crc_mask(SEQ)).to_le_bytes());
         fresh.extend_from_slice(&r.body);
     }
     let (again, again_records) = replay(&fresh, HEADER_LEN);
@@ -140,8 +147,9 @@ fn replay(file: &[u8], start: u64) -> (Result<ReplayedFile>, Vec<ReplayedRecord>
     (result, records)
 }
 
-/// Records follow each other from `start`, each with a good length and CRC.
-fn check_records(file: &[u8], start: u64, records: &[ReplayedRecord]) {
+/// Records follow each other from `start`, each with a good length and CRC
+/// (masked with `mask`).
+fn check_records(file: &[u8], start: u64, records: &[ReplayedRecord], mask: u32) {
     let mut pos = start as usize;
     for r in records {
         assert_eq!(r.end.seq, SEQ);
@@ -150,7 +158,7 @@ fn check_records(file: &[u8], start: u64, records: &[ReplayedRecord]) {
         assert_eq!(r.end.offset, end as u64, "records are not contiguous");
         let header = &file[pos..pos + RECORD_HEADER];
         assert_eq!(header[..4], (r.body.len() as u32).to_le_bytes());
-        assert_eq!(header[4..], crc32c::crc32c(&r.body).to_le_bytes());
+        assert_eq!(header[4..], (crc32c::crc32c(&r.body) ^ mask).to_le_bytes());
         assert_eq!(&file[pos + RECORD_HEADER..end], &r.body[..]);
         pos = end;
     }
@@ -160,8 +168,9 @@ fn bodies(records: &[ReplayedRecord]) -> Vec<&[u8]> {
     records.iter().map(|r| &r.body[..]).collect()
 }
 
-/// Writes the right CRC32C into the first `n` records found from `start`.
-fn fix_checksums(file: &mut [u8], start: u64, n: usize) {
+/// Writes the right CRC32C (masked with `mask`) into the first `n` records
+/// found from `start`.
+fn fix_checksums(file: &mut [u8], start: u64, n: usize, mask: u32) {
     let Ok(mut pos) = usize::try_from(start) else {
         return;
     };
@@ -180,7 +189,7 @@ fn fix_checksums(file: &mut [u8], start: u64, n: usize) {
         if len == 0 {
             return;
         }
-        let crc = crc32c::crc32c(body);
+        let crc = crc32c::crc32c(body) ^ mask;
         file[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
         pos = body_start + len;
     }

@@ -57,6 +57,14 @@ pub struct BookiePerfArgs {
     /// How long the raw disk baseline runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub raw_duration: Duration,
+    /// Steady state of a bookie with retention: append to ledgers of
+    /// RETAIN/4 MB each (at least 16 MB) and delete the oldest once more than
+    /// this many MB are kept, so that garbage collection frees journal files
+    /// and new ones are made from them (0: one ledger, nothing deleted).
+    /// Without `--bookie-config`, the bookies then collect garbage every
+    /// second and reuse a released journal file after one second.
+    #[arg(long, default_value_t = 0)]
+    pub retain_mb: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +87,11 @@ pub struct BookieReport {
     pub ensemble: u32,
     pub write_quorum: u32,
     pub ack_quorum: u32,
+    /// `--retain-mb` (0: one ledger, nothing deleted).
+    pub retain_mb: u64,
+    /// Ledgers written and deleted during the run.
+    pub ledgers: u64,
+    pub ledgers_deleted: u64,
     pub duration_secs: f64,
     pub entries: u64,
     pub entries_per_sec: f64,
@@ -130,6 +143,8 @@ pub struct BookieSide {
     pub flush_p99_ms_bucket: f64,
     /// Batches written (one `pwrite` each; a sync covers one or more).
     pub journal_writes: u64,
+    /// Journal files made from released ones (see `--retain-mb`).
+    pub journal_reused_files: u64,
     /// Means over the run, for where an add's time goes.
     pub add_avg_ms: f64,
     pub journal_queue_avg_ms: f64,
@@ -180,6 +195,12 @@ fn print_report(r: &BookieReport) {
         "process CPU while appending: {:.2} cores, {:.2} µs per entry",
         r.process_cpu_cores, r.cpu_us_per_entry
     );
+    if r.retain_mb > 0 {
+        println!(
+            "retention {} MB: {} ledgers written, {} deleted; {} journal files reused",
+            r.retain_mb, r.ledgers, r.ledgers_deleted, r.bookie.journal_reused_files
+        );
+    }
 }
 
 pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> {
@@ -194,6 +215,11 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     for i in 0..args.ensemble {
         let mut config = match &args.bookie_config {
             Some(path) => BookieConfig::from_file(path)?,
+            None if args.retain_mb > 0 => BookieConfig {
+                gc_interval: Duration::from_secs(1),
+                journal_reuse_grace: Duration::from_secs(1),
+                ..BookieConfig::default()
+            },
             None => BookieConfig::default(),
         };
         config.listen = "127.0.0.1:0".into();
@@ -201,13 +227,13 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         let _ = std::fs::remove_dir_all(&config.data_dir);
         bookies.push(Bookie::start_with_store(config, store.clone()).await?);
     }
-    let client = LedgerClient::new(
+    let client = Arc::new(LedgerClient::new(
         store.clone(),
         ClientConfig {
             max_outstanding_bytes: args.window_bytes.max(args.entry_size),
             ..ClientConfig::default()
         },
-    );
+    ));
     if args.transport == Transport::Local {
         for b in &bookies {
             client.register_local_bookie(
@@ -216,9 +242,9 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             );
         }
     }
-    let writer = client
-        .create(args.ensemble, args.write_quorum, args.ack_quorum)
-        .await?;
+    let create = || client.create(args.ensemble, args.write_quorum, args.ack_quorum);
+    let mut writer = create().await?;
+    let mut retention = Retention::new(client.clone(), args.retain_mb);
     let payload = Bytes::from(
         (0..args.entry_size)
             .map(|i| (i * 31 % 251) as u8)
@@ -261,6 +287,10 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         if tx.send((t, fut)).is_err() {
             break;
         }
+        if retention.wrote(payload.len() as u64) {
+            let full = std::mem::replace(&mut writer, create().await?);
+            retention.rolled(full);
+        }
     }
     drop(pacer);
     drop(tx);
@@ -271,6 +301,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         anyhow::bail!("append failed during the benchmark: {e}");
     }
     writer.close().await?;
+    let (ledgers, ledgers_deleted) = retention.finish().await?;
     let bookie = bookie_side(&bookies);
     for b in bookies {
         b.shutdown().await?;
@@ -290,6 +321,9 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         ensemble: args.ensemble,
         write_quorum: args.write_quorum,
         ack_quorum: args.ack_quorum,
+        retain_mb: args.retain_mb,
+        ledgers,
+        ledgers_deleted,
         duration_secs: elapsed,
         entries: n,
         entries_per_sec: n as f64 / elapsed,
@@ -330,6 +364,7 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         flushes: 0,
         flush_p99_ms_bucket: 0.0,
         journal_writes: 0,
+        journal_reused_files: 0,
         add_avg_ms: 0.0,
         journal_queue_avg_ms: 0.0,
         journal_write_avg_ms: 0.0,
@@ -369,6 +404,7 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         worst(&mut side.flush_p99_ms_bucket, p99(&m.flush_seconds));
         side.write_cache_waits += m.write_cache_wait_seconds.count();
         side.journal_writes += m.journal_write_seconds.count();
+        side.journal_reused_files += m.journal_reused_files.get();
         for (acc, h) in sums.iter_mut().zip([
             &m.add_seconds,
             &m.journal_queue_seconds,
@@ -412,4 +448,80 @@ where
         }
     }
     (h, n, None)
+}
+
+/// `--retain-mb`: rolls the benchmark's ledger every quarter of the retained
+/// size and deletes the oldest ledgers beyond it, as a topic with a size-based
+/// retention does, so the bookies run in the steady state of a long-lived
+/// bookie (journal files freed by garbage collection, then reused).
+struct Retention {
+    client: Arc<LedgerClient>,
+    ledger_bytes: u64,
+    keep: usize,
+    written: u64,
+    /// Closed (or closing) ledgers, oldest first.
+    closed: std::collections::VecDeque<(u64, tokio::task::JoinHandle<()>)>,
+    deletes: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    ledgers: u64,
+}
+
+impl Retention {
+    fn new(client: Arc<LedgerClient>, retain_mb: u64) -> Retention {
+        let ledger_mb = (retain_mb / 4).max(16);
+        Retention {
+            client,
+            ledger_bytes: if retain_mb == 0 {
+                u64::MAX
+            } else {
+                ledger_mb << 20
+            },
+            keep: (retain_mb / ledger_mb).max(1) as usize,
+            written: 0,
+            closed: Default::default(),
+            deletes: Vec::new(),
+            ledgers: 1,
+        }
+    }
+
+    /// Counts an append; true when the ledger is full and must roll.
+    fn wrote(&mut self, bytes: u64) -> bool {
+        self.written += bytes;
+        self.written >= self.ledger_bytes
+    }
+
+    /// Takes the full ledger: closed in the background (its adds complete
+    /// first), deleted once newer ones hold the retained size.
+    fn rolled(&mut self, full: strata_ledger::LedgerWriter) {
+        self.written = 0;
+        self.ledgers += 1;
+        let id = full.ledger_id();
+        let closing = tokio::spawn(async move {
+            if let Err(e) = full.close().await {
+                tracing::warn!(error = %e, "closing a full benchmark ledger failed");
+            }
+        });
+        self.closed.push_back((id, closing));
+        while self.closed.len() > self.keep {
+            let (id, closing) = self.closed.pop_front().expect("non-empty");
+            let client = self.client.clone();
+            self.deletes.push(tokio::spawn(async move {
+                let _ = closing.await;
+                client.delete(id).await?;
+                Ok(())
+            }));
+        }
+    }
+
+    /// Waits for the background closes and deletes; returns the ledgers
+    /// written and deleted.
+    async fn finish(self) -> anyhow::Result<(u64, u64)> {
+        for (_, closing) in self.closed {
+            let _ = closing.await;
+        }
+        let deleted = self.deletes.len() as u64;
+        for d in self.deletes {
+            d.await??;
+        }
+        Ok((self.ledgers, deleted))
+    }
 }

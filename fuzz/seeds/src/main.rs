@@ -113,10 +113,11 @@ fn pulsar_frame() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// A journal add record: `[len u32 LE][crc32c u32 LE][body]`, the body being
-/// `[1][ledger u64][entry u64][cumulative u64][lac i64][entry crc u32]` (LE)
-/// then the payload.
-fn add_record(ledger: u64, entry: u64, cumulative: u64, payload: &[u8]) -> Vec<u8> {
+/// A journal add record: `[len u32 LE][crc32c ^ mask u32 LE][body]`, the
+/// body being `[1][ledger u64][entry u64][cumulative u64][lac i64][entry crc
+/// u32]` (LE) then the payload. `mask` is the file's checksum mask (0 in the
+/// old `STRJRNL1` format).
+fn add_record(ledger: u64, entry: u64, cumulative: u64, payload: &[u8], mask: u32) -> Vec<u8> {
     let mut body = vec![1u8];
     body.extend_from_slice(&ledger.to_le_bytes());
     body.extend_from_slice(&entry.to_le_bytes());
@@ -126,17 +127,27 @@ fn add_record(ledger: u64, entry: u64, cumulative: u64, payload: &[u8]) -> Vec<u
     body.extend_from_slice(&crc.to_le_bytes());
     body.extend_from_slice(payload);
     let mut record = (body.len() as u32).to_le_bytes().to_vec();
-    record.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    record.extend_from_slice(&(crc32c::crc32c(&body) ^ mask).to_le_bytes());
     record.extend_from_slice(&body);
     record
 }
 
 /// Inputs are `[flags]` (see the target), optional fields, then the file.
 fn journal_record() -> Vec<(&'static str, Vec<u8>)> {
-    let header = [&b"STRJRNL1"[..], &7u64.to_le_bytes()].concat();
-    let r0 = add_record(5, 0, 3, b"abc");
-    let r1 = add_record(5, 1, 8, b"defgh");
+    const SEQ: u64 = 7;
+    // The current format masks each checksum with the file's sequence
+    // number: `(seq as u32) * 0x9E3779B1` (`journal::crc_mask`).
+    let mask = (SEQ as u32).wrapping_mul(0x9E37_79B1);
+    let header = [&b"STRJRNL2"[..], &SEQ.to_le_bytes()].concat();
+    let r0 = add_record(5, 0, 3, b"abc", mask);
+    let r1 = add_record(5, 1, 8, b"defgh", mask);
     let records = [r0.clone(), r1.clone()].concat();
+    let old_header = [&b"STRJRNL1"[..], &SEQ.to_le_bytes()].concat();
+    let old_records = [
+        add_record(5, 0, 3, b"abc", 0),
+        add_record(5, 1, 8, b"defgh", 0),
+    ]
+    .concat();
     let zeros = [0u8; 16];
     let second = (header.len() + r0.len()) as u64;
     let mut torn = [header.clone(), records.clone()].concat();
@@ -160,6 +171,25 @@ fn journal_record() -> Vec<(&'static str, Vec<u8>)> {
             [&[5u8][..], &second.to_le_bytes(), &records].concat(),
         ),
         ("torn", [&[0u8][..], &torn].concat()),
+        // The old format: the harness's old header, and a whole file.
+        ("records-v1", [&[9u8][..], &old_records].concat()),
+        (
+            "file-v1",
+            [&[0u8][..], &old_header, &old_records, &zeros].concat(),
+        ),
+        // A reused file: records of an earlier life (unmasked, and masked
+        // for another file) after the new ones.
+        (
+            "reused",
+            [
+                &[0u8][..],
+                &header,
+                &r0,
+                &old_records,
+                &add_record(5, 2, 9, b"i", mask ^ 1),
+            ]
+            .concat(),
+        ),
     ]
 }
 
