@@ -69,3 +69,54 @@ fn perf_bookie_reports_every_field() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// With `--retain-mb` the benchmark rolls and deletes ledgers, and the
+/// bookie reuses the journal files garbage collection freed.
+#[test]
+fn perf_bookie_with_retention_deletes_ledgers_and_reuses_journal_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bookie.toml");
+    // Small journal files, so that several are freed within the run.
+    std::fs::write(
+        &config,
+        "journal_max_file_size = 4194304\njournal_preallocate = 1048576\n\
+         gc_interval = \"1s\"\njournal_reuse_grace = \"1s\"\njournal_reuse_files = 64\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(strata_binary())
+        .args(["perf", "bookie", "--dir"])
+        .arg(&data)
+        .args(["--bookie-config"])
+        .arg(&config)
+        .args([
+            "--duration",
+            "6s",
+            "--raw-duration",
+            "300ms",
+            "--entry-size",
+            "65536",
+            "--retain-mb",
+            "16",
+            "--transport",
+            "local",
+            "--json",
+        ])
+        .env("STRATA_LOG", "warn")
+        .output()
+        .expect("run strata perf bookie");
+    assert!(
+        out.status.success(),
+        "perf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["retain_mb"], 16);
+    let ledgers = report["ledgers"].as_u64().unwrap();
+    let deleted = report["ledgers_deleted"].as_u64().unwrap();
+    // Ledgers of 16 MB, one kept: all but the newest two are deleted.
+    assert!(ledgers >= 3, "{report}");
+    assert_eq!(deleted, ledgers - 2, "{report}");
+    let reused = report["bookie"]["journal_reused_files"].as_u64().unwrap();
+    assert!(reused >= 1, "no journal file reused: {report}");
+}
