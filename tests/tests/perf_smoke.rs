@@ -61,6 +61,13 @@ fn perf_bookie_reports_every_field() {
         );
     }
     assert!(report["raw_direct_io"].is_boolean(), "{report}");
+    // Paced: how late each append left is reported too.
+    assert!(
+        report["send_lateness_ms"]["p99"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{report}"
+    );
     assert_eq!(report["ensemble"], 2);
     // Paced at 2000/s for 1 s: about 2000 entries, certainly more than a few.
     let entries = report["entries"].as_u64().unwrap();

@@ -97,6 +97,11 @@ pub struct BookieReport {
     pub entries_per_sec: f64,
     pub mb_per_sec: f64,
     pub add_latency_ms: Latency,
+    /// With `--rate`: how late each append was handed to the ledger client
+    /// after its scheduled time (pacer wake-up, a full window, a busy
+    /// runtime). It is part of `add_latency_ms`; a large p99 here means the
+    /// tail was made before the entry reached any bookie.
+    pub send_lateness_ms: Option<Latency>,
     pub raw_fdatasync_mb_per_sec: f64,
     pub raw_fdatasync_p99_ms: f64,
     pub raw_fdatasync_latency_ms: Latency,
@@ -268,6 +273,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     } else {
         None
     };
+    let mut lateness = pacer.is_some().then(report::histogram);
     loop {
         let t = match &mut pacer {
             Some(p) => match p.next().await {
@@ -284,6 +290,9 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             }
         };
         let fut = writer.enqueue(payload.clone()).await?;
+        if let Some(h) = &mut lateness {
+            report::record(h, t.elapsed().as_micros() as u64);
+        }
         if tx.send((t, fut)).is_err() {
             break;
         }
@@ -332,6 +341,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         process_cpu_cores: cpu_secs / elapsed.max(1e-9),
         cpu_us_per_entry: cpu_secs * 1e6 / (n.max(1) as f64),
         add_latency_ms,
+        send_lateness_ms: lateness.as_ref().map(Latency::from),
         raw_fdatasync_mb_per_sec: raw_mbps,
         raw_fdatasync_p99_ms: raw.p99,
         raw_fdatasync_latency_ms: raw,
