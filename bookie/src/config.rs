@@ -57,7 +57,8 @@ pub struct BookieConfig {
     /// Journal files no longer needed are kept (up to this many) and reused
     /// for new ones, whose writes then overwrite blocks instead of
     /// allocating new ones (0: delete them). The pool is deleted when the
-    /// disk reaches `disk_usage_threshold`.
+    /// disk reaches `disk_usage_threshold`, and kept empty while the bookie
+    /// is read-only for lack of space.
     pub journal_reuse_files: usize,
     /// A released journal file waits this long before reuse, so that a read
     /// that found it just before its release still reads its old contents.

@@ -44,8 +44,12 @@ impl DiskState {
     /// Returns true if the read-only state changed. Blocking (statvfs).
     pub fn check(&self, storage: &LedgerStorage) -> io::Result<bool> {
         let mut worst = self.measure()?;
-        // Journal files kept for reuse are the first space to give back.
-        if worst.used >= self.threshold && storage.drain_journal_pool() > 0 {
+        // Journal files kept for reuse are the first space to give back:
+        // before turning read-only, and while read-only for lack of space
+        // (garbage collection keeps releasing files into the pool).
+        let short = worst.used >= self.threshold
+            || storage.read_only() == Some(ReadOnlyReason::Disk);
+        if short && storage.drain_journal_pool() > 0 {
             worst = self.measure()?;
         }
         *self.last.lock() = worst;

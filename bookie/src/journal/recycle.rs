@@ -25,7 +25,8 @@
 //! looked it up just before its release finds its old contents (or, at worst,
 //! a checksum error, never another record's bytes). The pool holds at most
 //! `max_files` files; beyond that a released file is deleted. When the disk
-//! fills up, [`Recycler::drain`] gives the pool's space back.
+//! fills up (and while the bookie is read-only for lack of space),
+//! [`Recycler::drain`] gives the pool's space back.
 
 use std::collections::VecDeque;
 use std::fs;
