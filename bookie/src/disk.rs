@@ -47,8 +47,8 @@ impl DiskState {
         // Journal files kept for reuse are the first space to give back:
         // before turning read-only, and while read-only for lack of space
         // (garbage collection keeps releasing files into the pool).
-        let short = worst.used >= self.threshold
-            || storage.read_only() == Some(ReadOnlyReason::Disk);
+        let short =
+            worst.used >= self.threshold || storage.read_only() == Some(ReadOnlyReason::Disk);
         if short && storage.drain_journal_pool() > 0 {
             worst = self.measure()?;
         }
