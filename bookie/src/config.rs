@@ -238,7 +238,7 @@ pub struct BookieArgs {
     /// Keep up to this many released journal files for reuse (0: delete them) [default: 8].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_REUSE_FILES")]
     pub journal_reuse_files: Option<usize>,
-    /// A released journal file waits this long before reuse, e.g. "10s" [default: 10s].
+    /// A released journal file waits this long before reuse, e.g. "2s" [default: 2s].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_REUSE_GRACE", value_parser = humantime::parse_duration)]
     pub journal_reuse_grace: Option<Duration>,
     /// Where entries live after the write cache: journal (written once) or entry-log (copied, for a journal on its own disk) [default: journal].

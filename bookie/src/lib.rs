@@ -227,6 +227,9 @@ impl Drop for Bookie {
 /// flush's copying must not take CPU from the journal and the add path.
 const FLUSH_THREAD_NICE: libc::c_int = 10;
 
+/// Shortest time between two passes that release emptied files.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
+
 fn spawn_flusher(
     storage: Arc<LedgerStorage>,
     every: Duration,
@@ -244,8 +247,19 @@ fn spawn_flusher(
                 unsafe {
                     libc::setpriority(libc::PRIO_PROCESS, 0, FLUSH_THREAD_NICE);
                 }
+                let mut released = std::time::Instant::now();
                 while let Ok(done) = rx.recv() {
-                    let _ = done.send(storage.flush());
+                    let flushed = storage.flush();
+                    // Files emptied by deletions go back soon (journal files
+                    // to the reuse pool), not at the next GC; at most once a
+                    // second, as flushes come much faster under load.
+                    if flushed.is_ok() && released.elapsed() >= RELEASE_EVERY {
+                        released = std::time::Instant::now();
+                        if let Err(e) = storage.release_dead() {
+                            warn!(error = %e, "releasing emptied files failed; GC will retry");
+                        }
+                    }
+                    let _ = done.send(flushed);
                 }
             });
         match spawned {

@@ -859,6 +859,19 @@ impl LedgerStorage {
     /// and compacts those whose live ratio is below the threshold. Returns
     /// the bytes reclaimed. Blocking.
     pub fn gc(&self) -> Result<u64> {
+        self.collect(true)
+    }
+
+    /// The cheap part of [`LedgerStorage::gc`], run after every flush:
+    /// files (journal files and entry logs) that hold no live entry at all
+    /// are released, nothing is compacted. So a journal file goes back to
+    /// the reuse pool within a flush interval of its last ledger's deletion
+    /// rather than a GC interval. Blocking.
+    pub fn release_dead(&self) -> Result<u64> {
+        self.collect(false)
+    }
+
+    fn collect(&self, compact: bool) -> Result<u64> {
         let usages = self.index.log_usages()?;
         let active = self.logs.active_id();
         // Journal files from the checkpoint on are still replayed at start.
@@ -884,6 +897,9 @@ impl LedgerStorage {
             let total = usage.total();
             let dead: u64 = deleted.iter().map(|l| usage.ledgers[l]).sum();
             let live = total - dead;
+            if live > 0 && !compact {
+                continue;
+            }
             if total > 0 && (live as f64 / total as f64) >= self.gc_live_ratio {
                 continue;
             }
@@ -1289,6 +1305,50 @@ mod tests {
             assert_eq!(pooled, 0, "{mode:?}");
             assert_eq!(read(&s, 2, 10).unwrap(), Bytes::from(vec![2u8; 600]));
         }
+    }
+
+    /// The pass run after flushes releases the files a deletion emptied,
+    /// and leaves the files with live entries (and all compaction) to GC.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn emptied_journal_files_are_released_without_waiting_for_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BookieConfig {
+            journal_reuse_files: 64,
+            ..config_in(dir.path(), StorageMode::Journal)
+        };
+        let metrics = Arc::new(Metrics::default());
+        let s = LedgerStorage::open(&cfg, metrics.clone()).unwrap();
+        for e in 0..200u64 {
+            s.add(op(1, e, 1, 1000)).await.unwrap();
+        }
+        // A file holding both ledgers, then ledger 2 alone.
+        for e in 0..100u64 {
+            s.add(op(1, 200 + e, 1, 1000)).await.unwrap();
+            s.add(op(2, e, 2, 1000)).await.unwrap();
+        }
+        for e in 100..200u64 {
+            s.add(op(2, e, 2, 1000)).await.unwrap();
+        }
+        tokio::task::block_in_place(|| s.flush()).unwrap();
+        let files = s.journal_file_count();
+        s.delete_blocking(1).unwrap();
+        tokio::task::block_in_place(|| s.flush()).unwrap();
+        let released = tokio::task::block_in_place(|| s.release_dead()).unwrap();
+        let pooled = metrics.journal_pooled_files.get();
+        assert!(released > 150_000, "released {released} bytes");
+        assert!(pooled >= 2, "{pooled} pooled");
+        assert_eq!(s.journal_file_count(), files - pooled as usize);
+        // Nothing was compacted: the mixed files wait for GC.
+        assert_eq!(entry_log_bytes(dir.path()), 0);
+        for e in 0..200u64 {
+            assert_eq!(read(&s, 2, e).unwrap(), Bytes::from(vec![2u8; 1000]), "{e}");
+        }
+        tokio::task::block_in_place(|| s.gc()).unwrap();
+        assert!(
+            entry_log_bytes(dir.path()) > 0,
+            "GC compacts the mixed files"
+        );
+        assert_eq!(read(&s, 2, 50).unwrap(), Bytes::from(vec![2u8; 1000]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

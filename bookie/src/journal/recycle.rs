@@ -41,7 +41,7 @@ use crate::error::{BookieError, Result};
 use crate::metrics::Metrics;
 
 /// How long a released file stays unused before it may be reused.
-pub const REUSE_GRACE: Duration = Duration::from_secs(10);
+pub const REUSE_GRACE: Duration = Duration::from_secs(2);
 
 const POOL_SUFFIX: &str = ".free";
 

@@ -61,8 +61,8 @@ pub struct BookiePerfArgs {
     /// RETAIN/4 MB each (at least 16 MB) and delete the oldest once more than
     /// this many MB are kept, so that garbage collection frees journal files
     /// and new ones are made from them (0: one ledger, nothing deleted).
-    /// Without `--bookie-config`, the bookies then collect garbage every
-    /// second and reuse a released journal file after one second.
+    /// Without `--bookie-config`, the bookies then keep up to 64 released
+    /// journal files and reuse one after one second.
     #[arg(long, default_value_t = 0)]
     pub retain_mb: u64,
     /// Print the report as JSON.
@@ -220,9 +220,11 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     for i in 0..args.ensemble {
         let mut config = match &args.bookie_config {
             Some(path) => BookieConfig::from_file(path)?,
+            // A pool large enough for what the benchmark writes while a
+            // released file waits out its grace.
             None if args.retain_mb > 0 => BookieConfig {
-                gc_interval: Duration::from_secs(1),
                 journal_reuse_grace: Duration::from_secs(1),
+                journal_reuse_files: 64,
                 ..BookieConfig::default()
             },
             None => BookieConfig::default(),
