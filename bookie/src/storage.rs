@@ -922,9 +922,12 @@ impl LedgerStorage {
             }
         }
         // Journal files nothing refers to (all their ledgers were deleted
-        // before a flush, or their batch failed) go too.
-        let _m = self.maintenance.lock();
-        self.trim_journal(checkpoint)?;
+        // before a flush, or their batch failed) go too. (Every flush trims
+        // them as well, so the pass run after flushes leaves this out.)
+        if compact {
+            let _m = self.maintenance.lock();
+            self.trim_journal(checkpoint)?;
+        }
         Ok(reclaimed)
     }
 
