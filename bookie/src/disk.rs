@@ -63,9 +63,7 @@ impl DiskState {
         }
         Ok(before != storage.read_only())
     }
-}
 
-impl DiskState {
     /// Usage of the fullest disk.
     fn measure(&self) -> io::Result<DiskUsage> {
         let mut worst = DiskUsage::default();

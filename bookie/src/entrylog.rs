@@ -364,7 +364,7 @@ impl EntryLogs {
     /// journal file is released for reuse. Blocking.
     pub fn remove(&self, log_id: u64) -> Result<u64> {
         if let Some(seq) = journal_seq(log_id) {
-            self.journals.write().remove(&seq);
+            self.forget_journal(seq);
             return self.recycler.release(seq);
         }
         if log_id == self.active_id() {

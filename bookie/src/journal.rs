@@ -574,9 +574,6 @@ struct Writer {
     offset: u64,
     allocated: u64,
     buf: fileio::AlignedBuf,
-    /// Where in `buf` the batch's record checksums are: the writer masks
-    /// them for the file the batch goes to just before writing it.
-    crc_at: Vec<usize>,
     metrics: Arc<Metrics>,
     /// The next file, being prepared in the background.
     spare: Option<std::sync::mpsc::Receiver<Result<Prepared>>>,
@@ -638,7 +635,6 @@ impl Writer {
             mask: prepared.mask,
             offset: prepared.start,
             buf: fileio::AlignedBuf::with_capacity(MAX_BATCH_BYTES + (1 << 20)),
-            crc_at: Vec::new(),
             metrics,
             spare: None,
         };
@@ -738,7 +734,6 @@ impl Writer {
             };
             let deadline = Instant::now() + self.config.max_group_wait;
             self.buf.clear();
-            self.crc_at.clear();
             let mut next = Some(first);
             while let Some(req) = next.take() {
                 if req.records.is_empty() {
@@ -752,9 +747,11 @@ impl Writer {
                 let mut head_start = 0;
                 for r in req.records {
                     let start = self.offset + self.buf.len() as u64;
-                    self.crc_at.push(self.buf.len() + 4);
+                    let at = self.buf.len();
                     self.buf
                         .extend_from_slice(&req.heads[head_start..r.head_end]);
+                    // Callers frame with plain CRCs; the mask is this file's.
+                    xor_crc(&mut self.buf.as_mut_slice()[at..], self.mask);
                     self.buf.extend_from_slice(&r.tail);
                     head_start = r.head_end;
                     if let Some(p) = r.placement {
@@ -794,9 +791,10 @@ impl Writer {
             }
             // After a failed fsync nothing more goes into that file.
             if poisoned.load(Ordering::Acquire) == self.seq + 1 {
-                let old_offset = self.offset;
+                let (old_offset, old_mask) = (self.offset, self.mask);
                 self.roll_or_log();
                 rebase(&mut batch, self.offset, old_offset);
+                remask(self.buf.as_mut_slice(), old_mask ^ self.mask);
             }
             let started = Instant::now();
             let result = self.write_batch();
@@ -863,13 +861,6 @@ impl Writer {
 
     /// Writes the batch in `buf` at the end of the current file (not synced).
     fn write_batch(&mut self) -> Result<()> {
-        let bytes = self.buf.as_mut_slice();
-        for &at in &self.crc_at {
-            let crc = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-            bytes[at..at + 4].copy_from_slice(&(crc ^ self.mask).to_le_bytes());
-        }
-        // Masked once: a failed write fails the whole batch.
-        self.crc_at.clear();
         if self.direct.is_some() {
             pad_to_alignment(&mut self.buf, self.mask);
         }
@@ -896,6 +887,24 @@ impl Writer {
         self.offset += len;
         self.metrics.journal_bytes.inc_by(len);
         Ok(())
+    }
+}
+
+/// XORs the checksum field of the record that starts `record` with `mask`.
+fn xor_crc(record: &mut [u8], mask: u32) {
+    let field = &mut record[4..RECORD_HEADER];
+    let crc = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+    field.copy_from_slice(&(crc ^ mask).to_le_bytes());
+}
+
+/// XORs the checksum of every record in `batch` (records back to back, no
+/// padding yet) with `xor`: moves a batch masked for one file to another.
+fn remask(batch: &mut [u8], xor: u32) {
+    let mut pos = 0;
+    while pos + RECORD_HEADER <= batch.len() {
+        let len = u32::from_le_bytes([batch[pos], batch[pos + 1], batch[pos + 2], batch[pos + 3]]);
+        xor_crc(&mut batch[pos..], xor);
+        pos += RECORD_HEADER + len as usize;
     }
 }
 
@@ -1233,5 +1242,33 @@ mod tests {
         let (_j, got) = open_with(config, mark);
         assert_eq!(got.len(), new.len() + 1);
         assert_eq!(got.last().unwrap(), b"after");
+    }
+
+    /// A batch masked for one file and moved to another (after a failed
+    /// fsync) replays there, and only there.
+    #[test]
+    fn a_remasked_batch_is_valid_in_its_new_file_only() {
+        let mut batch = Vec::new();
+        for body in [&b"one"[..], &[7u8; 5000], b"three"] {
+            let at = batch.len();
+            batch.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            batch.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+            batch.extend_from_slice(body);
+            xor_crc(&mut batch[at..], crc_mask(3));
+        }
+        remask(&mut batch, crc_mask(3) ^ crc_mask(4));
+        let file = |seq: u64| {
+            let mut f = MAGIC.to_vec();
+            f.extend_from_slice(&seq.to_le_bytes());
+            f.extend_from_slice(&batch);
+            f
+        };
+        let count = |seq: u64| {
+            replay_bytes(seq, &file(seq), HEADER_LEN, &mut |_| Ok(()))
+                .unwrap()
+                .records
+        };
+        assert_eq!(count(4), 3);
+        assert_eq!(count(3), 0);
     }
 }

@@ -250,16 +250,18 @@ fn spawn_flusher(
                 let mut released = std::time::Instant::now();
                 while let Ok(done) = rx.recv() {
                     let flushed = storage.flush();
+                    let ok = flushed.is_ok();
+                    // Whoever waits for the flush is answered first.
+                    let _ = done.send(flushed);
                     // Files emptied by deletions go back soon (journal files
                     // to the reuse pool), not at the next GC; at most once a
                     // second, as flushes come much faster under load.
-                    if flushed.is_ok() && released.elapsed() >= RELEASE_EVERY {
+                    if ok && released.elapsed() >= RELEASE_EVERY {
                         released = std::time::Instant::now();
                         if let Err(e) = storage.release_dead() {
                             warn!(error = %e, "releasing emptied files failed; GC will retry");
                         }
                     }
-                    let _ = done.send(flushed);
                 }
             });
         match spawned {

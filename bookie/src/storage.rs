@@ -725,8 +725,9 @@ impl LedgerStorage {
         Ok(())
     }
 
-    /// Deletes the journal files before `checkpoint` that hold no indexed
-    /// entry. Called with the maintenance lock held.
+    /// Releases (for reuse, or deletes) the journal files before
+    /// `checkpoint` that hold no indexed entry. Called with the maintenance
+    /// lock held.
     fn trim_journal(&self, checkpoint: JournalPos) -> Result<usize> {
         let released = self.journal.trim(checkpoint, |seq| {
             // When in doubt, keep the file.
@@ -862,11 +863,12 @@ impl LedgerStorage {
         self.collect(true)
     }
 
-    /// The cheap part of [`LedgerStorage::gc`], run after every flush:
-    /// files (journal files and entry logs) that hold no live entry at all
-    /// are released, nothing is compacted. So a journal file goes back to
-    /// the reuse pool within a flush interval of its last ledger's deletion
-    /// rather than a GC interval. Blocking.
+    /// The cheap part of [`LedgerStorage::gc`], run by the flush thread
+    /// after a flush (at most once a second): files (journal files and entry
+    /// logs) that hold no live entry at all are released, nothing is
+    /// compacted. So a journal file goes back to the reuse pool about a
+    /// second after its last ledger's deletion rather than a GC interval
+    /// later. Blocking.
     pub fn release_dead(&self) -> Result<u64> {
         self.collect(false)
     }

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use strata_proto::bookie::ReadLacRequest;
 use strata_tests::bookie::BookieProcess;
 use strata_tests::fault::{
-    Appender, args, bounded, check_entries, client, fast_config, pooled_journal_files,
+    Appender, Record, args, bounded, check_entries, client, fast_config, pooled_journal_files,
     random_payload, raw_client, raw_read, read_all, seed, start_etcd, wait_until,
 };
 use tempfile::TempDir;
@@ -62,26 +62,42 @@ async fn sigkill_during_appends_loses_no_acknowledged_entry() {
         drop(writer);
 
         bookie.restart().await;
-        let reader = client(&etcd.url(), fast_config())
-            .await
-            .open_and_recover(ledger)
-            .await
-            .unwrap_or_else(|e| panic!("recover: {e}\n{}", bookie.log_tail()));
-        let last = reader.last_readable();
-        let max_acked = record.acked.last().map_or(-1, |a| *a as i64);
-        eprintln!("{name}: recovered up to {last}; last acknowledged {max_acked}");
-        assert!(
-            last >= max_acked,
-            "recovered ledger ends at {last} but entry {max_acked} was acknowledged"
-        );
-        assert!(
-            record.acked.iter().enumerate().all(|(i, id)| i as u64 == *id),
-            "acknowledged ids form a prefix"
-        );
-        let entries = read_all(&reader, last).await;
-        check_entries(name, &entries, &record.sent, last);
+        recover_and_check(name, &etcd.url(), &bookie, ledger, &record).await;
     })
     .await;
+}
+
+/// After a crash and restart: recovers `ledger` from a fresh client and
+/// checks that it holds every acknowledged entry of `record`, intact.
+async fn recover_and_check(
+    name: &str,
+    etcd_url: &str,
+    bookie: &BookieProcess,
+    ledger: u64,
+    record: &Record,
+) {
+    let reader = client(etcd_url, fast_config())
+        .await
+        .open_and_recover(ledger)
+        .await
+        .unwrap_or_else(|e| panic!("recover: {e}\n{}", bookie.log_tail()));
+    let last = reader.last_readable();
+    let max_acked = record.acked.last().map_or(-1, |a| *a as i64);
+    eprintln!("{name}: recovered up to {last}; last acknowledged {max_acked}");
+    assert!(
+        last >= max_acked,
+        "recovered ledger ends at {last} but entry {max_acked} was acknowledged"
+    );
+    assert!(
+        record
+            .acked
+            .iter()
+            .enumerate()
+            .all(|(i, id)| i as u64 == *id),
+        "acknowledged ids form a prefix"
+    );
+    let entries = read_all(&reader, last).await;
+    check_entries(name, &entries, &record.sent, last);
 }
 
 // ---------------------------------------------------------------------------
@@ -368,19 +384,7 @@ async fn sigkill_while_writing_into_reused_journal_files() {
         drop(writer);
 
         bookie.restart().await;
-        let reader = client(&etcd.url(), fast_config())
-            .await
-            .open_and_recover(ledger)
-            .await
-            .unwrap_or_else(|e| panic!("recover: {e}\n{}", bookie.log_tail()));
-        let last = reader.last_readable();
-        let max_acked = record.acked.last().map_or(-1, |a| *a as i64);
-        assert!(
-            last >= max_acked,
-            "recovered ledger ends at {last} but entry {max_acked} was acknowledged"
-        );
-        let entries = read_all(&reader, last).await;
-        check_entries(name, &entries, &record.sent, last);
+        recover_and_check(name, &etcd.url(), &bookie, ledger, &record).await;
         // The deleted ledger stays deleted on the bookie.
         let mut rpc = raw_client(&bookie.address()).await;
         for id in [0u64, 200, 399] {

@@ -2,21 +2,38 @@
 //! names. This checks the benchmark works, not how fast anything is: speed
 //! is reported by the benchmark itself, never asserted in tests.
 
+use std::path::Path;
 use std::process::Command;
 
 use strata_tests::bookie::strata_binary;
 
+/// Runs `strata perf bookie --dir DIR --raw-duration 300ms ARGS --json` and
+/// returns its report.
+fn perf_bookie(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(strata_binary())
+        .args(["perf", "bookie", "--dir"])
+        .arg(dir)
+        .args(["--raw-duration", "300ms", "--json"])
+        .args(args)
+        .env("STRATA_LOG", "warn")
+        .output()
+        .expect("run strata perf bookie");
+    assert!(
+        out.status.success(),
+        "perf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
 #[test]
 fn perf_bookie_reports_every_field() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(strata_binary())
-        .args(["perf", "bookie", "--dir"])
-        .arg(dir.path())
-        .args([
+    let report = perf_bookie(
+        dir.path(),
+        &[
             "--duration",
             "1s",
-            "--raw-duration",
-            "300ms",
             "--entry-size",
             "4096",
             "--ensemble",
@@ -27,17 +44,8 @@ fn perf_bookie_reports_every_field() {
             "2",
             "--rate",
             "2000",
-            "--json",
-        ])
-        .env("STRATA_LOG", "warn")
-        .output()
-        .expect("run strata perf bookie");
-    assert!(
-        out.status.success(),
-        "perf failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     for field in [
         "entries_per_sec",
         "mb_per_sec",
@@ -92,34 +100,21 @@ fn perf_bookie_with_retention_deletes_ledgers_and_reuses_journal_files() {
          journal_reuse_grace = \"1s\"\njournal_reuse_files = 64\n",
     )
     .unwrap();
-    let data = dir.path().join("data");
-    let out = Command::new(strata_binary())
-        .args(["perf", "bookie", "--dir"])
-        .arg(&data)
-        .args(["--bookie-config"])
-        .arg(&config)
-        .args([
+    let report = perf_bookie(
+        &dir.path().join("data"),
+        &[
+            "--bookie-config",
+            config.to_str().expect("UTF-8 temp path"),
             "--duration",
             "6s",
-            "--raw-duration",
-            "300ms",
             "--entry-size",
             "65536",
             "--retain-mb",
             "16",
             "--transport",
             "local",
-            "--json",
-        ])
-        .env("STRATA_LOG", "warn")
-        .output()
-        .expect("run strata perf bookie");
-    assert!(
-        out.status.success(),
-        "perf failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["retain_mb"], 16);
     let ledgers = report["ledgers"].as_u64().unwrap();
     let deleted = report["ledgers_deleted"].as_u64().unwrap();
