@@ -64,6 +64,11 @@ pub struct BookieConfig {
     /// that found it just before its release still reads its old contents.
     #[serde(with = "humantime_serde")]
     pub journal_reuse_grace: Duration,
+    /// Journal writes and fdatasyncs taking at least this long are counted
+    /// (`strata_bookie_journal_slow_*_total`) and reported in a warning, at
+    /// most every 10 s (0: not tracked).
+    #[serde(with = "humantime_serde")]
+    pub journal_slow_threshold: Duration,
     /// Where entries live after the write cache: `journal` (written once,
     /// the default) or `entry-log` (copied into entry logs).
     pub storage_mode: StorageMode,
@@ -114,6 +119,7 @@ impl Default for BookieConfig {
             journal_max_file_size: 128 << 20,
             journal_reuse_files: 8,
             journal_reuse_grace: crate::journal::REUSE_GRACE,
+            journal_slow_threshold: crate::journal::SLOW_THRESHOLD,
             storage_mode: StorageMode::Journal,
             write_cache_bytes: 64 << 20,
             read_cache_bytes: 64 << 20,
@@ -241,6 +247,9 @@ pub struct BookieArgs {
     /// A released journal file waits this long before reuse, e.g. "2s" [default: 2s].
     #[arg(long, env = "STRATA_BOOKIE_JOURNAL_REUSE_GRACE", value_parser = humantime::parse_duration)]
     pub journal_reuse_grace: Option<Duration>,
+    /// Journal writes and fdatasyncs taking this long or more are counted and reported, e.g. "100ms" (0s: off) [default: 100ms].
+    #[arg(long, env = "STRATA_BOOKIE_JOURNAL_SLOW_THRESHOLD", value_parser = humantime::parse_duration)]
+    pub journal_slow_threshold: Option<Duration>,
     /// Where entries live after the write cache: journal (written once) or entry-log (copied, for a journal on its own disk) [default: journal].
     #[arg(long, env = "STRATA_BOOKIE_STORAGE_MODE", value_enum)]
     pub storage_mode: Option<StorageMode>,
@@ -302,6 +311,7 @@ impl BookieArgs {
             journal_max_file_size,
             journal_reuse_files,
             journal_reuse_grace,
+            journal_slow_threshold,
             storage_mode,
             write_cache_bytes,
             read_cache_bytes,
@@ -336,7 +346,7 @@ mod tests {
         let path = dir.path().join("bookie.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:4000\"\njournal_max_group_wait = \"2ms\"\nwrite_cache_bytes = 8388608\nmetrics_listen = \"127.0.0.1:9100\"\n",
+            "listen = \"127.0.0.1:4000\"\njournal_max_group_wait = \"2ms\"\nwrite_cache_bytes = 8388608\nmetrics_listen = \"127.0.0.1:9100\"\njournal_slow_threshold = \"250ms\"\n",
         )
         .unwrap();
         let args = BookieArgs {
@@ -347,6 +357,7 @@ mod tests {
         let c = args.resolve().unwrap();
         assert_eq!(c.listen, "127.0.0.1:4000");
         assert_eq!(c.journal_max_group_wait, Duration::from_millis(2));
+        assert_eq!(c.journal_slow_threshold, Duration::from_millis(250));
         assert_eq!(c.write_cache_bytes, 16 << 20);
         assert_eq!(c.bookie_id(), "127.0.0.1:4000");
         assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
@@ -354,6 +365,7 @@ mod tests {
         // The printed config parses back to the same values.
         let again: BookieConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(again.write_cache_bytes, c.write_cache_bytes);
+        assert_eq!(again.journal_slow_threshold, c.journal_slow_threshold);
         assert_eq!(again.metrics_listen, c.metrics_listen);
 
         std::fs::write(&path, "no_such_setting = 1\n").unwrap();

@@ -78,8 +78,11 @@ use crate::metrics::Metrics;
 
 mod recycle;
 mod replay;
+mod slow;
 pub use recycle::{REUSE_GRACE, Recycler};
 pub use replay::{ReplayEnd, ReplayedFile, replay_bytes};
+pub use slow::SLOW_THRESHOLD;
+use slow::SlowIo;
 
 /// First bytes of every journal file written now (public, as the file format
 /// is, for the fuzz targets and tools that build journal files): records'
@@ -163,6 +166,9 @@ pub struct JournalConfig {
     pub queue_capacity: usize,
     /// Where files no longer needed go, and new files come from.
     pub recycler: Arc<Recycler>,
+    /// Writes and fdatasyncs taking at least this long are counted and
+    /// reported (zero: not tracked).
+    pub slow_threshold: Duration,
 }
 
 /// Where a record landed: set once by the writer thread, to the position of
@@ -713,7 +719,10 @@ impl Writer {
                 (written.clone(), self.metrics.clone(), poisoned.clone());
             std::thread::Builder::new()
                 .name("journal-sync".into())
-                .spawn(move || sync_loop(jobs_rx, &written, &metrics, &poisoned))
+                .spawn({
+                    let slow = SlowIo::new("fdatasync", self.config.slow_threshold);
+                    move || sync_loop(jobs_rx, &written, &metrics, &poisoned, slow)
+                })
         };
         let syncer = match syncer {
             Ok(t) => t,
@@ -726,6 +735,7 @@ impl Writer {
             }
         };
         let mut batch: Vec<Pending> = Vec::new();
+        let mut slow_writes = SlowIo::new("write", self.config.slow_threshold);
         let mut stop = false;
         while !stop {
             let first = match rx.recv() {
@@ -798,9 +808,11 @@ impl Writer {
             }
             let started = Instant::now();
             let result = self.write_batch();
+            let took = started.elapsed();
             self.metrics
                 .journal_write_seconds
-                .observe(started.elapsed().as_secs_f64());
+                .observe(took.as_secs_f64());
+            slow_writes.observe(took, &self.metrics.journal_slow_writes, self.seq);
             self.metrics
                 .journal_batch_bytes
                 .observe(self.buf.len() as f64);
@@ -925,6 +937,7 @@ fn sync_loop(
     written: &PositionCell,
     metrics: &Metrics,
     poisoned: &AtomicU64,
+    mut slow: SlowIo,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -945,9 +958,11 @@ fn sync_loop(
                 failed.push((job.seq, format!("fdatasync journal: {e}")));
             }
         }
-        metrics
-            .journal_fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics.journal_fsync_seconds.observe(took.as_secs_f64());
+        if let Some(last) = group.last() {
+            slow.observe(took, &metrics.journal_slow_syncs, last.seq);
+        }
         for job in group {
             if let Some((_, why)) = failed.iter().find(|(s, _)| *s == job.seq) {
                 for p in job.batch {
@@ -991,6 +1006,7 @@ mod tests {
             max_file_size: 4 << 20,
             queue_capacity: 1024,
             recycler: Arc::new(Recycler::new(dir, 0, Arc::new(Metrics::default()))),
+            slow_threshold: SLOW_THRESHOLD,
         }
     }
 
@@ -1026,6 +1042,46 @@ mod tests {
             let i = i as u32;
             assert_eq!(body, &i.to_le_bytes().repeat(i as usize % 50 + 1));
         }
+    }
+
+    #[tokio::test]
+    async fn writes_and_syncs_over_the_slow_threshold_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let open = |threshold: Duration| {
+            Journal::open(
+                JournalConfig {
+                    slow_threshold: threshold,
+                    ..config(dir.path())
+                },
+                JournalPos::default(),
+                metrics.clone(),
+                |_| Ok(()),
+            )
+            .unwrap()
+        };
+        // Nothing on this disk takes an hour.
+        let j = open(Duration::from_secs(3600));
+        for i in 0..5u8 {
+            j.append(vec![i; 100]).await.unwrap();
+        }
+        drop(j);
+        assert_eq!(metrics.journal_slow_writes.get(), 0);
+        assert_eq!(metrics.journal_slow_syncs.get(), 0);
+        // Every operation takes at least a nanosecond: each one is slow.
+        let j = open(Duration::from_nanos(1));
+        for i in 0..5u8 {
+            j.append(vec![i; 100]).await.unwrap();
+        }
+        drop(j);
+        // Sequential appends: one write and one sync each.
+        assert_eq!(
+            (
+                metrics.journal_slow_writes.get(),
+                metrics.journal_slow_syncs.get()
+            ),
+            (5, 5)
+        );
     }
 
     #[tokio::test]

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub journal_reused_files: Counter,
     /// Released journal files waiting to be reused.
     pub journal_pooled_files: Gauge,
+    /// Journal writes and fdatasyncs that took `journal_slow_threshold` or more.
+    pub journal_slow_writes: Counter,
+    pub journal_slow_syncs: Counter,
     pub add_seconds: Histogram,
     pub adds: Counter,
     pub add_errors: Counter,
@@ -46,6 +49,8 @@ impl Default for Metrics {
             journal_bytes: Counter::default(),
             journal_reused_files: Counter::default(),
             journal_pooled_files: Gauge::default(),
+            journal_slow_writes: Counter::default(),
+            journal_slow_syncs: Counter::default(),
             add_seconds: Histogram::latency(),
             adds: Counter::default(),
             add_errors: Counter::default(),
@@ -113,6 +118,16 @@ impl Metrics {
             "strata_bookie_journal_pooled_files",
             "Released journal files waiting to be reused.",
             self.journal_pooled_files.get(),
+        );
+        e.counter(
+            "strata_bookie_journal_slow_writes_total",
+            "Journal writes that took journal_slow_threshold or more.",
+            self.journal_slow_writes.get(),
+        );
+        e.counter(
+            "strata_bookie_journal_slow_syncs_total",
+            "Journal fdatasyncs that took journal_slow_threshold or more.",
+            self.journal_slow_syncs.get(),
         );
         e.histogram(
             "strata_bookie_add_seconds",

@@ -197,6 +197,7 @@ impl LedgerStorage {
             flush_when_queue_empty: config.journal_flush_when_queue_empty,
             preallocate: config.journal_preallocate,
             max_file_size: config.journal_max_file_size,
+            slow_threshold: config.journal_slow_threshold,
             queue_capacity: 64 * 1024,
             recycler: recycler.clone(),
         };
