@@ -77,6 +77,11 @@ fn perf_bookie_reports_every_field() {
         "{report}"
     );
     assert_eq!(report["ensemble"], 2);
+    // Slow journal I/O is counted (a 1 s run on a healthy disk has none to
+    // speak of; the field must be there).
+    for field in ["journal_slow_writes", "journal_slow_syncs"] {
+        assert!(report["bookie"][field].is_u64(), "{field} in {report}");
+    }
     // Paced at 2000/s for 1 s: about 2000 entries, certainly more than a few.
     let entries = report["entries"].as_u64().unwrap();
     assert!((500..=2100).contains(&entries), "entries {entries}");

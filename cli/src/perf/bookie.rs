@@ -150,6 +150,11 @@ pub struct BookieSide {
     pub journal_writes: u64,
     /// Journal files made from released ones (see `--retain-mb`).
     pub journal_reused_files: u64,
+    /// Journal writes and fdatasyncs that took `journal_slow_threshold`
+    /// (100 ms unless `--bookie-config` says otherwise) or more: a disk that
+    /// stalled during the run.
+    pub journal_slow_writes: u64,
+    pub journal_slow_syncs: u64,
     /// Means over the run, for where an add's time goes.
     pub add_avg_ms: f64,
     pub journal_queue_avg_ms: f64,
@@ -200,6 +205,12 @@ fn print_report(r: &BookieReport) {
         "process CPU while appending: {:.2} cores, {:.2} µs per entry",
         r.process_cpu_cores, r.cpu_us_per_entry
     );
+    if r.bookie.journal_slow_writes + r.bookie.journal_slow_syncs > 0 {
+        println!(
+            "the disk stalled: {} journal writes and {} fdatasyncs took journal_slow_threshold or more",
+            r.bookie.journal_slow_writes, r.bookie.journal_slow_syncs
+        );
+    }
     if r.retain_mb > 0 {
         println!(
             "retention {} MB: {} ledgers written, {} deleted; {} journal files reused",
@@ -377,6 +388,8 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         flush_p99_ms_bucket: 0.0,
         journal_writes: 0,
         journal_reused_files: 0,
+        journal_slow_writes: 0,
+        journal_slow_syncs: 0,
         add_avg_ms: 0.0,
         journal_queue_avg_ms: 0.0,
         journal_write_avg_ms: 0.0,
@@ -390,6 +403,8 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         side.journal_syncs += m.journal_fsync_seconds.count();
         batch_bytes += m.journal_batch_bytes.sum();
         side.flushes += m.flushes.get();
+        side.journal_slow_writes += m.journal_slow_writes.get();
+        side.journal_slow_syncs += m.journal_slow_syncs.get();
         let p99 = |h: &strata_common::metrics::Histogram| ms(h.quantile_upper_bound(0.99));
         let worst = |into: &mut f64, v: f64| *into = into.max(v);
         worst(
