@@ -129,3 +129,55 @@ fn perf_bookie_with_retention_deletes_ledgers_and_reuses_journal_files() {
     let reused = report["bookie"]["journal_reused_files"].as_u64().unwrap();
     assert!(reused >= 1, "no journal file reused: {report}");
 }
+
+/// A bookie whose disk reaches its usage watermark during the benchmark
+/// stops the run at once, saying why, instead of the writer giving up after
+/// its ensemble-change timeout with "not enough writable bookies".
+#[test]
+fn perf_bookie_stops_with_the_reason_when_a_bookie_turns_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The watermark sits 64 MiB above what the disk uses now: the run
+    // crosses it within its first second or so (or, if other tests filled
+    // the disk meanwhile, the bookie starts read-only; the answer is the same).
+    let usage = strata_bookie::disk::usage(&data).unwrap();
+    let threshold =
+        1.0 - (usage.free_bytes.saturating_sub(64 << 20)) as f64 / usage.total_bytes as f64;
+    let config = dir.path().join("bookie.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "disk_usage_threshold = {threshold}\ndisk_usage_lwm = {threshold}\n\
+             disk_check_interval = \"100ms\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(strata_binary())
+        .args(["perf", "bookie", "--dir"])
+        .arg(&data)
+        .args(["--raw-duration", "100ms", "--json", "--bookie-config"])
+        .arg(&config)
+        .args(["--duration", "60s", "--entry-size", "65536"])
+        .args(["--transport", "local"])
+        .env("STRATA_LOG", "warn")
+        .output()
+        .expect("run strata perf bookie");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run succeeded: {stderr}");
+    assert!(
+        stderr.contains("read-only (Disk)") && stderr.contains("disk_usage_threshold"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not enough writable bookies"),
+        "the writer gave up first: {stderr}"
+    );
+    // The bookie's data is cleaned up, as after a run that completes.
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("perf-bookie-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -260,6 +260,15 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             );
         }
     }
+    // A bookie that turns read-only (its disk reached the usage watermark:
+    // a benchmark at full speed writes GBs a second) stops the run at once
+    // with the reason, rather than after the writer's ensemble-change
+    // timeout with "not enough writable bookies".
+    if let Some(why) = bookies.iter().find_map(read_only) {
+        stop_bookies(bookies, &args.dir).await;
+        return Err(read_only_error(&why));
+    }
+    let mut refused = watch_read_only(&bookies);
     let create = || client.create(args.ensemble, args.write_quorum, args.ack_quorum);
     let mut writer = create().await?;
     let mut retention = Retention::new(client.clone(), args.retain_mb);
@@ -302,7 +311,11 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
                 now
             }
         };
-        let fut = writer.enqueue(payload.clone()).await?;
+        let fut = tokio::select! {
+            biased;
+            _ = refused.changed() => break,
+            fut = writer.enqueue(payload.clone()) => fut?,
+        };
         if let Some(h) = &mut lateness {
             report::record(h, t.elapsed().as_micros() as u64);
         }
@@ -316,6 +329,13 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     }
     drop(pacer);
     drop(tx);
+    if let Some(why) = refused.borrow().clone() {
+        // Entries still pending wait for the ensemble change: not for them.
+        collector.abort();
+        drop(writer);
+        stop_bookies(bookies, &args.dir).await;
+        return Err(read_only_error(&why));
+    }
     let (hist, n, failed) = collector.await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_secs = (super::cpu::process_seconds() - cpu_before).max(0.0);
@@ -328,9 +348,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     for b in bookies {
         b.shutdown().await?;
     }
-    for i in 0..args.ensemble {
-        let _ = std::fs::remove_dir_all(args.dir.join(format!("perf-bookie-{i}")));
-    }
+    remove_bookie_dirs(&args.dir, args.ensemble);
     let mb_per_sec = n as f64 * args.entry_size as f64 / elapsed / 1e6;
     let add_latency_ms = Latency::from(&hist);
     let raw_mbps = raw_disk.fdatasync_mb_per_sec;
@@ -453,6 +471,61 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
 
 /// Awaits the appends in order, recording each one's latency from its
 /// start; stops at the first failure.
+/// Why `bookie` refuses adds, if it does.
+fn read_only(bookie: &Bookie) -> Option<String> {
+    let reason = bookie.storage.read_only()?;
+    Some(format!(
+        "bookie {} is read-only ({reason:?})",
+        bookie.bookie_id
+    ))
+}
+
+/// Changes (to the reason) when one of `bookies` turns read-only.
+fn watch_read_only(bookies: &[Bookie]) -> tokio::sync::watch::Receiver<Option<String>> {
+    let storages: Vec<_> = bookies
+        .iter()
+        .map(|b| (b.bookie_id.clone(), b.storage.clone()))
+        .collect();
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            for (id, storage) in &storages {
+                if let Some(reason) = storage.read_only() {
+                    let _ = tx.send(Some(format!("bookie {id} turned read-only ({reason:?})")));
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    rx
+}
+
+fn read_only_error(why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{why}: the benchmark stopped. On a disk past the bookie's disk_usage_threshold \
+         (95 % by default), free space or shorten --duration: at full speed a run writes \
+         about mb_per_sec × duration MB"
+    )
+}
+
+async fn stop_bookies(bookies: Vec<Bookie>, dir: &std::path::Path) {
+    let n = bookies.len() as u32;
+    for b in bookies {
+        let _ = b.shutdown().await;
+    }
+    remove_bookie_dirs(dir, n);
+}
+
+fn remove_bookie_dirs(dir: &std::path::Path, n: u32) {
+    for i in 0..n {
+        let _ = std::fs::remove_dir_all(dir.join(format!("perf-bookie-{i}")));
+    }
+}
+
 async fn collect<F>(
     mut rx: mpsc::UnboundedReceiver<(Instant, F)>,
 ) -> (
