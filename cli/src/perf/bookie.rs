@@ -469,8 +469,6 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
     side
 }
 
-/// Awaits the appends in order, recording each one's latency from its
-/// start; stops at the first failure.
 /// Why `bookie` refuses adds, if it does.
 fn read_only(bookie: &Bookie) -> Option<String> {
     let reason = bookie.storage.read_only()?;
@@ -526,6 +524,8 @@ fn remove_bookie_dirs(dir: &std::path::Path, n: u32) {
     }
 }
 
+/// Awaits the appends in order, recording each one's latency from its
+/// start; stops at the first failure.
 async fn collect<F>(
     mut rx: mpsc::UnboundedReceiver<(Instant, F)>,
 ) -> (
