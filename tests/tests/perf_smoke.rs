@@ -7,17 +7,21 @@ use std::process::Command;
 
 use strata_tests::bookie::strata_binary;
 
-/// Runs `strata perf bookie --dir DIR --raw-duration 300ms ARGS --json` and
-/// returns its report.
-fn perf_bookie(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(strata_binary())
+/// Runs `strata perf bookie --dir DIR --raw-duration 300ms ARGS --json`.
+fn run_perf_bookie(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(strata_binary())
         .args(["perf", "bookie", "--dir"])
         .arg(dir)
         .args(["--raw-duration", "300ms", "--json"])
         .args(args)
         .env("STRATA_LOG", "warn")
         .output()
-        .expect("run strata perf bookie");
+        .expect("run strata perf bookie")
+}
+
+/// [`run_perf_bookie`], which must succeed: its report.
+fn perf_bookie(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run_perf_bookie(dir, args);
     assert!(
         out.status.success(),
         "perf failed: {}",
@@ -153,16 +157,19 @@ fn perf_bookie_stops_with_the_reason_when_a_bookie_turns_read_only() {
         ),
     )
     .unwrap();
-    let out = Command::new(strata_binary())
-        .args(["perf", "bookie", "--dir"])
-        .arg(&data)
-        .args(["--raw-duration", "100ms", "--json", "--bookie-config"])
-        .arg(&config)
-        .args(["--duration", "60s", "--entry-size", "65536"])
-        .args(["--transport", "local"])
-        .env("STRATA_LOG", "warn")
-        .output()
-        .expect("run strata perf bookie");
+    let out = run_perf_bookie(
+        &data,
+        &[
+            "--bookie-config",
+            config.to_str().expect("UTF-8 temp path"),
+            "--duration",
+            "60s",
+            "--entry-size",
+            "65536",
+            "--transport",
+            "local",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the run succeeded: {stderr}");
     assert!(

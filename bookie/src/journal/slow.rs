@@ -57,7 +57,7 @@ impl SlowIo {
     /// Records one operation that took `took` (counting it in `slow_ops`
     /// if slow) on journal file `seq`, and logs a report when one is due.
     pub fn observe(&mut self, took: Duration, slow_ops: &Counter, seq: u64) {
-        if let Some(r) = self.note(took, Instant::now(), slow_ops) {
+        if let Some(r) = self.note(took, Instant::now, slow_ops) {
             warn!(
                 op = self.what,
                 slow = r.slow,
@@ -72,9 +72,15 @@ impl SlowIo {
         }
     }
 
-    /// The bookkeeping of [`SlowIo::observe`], with the clock passed in:
+    /// The bookkeeping of [`SlowIo::observe`], with the clock passed in
+    /// (read only for a slow operation: the common case stays off it):
     /// returns the report to log, if one is due.
-    pub fn note(&mut self, took: Duration, now: Instant, slow_ops: &Counter) -> Option<Report> {
+    pub fn note(
+        &mut self,
+        took: Duration,
+        now: impl FnOnce() -> Instant,
+        slow_ops: &Counter,
+    ) -> Option<Report> {
         if self.threshold.is_zero() {
             return None;
         }
@@ -85,6 +91,7 @@ impl SlowIo {
         self.slow += 1;
         slow_ops.inc();
         self.longest = self.longest.max(took);
+        let now = now();
         if self
             .last_report
             .is_some_and(|at| now.saturating_duration_since(at) < REPORT_EVERY)
@@ -117,20 +124,20 @@ mod tests {
         let counter = Counter::default();
         let mut s = SlowIo::new("fdatasync", 100 * MS);
         let t0 = Instant::now();
-        assert_eq!(s.note(5 * MS, t0, &counter), None);
+        assert_eq!(s.note(5 * MS, || t0, &counter), None);
         // The first slow one is reported at once, with what came before it.
         let first = s
-            .note(150 * MS, t0 + MS, &counter)
+            .note(150 * MS, || t0 + MS, &counter)
             .expect("first slow op reported");
         assert_eq!((first.slow, first.total, first.longest), (1, 2, 150 * MS));
         // Within the interval: counted, not reported.
-        assert_eq!(s.note(300 * MS, t0 + 2 * MS, &counter), None);
-        assert_eq!(s.note(120 * MS, t0 + 3 * MS, &counter), None);
-        assert_eq!(s.note(MS, t0 + 4 * MS, &counter), None);
+        assert_eq!(s.note(300 * MS, || t0 + 2 * MS, &counter), None);
+        assert_eq!(s.note(120 * MS, || t0 + 3 * MS, &counter), None);
+        assert_eq!(s.note(MS, || t0 + 4 * MS, &counter), None);
         assert_eq!(counter.get(), 3);
         // Past it: the next slow one reports the whole interval.
         let next = s
-            .note(110 * MS, t0 + MS + REPORT_EVERY, &counter)
+            .note(110 * MS, || t0 + MS + REPORT_EVERY, &counter)
             .expect("reported again after the interval");
         assert_eq!((next.slow, next.total, next.longest), (3, 4, 300 * MS));
         assert_eq!(next.over, REPORT_EVERY);
@@ -141,10 +148,7 @@ mod tests {
     fn a_zero_threshold_turns_tracking_off() {
         let counter = Counter::default();
         let mut s = SlowIo::new("write", Duration::ZERO);
-        assert_eq!(
-            s.note(Duration::from_secs(5), Instant::now(), &counter),
-            None
-        );
+        assert_eq!(s.note(Duration::from_secs(5), Instant::now, &counter), None);
         assert_eq!(counter.get(), 0);
     }
 }

@@ -264,11 +264,12 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     // a benchmark at full speed writes GBs a second) stops the run at once
     // with the reason, rather than after the writer's ensemble-change
     // timeout with "not enough writable bookies".
-    if let Some(why) = bookies.iter().find_map(read_only) {
+    let mut refused = watch_read_only(&bookies);
+    let at_start = refused.borrow().clone();
+    if let Some(why) = at_start {
         stop_bookies(bookies, &args.dir).await;
         return Err(read_only_error(&why));
     }
-    let mut refused = watch_read_only(&bookies);
     let create = || client.create(args.ensemble, args.write_quorum, args.ack_quorum);
     let mut writer = create().await?;
     let mut retention = Retention::new(client.clone(), args.retain_mb);
@@ -329,7 +330,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     }
     drop(pacer);
     drop(tx);
-    if let Some(why) = refused.borrow().clone() {
+    let midway = refused.borrow().clone();
+    if let Some(why) = midway {
         // Entries still pending wait for the ensemble change: not for them.
         collector.abort();
         drop(writer);
@@ -469,36 +471,35 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
     side
 }
 
-/// Why `bookie` refuses adds, if it does.
-fn read_only(bookie: &Bookie) -> Option<String> {
-    let reason = bookie.storage.read_only()?;
-    Some(format!(
-        "bookie {} is read-only ({reason:?})",
-        bookie.bookie_id
-    ))
-}
-
-/// Changes (to the reason) when one of `bookies` turns read-only.
+/// Says (with the reason) when one of `bookies` is read-only: at once if
+/// one already is, else as soon as one turns read-only (checked every
+/// 100 ms).
 fn watch_read_only(bookies: &[Bookie]) -> tokio::sync::watch::Receiver<Option<String>> {
     let storages: Vec<_> = bookies
         .iter()
         .map(|b| (b.bookie_id.clone(), b.storage.clone()))
         .collect();
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(async move {
-        loop {
-            for (id, storage) in &storages {
-                if let Some(reason) = storage.read_only() {
-                    let _ = tx.send(Some(format!("bookie {id} turned read-only ({reason:?})")));
+    let why = move || {
+        storages.iter().find_map(|(id, storage)| {
+            let reason = storage.read_only()?;
+            Some(format!("bookie {id} is read-only ({reason:?})"))
+        })
+    };
+    let (tx, rx) = tokio::sync::watch::channel(why());
+    if rx.borrow().is_none() {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                if let Some(w) = why() {
+                    let _ = tx.send(Some(w));
                     return;
                 }
             }
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-    });
+        });
+    }
     rx
 }
 
