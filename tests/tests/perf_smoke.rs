@@ -81,6 +81,9 @@ fn perf_bookie_reports_every_field() {
         "{report}"
     );
     assert_eq!(report["ensemble"], 2);
+    // With --rate there is one run, the paced one.
+    assert!(report["latency_phase"].is_null(), "{report}");
+    assert!(report["saturated_add_latency_ms"].is_null(), "{report}");
     // Slow journal I/O is counted (a 1 s run on a healthy disk has none to
     // speak of; the field must be there).
     for field in ["journal_slow_writes", "journal_slow_syncs"] {
@@ -90,6 +93,54 @@ fn perf_bookie_reports_every_field() {
     let entries = report["entries"].as_u64().unwrap();
     assert!((500..=2100).contains(&entries), "entries {entries}");
     // The benchmark cleans up after itself.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Unpaced, the benchmark runs twice on fresh bookies: at full speed, then
+/// paced at half the peak it found, whose latency is the one reported.
+#[test]
+fn perf_bookie_measures_latency_at_half_of_its_peak() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = perf_bookie(
+        dir.path(),
+        &[
+            "--duration",
+            "1s",
+            "--entry-size",
+            "4096",
+            "--transport",
+            "local",
+        ],
+    );
+    let peak = report["entries_per_sec"].as_f64().unwrap();
+    let phase = &report["latency_phase"];
+    assert_eq!(phase["share_of_peak"].as_f64(), Some(0.5), "{report}");
+    let rate = phase["rate"].as_f64().unwrap();
+    assert!((rate - peak / 2.0).abs() < 1.0, "{report}");
+    // It ran for its second at about that rate (a slow disk may lag).
+    let entries = phase["entries"].as_u64().unwrap() as f64;
+    assert!(
+        entries > rate * 0.25 && entries <= rate * 1.05 + 1.0,
+        "{report}"
+    );
+    assert!(
+        phase["bookie"]["journal_syncs"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    for latency in [
+        "add_latency_ms",
+        "saturated_add_latency_ms",
+        "send_lateness_ms",
+    ] {
+        assert!(
+            report[latency]["p99"].as_f64().is_some_and(|v| v > 0.0),
+            "{latency} in {report}"
+        );
+    }
+    assert!(report["sender_realtime"].is_boolean(), "{report}");
+    // The window is the ledger client's own.
+    assert_eq!(report["window_bytes"], 64 << 20);
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
@@ -122,6 +173,8 @@ fn perf_bookie_with_retention_deletes_ledgers_and_reuses_journal_files() {
             "16",
             "--transport",
             "local",
+            "--latency-at",
+            "0",
         ],
     );
     assert_eq!(report["retain_mb"], 16);

@@ -33,14 +33,30 @@ pub struct BookiePerfArgs {
     pub write_quorum: u32,
     #[arg(long, default_value_t = 1)]
     pub ack_quorum: u32,
-    /// Payload bytes in flight (unacknowledged) at most.
-    #[arg(long, default_value_t = 2 << 20)]
-    pub window_bytes: usize,
+    /// Payload bytes in flight (unacknowledged) at most (default: the
+    /// ledger client's own, 64 MiB, which the broker runs with).
+    #[arg(long)]
+    pub window_bytes: Option<usize>,
     /// Entries per second to offer (0: as fast as the window allows). With a
     /// rate, latency is measured from each entry's scheduled send time, so a
     /// stall that delays later sends is counted (coordinated omission).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Without --rate: after the run at full speed, run again on fresh
+    /// bookies paced at this share of the peak it reached, and report that
+    /// run's latency as `add_latency_ms` (0: no second run; the latency is
+    /// then the saturated run's, which mostly measures the window's queue).
+    #[arg(long, default_value_t = 0.5)]
+    pub latency_at: f64,
+    /// How long the latency run lasts (default: --duration).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub latency_duration: Option<Duration>,
+    /// Scheduling of the load generator (the pacer and the sending thread)
+    /// in paced runs: `realtime` asks for `SCHED_FIFO` 1 so that on a small
+    /// machine the generator's own scheduling delays are not charged to the
+    /// bookie (falls back to normal, with a warning, when refused).
+    #[arg(long, value_enum, default_value_t = SenderPriority::Realtime)]
+    pub sender_priority: SenderPriority,
     /// With --rate: the pacer's shortest sleep in µs; entries due within one
     /// tick leave together (see `perf::pacer`).
     #[arg(long, default_value_t = super::pacer::DEFAULT_TICK_US)]
@@ -70,6 +86,12 @@ pub struct BookiePerfArgs {
     pub json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SenderPriority {
+    Realtime,
+    Normal,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
@@ -96,12 +118,23 @@ pub struct BookieReport {
     pub entries: u64,
     pub entries_per_sec: f64,
     pub mb_per_sec: f64,
+    /// Add latency of the paced run: the latency run at `--latency-at` of
+    /// the peak (see `latency_phase`), or the `--rate` run. Only with
+    /// `--latency-at 0` is it the saturated run's.
     pub add_latency_ms: Latency,
-    /// With `--rate`: how late each append was handed to the ledger client
+    /// Add latency of the run at full speed: mostly the time an entry
+    /// waits behind the window's worth of entries ahead of it.
+    pub saturated_add_latency_ms: Option<Latency>,
+    /// Paced runs: how late each append was handed to the ledger client
     /// after its scheduled time (pacer wake-up, a full window, a busy
     /// runtime). It is part of `add_latency_ms`; a large p99 here means the
     /// tail was made before the entry reached any bookie.
     pub send_lateness_ms: Option<Latency>,
+    /// Whether the paced run's pacer and sending thread ran at real-time
+    /// priority (`--sender-priority`).
+    pub sender_realtime: bool,
+    /// The latency run, when there was one.
+    pub latency_phase: Option<LatencyPhase>,
     pub raw_fdatasync_mb_per_sec: f64,
     pub raw_fdatasync_p99_ms: f64,
     pub raw_fdatasync_latency_ms: Latency,
@@ -127,7 +160,22 @@ pub struct BookieReport {
     pub machine: BookieMachine,
 }
 
+/// The paced run after the run at full speed.
 #[derive(Serialize, Debug)]
+pub struct LatencyPhase {
+    /// `--latency-at`: its rate as a share of the peak entries/s.
+    pub share_of_peak: f64,
+    /// Offered entries/s.
+    pub rate: f64,
+    pub duration_secs: f64,
+    pub entries: u64,
+    pub entries_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub process_cpu_cores: f64,
+    pub bookie: BookieSide,
+}
+
+#[derive(Serialize, Debug, Clone)]
 pub struct BookieSide {
     pub journal_syncs: u64,
     pub journal_avg_batch_bytes: f64,
@@ -180,15 +228,47 @@ pub async fn run(args: BookiePerfArgs) -> anyhow::Result<()> {
 }
 
 fn print_report(r: &BookieReport) {
+    let q = |l: &Latency| {
+        format!(
+            "p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+            l.p50, l.p99, l.p999, l.max
+        )
+    };
     println!(
-        "entries/s {:.0}  MB/s {:.1}  add latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        "entries/s {:.0}  MB/s {:.1}  (window {} MiB)",
         r.entries_per_sec,
         r.mb_per_sec,
-        r.add_latency_ms.p50,
-        r.add_latency_ms.p99,
-        r.add_latency_ms.p999,
-        r.add_latency_ms.max
+        r.window_bytes >> 20
     );
+    if let Some(l) = &r.saturated_add_latency_ms {
+        println!("  add latency ms at full speed: {}", q(l));
+    }
+    match &r.latency_phase {
+        Some(p) => println!(
+            "paced at {:.0} % of that ({:.0} entries/s): add latency ms {}",
+            p.share_of_peak * 100.0,
+            p.rate,
+            q(&r.add_latency_ms)
+        ),
+        None if r.rate > 0.0 => println!(
+            "paced at {:.0} entries/s: add latency ms {}",
+            r.rate,
+            q(&r.add_latency_ms)
+        ),
+        None => {}
+    }
+    if let Some(l) = &r.send_lateness_ms {
+        println!(
+            "  sends left late by ms: p50 {:.2} p99 {:.2} (load generator at {} priority)",
+            l.p50,
+            l.p99,
+            if r.sender_realtime {
+                "real-time"
+            } else {
+                "normal"
+            }
+        );
+    }
     println!(
         "raw 1 MiB write+fdatasync (O_DIRECT, appending): MB/s {:.1}  p99 ms {:.2}   ratio {:.2}  p99 latency ratio {:.2}",
         r.raw_fdatasync_mb_per_sec, r.raw_fdatasync_p99_ms, r.ratio, r.latency_ratio_p99
@@ -225,7 +305,135 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let raw_duration = args.raw_duration;
     let raw_disk =
         tokio::task::spawn_blocking(move || measure_both(&raw_dir, raw_duration)).await??;
+    let window_bytes = args
+        .window_bytes
+        .unwrap_or(ClientConfig::default().max_outstanding_bytes)
+        .max(args.entry_size);
+    let realtime = args.sender_priority == SenderPriority::Realtime;
 
+    // The throughput phase: unpaced, or paced at --rate.
+    let main = run_phase(
+        args,
+        Phase {
+            rate: args.rate,
+            duration: args.duration,
+            window_bytes,
+            realtime,
+        },
+    )
+    .await?;
+    // Then, after an unpaced run, latency at a share of the peak it found,
+    // on fresh bookies again.
+    let latency = if args.rate == 0.0 && args.latency_at > 0.0 {
+        let rate = main.entries_per_sec() * args.latency_at;
+        let phase = run_phase(
+            args,
+            Phase {
+                rate,
+                duration: args.latency_duration.unwrap_or(args.duration),
+                window_bytes,
+                realtime,
+            },
+        )
+        .await?;
+        Some(phase)
+    } else {
+        None
+    };
+
+    let raw_mbps = raw_disk.fdatasync_mb_per_sec;
+    let raw = raw_disk.fdatasync_latency_ms;
+    let mb_per_sec = main.mb_per_sec(args.entry_size);
+    let timed = latency.as_ref().unwrap_or(&main);
+    let add_latency_ms = Latency::from(&timed.hist);
+    Ok(BookieReport {
+        entry_size: args.entry_size,
+        transport: args.transport,
+        rate: args.rate,
+        window_bytes,
+        ensemble: args.ensemble,
+        write_quorum: args.write_quorum,
+        ack_quorum: args.ack_quorum,
+        retain_mb: args.retain_mb,
+        ledgers: main.ledgers,
+        ledgers_deleted: main.ledgers_deleted,
+        duration_secs: main.elapsed,
+        entries: main.entries,
+        entries_per_sec: main.entries_per_sec(),
+        mb_per_sec,
+        latency_ratio_p99: add_latency_ms.p99 / raw.p99.max(1e-6),
+        process_cpu_cores: main.cpu_secs / main.elapsed.max(1e-9),
+        cpu_us_per_entry: main.cpu_secs * 1e6 / (main.entries.max(1) as f64),
+        add_latency_ms,
+        saturated_add_latency_ms: (args.rate == 0.0).then(|| Latency::from(&main.hist)),
+        send_lateness_ms: timed.lateness.as_ref().map(Latency::from),
+        sender_realtime: timed.realtime,
+        latency_phase: latency.as_ref().map(|l| LatencyPhase {
+            share_of_peak: args.latency_at,
+            rate: l.rate,
+            duration_secs: l.elapsed,
+            entries: l.entries,
+            entries_per_sec: l.entries_per_sec(),
+            mb_per_sec: l.mb_per_sec(args.entry_size),
+            process_cpu_cores: l.cpu_secs / l.elapsed.max(1e-9),
+            bookie: l.bookie.clone(),
+        }),
+        raw_fdatasync_mb_per_sec: raw_mbps,
+        raw_fdatasync_p99_ms: raw.p99,
+        raw_fdatasync_latency_ms: raw,
+        raw_direct_io: raw_disk.direct_io,
+        raw_buffered_fdatasync_mb_per_sec: raw_disk.buffered_fdatasync_mb_per_sec,
+        raw_buffered_fdatasync_p99_ms: raw_disk.buffered_fdatasync_latency_ms.p99,
+        raw_overwrite_fdatasync_mb_per_sec: raw_disk.overwrite_fdatasync_mb_per_sec,
+        raw_overwrite_fdatasync_p99_ms: raw_disk.overwrite_fdatasync_latency_ms.p99,
+        ratio: mb_per_sec / raw_mbps.max(1e-9),
+        bookie: main.bookie,
+        machine: BookieMachine {
+            machine: Machine::describe(),
+            dir: args.dir.display().to_string(),
+        },
+    })
+}
+
+/// One timed run of appends.
+struct Phase {
+    /// Entries/s (0: as fast as the window allows).
+    rate: f64,
+    duration: Duration,
+    window_bytes: usize,
+    /// Paced runs: the sending thread and the pacer ask for real-time
+    /// scheduling (see `perf::priority`).
+    realtime: bool,
+}
+
+/// What one phase measured.
+struct PhaseOutcome {
+    rate: f64,
+    hist: hdrhistogram::Histogram<u64>,
+    lateness: Option<hdrhistogram::Histogram<u64>>,
+    /// Whether the pacer and the sending thread ran at real-time priority.
+    realtime: bool,
+    entries: u64,
+    elapsed: f64,
+    cpu_secs: f64,
+    ledgers: u64,
+    ledgers_deleted: u64,
+    bookie: BookieSide,
+}
+
+impl PhaseOutcome {
+    fn entries_per_sec(&self) -> f64 {
+        self.entries as f64 / self.elapsed.max(1e-9)
+    }
+
+    fn mb_per_sec(&self, entry_size: usize) -> f64 {
+        self.entries_per_sec() * entry_size as f64 / 1e6
+    }
+}
+
+/// Starts fresh bookies on `args.dir`, appends for `phase.duration`, and
+/// removes the bookies' data again.
+async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseOutcome> {
     let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
     let mut bookies = Vec::new();
     for i in 0..args.ensemble {
@@ -248,7 +456,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let client = Arc::new(LedgerClient::new(
         store.clone(),
         ClientConfig {
-            max_outstanding_bytes: args.window_bytes.max(args.entry_size),
+            max_outstanding_bytes: phase.window_bytes,
             ..ClientConfig::default()
         },
     ));
@@ -267,7 +475,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let mut refused = watch_read_only(&bookies);
     let at_start = refused.borrow().clone();
     if let Some(why) = at_start {
-        stop_bookies(bookies, &args.dir).await;
+        drop((refused, client));
+        let _ = stop_bookies(bookies, &args.dir).await;
         return Err(read_only_error(&why));
     }
     let create = || client.create(args.ensemble, args.write_quorum, args.ack_quorum);
@@ -284,19 +493,35 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let collector = tokio::spawn(collect(rx));
     let cpu_before = super::cpu::process_seconds();
     let started = Instant::now();
-    let end = started + args.duration;
-    let mut pacer = if args.rate > 0.0 {
+    let end = started + phase.duration;
+    let mut pacer = if phase.rate > 0.0 {
         Some(super::pacer::Pacer::start(
             started,
-            args.rate,
+            phase.rate,
             0.0,
             end,
             Duration::from_micros(args.pace_tick_us.max(1)),
+            phase.realtime,
         )?)
     } else {
         None
     };
     let mut lateness = pacer.is_some().then(report::histogram);
+    // The loop below runs on this thread (the command's own, never a
+    // runtime worker): with the pacer, it is the load generator.
+    let sender_realtime = if pacer.is_some()
+        && phase.realtime
+        && std::thread::current().name() == Some("main")
+    {
+        super::priority::Realtime::enter()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "the sending thread runs at normal priority: real-time scheduling was refused");
+            })
+            .ok()
+    } else {
+        None
+    };
+    let realtime = sender_realtime.is_some() && pacer.as_ref().is_some_and(|p| p.realtime());
     loop {
         let t = match &mut pacer {
             Some(p) => match p.next().await {
@@ -329,66 +554,41 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         }
     }
     drop(pacer);
+    drop(sender_realtime);
     drop(tx);
     let midway = refused.borrow().clone();
     if let Some(why) = midway {
         // Entries still pending wait for the ensemble change: not for them.
         collector.abort();
-        drop(writer);
-        stop_bookies(bookies, &args.dir).await;
+        drop((writer, retention, client, refused));
+        let _ = stop_bookies(bookies, &args.dir).await;
         return Err(read_only_error(&why));
     }
     let (hist, n, failed) = collector.await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_secs = (super::cpu::process_seconds() - cpu_before).max(0.0);
     if let Some(e) = failed {
+        drop((writer, retention, client, refused));
+        let _ = stop_bookies(bookies, &args.dir).await;
         anyhow::bail!("append failed during the benchmark: {e}");
     }
     writer.close().await?;
     let (ledgers, ledgers_deleted) = retention.finish().await?;
     let bookie = bookie_side(&bookies);
-    for b in bookies {
-        b.shutdown().await?;
-    }
-    remove_bookie_dirs(&args.dir, args.ensemble);
-    let mb_per_sec = n as f64 * args.entry_size as f64 / elapsed / 1e6;
-    let add_latency_ms = Latency::from(&hist);
-    let raw_mbps = raw_disk.fdatasync_mb_per_sec;
-    let raw = raw_disk.fdatasync_latency_ms;
-    Ok(BookieReport {
-        entry_size: args.entry_size,
-        transport: args.transport,
-        rate: args.rate,
-        window_bytes: args.window_bytes,
-        ensemble: args.ensemble,
-        write_quorum: args.write_quorum,
-        ack_quorum: args.ack_quorum,
-        retain_mb: args.retain_mb,
+    // The read-only watcher holds the storages too.
+    drop((writer, client, refused));
+    stop_bookies(bookies, &args.dir).await?;
+    Ok(PhaseOutcome {
+        rate: phase.rate,
+        hist,
+        lateness,
+        realtime,
+        entries: n,
+        elapsed,
+        cpu_secs,
         ledgers,
         ledgers_deleted,
-        duration_secs: elapsed,
-        entries: n,
-        entries_per_sec: n as f64 / elapsed,
-        mb_per_sec,
-        latency_ratio_p99: add_latency_ms.p99 / raw.p99.max(1e-6),
-        process_cpu_cores: cpu_secs / elapsed.max(1e-9),
-        cpu_us_per_entry: cpu_secs * 1e6 / (n.max(1) as f64),
-        add_latency_ms,
-        send_lateness_ms: lateness.as_ref().map(Latency::from),
-        raw_fdatasync_mb_per_sec: raw_mbps,
-        raw_fdatasync_p99_ms: raw.p99,
-        raw_fdatasync_latency_ms: raw,
-        raw_direct_io: raw_disk.direct_io,
-        raw_buffered_fdatasync_mb_per_sec: raw_disk.buffered_fdatasync_mb_per_sec,
-        raw_buffered_fdatasync_p99_ms: raw_disk.buffered_fdatasync_latency_ms.p99,
-        raw_overwrite_fdatasync_mb_per_sec: raw_disk.overwrite_fdatasync_mb_per_sec,
-        raw_overwrite_fdatasync_p99_ms: raw_disk.overwrite_fdatasync_latency_ms.p99,
-        ratio: mb_per_sec / raw_mbps.max(1e-9),
         bookie,
-        machine: BookieMachine {
-            machine: Machine::describe(),
-            dir: args.dir.display().to_string(),
-        },
     })
 }
 
@@ -511,12 +711,25 @@ fn read_only_error(why: &str) -> anyhow::Error {
     )
 }
 
-async fn stop_bookies(bookies: Vec<Bookie>, dir: &std::path::Path) {
+/// Shuts the bookies down and removes their data once nothing holds their
+/// storage any more (the ledger client's hand-over tasks let go of it
+/// shortly after the client is dropped): only then is RocksDB closed and
+/// the space of the deleted files given back, ready for the next run.
+async fn stop_bookies(bookies: Vec<Bookie>, dir: &std::path::Path) -> anyhow::Result<()> {
     let n = bookies.len() as u32;
+    let storages: Vec<_> = bookies.iter().map(|b| Arc::downgrade(&b.storage)).collect();
+    let mut result = Ok(());
     for b in bookies {
-        let _ = b.shutdown().await;
+        if let Err(e) = b.shutdown().await {
+            result = result.and(Err(e.into()));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while storages.iter().any(|s| s.strong_count() > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     remove_bookie_dirs(dir, n);
+    result
 }
 
 fn remove_bookie_dirs(dir: &std::path::Path, n: u32) {

@@ -16,6 +16,7 @@ mod cpu;
 mod evidence;
 mod flood;
 mod pacer;
+mod priority;
 mod raw;
 mod report;
 mod tenants;

@@ -35,21 +35,26 @@ pub struct Pacer {
     /// Sends released in all, once the pacer has stopped (`u64::MAX` until then).
     total: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    realtime: bool,
 }
 
 impl Pacer {
     /// Starts the pacer thread; it stops at `end` or when the pacer is
-    /// dropped. It sleeps at least `tick` at a time.
+    /// dropped. It sleeps at least `tick` at a time. With `realtime`, the
+    /// thread asks for real-time scheduling (see `perf::priority`); a
+    /// refusal is logged and the pacer runs at normal priority.
     pub fn start(
         start: Instant,
         rate: f64,
         phase: f64,
         end: Instant,
         tick: Duration,
+        realtime: bool,
     ) -> std::io::Result<Pacer> {
         let released = Arc::new(Semaphore::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let total = Arc::new(AtomicU64::new(u64::MAX));
+        let (priority_tx, priority_rx) = std::sync::mpsc::channel();
         {
             let (released, stop, total) = (released.clone(), stop.clone(), total.clone());
             // Not joined: it ends on its own within MAX_SLEEP of a stop, and
@@ -57,6 +62,8 @@ impl Pacer {
             std::thread::Builder::new()
                 .name("perf-pacer".into())
                 .spawn(move || {
+                    let priority = realtime.then(super::priority::realtime);
+                    let _ = priority_tx.send(priority);
                     let mut issued = 0u64;
                     while !stop.load(Ordering::Acquire) {
                         let now = Instant::now();
@@ -81,6 +88,14 @@ impl Pacer {
                     released.add_permits(1 << 30);
                 })?;
         }
+        let realtime = match priority_rx.recv() {
+            Ok(Some(Ok(()))) => true,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %e, "the pacer runs at normal priority: real-time scheduling was refused");
+                false
+            }
+            _ => false,
+        };
         Ok(Pacer {
             start,
             rate,
@@ -89,7 +104,13 @@ impl Pacer {
             released,
             total,
             stop,
+            realtime,
         })
+    }
+
+    /// Whether the pacer thread runs at real-time priority.
+    pub fn realtime(&self) -> bool {
+        self.realtime
     }
 
     /// Waits until the next send is due; returns its scheduled time, or
@@ -142,6 +163,7 @@ mod tests {
             0.25,
             end,
             Duration::from_micros(DEFAULT_TICK_US),
+            false,
         )
         .unwrap();
         let mut n = 0u64;
