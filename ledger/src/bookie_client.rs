@@ -11,6 +11,7 @@
 //! (about four copies of every byte). Reads and control calls still use gRPC.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -68,7 +69,66 @@ fn outcome(r: &AddResult) -> AddOutcome {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<(u64, u64), Vec<AckSink>>>>;
+/// Adds in flight on a stream, by (ledger, entry).
+type Pending = Arc<Mutex<HashMap<(u64, u64), Sinks, KeyHash>>>;
+
+/// Where the outcome of one (ledger, entry) goes: nearly always one writer,
+/// kept inline rather than in a one-element `Vec` allocated per add.
+enum Sinks {
+    One(AckSink),
+    Many(Vec<AckSink>),
+}
+
+impl Sinks {
+    fn push(&mut self, sink: AckSink) {
+        match self {
+            Sinks::Many(v) => v.push(sink),
+            Sinks::One(first) => {
+                let first = first.clone();
+                *self = Sinks::Many(vec![first, sink]);
+            }
+        }
+    }
+
+    fn into_vec(self) -> Vec<AckSink> {
+        match self {
+            Sinks::One(s) => vec![s],
+            Sinks::Many(v) => v,
+        }
+    }
+}
+
+/// Hashes the (ledger, entry) keys of [`Pending`] with a multiply per word
+/// (the Fx hash) instead of SipHash: the keys are the client's own, not
+/// chosen by a peer, and a stream may hold tens of thousands of them, each
+/// inserted and removed once per add.
+#[derive(Clone, Copy, Default)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// `first` and whatever else is queued, up to [`MAX_BATCH_BYTES`]: their
 /// (ledger, entry) keys, the adds and where each add's outcome goes.
@@ -182,11 +242,16 @@ impl BookieConn {
             *guard = Some(self.open_stream());
         }
         let Some(stream) = guard.as_ref() else { return };
-        stream.pending.lock().entry(key).or_default().push(sink);
+        match stream.pending.lock().entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().push(sink),
+            Entry::Vacant(e) => {
+                e.insert(Sinks::One(sink));
+            }
+        }
         if stream.tx.send(add).is_err() {
             // The stream died between the check and the send.
             if let Some(sinks) = stream.pending.lock().remove(&key) {
-                for s in sinks {
+                for s in sinks.into_vec() {
                     let _ = s.send(self.ack(key, AddOutcome::Failed("add stream closed".into())));
                 }
             }
@@ -248,7 +313,7 @@ impl BookieConn {
     fn open_stream(self: &Arc<Self>) -> AddStream {
         let (tx, mut rx) = mpsc::unbounded_channel::<AddEntry>();
         let (req_tx, req_rx) = mpsc::channel::<AddRequest>(64);
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let pending: Pending = Arc::new(Mutex::new(HashMap::default()));
         // Batcher: everything queued goes out in one message.
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -280,12 +345,20 @@ impl BookieConn {
                     loop {
                         match inbound.message().await {
                             Ok(Some(resp)) => {
+                                // One lock per response, not per result.
+                                let mut pending = pending2.lock();
                                 for r in resp.results {
                                     let key = (r.ledger_id, r.entry_id);
-                                    let outcome = outcome(&r);
-                                    let sinks = pending2.lock().remove(&key);
-                                    for s in sinks.into_iter().flatten() {
-                                        let _ = s.send(conn.ack(key, outcome.clone()));
+                                    match pending.remove(&key) {
+                                        Some(Sinks::One(s)) => {
+                                            let _ = s.send(conn.ack(key, outcome(&r)));
+                                        }
+                                        Some(Sinks::Many(sinks)) => {
+                                            for s in sinks {
+                                                let _ = s.send(conn.ack(key, outcome(&r)));
+                                            }
+                                        }
+                                        None => {}
                                     }
                                 }
                             }
@@ -313,7 +386,7 @@ impl BookieConn {
                 drained
             };
             for (key, sinks) in drained {
-                for s in sinks {
+                for s in sinks.into_vec() {
                     let _ = s.send(conn.ack(key, AddOutcome::Failed(reason.clone())));
                 }
             }
@@ -372,5 +445,40 @@ pub fn status_error(bookie: &str, status: tonic::Status) -> LedgerError {
             bookie: bookie.to_string(),
             reason: format!("{:?}: {}", status.code(), status.message()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack_entry(rx: &mut mpsc::UnboundedReceiver<AddAck>) -> Option<u64> {
+        rx.try_recv().ok().map(|a| a.entry_id)
+    }
+
+    /// An add sent twice on one stream (a resend) is answered on every sink
+    /// it was sent for, and the map finds keys that differ only in order.
+    #[test]
+    fn pending_adds_keep_every_sink_by_exact_key() {
+        let (a, mut rx_a) = mpsc::unbounded_channel();
+        let (b, mut rx_b) = mpsc::unbounded_channel();
+        let mut pending: HashMap<(u64, u64), Sinks, KeyHash> = HashMap::default();
+        pending.insert((1, 2), Sinks::One(a));
+        pending.get_mut(&(1, 2)).unwrap().push(b);
+        assert!(!pending.contains_key(&(2, 1)));
+        let sinks = pending.remove(&(1, 2)).unwrap().into_vec();
+        assert_eq!(sinks.len(), 2);
+        for s in sinks {
+            s.send(AddAck {
+                bookie: Arc::from("b"),
+                ledger_id: 1,
+                entry_id: 2,
+                outcome: AddOutcome::Ok,
+            })
+            .unwrap();
+        }
+        assert_eq!(ack_entry(&mut rx_a), Some(2));
+        assert_eq!(ack_entry(&mut rx_b), Some(2));
+        assert!(pending.is_empty());
     }
 }

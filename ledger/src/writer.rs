@@ -48,7 +48,8 @@ struct Pending {
     /// the last fragment, since fragments start at LAC+1.
     sent: u64,
     acked: u64,
-    done: Option<oneshot::Sender<Result<u64>>>,
+    /// Where the entry id goes once acknowledged, with when that was.
+    done: Option<oneshot::Sender<Result<(u64, Instant)>>>,
     _permit: OwnedSemaphorePermit,
     /// When the last send to a bookie started; reset on an ensemble change,
     /// so the add timeout counts from then.
@@ -159,6 +160,18 @@ impl LedgerWriter {
         payload: Bytes,
         payload_crc: Option<u32>,
     ) -> Result<impl Future<Output = Result<u64>> + use<>> {
+        let acked = self.enqueue_timed(payload, payload_crc).await?;
+        Ok(async move { acked.await.map(|(entry_id, _)| entry_id) })
+    }
+
+    /// As [`LedgerWriter::enqueue_with_crc`]; the future also gives the
+    /// instant the entry was acknowledged, which a caller that gets to the
+    /// future later (a benchmark awaiting thousands in order) cannot tell.
+    pub async fn enqueue_timed(
+        &self,
+        payload: Bytes,
+        payload_crc: Option<u32>,
+    ) -> Result<impl Future<Output = Result<(u64, Instant)>> + use<>> {
         if payload.len() > MAX_ENTRY_SIZE {
             return Err(LedgerError::EntryTooLarge {
                 size: payload.len(),
@@ -425,7 +438,7 @@ impl Inner {
             m.add_latency
                 .observe(now.saturating_duration_since(p.enqueued).as_secs_f64());
             if let Some(done) = p.done.take() {
-                let _ = done.send(Ok(p.entry_id));
+                let _ = done.send(Ok((p.entry_id, now)));
             }
         }
         if st.pending.is_empty() {

@@ -540,7 +540,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
         let fut = tokio::select! {
             biased;
             _ = refused.changed() => break,
-            fut = writer.enqueue(payload.clone()) => fut?,
+            fut = writer.enqueue_timed(payload.clone(), None) => fut?,
         };
         if let Some(h) = &mut lateness {
             report::record(h, t.elapsed().as_micros() as u64);
@@ -739,7 +739,8 @@ fn remove_bookie_dirs(dir: &std::path::Path, n: u32) {
 }
 
 /// Awaits the appends in order, recording each one's latency from its
-/// start; stops at the first failure.
+/// start (or scheduled time) to its acknowledgement; stops at the first
+/// failure.
 async fn collect<F>(
     mut rx: mpsc::UnboundedReceiver<(Instant, F)>,
 ) -> (
@@ -748,14 +749,18 @@ async fn collect<F>(
     Option<strata_ledger::LedgerError>,
 )
 where
-    F: std::future::Future<Output = strata_ledger::Result<u64>>,
+    F: std::future::Future<Output = strata_ledger::Result<(u64, Instant)>>,
 {
     let mut h = report::histogram();
     let mut n = 0u64;
     while let Some((started, fut)) = rx.recv().await {
         match fut.await {
-            Ok(_) => {
-                report::record(&mut h, started.elapsed().as_micros() as u64);
+            // Timed at the acknowledgement, not when this task got to it.
+            Ok((_, acked)) => {
+                report::record(
+                    &mut h,
+                    acked.saturating_duration_since(started).as_micros() as u64,
+                );
                 n += 1;
             }
             Err(e) => return (h, n, Some(e)),
