@@ -196,6 +196,10 @@ pub struct BookieSide {
     pub flush_p99_ms_bucket: f64,
     /// Batches written (one `pwrite` each; a sync covers one or more).
     pub journal_writes: u64,
+    /// Requests the journal took (one per hand-over of adds from a client
+    /// batch or stream message): entries ÷ requests is how well adds were
+    /// batched on their way in.
+    pub journal_requests: u64,
     /// Journal files made from released ones (see `--retain-mb`).
     pub journal_reused_files: u64,
     /// Journal writes and fdatasyncs that took `journal_slow_threshold`
@@ -607,6 +611,7 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         flushes: 0,
         flush_p99_ms_bucket: 0.0,
         journal_writes: 0,
+        journal_requests: 0,
         journal_reused_files: 0,
         journal_slow_writes: 0,
         journal_slow_syncs: 0,
@@ -651,6 +656,7 @@ fn bookie_side(bookies: &[Bookie]) -> BookieSide {
         worst(&mut side.flush_p99_ms_bucket, p99(&m.flush_seconds));
         side.write_cache_waits += m.write_cache_wait_seconds.count();
         side.journal_writes += m.journal_write_seconds.count();
+        side.journal_requests += m.journal_queue_seconds.count();
         side.journal_reused_files += m.journal_reused_files.get();
         for (acc, h) in sums.iter_mut().zip([
             &m.add_seconds,
