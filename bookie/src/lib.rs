@@ -132,6 +132,7 @@ impl Bookie {
                     // windows would cost a round trip per large entry.
                     .initial_stream_window_size(HTTP2_STREAM_WINDOW)
                     .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+                    .max_frame_size(strata_proto::HTTP2_MAX_FRAME_SIZE)
                     .add_service(server)
                     .serve_with_incoming_shutdown(incoming, cancel.cancelled())
                     .await;

@@ -208,7 +208,8 @@ impl BookieConn {
             .keep_alive_timeout(Duration::from_secs(10))
             // Reads stream back large batches: avoid a round trip per 64 KiB.
             .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20);
+            .initial_connection_window_size(16 << 20)
+            .max_frame_size(strata_proto::HTTP2_MAX_FRAME_SIZE);
         let channel = endpoint.connect_lazy();
         let rpc = Rpc::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

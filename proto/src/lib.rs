@@ -7,6 +7,15 @@ pub mod bookie {
     tonic::include_proto!("strata.bookie.v1");
 }
 
+/// Largest HTTP/2 frame either end of a bookie connection accepts (HTTP/2's
+/// default is 16 KiB). Entries and batches of them run to megabytes: in
+/// 16 KiB frames every 64 KiB entry crossed as four or more frames, each read
+/// into the receive buffer on its own. With 1 MiB frames, 64 KiB appends
+/// over gRPC took 35–45 % less CPU per entry on the development VM (70–81 µs
+/// against 110–131 µs) and 1 KiB appends 17 % less, at 15–30 % higher
+/// throughput.
+pub const HTTP2_MAX_FRAME_SIZE: u32 = 1 << 20;
+
 /// CRC32C of a concatenation from the CRCs of its parts.
 pub mod crc;
 
