@@ -51,14 +51,14 @@ pub struct BookiePerfArgs {
     /// How long the latency run lasts (default: --duration).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub latency_duration: Option<Duration>,
-    /// Scheduling of the load generator (the pacer and the sending thread)
-    /// in paced runs: `realtime` asks for `SCHED_FIFO` 1 so that on a small
+    /// Scheduling of the load generator (the thread that paces entries and
+    /// hands them to the ledger client) in paced runs: `realtime` asks for `SCHED_FIFO` 1 so that on a small
     /// machine the generator's own scheduling delays are not charged to the
     /// bookie (falls back to normal, with a warning, when refused).
     #[arg(long, value_enum, default_value_t = SenderPriority::Realtime)]
     pub sender_priority: SenderPriority,
-    /// With --rate: the pacer's shortest sleep in µs; entries due within one
-    /// tick leave together (see `perf::pacer`).
+    /// Paced runs: the sender's shortest sleep in µs; entries due within
+    /// one tick leave together (see `perf::pacer`).
     #[arg(long, default_value_t = super::pacer::DEFAULT_TICK_US)]
     pub pace_tick_us: u64,
     /// Bookie settings (TOML, as for `strata bookie --config`); `listen` and
@@ -126,12 +126,12 @@ pub struct BookieReport {
     /// waits behind the window's worth of entries ahead of it.
     pub saturated_add_latency_ms: Option<Latency>,
     /// Paced runs: how late each append was handed to the ledger client
-    /// after its scheduled time (pacer wake-up, a full window, a busy
+    /// after its scheduled time (the sender's wake-up, a full window, a busy
     /// runtime). It is part of `add_latency_ms`; a large p99 here means the
     /// tail was made before the entry reached any bookie.
     pub send_lateness_ms: Option<Latency>,
-    /// Whether the paced run's pacer and sending thread ran at real-time
-    /// priority (`--sender-priority`).
+    /// Whether the paced run's sending thread ran at real-time priority
+    /// (`--sender-priority`).
     pub sender_realtime: bool,
     /// The latency run, when there was one.
     pub latency_phase: Option<LatencyPhase>,
@@ -405,8 +405,8 @@ struct Phase {
     rate: f64,
     duration: Duration,
     window_bytes: usize,
-    /// Paced runs: the sending thread and the pacer ask for real-time
-    /// scheduling (see `perf::priority`).
+    /// Paced runs: the sending thread asks for real-time scheduling (see
+    /// `perf::priority`).
     realtime: bool,
 }
 
@@ -415,7 +415,7 @@ struct PhaseOutcome {
     rate: f64,
     hist: hdrhistogram::Histogram<u64>,
     lateness: Option<hdrhistogram::Histogram<u64>>,
-    /// Whether the pacer and the sending thread ran at real-time priority.
+    /// Whether the sending thread ran at real-time priority.
     realtime: bool,
     entries: u64,
     elapsed: f64,
@@ -498,21 +498,18 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
     let cpu_before = super::cpu::process_seconds();
     let started = Instant::now();
     let end = started + phase.duration;
-    let mut pacer = if phase.rate > 0.0 {
-        Some(super::pacer::Pacer::start(
+    // Paced, this thread (the command's own, never a runtime worker) is the
+    // load generator: it sleeps until each send is due.
+    let mut pacer = (phase.rate > 0.0).then(|| {
+        super::pacer::InlinePacer::new(
             started,
             phase.rate,
             0.0,
             end,
             Duration::from_micros(args.pace_tick_us.max(1)),
-            phase.realtime,
-        )?)
-    } else {
-        None
-    };
+        )
+    });
     let mut lateness = pacer.is_some().then(report::histogram);
-    // The loop below runs on this thread (the command's own, never a
-    // runtime worker): with the pacer, it is the load generator.
     let sender_realtime = if pacer.is_some()
         && phase.realtime
         && std::thread::current().name() == Some("main")
@@ -525,10 +522,10 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
     } else {
         None
     };
-    let realtime = sender_realtime.is_some() && pacer.as_ref().is_some_and(|p| p.realtime());
+    let realtime = sender_realtime.is_some();
     loop {
         let t = match &mut pacer {
-            Some(p) => match p.next().await {
+            Some(p) => match p.next_blocking() {
                 Some(due) => due,
                 None => break,
             },
@@ -557,7 +554,6 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
             retention.rolled(full);
         }
     }
-    drop(pacer);
     drop(sender_realtime);
     drop(tx);
     let midway = refused.borrow().clone();

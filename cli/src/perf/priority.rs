@@ -3,17 +3,19 @@
 //! Paced latencies are measured from each send's scheduled time, so a send
 //! that leaves late is charged to the system under test. On a machine where
 //! the load generator shares a few cores with that system, the generator's
-//! own threads (the pacer and the thread that hands entries over) wait
-//! behind the system's threads in the OS scheduler, leave late, and then
-//! leave in bursts: a delay a client on its own machine would not have.
-//! Measured on the 2-core VM, 1 KiB appends at 100 k/s: p99 4.8–5.5 ms with
-//! both threads at normal priority, 2.0–2.2 ms with both at `SCHED_FIFO` 1
-//! (send lateness p99 1.5–1.8 ms → 0.3 ms); either thread alone gave ~4 ms,
-//! and `nice -20` instead of `SCHED_FIFO` changed nothing.
+//! threads wait behind the system's threads in the OS scheduler, leave late,
+//! and then leave in bursts: a delay a client on its own machine would not
+//! have. Measured on the 2-core VM, 1 KiB appends at 100 k/s, paced by a
+//! pacer thread that woke the sending thread: p99 4.8–5.5 ms with both
+//! threads at normal priority, 2.0–2.2 ms with both at `SCHED_FIFO` 1 (send
+//! lateness p99 1.5–1.8 ms → 0.3 ms); either thread alone gave ~4 ms, and
+//! `nice -20` instead of `SCHED_FIFO` changed nothing. `perf bookie` now
+//! paces on its sending thread itself (`pacer::InlinePacer`), at real-time
+//! priority.
 //!
-//! Both threads sleep between sends, so they take only the CPU they used
-//! before; they just get it on time. The kernel's real-time throttling
-//! (`sched_rt_runtime_us`) bounds them regardless.
+//! The thread sleeps between sends, so it takes only the CPU it used
+//! before; it just gets it on time. The kernel's real-time throttling
+//! (`sched_rt_runtime_us`) bounds it regardless.
 
 /// The calling thread at real-time priority until this is dropped.
 pub struct Realtime(());

@@ -153,7 +153,7 @@ pub async fn produce(
     let mut errors = Errors::default();
     let mut pacer = None;
     if let Some(rate) = plan.rate {
-        match Pacer::start(t.start, rate, plan.phase, t.end, plan.pace_tick, false) {
+        match Pacer::start(t.start, rate, plan.phase, t.end, plan.pace_tick) {
             Ok(p) => pacer = Some(p),
             Err(e) => {
                 // Unpaced sends would measure something else: send nothing.
