@@ -90,10 +90,17 @@ impl Sinks {
         }
     }
 
-    fn into_vec(self) -> Vec<AckSink> {
+    /// Sends each sink the ack `ack` makes.
+    fn send_each(self, ack: impl Fn() -> AddAck) {
         match self {
-            Sinks::One(s) => vec![s],
-            Sinks::Many(v) => v,
+            Sinks::One(s) => {
+                let _ = s.send(ack());
+            }
+            Sinks::Many(v) => {
+                for s in v {
+                    let _ = s.send(ack());
+                }
+            }
         }
     }
 }
@@ -252,9 +259,7 @@ impl BookieConn {
         if stream.tx.send(add).is_err() {
             // The stream died between the check and the send.
             if let Some(sinks) = stream.pending.lock().remove(&key) {
-                for s in sinks.into_vec() {
-                    let _ = s.send(self.ack(key, AddOutcome::Failed("add stream closed".into())));
-                }
+                sinks.send_each(|| self.ack(key, AddOutcome::Failed("add stream closed".into())));
             }
             *guard = None;
         }
@@ -350,16 +355,8 @@ impl BookieConn {
                                 let mut pending = pending2.lock();
                                 for r in resp.results {
                                     let key = (r.ledger_id, r.entry_id);
-                                    match pending.remove(&key) {
-                                        Some(Sinks::One(s)) => {
-                                            let _ = s.send(conn.ack(key, outcome(&r)));
-                                        }
-                                        Some(Sinks::Many(sinks)) => {
-                                            for s in sinks {
-                                                let _ = s.send(conn.ack(key, outcome(&r)));
-                                            }
-                                        }
-                                        None => {}
+                                    if let Some(sinks) = pending.remove(&key) {
+                                        sinks.send_each(|| conn.ack(key, outcome(&r)));
                                     }
                                 }
                             }
@@ -387,9 +384,7 @@ impl BookieConn {
                 drained
             };
             for (key, sinks) in drained {
-                for s in sinks.into_vec() {
-                    let _ = s.send(conn.ack(key, AddOutcome::Failed(reason.clone())));
-                }
+                sinks.send_each(|| conn.ack(key, AddOutcome::Failed(reason.clone())));
             }
         });
         AddStream { tx, pending }
@@ -467,17 +462,17 @@ mod tests {
         pending.insert((1, 2), Sinks::One(a));
         pending.get_mut(&(1, 2)).unwrap().push(b);
         assert!(!pending.contains_key(&(2, 1)));
-        let sinks = pending.remove(&(1, 2)).unwrap().into_vec();
-        assert_eq!(sinks.len(), 2);
-        for s in sinks {
-            s.send(AddAck {
+        let sent = std::cell::Cell::new(0);
+        pending.remove(&(1, 2)).unwrap().send_each(|| {
+            sent.set(sent.get() + 1);
+            AddAck {
                 bookie: Arc::from("b"),
                 ledger_id: 1,
                 entry_id: 2,
                 outcome: AddOutcome::Ok,
-            })
-            .unwrap();
-        }
+            }
+        });
+        assert_eq!(sent.get(), 2);
         assert_eq!(ack_entry(&mut rx_a), Some(2));
         assert_eq!(ack_entry(&mut rx_b), Some(2));
         assert!(pending.is_empty());

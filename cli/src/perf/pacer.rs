@@ -70,7 +70,7 @@ impl Pacer {
                         if now >= end {
                             break;
                         }
-                        let next = start + Duration::from_secs_f64((issued as f64 + phase) / rate);
+                        let next = due_at(start, rate, phase, issued);
                         std::thread::sleep(
                             next.saturating_duration_since(now)
                                 .clamp(tick, MAX_SLEEP.max(tick)),
@@ -99,7 +99,7 @@ impl Pacer {
         if self.next >= self.total.load(Ordering::Acquire) {
             return None;
         }
-        let due = self.start + Duration::from_secs_f64((self.next as f64 + self.phase) / self.rate);
+        let due = due_at(self.start, self.rate, self.phase, self.next);
         self.next += 1;
         Some(due)
     }
@@ -146,7 +146,7 @@ impl InlinePacer {
     /// send is due; returns its scheduled time, or `None` once the next
     /// would fall at or after the end.
     pub fn next_blocking(&mut self) -> Option<Instant> {
-        let due = self.start + Duration::from_secs_f64((self.next as f64 + self.phase) / self.rate);
+        let due = due_at(self.start, self.rate, self.phase, self.next);
         if due >= self.end {
             return None;
         }
@@ -165,6 +165,11 @@ impl InlinePacer {
         self.next += 1;
         Some(due)
     }
+}
+
+/// When send `k` is due: `start + (k + phase) / rate`.
+fn due_at(start: Instant, rate: f64, phase: f64, k: u64) -> Instant {
+    start + Duration::from_secs_f64((k as f64 + phase) / rate)
 }
 
 /// How many sends are due `elapsed` after the start: those with
@@ -187,6 +192,16 @@ mod tests {
         assert_eq!(due_by(Duration::from_millis(10), 1000.0, 0.5), 10);
     }
 
+    /// A send released at `due` was not released before it.
+    fn assert_not_early(due: Instant) {
+        let now = Instant::now();
+        assert!(
+            now + Duration::from_micros(1) >= due,
+            "released {:?} early",
+            due - now
+        );
+    }
+
     /// Every send due before the end is released, none early, none after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn releases_each_send_when_due_and_stops_at_the_end() {
@@ -202,12 +217,7 @@ mod tests {
         .unwrap();
         let mut n = 0u64;
         while let Some(due) = pacer.next().await {
-            let now = Instant::now();
-            assert!(
-                now + Duration::from_micros(1) >= due,
-                "released {:?} early",
-                due - now
-            );
+            assert_not_early(due);
             assert!(due <= end);
             n += 1;
         }
@@ -229,12 +239,7 @@ mod tests {
         );
         let mut n = 0u64;
         while let Some(due) = pacer.next_blocking() {
-            let now = Instant::now();
-            assert!(
-                now + Duration::from_micros(1) >= due,
-                "released {:?} early",
-                due - now
-            );
+            assert_not_early(due);
             assert!(due < end);
             n += 1;
         }
