@@ -717,9 +717,14 @@ fn read_only_error(why: &str) -> anyhow::Error {
 /// storage any more (the ledger client's hand-over tasks let go of it
 /// shortly after the client is dropped): only then is RocksDB closed and
 /// the space of the deleted files given back, ready for the next run.
+///
+/// The last reference is dropped here, and the directories are removed only
+/// once that drop has finished: a storage being dropped elsewhere still
+/// writes files (RocksDB flushes and closes), and removing its directory
+/// meanwhile could fail halfway and leave it behind.
 async fn stop_bookies(bookies: Vec<Bookie>, dir: &std::path::Path) -> anyhow::Result<()> {
     let n = bookies.len() as u32;
-    let storages: Vec<_> = bookies.iter().map(|b| Arc::downgrade(&b.storage)).collect();
+    let storages: Vec<_> = bookies.iter().map(|b| b.storage.clone()).collect();
     let mut result = Ok(());
     for b in bookies {
         if let Err(e) = b.shutdown().await {
@@ -727,9 +732,10 @@ async fn stop_bookies(bookies: Vec<Bookie>, dir: &std::path::Path) -> anyhow::Re
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while storages.iter().any(|s| s.strong_count() > 0) && Instant::now() < deadline {
+    while storages.iter().any(|s| Arc::strong_count(s) > 1) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let _ = tokio::task::spawn_blocking(move || drop(storages)).await;
     remove_bookie_dirs(dir, n);
     result
 }
