@@ -21,11 +21,12 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use strata_proto::bookie::bookie_client::BookieClient as Rpc;
-use strata_proto::bookie::{AddEntry, AddRequest, AddResult, AddStatus};
+use strata_proto::bookie::{AddEntry, AddResult, AddStatus};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
+use crate::add_body::{self, AddBody};
 use crate::error::{LedgerError, Result};
 
 /// Largest gRPC message exchanged with bookies.
@@ -191,6 +192,8 @@ struct AddStream {
 pub struct BookieConn {
     pub address: Arc<str>,
     pub rpc: Rpc<Channel>,
+    /// The channel under `rpc`, for the add stream (see `add_body`).
+    channel: Channel,
     stream: Mutex<Option<AddStream>>,
     local: Option<Arc<dyn LocalBookie>>,
     /// Queue to the in-process bookie (see [`BookieConn::local_queue`]).
@@ -218,12 +221,13 @@ impl BookieConn {
             .initial_connection_window_size(16 << 20)
             .max_frame_size(strata_proto::HTTP2_MAX_FRAME_SIZE);
         let channel = endpoint.connect_lazy();
-        let rpc = Rpc::new(channel)
+        let rpc = Rpc::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(BookieConn {
             address: Arc::from(address),
             rpc,
+            channel,
             stream: Mutex::new(None),
             local,
             local_tx: Mutex::new(None),
@@ -317,37 +321,19 @@ impl BookieConn {
     }
 
     fn open_stream(self: &Arc<Self>) -> AddStream {
-        let (tx, mut rx) = mpsc::unbounded_channel::<AddEntry>();
-        let (req_tx, req_rx) = mpsc::channel::<AddRequest>(64);
+        let (tx, rx) = mpsc::unbounded_channel::<AddEntry>();
         let pending: Pending = Arc::new(Mutex::new(HashMap::default()));
-        // Batcher: everything queued goes out in one message.
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut bytes = first.entry.as_ref().map_or(0, |e| e.payload.len());
-                let mut entries = vec![first];
-                while bytes < MAX_BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(e) => {
-                            bytes += e.entry.as_ref().map_or(0, |e| e.payload.len());
-                            entries.push(e);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if req_tx.send(AddRequest { entries }).await.is_err() {
-                    return;
-                }
-            }
-        });
+        // The request body, polled by the HTTP/2 connection itself: each
+        // poll sends everything queued so far as one message, and large
+        // payloads are not copied on their way (see `add_body`).
+        let body = AddBody::new(rx, MAX_BATCH_BYTES);
         let conn = self.clone();
         let pending2 = pending.clone();
         tokio::spawn(async move {
-            let mut rpc = conn.rpc.clone();
-            let outbound = tokio_stream::wrappers::ReceiverStream::new(req_rx);
-            let reason = match rpc.add_entries(outbound).await {
+            let opened = add_body::open(conn.channel.clone(), body, MAX_MESSAGE_BYTES).await;
+            let reason = match opened {
                 Err(status) => format!("add stream refused: {}", status.message()),
-                Ok(resp) => {
-                    let mut inbound = resp.into_inner();
+                Ok(mut inbound) => {
                     loop {
                         match inbound.message().await {
                             Ok(Some(resp)) => {

@@ -12,6 +12,7 @@
 //! let entries = r.read(0, 0).await?;
 //! ```
 
+mod add_body;
 pub mod bookie_client;
 pub mod error;
 pub mod metadata;
