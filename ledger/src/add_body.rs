@@ -61,7 +61,9 @@ impl http_body::Body for AddBody {
                 return Poll::Ready(None);
             };
             let mut bytes = payload_len(&first);
-            let mut batch = vec![first];
+            // Sized once from what is queued, not grown add by add.
+            let mut batch = Vec::with_capacity((this.rx.len() + 1).min(4096));
+            batch.push(first);
             while bytes < this.max_batch_bytes {
                 match this.rx.try_recv() {
                     Ok(add) => {
@@ -90,8 +92,14 @@ fn payload_len(add: &AddEntry) -> usize {
 /// ends its message's framing (protobuf readers take fields in any order).
 /// Fields at their default value are left out, as proto3 encoders do.
 pub(crate) fn encode_request(adds: Vec<AddEntry>, out: &mut VecDeque<Bytes>) {
-    let framing: usize = adds.len() * 64;
-    let mut buf = BytesMut::with_capacity(PREFIX + framing);
+    // Room for every add's framing (at most ~60 bytes) and the payloads
+    // copied in, so that a message of small entries is not grown by
+    // reallocation (and copied again) as it is written.
+    let inline: usize = adds
+        .iter()
+        .map(|a| 64 + Some(payload_len(a)).filter(|n| *n < OWN_CHUNK).unwrap_or(0))
+        .sum();
+    let mut buf = BytesMut::with_capacity(PREFIX + inline);
     buf.put_bytes(0, PREFIX);
     // Where each payload sent as its own chunk goes in the message.
     let mut cuts: Vec<(usize, Bytes)> = Vec::new();

@@ -192,6 +192,20 @@ mod tests {
         assert_eq!(due_by(Duration::from_millis(10), 1000.0, 0.5), 10);
     }
 
+    /// The schedule both pacer tests run: 2,000 sends/s, each a quarter of
+    /// an interval into it, for 200 ms starting 5 ms from now.
+    const RATE: f64 = 2_000.0;
+    const PHASE: f64 = 0.25;
+
+    fn schedule() -> (Instant, Instant) {
+        let start = Instant::now() + Duration::from_millis(5);
+        (start, start + Duration::from_millis(200))
+    }
+
+    fn tick() -> Duration {
+        Duration::from_micros(DEFAULT_TICK_US)
+    }
+
     /// A send released at `due` was not released before it.
     fn assert_not_early(due: Instant) {
         let now = Instant::now();
@@ -205,16 +219,8 @@ mod tests {
     /// Every send due before the end is released, none early, none after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn releases_each_send_when_due_and_stops_at_the_end() {
-        let start = Instant::now() + Duration::from_millis(5);
-        let end = start + Duration::from_millis(200);
-        let mut pacer = Pacer::start(
-            start,
-            2_000.0,
-            0.25,
-            end,
-            Duration::from_micros(DEFAULT_TICK_US),
-        )
-        .unwrap();
+        let (start, end) = schedule();
+        let mut pacer = Pacer::start(start, RATE, PHASE, end, tick()).unwrap();
         let mut n = 0u64;
         while let Some(due) = pacer.next().await {
             assert_not_early(due);
@@ -228,15 +234,8 @@ mod tests {
     /// The same schedule from the inline pacer, on the calling thread.
     #[test]
     fn the_inline_pacer_releases_each_send_when_due_and_stops_at_the_end() {
-        let start = Instant::now() + Duration::from_millis(5);
-        let end = start + Duration::from_millis(200);
-        let mut pacer = InlinePacer::new(
-            start,
-            2_000.0,
-            0.25,
-            end,
-            Duration::from_micros(DEFAULT_TICK_US),
-        );
+        let (start, end) = schedule();
+        let mut pacer = InlinePacer::new(start, RATE, PHASE, end, tick());
         let mut n = 0u64;
         while let Some(due) = pacer.next_blocking() {
             assert_not_early(due);
