@@ -6,6 +6,7 @@
 //!
 //! Public API: [`BookieConfig`] / [`BookieArgs`] and [`Bookie::start`].
 
+pub mod add_stream;
 pub mod config;
 pub mod disk;
 pub mod entrylog;
@@ -27,7 +28,6 @@ use std::time::Duration;
 use strata_common::cluster::{BookieRegistration, BookieState};
 use strata_common::metadata::{self, MetadataStore, PutOptions, Session};
 use strata_common::paths;
-use strata_proto::bookie::bookie_server::BookieServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -113,9 +113,7 @@ impl Bookie {
             bookie_id: bookie_id.clone(),
             shutdown: cancel.clone(),
         };
-        let server = BookieServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let server = add_stream::BookieGrpc::new(service, MAX_MESSAGE_BYTES);
         {
             let cancel = cancel.clone();
             // `Server::tcp_nodelay` only applies to listeners tonic binds

@@ -65,8 +65,10 @@ impl BookieRpc for BookieService {
         &self,
         request: Request<Streaming<AddRequest>>,
     ) -> Result<Response<AddStream>, Status> {
+        // Served by `crate::add_stream` in a running bookie; this is tonic's
+        // own decoding of the same stream, for the generated server alone.
         Ok(Response::new(Box::pin(AddDriver::new(
-            request.into_inner(),
+            Box::pin(request.into_inner()),
             self.storage.clone(),
             self.shutdown.clone(),
         ))))
@@ -215,9 +217,11 @@ pub async fn add_one(storage: &LedgerStorage, add: strata_proto::bookie::AddEntr
 /// message. No task of its own sits between the request and the response
 /// streams: a finished journal sync wakes the response's sender directly,
 /// one wake-up per round trip less than a relay task and a channel.
-struct AddDriver {
-    inbound: Streaming<AddRequest>,
+pub(crate) struct AddDriver {
+    inbound: Inbound,
     inbound_open: bool,
+    /// Why the requests ended, if not by the client closing them.
+    inbound_error: Option<Status>,
     inflight: FuturesUnordered<Pin<Box<dyn Future<Output = Vec<AddResult>> + Send>>>,
     /// Adds in the requests being worked on (a request is one future).
     inflight_adds: usize,
@@ -226,15 +230,19 @@ struct AddDriver {
     ended: bool,
 }
 
+/// The add requests of one stream, however they are decoded.
+pub(crate) type Inbound = Pin<Box<dyn Stream<Item = Result<AddRequest, Status>> + Send>>;
+
 impl AddDriver {
-    fn new(
-        inbound: Streaming<AddRequest>,
+    pub(crate) fn new(
+        inbound: Inbound,
         storage: Arc<LedgerStorage>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> AddDriver {
         AddDriver {
             inbound,
             inbound_open: true,
+            inbound_error: None,
             inflight: FuturesUnordered::new(),
             inflight_adds: 0,
             storage,
@@ -282,8 +290,9 @@ impl Stream for AddDriver {
                     ));
                 }
                 Poll::Ready(Some(Err(status))) => {
-                    debug!(%status, "add stream ended by client error");
+                    debug!(%status, "add stream ended by a bad request or a client error");
                     this.inbound_open = false;
+                    this.inbound_error = Some(status);
                 }
                 Poll::Ready(None) => this.inbound_open = false,
                 Poll::Pending => break,
@@ -304,7 +313,10 @@ impl Stream for AddDriver {
         }
         if !this.inbound_open && this.inflight.is_empty() {
             this.ended = true;
-            return Poll::Ready(None);
+            // The adds before a bad request are answered first; then the
+            // stream ends with what was wrong (a client that went away
+            // sees nothing of it).
+            return Poll::Ready(this.inbound_error.take().map(Err));
         }
         Poll::Pending
     }

@@ -8,12 +8,19 @@
 //! accepted add carries exactly the entry sent, and with its checksum made
 //! right it is refused only for its size; every refusal maps to the gRPC
 //! status and add status a client can act on.
+//!
+//! The same bytes are also read as an add stream's request body by the
+//! bookie's own message reader (`strata_bookie::add_stream`), cut into
+//! chunks of a size taken from the first byte: it yields exactly the
+//! messages, decodes and refusals that reading the whole body at once gives.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use bytes::Bytes;
 use strata_bookie::BookieError;
+use strata_bookie::add_stream::{MessageReader, decode_request};
 use strata_bookie::validate::{
     self, MAX_ENTRY_SIZE, MAX_LIST_LIMIT, MAX_READ_BYTES, MAX_READ_ENTRIES, ReadEntries,
 };
@@ -25,6 +32,7 @@ use strata_proto::bookie::{
 strata_fuzz::use_largest_alloc!();
 
 fuzz_target!(|data: &[u8]| {
+    add_stream(data);
     if let Some(req) = decoded::<AddRequest>(data) {
         add(req);
     }
@@ -142,4 +150,51 @@ fn read(req: ReadRequest) {
 fn refused(e: &BookieError, status: AddStatus) {
     assert_eq!(e.add_status(), status, "{e}");
     assert!(!e.to_string().is_empty());
+}
+
+/// Largest message the reader takes here (small, so that limits are hit).
+const STREAM_LIMIT: usize = 1 << 12;
+
+/// What reading `data` whole as a stream of gRPC messages gives: each
+/// message's decoding, then whether the stream stops on a bad prefix.
+fn whole_stream(data: &[u8]) -> (Vec<Result<AddRequest, ()>>, bool) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while data.len() - at >= 5 {
+        let len = u32::from_be_bytes([data[at + 1], data[at + 2], data[at + 3], data[at + 4]]);
+        if data[at] != 0 || len as usize > STREAM_LIMIT {
+            return (out, true);
+        }
+        let end = at + 5 + len as usize;
+        if end > data.len() {
+            break;
+        }
+        out.push(AddRequest::decode(&data[at + 5..end]).map_err(|_| ()));
+        at = end;
+    }
+    (out, false)
+}
+
+fn add_stream(data: &[u8]) {
+    let cut = data.first().map_or(1, |b| usize::from(*b % 64) + 1);
+    let (expected, refused) = whole_stream(data);
+    let mut reader = MessageReader::new(STREAM_LIMIT);
+    let mut got = Vec::new();
+    let mut error = false;
+    'chunks: for piece in data.chunks(cut) {
+        reader.push(Bytes::copy_from_slice(piece));
+        loop {
+            match reader.next_message() {
+                Ok(Some(m)) => got.push(decode_request(m).map_err(|_| ())),
+                Ok(None) => break,
+                Err(status) => {
+                    assert!(!status.message().is_empty());
+                    error = true;
+                    break 'chunks;
+                }
+            }
+        }
+    }
+    assert_eq!(got, expected);
+    assert_eq!(error, refused);
 }

@@ -11,15 +11,18 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
+use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata_proto::bookie::{AddEntry, AddStatus, ReadRequest};
+use strata_proto::bookie::{AddEntry, AddRequest, AddResponse, AddResult, AddStatus, ReadRequest};
 use strata_tests::bookie::BookieProcess;
 use strata_tests::fault::{
     args, bounded, client, entry, fast_config, random_payload, raw_add, raw_client, raw_read, seed,
     start_etcd, status_of,
 };
 use tempfile::TempDir;
+use tonic::codegen::{Service, http};
 
 // ---------------------------------------------------------------------------
 // f. Bad input against a live bookie
@@ -137,6 +140,81 @@ async fn bad_requests_are_rejected_and_the_bookie_survives() {
             .expect_err("oversized entry not stored");
         assert_eq!(s.code(), tonic::Code::NotFound, "{s}");
 
+        // Malformed add streams: each ends with a gRPC status that says
+        // what was wrong, after the results of the adds before it.
+        let good = |id: u64| AddRequest {
+            entries: vec![AddEntry {
+                entry: Some(entry(7003, id, 4, Bytes::from_static(b"good"))),
+                lac: -1,
+                recovery: false,
+            }],
+        };
+        let cases = vec![
+            BadStream {
+                what: "not protobuf",
+                body: framed(0, &[0x0a, 0x7f, 0x01]),
+                encoding: None,
+                code: tonic::Code::Internal,
+                says: "decode",
+            },
+            BadStream {
+                what: "a good add, then not protobuf",
+                body: [framed(0, &good(0).encode_to_vec()), framed(0, &[0xff; 3])].concat(),
+                encoding: None,
+                code: tonic::Code::Internal,
+                says: "decode",
+            },
+            BadStream {
+                what: "compressed",
+                body: framed(1, &good(1).encode_to_vec()),
+                encoding: None,
+                code: tonic::Code::Internal,
+                says: "compress",
+            },
+            BadStream {
+                what: "longer than the limit",
+                body: vec![0, 0x05, 0x00, 0x00, 0x01],
+                encoding: None,
+                code: tonic::Code::OutOfRange,
+                says: "larger than the limit",
+            },
+            BadStream {
+                what: "cut inside a message",
+                body: framed(0, &good(1).encode_to_vec())[..12].to_vec(),
+                encoding: None,
+                code: tonic::Code::Internal,
+                says: "ended inside a message",
+            },
+            BadStream {
+                what: "gzip",
+                body: framed(0, &good(1).encode_to_vec()),
+                encoding: Some("gzip"),
+                code: tonic::Code::Unimplemented,
+                says: "compression",
+            },
+        ];
+        for BadStream {
+            what,
+            body,
+            encoding,
+            code,
+            says,
+        } in cases
+        {
+            let (status, results) = raw_add_stream(&address, body, encoding).await;
+            assert_eq!(status.code(), code, "{what}: {status}");
+            assert!(status.message().contains(says), "{what}: {status}");
+            let oks = results
+                .iter()
+                .filter(|r| status_of(r) == AddStatus::Ok)
+                .count();
+            assert_eq!(oks, usize::from(what.starts_with("a good add")), "{what}");
+        }
+        // Only the one good add was stored.
+        let got = raw_read(&mut rpc, 7003, 0, 1).await.expect("the good add");
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].payload[..], b"good");
+
         // Raw garbage on the TCP port: random bytes; an HTTP/2 preface then
         // junk frames; an HTTP/1 request; a connection closed mid-preface.
         let mut junk = vec![0u8; 64 << 10];
@@ -203,4 +281,80 @@ async fn bad_requests_are_rejected_and_the_bookie_survives() {
         );
     })
     .await;
+}
+
+/// A malformed add stream, and how the bookie must end it.
+struct BadStream {
+    what: &'static str,
+    body: Vec<u8>,
+    encoding: Option<&'static str>,
+    code: tonic::Code,
+    says: &'static str,
+}
+
+/// A gRPC message: compression flag, length, bytes.
+fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Sends `body` as the whole request body of an add stream (with
+/// `grpc-encoding` if given); returns the status the bookie ended the call
+/// with and the add results it sent before.
+async fn raw_add_stream(
+    address: &str,
+    body: Vec<u8>,
+    encoding: Option<&str>,
+) -> (tonic::Status, Vec<AddResult>) {
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the bookie");
+    let mut request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!(
+            "http://{address}/strata.bookie.v1.Bookie/AddEntries"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(e) = encoding {
+        request = request.header("grpc-encoding", e);
+    }
+    let request = request
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            Bytes::from(body),
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("channel ready");
+    let response = tokio::time::timeout(Duration::from_secs(10), channel.call(request))
+        .await
+        .expect("an answer within 10 s")
+        .expect("an HTTP response");
+    let (parts, body) = response.into_parts();
+    let collected = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the whole answer within 10 s")
+        .expect("the response body");
+    // A call refused up front carries its status in the headers.
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let status = tonic::Status::from_header_map(&trailers)
+        .or_else(|| tonic::Status::from_header_map(&parts.headers))
+        .expect("a grpc-status");
+    let mut data = collected.to_bytes();
+    let mut results = Vec::new();
+    while data.len() >= 5 {
+        let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        let message = data.split_to(5 + len).split_off(5);
+        results.extend(
+            AddResponse::decode(message)
+                .expect("an AddResponse")
+                .results,
+        );
+    }
+    (status, results)
 }
