@@ -16,9 +16,9 @@
 
 #![no_main]
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use bytes::Bytes;
 use strata_bookie::BookieError;
 use strata_bookie::add_stream::{MessageReader, decode_request};
 use strata_bookie::validate::{

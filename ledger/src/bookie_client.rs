@@ -106,21 +106,36 @@ impl Sinks {
     }
 }
 
-/// Hashes the (ledger, entry) keys of [`Pending`] with a multiply per word
-/// (the Fx hash) instead of SipHash: the keys are the client's own, not
-/// chosen by a peer, and a stream may hold tens of thousands of them, each
-/// inserted and removed once per add.
+/// Hashes the (ledger, entry) keys of [`Pending`] without SipHash (the keys
+/// are the client's own, not chosen by a peer) and so that the entries of a
+/// ledger land in neighbouring buckets: the low bits are the entry id plus a
+/// mix of the ledger id, so the adds in flight on a stream, consecutive
+/// entries of a few ledgers, are inserted and removed sweeping through the
+/// table's memory rather than at random places in it (a stream may hold tens
+/// of thousands of adds, more than the CPU caches keep). The top 7 bits,
+/// which the table keeps as each bucket's tag and compares first, are a
+/// multiply-mix (the Fx hash) of the whole key.
 #[derive(Clone, Copy, Default)]
 struct KeyHash;
 
 impl std::hash::BuildHasher for KeyHash {
     type Hasher = KeyHasher;
     fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
+        KeyHasher::default()
     }
 }
 
-struct KeyHasher(u64);
+#[derive(Default)]
+struct KeyHasher {
+    /// The Fx mix of every word written.
+    mixed: u64,
+    /// The mix of the words before the last one.
+    prefix: u64,
+    last: u64,
+}
+
+/// The bits of a hash the table takes as the tag (hashbrown's `h2`).
+const TAG_BITS: u64 = 0x7f << 57;
 
 impl std::hash::Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -130,11 +145,13 @@ impl std::hash::Hasher for KeyHasher {
     }
 
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        self.prefix = self.mixed;
+        self.mixed = (self.mixed.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        self.last = v;
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        (self.last.wrapping_add(self.prefix) & !TAG_BITS) | (self.mixed & TAG_BITS)
     }
 }
 
@@ -462,5 +479,20 @@ mod tests {
         assert_eq!(ack_entry(&mut rx_a), Some(2));
         assert_eq!(ack_entry(&mut rx_b), Some(2));
         assert!(pending.is_empty());
+    }
+
+    /// Consecutive entries of a ledger hash to consecutive buckets, with
+    /// tags that still tell them apart; other ledgers start elsewhere.
+    #[test]
+    fn a_ledgers_entries_hash_to_neighbouring_buckets() {
+        use std::hash::BuildHasher;
+        let h = |k: (u64, u64)| KeyHash.hash_one(k);
+        let low = |x: u64| x & !TAG_BITS;
+        for e in [0, 1, 1000, u64::MAX >> 8] {
+            assert_eq!(low(h((7, e + 1))), low(h((7, e))) + 1);
+            assert_ne!(low(h((8, e))), low(h((7, e))));
+        }
+        let tags: std::collections::HashSet<u64> = (0..64).map(|e| h((7, e)) & TAG_BITS).collect();
+        assert!(tags.len() > 32, "{} tags for 64 entries", tags.len());
     }
 }
