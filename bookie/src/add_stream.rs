@@ -22,6 +22,7 @@ use futures::future::{Either, Ready, ready as ready_future};
 use prost::Message;
 use strata_proto::bookie::AddRequest;
 use strata_proto::bookie::bookie_server::BookieServer;
+use strata_proto::{ADD_ENTRIES_PATH, GRPC_MESSAGE_PREFIX as PREFIX};
 use tonic::codec::{Codec, EncodeBody, SingleMessageCompressionOverride};
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
@@ -30,12 +31,6 @@ use tonic_prost::ProstCodec;
 
 use crate::service::{AddDriver, BookieService};
 use crate::storage::LedgerStorage;
-
-/// The add stream's method.
-pub const ADD_ENTRIES_PATH: &str = "/strata.bookie.v1.Bookie/AddEntries";
-
-/// gRPC's message prefix: a compression flag and the length (u32 BE).
-const PREFIX: usize = 5;
 
 /// Bytes held as the chunks they arrived in. As a [`Buf`] it hands out a
 /// range that lies within one chunk as a slice of that chunk (prost takes

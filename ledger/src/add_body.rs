@@ -14,6 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use prost::encoding::{WireType, encode_key, encode_varint};
 use strata_proto::bookie::{AddEntry, AddRequest, AddResponse, Entry};
+use strata_proto::{ADD_ENTRIES_PATH, GRPC_MESSAGE_PREFIX as PREFIX};
 use tokio::sync::mpsc;
 use tonic::codec::{Codec, Streaming};
 use tonic::codegen::{Service, http};
@@ -25,9 +26,6 @@ use tonic_prost::ProstCodec;
 /// are copied into the message (an HTTP/2 frame per entry costs more than
 /// copying a few KiB).
 const OWN_CHUNK: usize = 8 << 10;
-
-/// gRPC's message prefix: a compression flag and the length (u32 BE).
-const PREFIX: usize = 5;
 
 /// The add stream's request body: each poll with nothing left to send takes
 /// everything queued (up to `max_batch_bytes` of payload) as one message.
@@ -170,9 +168,6 @@ pub(crate) fn encode_request(adds: Vec<AddEntry>, out: &mut VecDeque<Bytes>) {
         out.push_back(whole.slice(at..));
     }
 }
-
-/// The add stream's method, as the bookie serves it.
-const ADD_ENTRIES_PATH: &str = "/strata.bookie.v1.Bookie/AddEntries";
 
 /// Opens an add stream on `channel` that sends `body`; its responses are
 /// decoded by tonic, as those of any call.

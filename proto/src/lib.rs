@@ -16,6 +16,15 @@ pub mod bookie {
 /// throughput.
 pub const HTTP2_MAX_FRAME_SIZE: u32 = 1 << 20;
 
+/// The bookie's add stream method. Both of its ends frame that stream's
+/// messages themselves (the ledger client's `add_body`, the bookie's
+/// `add_stream`) rather than through tonic.
+pub const ADD_ENTRIES_PATH: &str = "/strata.bookie.v1.Bookie/AddEntries";
+
+/// gRPC's prefix before each message: a compression flag and the length
+/// (u32, big-endian).
+pub const GRPC_MESSAGE_PREFIX: usize = 5;
+
 /// CRC32C of a concatenation from the CRCs of its parts.
 pub mod crc;
 

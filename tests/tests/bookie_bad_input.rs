@@ -16,6 +16,7 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata_proto::bookie::{AddEntry, AddRequest, AddResponse, AddResult, AddStatus, ReadRequest};
+use strata_proto::{ADD_ENTRIES_PATH, GRPC_MESSAGE_PREFIX};
 use strata_tests::bookie::BookieProcess;
 use strata_tests::fault::{
     args, bounded, client, entry, fast_config, random_payload, raw_add, raw_client, raw_read, seed,
@@ -315,9 +316,7 @@ async fn raw_add_stream(
         .expect("connect to the bookie");
     let mut request = http::Request::builder()
         .method(http::Method::POST)
-        .uri(format!(
-            "http://{address}/strata.bookie.v1.Bookie/AddEntries"
-        ))
+        .uri(format!("http://{address}{ADD_ENTRIES_PATH}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(e) = encoding {
@@ -347,9 +346,11 @@ async fn raw_add_stream(
         .expect("a grpc-status");
     let mut data = collected.to_bytes();
     let mut results = Vec::new();
-    while data.len() >= 5 {
+    while data.len() >= GRPC_MESSAGE_PREFIX {
         let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-        let message = data.split_to(5 + len).split_off(5);
+        let message = data
+            .split_to(GRPC_MESSAGE_PREFIX + len)
+            .split_off(GRPC_MESSAGE_PREFIX);
         results.extend(
             AddResponse::decode(message)
                 .expect("an AddResponse")
