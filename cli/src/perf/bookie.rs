@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
+use futures::FutureExt;
 use serde::Serialize;
 use strata_bookie::{Bookie, BookieConfig};
 use strata_common::metadata::{MemoryStore, MetadataStore};
@@ -538,10 +539,23 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
                 now
             }
         };
-        let fut = tokio::select! {
-            biased;
-            _ = refused.changed() => break,
-            fut = writer.enqueue_timed(payload.clone(), None) => fut?,
+        // A bookie that turned read-only ends the run, whether or not the
+        // window is full: checked with one atomic load per entry, and
+        // waited for only while the window holds the entry back.
+        if refused.has_changed().unwrap_or(true) {
+            break;
+        }
+        let fut = {
+            let enqueue = writer.enqueue_timed(payload.clone(), None);
+            tokio::pin!(enqueue);
+            match enqueue.as_mut().now_or_never() {
+                Some(fut) => fut?,
+                None => tokio::select! {
+                    biased;
+                    _ = refused.changed() => break,
+                    fut = enqueue => fut?,
+                },
+            }
         };
         if let Some(h) = &mut lateness {
             report::record(h, t.elapsed().as_micros() as u64);
