@@ -81,7 +81,7 @@ impl StoredEntry {
     /// reading the bytes again.
     pub fn verify_payload(&self) -> Result<Option<u32>> {
         let payload_crc = (self.payload.len() >= strata_proto::crc::COMBINE_WORTH_IT)
-            .then(|| crc32c::crc32c(&self.payload));
+            .then(|| strata_proto::crc::crc32c(&self.payload));
         let crc = strata_proto::entry_crc32c_known(
             self.ledger_id,
             self.entry_id,

@@ -275,7 +275,7 @@ pub fn check_record(buf: &[u8], mask: u32) -> Result<&[u8]> {
             body.len()
         ));
     }
-    if crc32c::crc32c(body) ^ mask != crc {
+    if strata_proto::crc::crc32c(body) ^ mask != crc {
         return corrupt("CRC32C mismatch".into());
     }
     Ok(body)
@@ -386,7 +386,8 @@ impl Journal {
             if len == 0 || len > MAX_RECORD_LEN {
                 bad.get_or_insert(len);
             }
-            let crc = strata_proto::crc::append(crc32c::crc32c(r.head), &r.tail, r.tail_crc);
+            let crc =
+                strata_proto::crc::append(strata_proto::crc::crc32c(r.head), &r.tail, r.tail_crc);
             heads.extend_from_slice(&(len as u32).to_le_bytes());
             heads.extend_from_slice(&crc.to_le_bytes());
             heads.extend_from_slice(r.head);
@@ -1308,7 +1309,7 @@ mod tests {
         for body in [&b"one"[..], &[7u8; 5000], b"three"] {
             let at = batch.len();
             batch.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            batch.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+            batch.extend_from_slice(&strata_proto::crc::crc32c(body).to_le_bytes());
             batch.extend_from_slice(body);
             xor_crc(&mut batch[at..], crc_mask(3));
         }

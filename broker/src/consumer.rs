@@ -209,7 +209,7 @@ impl Consumer {
 
     /// The Key_Shared hash of a message key (0..65535).
     pub fn key_hash(key: &[u8]) -> u32 {
-        crc32c::crc32c(key) % HASH_RANGE_SIZE
+        strata_proto::crc::crc32c(key) % HASH_RANGE_SIZE
     }
 
     pub fn covers(&self, hash: u32) -> bool {

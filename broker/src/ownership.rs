@@ -54,7 +54,7 @@ pub struct Ownership {
 /// The bundle (`0x........_0x........`) of a topic.
 pub fn bundle_of(topic: &TopicName, bundles: u32) -> String {
     let bundles = bundles.max(1) as u64;
-    let hash = crc32c::crc32c(topic.to_string().as_bytes()) as u64;
+    let hash = strata_proto::crc::crc32c(topic.to_string().as_bytes()) as u64;
     let width = (1u64 << 32) / bundles;
     let i = (hash / width).min(bundles - 1);
     let lo = i * width;

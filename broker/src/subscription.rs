@@ -407,9 +407,9 @@ impl Subscription {
                     continue;
                 }
                 for k in 0..RING_POINTS {
-                    let point =
-                        crc32c::crc32c(format!("{}#{}#{k}", c.name, c.consumer_id).as_bytes())
-                            % HASH_RANGE_SIZE;
+                    let point = strata_proto::crc::crc32c(
+                        format!("{}#{}#{k}", c.name, c.consumer_id).as_bytes(),
+                    ) % HASH_RANGE_SIZE;
                     ring.push((point, i));
                 }
             }

@@ -171,7 +171,7 @@ pub fn encode_send(h: SendHeader, metadata: &MessageMetadata, payload: Bytes) ->
     let md_at = head.len();
     head.put_u32(md_len as u32);
     metadata.encode_raw(&mut head);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[md_at..]), &payload);
+    let crc = strata_proto::crc::crc32c_append(strata_proto::crc::crc32c(&head[md_at..]), &payload);
     head[crc_at..crc_at + 4].copy_from_slice(&crc.to_be_bytes());
     (head.freeze(), payload)
 }

@@ -135,7 +135,7 @@ pub fn encode_index(header: &LedgerHeader, rows: &[BlockRow]) -> Result<Bytes> {
         out.put_u32_le(r.entries);
         out.put_u32_le(r.crc32c);
     }
-    let crc = crc32c::crc32c(&out);
+    let crc = strata_proto::crc::crc32c(&out);
     out.put_u32(crc);
     Ok(out.freeze())
 }
@@ -156,7 +156,7 @@ pub fn decode_index(key: &str, bytes: &[u8]) -> Result<LedgerIndex> {
         return Err(bad(format!("unknown index format version {version}")));
     }
     let stored = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    let actual = crc32c::crc32c(body);
+    let actual = strata_proto::crc::crc32c(body);
     if stored != actual {
         return Err(bad(format!(
             "index checksum mismatch: trailer {stored:#010x}, computed {actual:#010x}"
@@ -318,7 +318,7 @@ fn check_len(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
 /// Called on every block read from the store or the disk cache before it is
 /// used or cached.
 pub fn check_block(key: &str, row: &BlockRow, block: &Bytes) -> Result<()> {
-    check_block_crc(key, row, block, crc32c::crc32c(block))
+    check_block_crc(key, row, block, strata_proto::crc::crc32c(block))
 }
 
 /// [`check_block`] with the block's CRC32C already computed (`crc`), as a
@@ -403,7 +403,7 @@ impl BlockWriter {
             len: block.len() as u32,
             first_entry: self.open_first,
             entries: self.open_entries,
-            crc32c: crc32c::crc32c(block),
+            crc32c: strata_proto::crc::crc32c(block),
         });
         self.open_start = buf.len();
         self.open_entries = 0;
@@ -503,7 +503,7 @@ mod tests {
         let mut h = header(10, payload);
         h.ledger_id = 8;
         let b = encode_index(&h, &rows).unwrap();
-        assert_ne!(crc32c::crc32c(&a), crc32c::crc32c(&b));
+        assert_ne!(strata_proto::crc::crc32c(&a), strata_proto::crc::crc32c(&b));
     }
 
     #[test]
@@ -524,7 +524,7 @@ mod tests {
     /// Re-encodes with a correct trailer so structural checks are reached.
     fn reseal(mut body: Vec<u8>) -> Vec<u8> {
         body.truncate(body.len() - 4);
-        let crc = crc32c::crc32c(&body);
+        let crc = strata_proto::crc::crc32c(&body);
         body.extend_from_slice(&crc.to_be_bytes());
         body
     }

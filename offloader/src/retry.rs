@@ -241,7 +241,7 @@ impl<'a> BlockCrcs<'a> {
     fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() && self.done.len() < self.lens.len() {
             let n = self.left.min(data.len());
-            self.crc = crc32c::crc32c_append(self.crc, &data[..n]);
+            self.crc = strata_proto::crc::crc32c_append(self.crc, &data[..n]);
             self.left -= n;
             data = &data[n..];
             if self.left == 0 {
@@ -333,7 +333,7 @@ mod tests {
         let mut want = Vec::new();
         let mut at = 0;
         for l in lens {
-            want.push(crc32c::crc32c(&data[at..at + l as usize]));
+            want.push(strata_proto::crc::crc32c(&data[at..at + l as usize]));
             at += l as usize;
         }
         for chunk in [1, 7, 999, 1000, 1001, 4096, 10_000] {
@@ -375,8 +375,8 @@ mod tests {
         assert_eq!(
             crcs,
             [
-                crc32c::crc32c(&data[1000..101_000]),
-                crc32c::crc32c(&data[101_000..201_000])
+                strata_proto::crc::crc32c(&data[1000..101_000]),
+                strata_proto::crc::crc32c(&data[101_000..201_000])
             ]
         );
     }

@@ -314,7 +314,7 @@ where
     written.entries = counted;
     written.payload_bytes = payload_bytes;
     let index = encode_index(&written, &rows)?;
-    let index_crc32c = crc32c::crc32c(&index);
+    let index_crc32c = strata_proto::crc::crc32c(&index);
     let index_size = index.len() as u64;
     let payload = object_store::PutPayload::from_bytes(index);
     with_retry(&opts.retry, io, "put", index_path.as_ref(), None, || {

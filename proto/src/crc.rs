@@ -1,5 +1,15 @@
-//! CRC32C of a concatenation from the CRCs of its parts, without reading
-//! the bytes again.
+//! CRC32C: reading bytes ([`crc32c`], [`crc32c_append`]), and the CRC of a
+//! concatenation from the CRCs of its parts, without reading the bytes again
+//! ([`combine`]).
+//!
+//! Reading uses two implementations. From [`FOLD_FROM`] bytes on, crc-fast's
+//! (the CRC32 instruction on three streams fused with carry-less multiply
+//! folding): on the development VM ~1.4× the `crc32c` crate's speed at
+//! 1 KiB and ~2× at 64 KiB. Below that the `crc32c` crate's, whose fixed cost
+//! per call is lower. Every entry's payload is read once by its writer and
+//! once by each bookie, and every Pulsar frame by its sender and receiver.
+//!
+//! Combining:
 //!
 //! A CRC is the remainder of the message (as a polynomial over GF(2)) modulo
 //! the CRC polynomial, so appending `n` bytes to `a` multiplies `a`'s
@@ -18,6 +28,33 @@
 //!
 //! Everything here is in the reflected bit order CRC32C uses: bit 31 holds
 //! the coefficient of `x^0`.
+
+/// Inputs at least this long are read by crc-fast (see the module docs).
+pub const FOLD_FROM: usize = 256;
+
+/// The CRC32C of `data`.
+pub fn crc32c(data: &[u8]) -> u32 {
+    if data.len() >= FOLD_FROM {
+        crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+    } else {
+        ::crc32c::crc32c(data)
+    }
+}
+
+/// The CRC32C of `a || data`, given `crc` = the CRC32C of `a`.
+pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    if data.len() >= FOLD_FROM {
+        // crc-fast's state is the register before the final inversion.
+        let mut d = crc_fast::Digest::new_with_init_state(
+            crc_fast::CrcAlgorithm::Crc32Iscsi,
+            u64::from(!crc),
+        );
+        d.update(data);
+        d.finalize() as u32
+    } else {
+        ::crc32c::crc32c_append(crc, data)
+    }
+}
 
 /// The CRC32C (Castagnoli) polynomial, reflected.
 const POLY: u32 = 0x82F6_3B78;
@@ -81,7 +118,7 @@ pub fn combine(crc1: u32, crc2: u32, len2: u64) -> u32 {
 pub fn append(crc: u32, bytes: &[u8], known: Option<u32>) -> u32 {
     match known {
         Some(k) => combine(crc, k, bytes.len() as u64),
-        None => crc32c::crc32c_append(crc, bytes),
+        None => crc32c_append(crc, bytes),
     }
 }
 
@@ -132,6 +169,29 @@ mod tests {
                 let whole = crc32c::crc32c_append(crc32c::crc32c(&a), &b);
                 let combined = combine(crc32c::crc32c(&a), crc32c::crc32c(&b), lb as u64);
                 assert_eq!(combined, whole, "len a {la}, len b {lb}");
+            }
+        }
+    }
+
+    /// Both readers give the `crc32c` crate's CRCs, for every length
+    /// around the switch and the folding's block sizes, from any start.
+    #[test]
+    fn reading_agrees_with_the_crc32c_crate() {
+        let mut lengths: Vec<usize> = (0..600).collect();
+        lengths.extend([1023, 1024, 1025, 4096, 65_535, 65_536, 65_537, 1 << 20]);
+        for &n in &lengths {
+            let data = bytes(n + 3, n as u64);
+            // Unaligned starts too.
+            for skew in [0, 1, 3] {
+                let d = &data[skew..skew + n];
+                assert_eq!(crc32c(d), ::crc32c::crc32c(d), "length {n} skew {skew}");
+                for init in [0, 1, 0xdead_beef, u32::MAX] {
+                    assert_eq!(
+                        crc32c_append(init, d),
+                        ::crc32c::crc32c_append(init, d),
+                        "length {n} skew {skew} from {init:#x}"
+                    );
+                }
             }
         }
     }

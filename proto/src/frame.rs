@@ -142,7 +142,7 @@ fn verify_checksum(b: &[u8]) -> Result<Option<u32>, MessageError> {
         return Err(MessageError::Malformed("truncated checksum header".into()));
     }
     let expected = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-    let actual = crc32c::crc32c(&b[CHECKSUM_HEADER..]);
+    let actual = crate::crc::crc32c(&b[CHECKSUM_HEADER..]);
     if expected != actual {
         return Err(MessageError::Checksum { expected, actual });
     }
@@ -212,7 +212,7 @@ pub fn make_entry(broker: &BrokerEntryMetadata, message: &[u8]) -> Bytes {
 pub fn entry_crc32c_from_checksum(entry: &[u8], message_len: usize, checksum: u32) -> u32 {
     let covered = message_len.saturating_sub(CHECKSUM_HEADER).min(entry.len());
     let head = &entry[..entry.len() - covered];
-    crate::crc::combine(crc32c::crc32c(head), checksum, covered as u64)
+    crate::crc::combine(crate::crc::crc32c(head), checksum, covered as u64)
 }
 
 /// Builds a message the way a producer does (used by tests and `strata perf`).
@@ -226,7 +226,7 @@ pub fn make_message(metadata: &MessageMetadata, payload: &[u8]) -> Bytes {
     body.put_slice(payload);
     let mut out = BytesMut::with_capacity(6 + body.len());
     out.put_u16(MAGIC_CRC32C);
-    out.put_u32(crc32c::crc32c(&body));
+    out.put_u32(crate::crc::crc32c(&body));
     out.put_slice(&body);
     out.freeze()
 }
@@ -299,11 +299,11 @@ mod tests {
         let entry = make_entry(&bem, &msg);
         assert_eq!(
             entry_crc32c_from_checksum(&entry, msg.len(), checksum),
-            crc32c::crc32c(&entry)
+            crate::crc::crc32c(&entry)
         );
         assert_ne!(
             entry_crc32c_from_checksum(&entry, msg.len(), checksum ^ 1),
-            crc32c::crc32c(&entry)
+            crate::crc::crc32c(&entry)
         );
     }
 
@@ -317,7 +317,7 @@ mod tests {
         };
         let msg = make_message(&md, b"hello");
         let parsed = parse_message(&msg).unwrap();
-        assert_eq!(parsed.checksum, Some(crc32c::crc32c(&msg[6..])));
+        assert_eq!(parsed.checksum, Some(crate::crc::crc32c(&msg[6..])));
         assert_eq!(parsed.metadata.sequence_id, 7);
         let mut bad = msg.to_vec();
         *bad.last_mut().unwrap() ^= 1;

@@ -64,7 +64,7 @@ fn entry_header_crc(ledger_id: u64, entry_id: u64, cumulative_length: u64) -> u3
     header[..8].copy_from_slice(&ledger_id.to_be_bytes());
     header[8..16].copy_from_slice(&entry_id.to_be_bytes());
     header[16..].copy_from_slice(&cumulative_length.to_be_bytes());
-    crc32c::crc32c(&header)
+    crate::crc::crc32c(&header)
 }
 
 #[cfg(test)]
@@ -79,7 +79,7 @@ mod tests {
         assert_ne!(base, entry_crc32c(1, 2, 9, b"abc"));
         assert_ne!(base, entry_crc32c(1, 2, 3, b"abd"));
         assert_eq!(base, entry_crc32c(1, 2, 3, b"abc"));
-        let known = Some(crc32c::crc32c(b"abc"));
+        let known = Some(crate::crc::crc32c(b"abc"));
         assert_eq!(base, entry_crc32c_known(1, 2, 3, b"abc", known));
     }
 

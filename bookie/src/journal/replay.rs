@@ -149,7 +149,7 @@ fn parse_record(data: &[u8], pos: usize, mask: u32) -> Parsed<'_> {
     let Some(body) = data.get(header_end..header_end + len) else {
         return Parsed::Corrupt("record runs past the end of the file");
     };
-    if crc32c::crc32c(body) ^ mask != crc {
+    if strata_proto::crc::crc32c(body) ^ mask != crc {
         return Parsed::Corrupt("record checksum mismatch");
     }
     Parsed::Record {
@@ -176,7 +176,7 @@ mod tests {
 
     fn record(body: &[u8], mask: u32) -> Vec<u8> {
         let mut r = (body.len() as u32).to_le_bytes().to_vec();
-        r.extend_from_slice(&(crc32c::crc32c(body) ^ mask).to_le_bytes());
+        r.extend_from_slice(&(strata_proto::crc::crc32c(body) ^ mask).to_le_bytes());
         r.extend_from_slice(body);
         r
     }

@@ -379,7 +379,7 @@ fn parse_key(key: &str) -> Result<Path> {
 /// upload's verification.
 pub(crate) fn check_index(objects: &OffloadedObjects, bytes: &Bytes) -> Result<LedgerIndex> {
     let key = &objects.index_key;
-    let crc = crc32c::crc32c(bytes);
+    let crc = strata_proto::crc::crc32c(bytes);
     if crc != objects.index_crc32c {
         return Err(OffloadError::corrupt(
             key,
