@@ -306,6 +306,25 @@ impl Index {
     /// that overlap indexed runs (recovery re-adds, compaction moving
     /// entries) rewrite the runs they touch.
     pub fn write(&self, batch: IndexBatch) -> Result<()> {
+        self.write_with(batch, true)
+    }
+
+    /// As [`Index::write`], but durable only once a later synced write or
+    /// [`Index::sync`] returns: a power loss may drop it (with every write
+    /// after it, never some of one), a process crash does not. For what
+    /// replay rebuilds from records that are still in the journal.
+    pub fn write_unsynced(&self, batch: IndexBatch) -> Result<()> {
+        self.write_with(batch, false)
+    }
+
+    /// Makes every write so far durable. Blocking.
+    pub fn sync(&self) -> Result<()> {
+        let _writing = self.writing.lock();
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    fn write_with(&self, batch: IndexBatch, sync: bool) -> Result<()> {
         let _writing = self.writing.lock();
         let cf = self.entries_cf();
         let mut wb = WriteBatch::default();
@@ -347,7 +366,7 @@ impl Index {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         self.db.write_opt(wb, &wo)?;
         Ok(())
     }

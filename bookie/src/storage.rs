@@ -729,12 +729,31 @@ impl LedgerStorage {
     /// Releases (for reuse, or deletes) the journal files before
     /// `checkpoint` that hold no indexed entry. Called with the maintenance
     /// lock held.
+    ///
+    /// A released file is gone for replay, so the index is synced before the
+    /// first one goes: until then the checkpoint that lets replay skip it
+    /// (and the locations that moved out of it) may be in the index's
+    /// unsynced writes, which a power loss would drop, sending replay back
+    /// into the file.
     fn trim_journal(&self, checkpoint: JournalPos) -> Result<usize> {
+        let synced = std::cell::Cell::new(false);
         let released = self.journal.trim(checkpoint, |seq| {
             // When in doubt, keep the file.
-            self.index
+            let in_use = self
+                .index
                 .usage(journal_log_id(seq))
-                .map_or(true, |u| !u.ledgers.is_empty())
+                .map_or(true, |u| !u.ledgers.is_empty());
+            if in_use {
+                return true;
+            }
+            if !synced.get() {
+                if let Err(e) = self.index.sync() {
+                    warn!(error = %e, "cannot sync the index; journal files are kept");
+                    return true;
+                }
+                synced.set(true);
+            }
+            false
         })?;
         for seq in &released {
             self.logs.forget_journal(*seq);
@@ -792,7 +811,14 @@ impl LedgerStorage {
             }
         }
         batch.put_checkpoint(mark);
-        self.index.write(batch)?;
+        // Not synced: every record indexed here is still in the journal,
+        // after the previous durable checkpoint, so replay indexes it again
+        // if a power loss drops this write (`trim_journal` syncs before a
+        // file it needs can go). A sync here waited behind the journal's
+        // writes on the same disk, each flush, and held adds back when the
+        // write cache filled meanwhile: ~15 % of a bookie's throughput with
+        // 64 KiB entries.
+        self.index.write_unsynced(batch)?;
         Ok(pending)
     }
 
