@@ -89,6 +89,15 @@ impl std::ops::DerefMut for BookieProcess {
     }
 }
 
+/// The disk watermark of a test bookie that does not set its own. Test
+/// bookies keep their data on the machine's disk, next to build caches
+/// that grow by tens of GB: with the default 95 %, a development disk that
+/// crossed it mid-run turned bookies read-only and a test failed on a side
+/// effect (a read-only bookie keeps no journal files for reuse, and GC
+/// never pooled any).
+const SHARED_DISK_WATERMARK: &[&str] =
+    &["--disk-usage-threshold", "0.99", "--disk-usage-lwm", "0.98"];
+
 impl BookieProcess {
     /// Starts a bookie on a free port with its data in `data_dir` and its
     /// registration in the store at `metadata_url`; `extra_args` are more
@@ -120,6 +129,9 @@ impl BookieProcess {
                 "--metadata-url".into(),
                 metadata_url.into(),
             ];
+            if !extra_args.contains(&"--disk-usage-threshold") {
+                args.extend(SHARED_DISK_WATERMARK.iter().map(OsString::from));
+            }
             args.extend(extra_args.iter().map(OsString::from));
             let mut b = BookieProcess {
                 process: ServerProcess::new(
