@@ -567,6 +567,12 @@ struct SyncJob {
     batch: Vec<Pending>,
 }
 
+/// What the writer waits for while its batch waits for a buffer.
+enum Arrival {
+    Buffer(std::result::Result<fileio::AlignedBuf, flume::RecvError>),
+    Request(std::result::Result<Request, flume::RecvError>),
+}
+
 /// A laid-out batch on its way to the disk (see [`write_loop`]).
 struct WriteJob {
     buf: fileio::AlignedBuf,
@@ -804,29 +810,7 @@ impl Writer {
                     stop = true;
                     break;
                 }
-                self.metrics
-                    .journal_queue_seconds
-                    .observe(req.queued.elapsed().as_secs_f64());
-                let mut placements = Vec::new();
-                let mut head_start = 0;
-                for r in req.records {
-                    let start = self.offset + self.buf.len() as u64;
-                    let at = self.buf.len();
-                    self.buf
-                        .extend_from_slice(&req.heads[head_start..r.head_end]);
-                    // Callers frame with plain CRCs; the mask is this file's.
-                    xor_crc(&mut self.buf.as_mut_slice()[at..], self.mask);
-                    self.buf.extend_from_slice(&r.tail);
-                    head_start = r.head_end;
-                    if let Some(p) = r.placement {
-                        placements.push((p, start));
-                    }
-                }
-                batch.push(Pending {
-                    done: req.done,
-                    placements,
-                    end: self.offset + self.buf.len() as u64,
-                });
+                self.lay_out(req, &mut batch);
                 if self.buf.len() >= MAX_BATCH_BYTES {
                     break;
                 }
@@ -854,8 +838,31 @@ impl Writer {
                 continue;
             }
             // The other buffer, back once the previous batch is written: so
-            // a failed write of it is known below.
-            let Some(fresh) = spare.take().or_else(|| free_rx.recv().ok()) else {
+            // a failed write of it is known below. Requests that arrive
+            // meanwhile still join this batch, as they joined the next one
+            // when a single thread built and wrote: a batch closed early
+            // would leave them to wait for two writes.
+            let fresh = match spare.take() {
+                Some(b) => Some(b),
+                None => loop {
+                    if stop || self.buf.len() >= MAX_BATCH_BYTES {
+                        break free_rx.recv().ok();
+                    }
+                    let arrived = flume::Selector::new()
+                        .recv(&free_rx, Arrival::Buffer)
+                        .recv(&rx, Arrival::Request)
+                        .wait();
+                    match arrived {
+                        Arrival::Buffer(b) => break b.ok(),
+                        Arrival::Request(Ok(req)) if !req.records.is_empty() => {
+                            self.lay_out(req, &mut batch);
+                        }
+                        // A stop request, or no more requests at all.
+                        Arrival::Request(_) => stop = true,
+                    }
+                },
+            };
+            let Some(fresh) = fresh else {
                 for p in batch.drain(..) {
                     p.fail(BookieError::ShuttingDown);
                 }
@@ -929,6 +936,34 @@ impl Writer {
         for p in batch.drain(..) {
             p.fail(BookieError::ShuttingDown);
         }
+    }
+
+    /// Appends `req`'s records to the batch being laid out in `buf`, at
+    /// their place in the current file.
+    fn lay_out(&mut self, req: Request, batch: &mut Vec<Pending>) {
+        self.metrics
+            .journal_queue_seconds
+            .observe(req.queued.elapsed().as_secs_f64());
+        let mut placements = Vec::new();
+        let mut head_start = 0;
+        for r in req.records {
+            let start = self.offset + self.buf.len() as u64;
+            let at = self.buf.len();
+            self.buf
+                .extend_from_slice(&req.heads[head_start..r.head_end]);
+            // Callers frame with plain CRCs; the mask is this file's.
+            xor_crc(&mut self.buf.as_mut_slice()[at..], self.mask);
+            self.buf.extend_from_slice(&r.tail);
+            head_start = r.head_end;
+            if let Some(p) = r.placement {
+                placements.push((p, start));
+            }
+        }
+        batch.push(Pending {
+            done: req.done,
+            placements,
+            end: self.offset + self.buf.len() as u64,
+        });
     }
 
     fn roll_or_log(&mut self) {
