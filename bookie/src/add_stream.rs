@@ -304,20 +304,18 @@ mod fast {
         let (start, end) = delimited(b, &mut at)?;
         let fields = &b[..end];
         let mut add = AddEntry::default();
-        let mut at = start;
-        while at < end {
-            let key = fields[at];
-            at += 1;
+        each_field(fields, start, |key, at| {
             match key {
                 ADD_ENTRY if add.entry.is_none() => {
-                    let (s, e) = delimited(fields, &mut at)?;
+                    let (s, e) = delimited(fields, at)?;
                     add.entry = Some(entry(chunk, s, e)?);
                 }
-                ADD_LAC => add.lac = varint(fields, &mut at)? as i64,
-                ADD_RECOVERY => add.recovery = varint(fields, &mut at)? != 0,
+                ADD_LAC => add.lac = varint(fields, at)? as i64,
+                ADD_RECOVERY => add.recovery = varint(fields, at)? != 0,
                 _ => return None,
             }
-        }
+            Some(())
+        })?;
         Some((add, end))
     }
 
@@ -325,27 +323,41 @@ mod fast {
     fn entry(chunk: &Bytes, start: usize, end: usize) -> Option<Entry> {
         let fields = &chunk[..end];
         let mut e = Entry::default();
-        let mut at = start;
-        while at < end {
-            let key = fields[at];
-            at += 1;
+        each_field(fields, start, |key, at| {
             match key {
-                ENTRY_LEDGER => e.ledger_id = varint(fields, &mut at)?,
-                ENTRY_ID => e.entry_id = varint(fields, &mut at)?,
-                ENTRY_CUMULATIVE => e.cumulative_length = varint(fields, &mut at)?,
+                ENTRY_LEDGER => e.ledger_id = varint(fields, at)?,
+                ENTRY_ID => e.entry_id = varint(fields, at)?,
+                ENTRY_CUMULATIVE => e.cumulative_length = varint(fields, at)?,
                 ENTRY_CRC => {
-                    let raw = fields.get(at..at + 4)?;
+                    let raw = fields.get(*at..*at + 4)?;
                     e.crc32c = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-                    at += 4;
+                    *at += 4;
                 }
                 ENTRY_PAYLOAD => {
-                    let (s, t) = delimited(fields, &mut at)?;
+                    let (s, t) = delimited(fields, at)?;
                     e.payload = chunk.slice(s..t);
                 }
                 _ => return None,
             }
-        }
+            Some(())
+        })?;
         Some(e)
+    }
+
+    /// Calls `field` for each field of `fields[start..]` with its one-byte
+    /// key and a cursor just past the key, which `field` moves past the
+    /// field's value; stops at the first `None`.
+    fn each_field(
+        fields: &[u8],
+        start: usize,
+        mut field: impl FnMut(u8, &mut usize) -> Option<()>,
+    ) -> Option<()> {
+        let mut at = start;
+        while let Some(&key) = fields.get(at) {
+            at += 1;
+            field(key, &mut at)?;
+        }
+        Some(())
     }
 }
 
