@@ -397,7 +397,7 @@ impl Topic {
     /// one: the entry's CRC is combined from it.
     pub async fn publish(
         &self,
-        message: &[u8],
+        message: codec::Payload,
         checksum: Option<u32>,
         num_messages: u32,
         publisher: Option<&PublisherStats>,
@@ -408,17 +408,18 @@ impl Topic {
             broker_timestamp: Some(now_ms()),
             index: Some(*next + count - 1),
         };
-        let entry = codec::make_entry(&bem, message);
+        let message_len = message.len();
+        let entry = message.into_entry(&bem);
         // Small messages are cheaper to checksum again than to combine.
         let crc = checksum
-            .filter(|_| message.len() >= strata_proto::crc::COMBINE_WORTH_IT)
-            .map(|c| codec::entry_crc32c_from_checksum(&entry, message.len(), c));
+            .filter(|_| message_len >= strata_proto::crc::COMBINE_WORTH_IT)
+            .map(|c| codec::entry_crc32c_from_checksum(&entry, message_len, c));
         let fut = self.ml.add_entry_with_crc(entry, crc).await?;
         *next += count;
         drop(next);
-        self.msg_in.record(count, message.len() as u64);
+        self.msg_in.record(count, message_len as u64);
         if let Some(p) = publisher {
-            p.meter.record(count, message.len() as u64);
+            p.meter.record(count, message_len as u64);
         }
         self.entries_added.fetch_add(1, Ordering::Relaxed);
         Ok(fut)

@@ -32,8 +32,81 @@ pub struct Frame {
     pub payload: Option<Bytes>,
 }
 
+/// A decoded frame whose message bytes stay writable in the buffer they were
+/// read into (see [`Payload`]).
+#[derive(Debug)]
+pub struct FrameInPlace {
+    pub command: BaseCommand,
+    pub payload: Option<Payload>,
+}
+
+/// The bytes of a frame after its command, still in the buffer the frame
+/// was read into, with the frame's head (sizes and the command, decoded
+/// already) kept in front of them. A stored entry is the message with a
+/// short prefix, so [`Payload::into_entry`] writes the prefix over the tail
+/// of that head instead of copying the message behind a new one.
+#[derive(Debug)]
+pub struct Payload {
+    frame: BytesMut,
+    /// Where the payload starts in `frame`.
+    start: usize,
+}
+
+/// Messages from this size on are turned into entries in place. An entry
+/// made in place keeps the buffer it was read into alive, and a small frame
+/// may share a read buffer much larger than itself; small messages are
+/// cheap to copy.
+pub const IN_PLACE_MIN: usize = 64 << 10;
+
+impl Payload {
+    /// The payload as its own buffer (its head dropped); no copy.
+    pub fn into_bytes(mut self) -> Bytes {
+        self.frame.advance(self.start);
+        self.frame.freeze()
+    }
+
+    /// The stored entry for this message: broker-entry metadata in front of
+    /// it, as [`make_entry`] builds it. Large messages get the prefix
+    /// written in place, in front of them.
+    pub fn into_entry(mut self, broker: &BrokerEntryMetadata) -> Bytes {
+        let size = broker.encoded_len();
+        let prefix = 6 + size;
+        if self.len() < IN_PLACE_MIN || prefix > self.start {
+            return make_entry(broker, &self);
+        }
+        let at = self.start - prefix;
+        let mut head = &mut self.frame[at..self.start];
+        head.put_u16(MAGIC_BROKER_ENTRY_METADATA);
+        head.put_u32(size as u32);
+        broker
+            .encode(&mut head)
+            .expect("the prefix was sized by encoded_len");
+        self.frame.advance(at);
+        self.frame.freeze()
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.frame[self.start..]
+    }
+}
+
 /// Decodes one frame from the front of `buf`, or returns `None` if more bytes are needed.
 pub fn decode(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame>, CodecError> {
+    Ok(decode_in_place(buf, max_frame)?.map(|f| Frame {
+        command: f.command,
+        payload: f.payload.map(Payload::into_bytes),
+    }))
+}
+
+/// As [`decode`], with the payload left writable in place.
+pub fn decode_in_place(
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<FrameInPlace>, CodecError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -53,19 +126,19 @@ pub fn decode(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame>, Cod
         buf.reserve(4 + total - buf.len());
         return Ok(None);
     }
-    buf.advance(4);
-    let mut frame = buf.split_to(total).freeze();
-    let cmd_size = frame.get_u32() as usize;
-    if cmd_size > frame.len() {
+    let frame = buf.split_to(4 + total);
+    let cmd_size = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]) as usize;
+    if cmd_size > total - 4 {
         return Err(CodecError::Malformed(format!(
             "command size {cmd_size} exceeds the frame's remaining {} bytes",
-            frame.len()
+            total - 4
         )));
     }
-    let command = BaseCommand::decode(frame.split_to(cmd_size))
+    let start = 8 + cmd_size;
+    let command = BaseCommand::decode(&frame[8..start])
         .map_err(|e| CodecError::Malformed(format!("undecodable command: {e}")))?;
-    let payload = (!frame.is_empty()).then_some(frame);
-    Ok(Some(Frame { command, payload }))
+    let payload = (start < frame.len()).then_some(Payload { frame, start });
+    Ok(Some(FrameInPlace { command, payload }))
 }
 
 /// Encodes a command-only frame.
@@ -280,6 +353,82 @@ mod tests {
             decode(&mut buf, 1024),
             Err(CodecError::Malformed(_))
         ));
+    }
+
+    /// A SEND frame carrying `msg`, as a producer writes it.
+    fn send_frame(msg: &[u8], sequence_id: u64) -> Vec<u8> {
+        let cmd = BaseCommand {
+            r#type: Type::Send as i32,
+            send: Some(crate::pulsar::CommandSend {
+                producer_id: 1,
+                sequence_id,
+                num_messages: Some(100),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut wire = encode_command_with_body(&cmd, msg.len()).to_vec();
+        wire.extend_from_slice(msg);
+        wire
+    }
+
+    #[test]
+    fn large_messages_become_entries_in_place_and_small_ones_by_copy() {
+        let md = MessageMetadata {
+            producer_name: "p".into(),
+            num_messages_in_batch: Some(100),
+            ..Default::default()
+        };
+        let bem = BrokerEntryMetadata {
+            broker_timestamp: Some(1_765_000_000_000),
+            index: Some(123_456_789),
+        };
+        for (len, in_place) in [
+            (IN_PLACE_MIN, true),
+            (IN_PLACE_MIN - 200, false),
+            (10, false),
+        ] {
+            let payload: Vec<u8> = (0..len as u32).map(|i| (i * 13 + 1) as u8).collect();
+            let msg = make_message(&md, &payload);
+            // Two frames in one read, as a socket delivers them.
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&send_frame(&msg, 7));
+            buf.extend_from_slice(&send_frame(&msg, 8));
+            let read = buf.as_ptr_range();
+            let read = read.start as usize..read.end as usize;
+            for sequence_id in [7, 8] {
+                let f = decode_in_place(&mut buf, usize::MAX).unwrap().unwrap();
+                assert_eq!(f.command.send.unwrap().sequence_id, sequence_id);
+                let p = f.payload.unwrap();
+                assert_eq!(&p[..], &msg[..]);
+                let entry = p.into_entry(&bem);
+                assert_eq!(entry, make_entry(&bem, &msg), "{len} bytes");
+                assert_eq!(split_entry(&entry).1, msg);
+                let at = entry.as_ptr() as usize;
+                assert_eq!(read.contains(&at), in_place, "{len} bytes");
+            }
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_head_too_short_for_the_prefix_is_copied() {
+        // A command of a few bytes leaves less room in front of the message
+        // than the broker-entry metadata needs.
+        let msg = vec![7u8; IN_PLACE_MIN];
+        let mut wire = encode_command_with_body(&ping(), msg.len()).to_vec();
+        wire.extend_from_slice(&msg);
+        let mut buf = BytesMut::from(&wire[..]);
+        let f = decode_in_place(&mut buf, usize::MAX).unwrap().unwrap();
+        let bem = BrokerEntryMetadata {
+            broker_timestamp: Some(u64::MAX),
+            index: Some(i64::MAX as u64),
+        };
+        let p = f.payload.unwrap();
+        let head = wire.len() - msg.len();
+        assert!(6 + bem.encoded_len() > head);
+        let entry = p.into_entry(&bem);
+        assert_eq!(entry, make_entry(&bem, &msg));
     }
 
     #[test]

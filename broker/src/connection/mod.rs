@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::codec::{self, Frame};
+use crate::codec::{self, FrameInPlace as Frame};
 use crate::commands;
 use crate::consumer::Consumer;
 use crate::error::BrokerError;
@@ -121,7 +121,7 @@ pub async fn serve<S>(
                 Ok(Ok(_)) => ping_outstanding = false,
             }
             loop {
-                let frame = match codec::decode(&mut buf, max_frame) {
+                let frame = match codec::decode_in_place(&mut buf, max_frame) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => return Err(Fatal(e.to_string())),

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use strata_common::names::TopicName;
 use strata_managed_ledger::AddFuture;
 use strata_proto::pulsar::{
@@ -183,7 +182,7 @@ impl Conn {
     pub(super) async fn handle_send(
         self: &Arc<Self>,
         cmd: CommandSend,
-        payload: Option<Bytes>,
+        payload: Option<codec::Payload>,
     ) -> Result<(), Fatal> {
         let received = Instant::now();
         let (topic, receipts) = match self.producers.lock().get(&cmd.producer_id) {
@@ -215,7 +214,7 @@ impl Conn {
                     Some(publisher) => {
                         throttle = topic.publish_rate.consume(n as u64, payload.len() as u64);
                         topic
-                            .publish(&payload, parsed.checksum, n, Some(&publisher))
+                            .publish(payload, parsed.checksum, n, Some(&publisher))
                             .await
                     }
                 }
