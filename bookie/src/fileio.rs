@@ -146,6 +146,28 @@ impl BlockWriter {
     }
 }
 
+/// Huge pages are 2 MiB on x86-64 and arm64 (4 KiB base pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks the kernel to back the whole 2 MiB pages inside `buf` with
+/// transparent huge pages, for a large buffer not touched yet. An `O_DIRECT`
+/// write pins every page of its buffer for the device; one huge page is pinned
+/// at the cost of one small page, and the copies into the buffer miss the TLB
+/// 512 times less. Advisory: where THP is off (or `never`), nothing changes.
+fn ask_for_huge_pages(buf: &[u8]) {
+    let addr = buf.as_ptr() as usize;
+    let start = addr.next_multiple_of(HUGE_PAGE);
+    let end = (addr + buf.len()) / HUGE_PAGE * HUGE_PAGE;
+    if end <= start {
+        return;
+    }
+    // SAFETY: the range lies inside `buf`, which this process owns; the
+    // advice changes how its pages are backed, never their contents.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+    }
+}
+
 /// A growable byte buffer whose contents start at a [`DIRECT_ALIGN`]-aligned
 /// address, so it can be handed to an `O_DIRECT` write as it is.
 pub struct AlignedBuf {
@@ -160,6 +182,7 @@ impl AlignedBuf {
         // no memory.
         let storage = vec![0u8; capacity + DIRECT_ALIGN];
         let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        ask_for_huge_pages(&storage);
         AlignedBuf {
             storage,
             start,

@@ -1,7 +1,8 @@
 //! Arbitrary bytes as a Pulsar client connection: the broker's read loop
-//! (`broker/src/connection/mod.rs`) calls `frame::decode` until it returns
-//! `None` (more bytes needed) or an error (connection closed), handing every
-//! SEND payload to `parse_message` and storing it as `make_entry` builds it.
+//! (`broker/src/connection/mod.rs`) calls `frame::decode_in_place` until it
+//! returns `None` (more bytes needed) or an error (connection closed),
+//! handing every SEND payload to `parse_message` and storing it with
+//! `Payload::into_entry`, which must build what `make_entry` builds.
 //! The same bytes are also taken as a stored entry, as the dispatchers read
 //! them back (`split_entry`, `entry_metadata`, `entry_broker_metadata`).
 //!
@@ -67,8 +68,9 @@ fn read_loop(data: &[u8], max_frame: usize, chunk: usize) -> Session {
             let before = buf.len();
             let declared =
                 (before >= 4).then(|| u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
-            match frame::decode(&mut buf, max_frame) {
+            match frame::decode_in_place(&mut buf, max_frame) {
                 Ok(Some(f)) => {
+                    let f = stored_in_place(f);
                     let total = declared.expect("a frame needs its 4-byte size") as usize;
                     assert!(
                         total <= max_frame,
@@ -108,6 +110,30 @@ fn read_loop(data: &[u8], max_frame: usize, chunk: usize) -> Session {
                 end: Ok(buf.len()),
             };
         }
+    }
+}
+
+/// The broker's way: a SEND's message becomes its entry where it was read
+/// (large ones in place, see `frame::Payload::into_entry`); the entry must
+/// be what `make_entry` builds. Returns the frame as `frame::decode` gives it.
+fn stored_in_place(f: frame::FrameInPlace) -> Frame {
+    let Some(p) = f.payload else {
+        return Frame {
+            command: f.command,
+            payload: None,
+        };
+    };
+    let message = Bytes::copy_from_slice(&p);
+    if let Ok(parsed) = frame::parse_message(&p) {
+        let bem = BrokerEntryMetadata {
+            broker_timestamp: Some(1_700_000_000_000),
+            index: Some(parsed.metadata.sequence_id),
+        };
+        assert_eq!(p.into_entry(&bem), frame::make_entry(&bem, &message));
+    }
+    Frame {
+        command: f.command,
+        payload: Some(message),
     }
 }
 
