@@ -43,6 +43,12 @@ pub struct StandaloneArgs {
     /// the data directory and reused; give it only to move it.
     #[arg(long, env = "STRATA_BOOKIE_PORT")]
     pub bookie_port: Option<u16>,
+    /// The embedded bookie's settings, as a `strata bookie --config` TOML
+    /// file (journal, caches, disk-usage watermark, a journal_dir on its own
+    /// disk...). Its address, data directory and metadata store are the
+    /// standalone's and may not be set there.
+    #[arg(long, env = "STRATA_BOOKIE_CONFIG")]
+    pub bookie_config: Option<PathBuf>,
     /// What a topic used for the first time becomes: one topic
     /// (`non-partitioned`) or a partitioned topic (`partitioned`) of
     /// --default-num-partitions partitions.
@@ -108,6 +114,41 @@ fn remembered_port(dir: &Path) -> anyhow::Result<Option<u16>> {
     }
 }
 
+/// The embedded bookie's settings: `path`'s, or the defaults. The settings
+/// the standalone decides itself are refused rather than silently replaced.
+fn embedded_bookie_config(path: Option<&Path>) -> anyhow::Result<BookieConfig> {
+    let Some(path) = path else {
+        return Ok(BookieConfig::default());
+    };
+    let config = BookieConfig::from_file(path)?;
+    let default = BookieConfig::default();
+    let theirs = [
+        ("listen", config.listen != default.listen, "--bookie-port"),
+        (
+            "advertised_address",
+            config.advertised_address.is_some(),
+            "--bookie-port",
+        ),
+        (
+            "data_dir",
+            config.data_dir != default.data_dir,
+            "--data-dir",
+        ),
+        (
+            "metadata_url",
+            config.metadata_url.is_some(),
+            "DATA_DIR/metadata",
+        ),
+    ];
+    if let Some((key, _, instead)) = theirs.iter().find(|(_, set, _)| *set) {
+        anyhow::bail!(
+            "{}: `{key}` is the standalone's to set (from {instead}), not the bookie config's",
+            path.display()
+        );
+    }
+    Ok(config)
+}
+
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     // Bad auth or TLS settings stop the start before anything is opened.
     let auth = args.auth.to_config();
@@ -127,11 +168,12 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => remembered_port(dir)?.unwrap_or(0),
     };
+    let bookie_config = embedded_bookie_config(args.bookie_config.as_deref())?;
     let bookie = Bookie::start_with_store(
         BookieConfig {
             listen: format!("127.0.0.1:{bookie_port}"),
             data_dir: dir.join("bookie"),
-            ..BookieConfig::default()
+            ..bookie_config
         },
         store.clone(),
     )

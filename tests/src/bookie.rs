@@ -98,6 +98,10 @@ impl std::ops::DerefMut for BookieProcess {
 const SHARED_DISK_WATERMARK: &[&str] =
     &["--disk-usage-threshold", "0.99", "--disk-usage-lwm", "0.98"];
 
+/// [`SHARED_DISK_WATERMARK`] as a bookie config file's lines, for the
+/// bookie embedded in a test standalone (`--bookie-config`).
+pub const SHARED_DISK_WATERMARK_TOML: &str = "disk_usage_threshold = 0.99\ndisk_usage_lwm = 0.98\n";
+
 impl BookieProcess {
     /// Starts a bookie on a free port with its data in `data_dir` and its
     /// registration in the store at `metadata_url`; `extra_args` are more

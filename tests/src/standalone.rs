@@ -83,6 +83,14 @@ impl StandaloneProcess {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| data_dir.clone());
+        // The embedded bookie gets the test watermark too (see
+        // `SHARED_DISK_WATERMARK`), unless the test gives its own config.
+        let watermark = (!extra.contains(&"--bookie-config")).then(|| {
+            let path = log_dir.join("strata-test-bookie.toml");
+            std::fs::write(&path, crate::bookie::SHARED_DISK_WATERMARK_TOML)
+                .expect("write the test bookie config");
+            path
+        });
         // The port probes can race with other processes; try a few sets.
         let mut last = String::new();
         for _ in 0..3 {
@@ -98,6 +106,9 @@ impl StandaloneProcess {
                 "--bookie-port".into(),
                 bookie.to_string().into(),
             ];
+            if let Some(path) = &watermark {
+                args.extend(["--bookie-config".into(), path.clone().into()]);
+            }
             args.extend(extra.iter().map(OsString::from));
             let mut s = StandaloneProcess {
                 process: ServerProcess::new(
