@@ -63,7 +63,7 @@ async fn read_back(url: &str, topic: &str, sub: &str, expected: &[Vec<u8>]) {
     for (i, p) in expected.iter().enumerate() {
         let m = within("receive", consumer.receive()).await;
         assert_eq!(m.payload.len(), p.len(), "length of message {i}");
-        assert!(&m.payload[..] == &p[..], "bytes of message {i}");
+        assert!(m.payload[..] == p[..], "bytes of message {i}");
     }
     within("close", consumer.close()).await;
 }
