@@ -302,9 +302,16 @@ impl Part {
                 max: self.conn.max_message_size.saturating_sub(BATCH_HEADROOM),
             });
         }
-        match self.shared.window.acquire().await {
+        // The window usually has room: take it without building a waiter.
+        match self.shared.window.try_acquire() {
             Ok(permit) => permit.forget(),
-            Err(_) => return Err(self.failure()),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.failure()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match self.shared.window.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return Err(self.failure()),
+                }
+            }
         }
         let mut st = self.state.lock().await;
         if st.closed || self.shared.failure().is_some() {
