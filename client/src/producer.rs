@@ -303,16 +303,14 @@ impl Part {
             });
         }
         // The window usually has room: take it without building a waiter.
-        match self.shared.window.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.failure()),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                match self.shared.window.acquire().await {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => return Err(self.failure()),
-                }
-            }
-        }
+        let permit = match self.shared.window.try_acquire() {
+            Err(tokio::sync::TryAcquireError::NoPermits) => self.shared.window.acquire().await.ok(),
+            taken => taken.ok(),
+        };
+        let Some(permit) = permit else {
+            return Err(self.failure());
+        };
+        permit.forget();
         let mut st = self.state.lock().await;
         if st.closed || self.shared.failure().is_some() {
             self.shared.window.add_permits(1);

@@ -4,14 +4,13 @@
 //! into entries in place, come back byte-identical, also after a SIGKILL and
 //! a restart that replays that journal.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use strata_client::{
     Client, ClientOptions, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType,
 };
+use strata_tests::admin::strata;
 use strata_tests::bookie::SHARED_DISK_WATERMARK_TOML;
-use strata_tests::bookie::strata_binary;
 use strata_tests::fault::bounded;
 use strata_tests::standalone::StandaloneProcess;
 use tempfile::TempDir;
@@ -163,37 +162,30 @@ async fn a_bookie_config_may_not_set_what_the_standalone_sets() {
             let config = dir.path().join("bookie.toml");
             std::fs::write(&config, format!("{line}\n")).unwrap();
             let port = strata_tests::bookie::free_port().to_string();
-            let out = tokio::time::timeout(
-                Duration::from_secs(60),
-                tokio::process::Command::new(strata_binary())
-                    .args([
-                        "standalone",
-                        "--data-dir",
-                        dir.path().join("data").to_str().unwrap(),
-                        "--broker-port",
-                        "0",
-                        "--admin-port",
-                        "0",
-                        "--bookie-port",
-                        port.as_str(),
-                        "--bookie-config",
-                        config.to_str().unwrap(),
-                    ])
-                    .env("STRATA_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .kill_on_drop(true)
-                    .output(),
+            let data = dir.path().join("data");
+            let run = strata(
+                &[
+                    "standalone",
+                    "--data-dir",
+                    data.to_str().unwrap(),
+                    "--broker-port",
+                    "0",
+                    "--admin-port",
+                    "0",
+                    "--bookie-port",
+                    port.as_str(),
+                    "--bookie-config",
+                    config.to_str().unwrap(),
+                ],
+                &[],
             )
-            .await
-            .expect("the standalone gives up in time")
-            .expect("run strata");
-            let err = String::from_utf8_lossy(&out.stderr);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(!out.status.success(), "{line}: started\n{stdout}{err}");
-            assert!(err.contains(says), "{line}: {err}");
+            .await;
+            assert_ne!(run.code, Some(0), "{line}: started\n{}", run.report());
+            assert!(run.stderr.contains(says), "{line}: {}", run.report());
             assert!(
-                !stdout.contains("strata standalone ready"),
-                "{line}: {stdout}"
+                !run.stdout.contains("strata standalone ready"),
+                "{line}: {}",
+                run.report()
             );
         }
     })
