@@ -98,7 +98,8 @@ fn perf_bookie_reports_every_field() {
 }
 
 /// Unpaced, the benchmark runs twice on fresh bookies: at full speed, then
-/// paced at half the peak it found, whose latency is the one reported.
+/// paced at half the peak it found, whose latency is the one reported. With
+/// `--floor` the smallest group commit then runs at that rate too.
 #[test]
 fn perf_bookie_measures_latency_at_half_of_its_peak() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,6 +112,7 @@ fn perf_bookie_measures_latency_at_half_of_its_peak() {
             "4096",
             "--transport",
             "local",
+            "--floor",
         ],
     );
     let peak = report["entries_per_sec"].as_f64().unwrap();
@@ -139,6 +141,20 @@ fn perf_bookie_measures_latency_at_half_of_its_peak() {
         );
     }
     assert!(report["sender_realtime"].is_boolean(), "{report}");
+    let floor = &report["floor"];
+    assert_eq!(floor["rate"].as_f64(), Some(rate), "{report}");
+    // Every entry it paced over the paced run's length was made durable.
+    let floor_entries = floor["entries"].as_u64().unwrap() as f64;
+    assert!(
+        floor_entries > rate * 0.5 && floor_entries <= rate * 1.05 + 1.0,
+        "{report}"
+    );
+    assert!(floor["batches"].as_u64().unwrap() >= 1, "{report}");
+    let floor_p99 = floor["add_latency_ms"]["p99"].as_f64().unwrap();
+    assert!(floor_p99 > 0.0, "{report}");
+    let bookie_p99 = report["add_latency_ms"]["p99"].as_f64().unwrap();
+    let ratio = floor["bookie_p99_to_floor_p99"].as_f64().unwrap();
+    assert!((ratio - bookie_p99 / floor_p99).abs() < 1e-6, "{report}");
     // The window is the ledger client's own.
     assert_eq!(report["window_bytes"], 64 << 20);
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

@@ -16,6 +16,7 @@ use strata_common::metadata::{MemoryStore, MetadataStore};
 use strata_ledger::{ClientConfig, LedgerClient};
 use tokio::sync::mpsc;
 
+use super::floor::{FloorPlan, paced_group_commit};
 use super::raw::measure_both;
 use super::report::{self, Latency, Machine};
 
@@ -82,6 +83,13 @@ pub struct BookiePerfArgs {
     /// journal files and reuse one after one second.
     #[arg(long, default_value_t = 0)]
     pub retain_mb: u64,
+    /// After the paced run, run the smallest possible group commit (one
+    /// thread paces and copies entries, one writes and fdatasyncs each
+    /// gathered batch) at the same rate and entry size on the same
+    /// directory, and report its latency next to the bookie's: the paced
+    /// latency this disk and machine allow at all (see `perf::floor`).
+    #[arg(long)]
+    pub floor: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +144,9 @@ pub struct BookieReport {
     pub sender_realtime: bool,
     /// The latency run, when there was one.
     pub latency_phase: Option<LatencyPhase>,
+    /// `--floor`: the smallest group commit's latency at the paced run's
+    /// rate and entry size, and the paced run's p99 as a multiple of its p99.
+    pub floor: Option<FloorReport>,
     pub raw_fdatasync_mb_per_sec: f64,
     pub raw_fdatasync_p99_ms: f64,
     pub raw_fdatasync_latency_ms: Latency,
@@ -174,6 +185,20 @@ pub struct LatencyPhase {
     pub mb_per_sec: f64,
     pub process_cpu_cores: f64,
     pub bookie: BookieSide,
+}
+
+/// See `perf::floor`.
+#[derive(Serialize, Debug)]
+pub struct FloorReport {
+    pub rate: f64,
+    pub entries: u64,
+    /// Batches written and synced.
+    pub batches: u64,
+    pub add_latency_ms: Latency,
+    /// Its p99 over the raw loop's p99.
+    pub latency_ratio_p99: f64,
+    /// The paced run's add p99 over this p99.
+    pub bookie_p99_to_floor_p99: f64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -261,6 +286,14 @@ fn print_report(r: &BookieReport) {
             q(&r.add_latency_ms)
         ),
         None => {}
+    }
+    if let Some(f) = &r.floor {
+        println!(
+            "  the smallest group commit at that rate (--floor): add latency ms {}  p99 latency ratio {:.2}; the bookie's p99 is {:.2} × its",
+            q(&f.add_latency_ms),
+            f.latency_ratio_p99,
+            f.bookie_p99_to_floor_p99
+        );
     }
     if let Some(l) = &r.send_lateness_ms {
         println!(
@@ -351,6 +384,28 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     let mb_per_sec = main.mb_per_sec(args.entry_size);
     let timed = latency.as_ref().unwrap_or(&main);
     let add_latency_ms = Latency::from(&timed.hist);
+    let floor = if args.floor && timed.rate > 0.0 {
+        let plan = FloorPlan {
+            entry_size: args.entry_size,
+            rate: timed.rate,
+            duration: Duration::from_secs_f64(timed.elapsed),
+            tick: Duration::from_micros(args.pace_tick_us.max(1)),
+            realtime: timed.realtime,
+        };
+        let dir = args.dir.clone();
+        let f = tokio::task::spawn_blocking(move || paced_group_commit(&dir, plan)).await??;
+        let latency = Latency::from(&f.hist);
+        Some(FloorReport {
+            rate: plan.rate,
+            entries: f.entries,
+            batches: f.batches,
+            latency_ratio_p99: latency.p99 / raw.p99.max(1e-6),
+            bookie_p99_to_floor_p99: add_latency_ms.p99 / latency.p99.max(1e-6),
+            add_latency_ms: latency,
+        })
+    } else {
+        None
+    };
     Ok(BookieReport {
         entry_size: args.entry_size,
         transport: args.transport,
@@ -383,6 +438,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             process_cpu_cores: l.cpu_secs / l.elapsed.max(1e-9),
             bookie: l.bookie.clone(),
         }),
+        floor,
         raw_fdatasync_mb_per_sec: raw_mbps,
         raw_fdatasync_p99_ms: raw.p99,
         raw_fdatasync_latency_ms: raw,

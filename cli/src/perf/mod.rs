@@ -15,6 +15,7 @@ mod connect;
 mod cpu;
 mod evidence;
 mod flood;
+mod floor;
 mod pacer;
 mod priority;
 mod raw;
