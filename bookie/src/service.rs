@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use futures::Stream;
 use futures::stream::{FuturesUnordered, StreamExt};
+use strata_common::stages::{self, Stage};
 use strata_proto::bookie::bookie_server::Bookie as BookieRpc;
 use strata_proto::bookie::{
     AddRequest, AddResponse, AddResult, AddStatus, DeleteLedgerRequest, DeleteLedgerResponse,
@@ -284,6 +285,12 @@ impl Stream for AddDriver {
             match this.inbound.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(req))) => {
                     let storage = this.storage.clone();
+                    stages::mark_all(
+                        req.entries
+                            .iter()
+                            .filter_map(|a| a.entry.as_ref().map(|e| e.entry_id)),
+                        Stage::Received,
+                    );
                     this.inflight_adds += req.entries.len();
                     this.inflight.push(Box::pin(
                         async move { add_many(&storage, req.entries).await },
@@ -308,6 +315,7 @@ impl Stream for AddDriver {
             }
         }
         if !results.is_empty() {
+            stages::mark_all(results.iter().map(|r| r.entry_id), Stage::Answered);
             this.inflight_adds -= results.len();
             return Poll::Ready(Some(Ok(AddResponse { results })));
         }

@@ -38,6 +38,7 @@ use crate::journal::{
     Recycler,
 };
 use crate::metrics::Metrics;
+use strata_common::stages::{self, Stage};
 
 type Key = (u64, u64);
 type Buffer = BTreeMap<Key, Slot>;
@@ -297,6 +298,7 @@ impl LedgerStorage {
     /// instead of per entry.
     pub async fn add_batch(&self, ops: Vec<AddOp>) -> Vec<Result<()>> {
         let started = Instant::now();
+        stages::mark_all(ops.iter().map(|op| op.entry.entry_id), Stage::Storing);
         let mut results: Vec<Result<()>> = Vec::with_capacity(ops.len());
         let mut kept: Vec<(usize, AddOp, Option<u32>)> = Vec::with_capacity(ops.len());
         for (i, op) in ops.into_iter().enumerate() {
@@ -424,6 +426,7 @@ impl LedgerStorage {
                 }
                 break;
             }
+            stages::mark_all(chunk.iter().map(|j| j.entry_id), Stage::Durable);
             if durable.is_empty() {
                 durable = chunk;
             } else {

@@ -5,3 +5,4 @@ pub mod metadata;
 pub mod metrics;
 pub mod names;
 pub mod paths;
+pub mod stages;

@@ -13,6 +13,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use prost::encoding::{WireType, encode_key, encode_varint};
+use strata_common::stages::{self, Stage};
 use strata_proto::bookie::{AddEntry, AddRequest, AddResponse, Entry};
 use strata_proto::{ADD_ENTRIES_PATH, GRPC_MESSAGE_PREFIX as PREFIX};
 use tokio::sync::mpsc;
@@ -71,6 +72,12 @@ impl http_body::Body for AddBody {
                     Err(_) => break,
                 }
             }
+            stages::mark_all(
+                batch
+                    .iter()
+                    .filter_map(|a| a.entry.as_ref().map(|e| e.entry_id)),
+                Stage::InBody,
+            );
             encode_request(batch, &mut this.chunks);
         }
         Poll::Ready(this.chunks.pop_front().map(|c| Ok(Frame::data(c))))

@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
+use strata_common::stages::{self, Stage};
 use strata_proto::bookie::bookie_client::BookieClient as Rpc;
 use strata_proto::bookie::{AddEntry, AddResult, AddStatus};
 use tokio::sync::mpsc;
@@ -357,6 +358,7 @@ impl BookieConn {
                                 // One lock per response, not per result.
                                 let mut pending = pending2.lock();
                                 for r in resp.results {
+                                    stages::mark(r.entry_id, Stage::AnswerReceived);
                                     let key = (r.ledger_id, r.entry_id);
                                     if let Some(sinks) = pending.remove(&key) {
                                         sinks.send_each(|| conn.ack(key, outcome(&r)));

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use strata_common::metadata::{Expect, Version};
+use strata_common::stages::{self, Stage};
 use strata_proto::bookie::{AddEntry, Entry};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -213,6 +214,7 @@ impl LedgerWriter {
                 payload_crc,
             );
             let now = Instant::now();
+            stages::mark(entry_id, Stage::Queued);
             st.pending.push_back(Pending {
                 entry_id,
                 payload,
@@ -437,6 +439,7 @@ impl Inner {
             let now = *now.get_or_insert_with(Instant::now);
             m.add_latency
                 .observe(now.saturating_duration_since(p.enqueued).as_secs_f64());
+            stages::mark(p.entry_id, Stage::Acknowledged);
             if let Some(done) = p.done.take() {
                 let _ = done.send(Ok((p.entry_id, now)));
             }

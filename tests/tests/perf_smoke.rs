@@ -48,7 +48,35 @@ fn perf_bookie_reports_every_field() {
             "2",
             "--rate",
             "2000",
+            "--stages",
         ],
+    );
+    // Every 16th entry was traced through all seven steps of the gRPC path.
+    let stages = &report["stages"];
+    let traced = stages["entries"].as_u64().unwrap();
+    assert!((30..=130).contains(&traced), "{report}");
+    let steps: Vec<(&str, &str)> = stages["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["from"].as_str().unwrap(), s["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("queued", "in_body"),
+            ("in_body", "received"),
+            ("received", "storing"),
+            ("storing", "durable"),
+            ("durable", "answered"),
+            ("answered", "answer_received"),
+            ("answer_received", "acknowledged"),
+        ],
+        "{report}"
+    );
+    assert!(
+        stages["total_ms"]["p99_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
     );
     for field in [
         "entries_per_sec",

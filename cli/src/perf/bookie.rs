@@ -13,6 +13,7 @@ use futures::FutureExt;
 use serde::Serialize;
 use strata_bookie::{Bookie, BookieConfig};
 use strata_common::metadata::{MemoryStore, MetadataStore};
+use strata_common::stages;
 use strata_ledger::{ClientConfig, LedgerClient};
 use tokio::sync::mpsc;
 
@@ -83,6 +84,14 @@ pub struct BookiePerfArgs {
     /// journal files and reuse one after one second.
     #[arg(long, default_value_t = 0)]
     pub retain_mb: u64,
+    /// Trace every 16th entry of the paced run through the ledger client
+    /// and the bookie (queued, taken by the request body, received, stored,
+    /// durable, answered, answer received, acknowledged) and report where
+    /// the time went, step by step and for the slowest 1 % (see
+    /// `strata_common::stages`). Not with `--retain-mb` (entries are told
+    /// apart by id).
+    #[arg(long, conflicts_with = "retain_mb")]
+    pub stages: bool,
     /// After the paced run, run the smallest possible group commit (one
     /// thread paces and copies entries, one writes and fdatasyncs each
     /// gathered batch) at the same rate and entry size on the same
@@ -147,6 +156,8 @@ pub struct BookieReport {
     /// `--floor`: the smallest group commit's latency at the paced run's
     /// rate and entry size, and the paced run's p99 as a multiple of its p99.
     pub floor: Option<FloorReport>,
+    /// `--stages`: where the paced run's sampled entries spent their time.
+    pub stages: Option<StagesReport>,
     pub raw_fdatasync_mb_per_sec: f64,
     pub raw_fdatasync_p99_ms: f64,
     pub raw_fdatasync_latency_ms: Latency,
@@ -185,6 +196,105 @@ pub struct LatencyPhase {
     pub mb_per_sec: f64,
     pub process_cpu_cores: f64,
     pub bookie: BookieSide,
+}
+
+/// See `--stages`.
+#[derive(Serialize, Debug)]
+pub struct StagesReport {
+    /// One entry in this many was traced.
+    pub sample_every: u64,
+    /// Traced entries that were acknowledged.
+    pub entries: usize,
+    /// Queued to acknowledged, over the traced entries.
+    pub total_ms: StepLatency,
+    /// Each step an entry takes on its path, in order (gRPC: all seven;
+    /// in-process: queued, storing, durable, acknowledged).
+    pub steps: Vec<StepLatency>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct StepLatency {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Mean time in this step of the entries whose total was at or above
+    /// the total's p99: which step makes the tail.
+    pub tail_mean_ms: f64,
+}
+
+/// Sums up the traces of the acknowledged entries.
+fn stages_report(traces: &[stages::Trace]) -> StagesReport {
+    use stages::{STAGE_NAMES, Stage};
+    let acked: Vec<&stages::Trace> = traces
+        .iter()
+        .filter(|t| t.at[Stage::Acknowledged as usize].is_some())
+        .collect();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let total = |t: &stages::Trace| {
+        let first = t.at[Stage::Queued as usize].unwrap_or(0);
+        t.at[Stage::Acknowledged as usize]
+            .unwrap_or(first)
+            .saturating_sub(first)
+    };
+    let mut totals: Vec<u64> = acked.iter().map(|t| total(t)).collect();
+    totals.sort_unstable();
+    let pick = |v: &[u64], q: f64| -> u64 {
+        if v.is_empty() {
+            return 0;
+        }
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    };
+    let tail_from = pick(&totals, 0.99);
+    // Each entry's consecutive stages that it passed: (from, to) → times.
+    let mut steps: std::collections::BTreeMap<(usize, usize), (Vec<u64>, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for t in &acked {
+        let passed: Vec<(usize, u64)> =
+            t.at.iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.map(|v| (i, v)))
+                .collect();
+        let in_tail = total(t) >= tail_from;
+        for w in passed.windows(2) {
+            let d = w[1].1.saturating_sub(w[0].1);
+            let e = steps.entry((w[0].0, w[1].0)).or_default();
+            e.0.push(d);
+            if in_tail {
+                e.1 += d;
+                e.2 += 1;
+            }
+        }
+    }
+    let tail_entries = totals.iter().filter(|&&d| d >= tail_from).count() as u64;
+    let step = |from: usize, to: usize, mut v: Vec<u64>, tail_sum: u64, tail_n: u64| {
+        v.sort_unstable();
+        StepLatency {
+            from: STAGE_NAMES[from],
+            to: STAGE_NAMES[to],
+            p50_ms: ms(pick(&v, 0.5)),
+            p99_ms: ms(pick(&v, 0.99)),
+            max_ms: ms(v.last().copied().unwrap_or(0)),
+            tail_mean_ms: ms(tail_sum) / tail_n.max(1) as f64,
+        }
+    };
+    let tail_sum: u64 = totals.iter().filter(|&&d| d >= tail_from).sum();
+    StagesReport {
+        sample_every: stages::SAMPLE_EVERY,
+        entries: acked.len(),
+        total_ms: step(
+            Stage::Queued as usize,
+            Stage::Acknowledged as usize,
+            totals.clone(),
+            tail_sum,
+            tail_entries,
+        ),
+        steps: steps
+            .into_iter()
+            .map(|((from, to), (v, sum, n))| step(from, to, v, sum, n))
+            .collect(),
+    }
 }
 
 /// See `perf::floor`.
@@ -295,6 +405,18 @@ fn print_report(r: &BookieReport) {
             f.bookie_p99_to_floor_p99
         );
     }
+    if let Some(st) = &r.stages {
+        println!(
+            "  where the time went (every {}th entry, {} traced; tail: the slowest 1 %):",
+            st.sample_every, st.entries
+        );
+        for s in std::iter::once(&st.total_ms).chain(&st.steps) {
+            println!(
+                "    {:>15} → {:<15} p50 {:.3}  p99 {:.3}  max {:.2}  tail mean {:.3} ms",
+                s.from, s.to, s.p50_ms, s.p99_ms, s.max_ms, s.tail_mean_ms
+            );
+        }
+    }
     if let Some(l) = &r.send_lateness_ms {
         println!(
             "  sends left late by ms: p50 {:.2} p99 {:.2} (load generator at {} priority)",
@@ -349,6 +471,16 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         .max(args.entry_size);
     let realtime = args.sender_priority == SenderPriority::Realtime;
 
+    // `--stages` traces the paced run: room for all of its sampled entries.
+    let trace = |rate: f64, duration: Duration| {
+        if args.stages {
+            let entries = rate * duration.as_secs_f64() * 1.1 + 1024.0;
+            stages::enable((entries / stages::SAMPLE_EVERY as f64) as usize);
+        }
+    };
+    if args.rate > 0.0 {
+        trace(args.rate, args.duration);
+    }
     // The throughput phase: unpaced, or paced at --rate.
     let main = run_phase(
         args,
@@ -364,6 +496,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     // on fresh bookies again.
     let latency = if args.rate == 0.0 && args.latency_at > 0.0 {
         let rate = main.entries_per_sec() * args.latency_at;
+        trace(rate, args.latency_duration.unwrap_or(args.duration));
         let phase = run_phase(
             args,
             Phase {
@@ -439,6 +572,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             bookie: l.bookie.clone(),
         }),
         floor,
+        stages: args.stages.then(|| stages_report(&timed.traces)),
         raw_fdatasync_mb_per_sec: raw_mbps,
         raw_fdatasync_p99_ms: raw.p99,
         raw_fdatasync_latency_ms: raw,
@@ -480,6 +614,8 @@ struct PhaseOutcome {
     ledgers: u64,
     ledgers_deleted: u64,
     bookie: BookieSide,
+    /// `--stages`: the run's traced entries.
+    traces: Vec<stages::Trace>,
 }
 
 impl PhaseOutcome {
@@ -636,6 +772,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
     }
     let (hist, n, failed) = collector.await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let traces = stages::take();
     let cpu_secs = (super::cpu::process_seconds() - cpu_before).max(0.0);
     if let Some(e) = failed {
         drop((writer, retention, client, refused));
@@ -659,6 +796,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
         ledgers,
         ledgers_deleted,
         bookie,
+        traces,
     })
 }
 
@@ -920,5 +1058,72 @@ impl Retention {
             d.await??;
         }
         Ok((self.ledgers, deleted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_common::stages::{STAGES, Stage, Trace};
+
+    /// An entry that passed `at` (ms after 0, by stage; `None`: not on its
+    /// path).
+    fn trace(entry_id: u64, at: [Option<u64>; STAGES]) -> Trace {
+        Trace {
+            entry_id,
+            at: at.map(|a| a.map(|ms| ms * 1_000_000)),
+        }
+    }
+
+    #[test]
+    fn the_stages_report_pins_the_tail_on_the_step_that_made_it() {
+        // 99 in-process entries at 1 ms each step; one whose journal took
+        // 50 ms; one never acknowledged, left out.
+        let mut traces: Vec<Trace> = (0..99u64)
+            .map(|i| {
+                let t0 = i * 10;
+                trace(
+                    i,
+                    [
+                        Some(t0),
+                        None,
+                        None,
+                        Some(t0 + 1),
+                        Some(t0 + 2),
+                        None,
+                        None,
+                        Some(t0 + 3),
+                    ],
+                )
+            })
+            .collect();
+        traces.push(trace(
+            99,
+            [Some(0), None, None, Some(1), Some(51), None, None, Some(52)],
+        ));
+        traces.push(trace(
+            100,
+            [Some(0), None, None, Some(1), None, None, None, None],
+        ));
+        let r = stages_report(&traces);
+        assert_eq!(r.entries, 100);
+        let names: Vec<(&str, &str)> = r.steps.iter().map(|s| (s.from, s.to)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("queued", "storing"),
+                ("storing", "durable"),
+                ("durable", "acknowledged")
+            ]
+        );
+        assert_eq!(r.total_ms.p50_ms, 3.0);
+        assert_eq!(r.total_ms.max_ms, 52.0);
+        // The slowest 1 % is the one entry, and its time was the journal's.
+        assert_eq!(r.total_ms.tail_mean_ms, 52.0);
+        let journal = &r.steps[1];
+        assert_eq!((journal.p50_ms, journal.max_ms), (1.0, 50.0));
+        assert_eq!(journal.tail_mean_ms, 50.0);
+        assert_eq!(r.steps[0].tail_mean_ms, 1.0);
+        assert_eq!(Stage::Storing as usize, 3);
     }
 }
