@@ -75,12 +75,7 @@ impl Payload {
             return make_entry(broker, &self);
         }
         let at = self.start - prefix;
-        let mut head = &mut self.frame[at..self.start];
-        head.put_u16(MAGIC_BROKER_ENTRY_METADATA);
-        head.put_u32(size as u32);
-        broker
-            .encode(&mut head)
-            .expect("the prefix was sized by encoded_len");
+        put_entry_prefix(&mut &mut self.frame[at..self.start], broker, size);
         self.frame.advance(at);
         self.frame.freeze()
     }
@@ -270,13 +265,20 @@ pub fn entry_broker_metadata(entry: &Bytes) -> Option<BrokerEntryMetadata> {
 pub fn make_entry(broker: &BrokerEntryMetadata, message: &[u8]) -> Bytes {
     let size = broker.encoded_len();
     let mut out = BytesMut::with_capacity(6 + size + message.len());
+    put_entry_prefix(&mut out, broker, size);
+    out.put_slice(message);
+    out.freeze()
+}
+
+/// Writes the prefix of an entry (magic, `size`, the metadata) into `out`,
+/// which has room for its `6 + size` bytes; `size` is
+/// `broker.encoded_len()`.
+fn put_entry_prefix(out: &mut impl BufMut, broker: &BrokerEntryMetadata, size: usize) {
     out.put_u16(MAGIC_BROKER_ENTRY_METADATA);
     out.put_u32(size as u32);
     broker
-        .encode(&mut out)
-        .expect("BytesMut grows to fit the message");
-    out.put_slice(message);
-    out.freeze()
+        .encode(out)
+        .expect("the room was sized by encoded_len");
 }
 
 /// The CRC32C of `entry`, built by [`make_entry`] from a message of
