@@ -19,6 +19,39 @@ pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// How [`write_at_direct`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrote {
+    /// As asked: through the `O_DIRECT` handle, or through the page cache
+    /// when none was given.
+    AsAsked,
+    /// The filesystem took `O_DIRECT` at open but refused the write
+    /// (`EINVAL`): the bytes went through the page cache instead, and later
+    /// writes should too.
+    DirectRefused,
+}
+
+/// Writes `buf` at `at` through `direct` (one call for the whole buffer, so
+/// the block layer has all of it in flight at once), or through the page
+/// cache without it or when the filesystem refuses the direct write.
+pub fn write_at_direct(
+    file: &File,
+    direct: Option<&File>,
+    buf: &[u8],
+    at: u64,
+) -> io::Result<Wrote> {
+    let Some(d) = direct else {
+        return write_all_at(file, buf, at).map(|()| Wrote::AsAsked);
+    };
+    match d.write_all_at(buf, at) {
+        Ok(()) => Ok(Wrote::AsAsked),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            write_all_at(file, buf, at).map(|()| Wrote::DirectRefused)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Starts (does not wait for) writeback of a written range, so that a later
 /// `fdatasync` has little left to do. Advisory: a failure changes nothing,
 /// the caller's `fdatasync` is what makes data durable.
@@ -258,6 +291,38 @@ const WRITEBACK_EVERY: usize = 4 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A direct write the filesystem refuses (here: an unaligned one, which
+    /// `O_DIRECT` rejects with `EINVAL`) goes through the page cache, and
+    /// says so; an aligned one goes direct.
+    #[test]
+    fn a_refused_direct_write_lands_through_the_page_cache() {
+        // On the checkout's disk: /tmp may be a tmpfs, which refuses
+        // O_DIRECT at open.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let direct = open_direct(&path).expect("the test directory takes O_DIRECT");
+        let mut aligned = AlignedBuf::with_capacity(DIRECT_ALIGN);
+        aligned.extend_from_slice(&[1u8; DIRECT_ALIGN]);
+        let wrote = write_at_direct(&file, Some(&direct), aligned.as_slice(), 0).unwrap();
+        assert_eq!(wrote, Wrote::AsAsked);
+        let odd = [2u8; 100];
+        let wrote = write_at_direct(&file, Some(&direct), &odd, DIRECT_ALIGN as u64 + 1).unwrap();
+        assert_eq!(wrote, Wrote::DirectRefused);
+        let wrote = write_at_direct(&file, None, &odd, 0).unwrap();
+        assert_eq!(wrote, Wrote::AsAsked);
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(&data[..100], &odd[..]);
+        assert!(data[100..DIRECT_ALIGN].iter().all(|&b| b == 1));
+        assert_eq!(&data[DIRECT_ALIGN + 1..], &odd[..]);
+    }
 
     #[test]
     fn aligned_buf_stays_aligned_when_it_grows() {

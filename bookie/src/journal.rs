@@ -1111,20 +1111,13 @@ fn write_at(
     at: u64,
     direct_refused: &AtomicBool,
 ) -> Result<()> {
-    let written = match direct {
-        Some(d) => d.write_all_at(buf, at),
-        None => fileio::write_all_at(file, buf, at),
-    };
-    match written {
-        Err(e) if direct.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
-            // The filesystem took O_DIRECT at open but not for writes: write
-            // through the page cache from now on.
-            direct_refused.store(true, Ordering::Release);
-            fileio::write_all_at(file, buf, at)
-        }
-        other => other,
+    let wrote = fileio::write_at_direct(file, direct, buf, at)
+        .map_err(|e| BookieError::io("write journal", e))?;
+    if wrote == fileio::Wrote::DirectRefused {
+        // Through the page cache from now on.
+        direct_refused.store(true, Ordering::Release);
     }
-    .map_err(|e| BookieError::io("write journal", e))
+    Ok(())
 }
 
 /// The syncer: makes written batches durable and completes them, in order.

@@ -19,7 +19,6 @@
 //! shows itself is the disk's and the OS scheduler's share.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -161,18 +160,11 @@ impl FloorFile {
                 .context("preallocate the floor file")?;
             self.allocated += more;
         }
-        let written = match &self.direct {
-            Some(d) => match d.write_all_at(buf, self.offset) {
-                // The filesystem took O_DIRECT at open but not for writes.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct = None;
-                    fileio::write_all_at(&self.file, buf, self.offset)
-                }
-                other => other,
-            },
-            None => fileio::write_all_at(&self.file, buf, self.offset),
-        };
-        written.context("write the floor file")?;
+        let wrote = fileio::write_at_direct(&self.file, self.direct.as_ref(), buf, self.offset)
+            .context("write the floor file")?;
+        if wrote == fileio::Wrote::DirectRefused {
+            self.direct = None;
+        }
         self.file.sync_data().context("fdatasync the floor file")?;
         self.offset += len;
         Ok(())
