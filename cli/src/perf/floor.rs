@@ -60,7 +60,9 @@ pub struct Floor {
 struct Open {
     buf: AlignedBuf,
     due: Vec<Instant>,
-    /// The sender is done: the writer writes what is left, then stops.
+    /// The sender is done (the writer writes what is left, then stops), or
+    /// the writer stopped on an error (the sender stops sending: nothing
+    /// would take its entries).
     ended: bool,
 }
 
@@ -74,7 +76,12 @@ pub fn paced_group_commit(dir: &Path, plan: FloorPlan) -> anyhow::Result<Floor> 
     });
     let ready = Condvar::new();
     std::thread::scope(|s| {
-        let writer = s.spawn(|| write_batches(dir, &open, &ready));
+        let writer = s.spawn(|| {
+            let written = write_batches(dir, &open, &ready);
+            // However it ended, the sender has nobody to send to any more.
+            open.lock().unwrap_or_else(|p| p.into_inner()).ended = true;
+            written
+        });
         let sent = send_entries(plan, &open, &ready);
         let written = writer
             .join()
@@ -104,6 +111,9 @@ fn send_entries(plan: FloorPlan, open: &Mutex<Open>, ready: &Condvar) -> u64 {
     while let Some(due) = pacer.next_blocking() {
         let was_empty = {
             let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+            if o.ended {
+                break;
+            }
             o.buf.extend_from_slice(&entry);
             o.due.push(due);
             o.due.len() == 1
@@ -259,5 +269,31 @@ mod tests {
         assert!(floor.hist.min() > 0, "a sync takes some time");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// A directory the floor cannot write to fails the run with the reason,
+    /// at once: the sender does not go on pacing entries into a batch that
+    /// nobody takes.
+    #[test]
+    fn a_floor_that_cannot_write_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        let plan = FloorPlan {
+            entry_size: 4096,
+            rate: 1000.0,
+            duration: Duration::from_secs(60),
+            tick: Duration::from_micros(200),
+            realtime: false,
+        };
+        let started = Instant::now();
+        let err = paced_group_commit(&missing, plan)
+            .err()
+            .expect("no directory");
+        assert!(format!("{err:#}").contains("perf-floor-0.tmp"), "{err:#}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ran on: {:?}",
+            started.elapsed()
+        );
     }
 }
