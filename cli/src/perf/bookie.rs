@@ -224,75 +224,82 @@ pub struct StepLatency {
     pub tail_mean_ms: f64,
 }
 
-/// Sums up the traces of the acknowledged entries.
-fn stages_report(traces: &[stages::Trace]) -> StagesReport {
-    use stages::{STAGE_NAMES, Stage};
-    let acked: Vec<&stages::Trace> = traces
-        .iter()
-        .filter(|t| t.at[Stage::Acknowledged as usize].is_some())
-        .collect();
-    let ms = |ns: u64| ns as f64 / 1e6;
-    let total = |t: &stages::Trace| {
-        let first = t.at[Stage::Queued as usize].unwrap_or(0);
-        t.at[Stage::Acknowledged as usize]
-            .unwrap_or(first)
-            .saturating_sub(first)
-    };
-    let mut totals: Vec<u64> = acked.iter().map(|t| total(t)).collect();
-    totals.sort_unstable();
-    let pick = |v: &[u64], q: f64| -> u64 {
-        if v.is_empty() {
-            return 0;
-        }
-        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-    };
-    let tail_from = pick(&totals, 0.99);
-    // Each entry's consecutive stages that it passed: (from, to) → times.
-    let mut steps: std::collections::BTreeMap<(usize, usize), (Vec<u64>, u64, u64)> =
-        std::collections::BTreeMap::new();
-    for t in &acked {
-        let passed: Vec<(usize, u64)> =
-            t.at.iter()
-                .enumerate()
-                .filter_map(|(i, a)| a.map(|v| (i, v)))
-                .collect();
-        let in_tail = total(t) >= tail_from;
-        for w in passed.windows(2) {
-            let d = w[1].1.saturating_sub(w[0].1);
-            let e = steps.entry((w[0].0, w[1].0)).or_default();
-            e.0.push(d);
-            if in_tail {
-                e.1 += d;
-                e.2 += 1;
-            }
+/// One step's times over the traced entries, and their sum over the tail.
+#[derive(Default)]
+struct StepTimes {
+    all: Vec<u64>,
+    tail_sum: u64,
+    tail_n: u64,
+}
+
+impl StepTimes {
+    fn add(&mut self, ns: u64, in_tail: bool) {
+        self.all.push(ns);
+        if in_tail {
+            self.tail_sum += ns;
+            self.tail_n += 1;
         }
     }
-    let tail_entries = totals.iter().filter(|&&d| d >= tail_from).count() as u64;
-    let step = |from: usize, to: usize, mut v: Vec<u64>, tail_sum: u64, tail_n: u64| {
-        v.sort_unstable();
+
+    fn summary(mut self, from: usize, to: usize) -> StepLatency {
+        self.all.sort_unstable();
+        let ms = |ns: u64| ns as f64 / 1e6;
         StepLatency {
-            from: STAGE_NAMES[from],
-            to: STAGE_NAMES[to],
-            p50_ms: ms(pick(&v, 0.5)),
-            p99_ms: ms(pick(&v, 0.99)),
-            max_ms: ms(v.last().copied().unwrap_or(0)),
-            tail_mean_ms: ms(tail_sum) / tail_n.max(1) as f64,
+            from: stages::STAGE_NAMES[from],
+            to: stages::STAGE_NAMES[to],
+            p50_ms: ms(at_quantile(&self.all, 0.5)),
+            p99_ms: ms(at_quantile(&self.all, 0.99)),
+            max_ms: ms(self.all.last().copied().unwrap_or(0)),
+            tail_mean_ms: ms(self.tail_sum) / self.tail_n.max(1) as f64,
         }
-    };
-    let tail_sum: u64 = totals.iter().filter(|&&d| d >= tail_from).sum();
+    }
+}
+
+/// The value at quantile `q` of sorted `v` (0 when empty).
+fn at_quantile(v: &[u64], q: f64) -> u64 {
+    match v.len() {
+        0 => 0,
+        n => v[((n as f64 * q) as usize).min(n - 1)],
+    }
+}
+
+/// Sums up the traces of the acknowledged entries.
+fn stages_report(traces: &[stages::Trace]) -> StagesReport {
+    use stages::Stage;
+    // Each acknowledged entry's stages, in order: those it passed.
+    let paths: Vec<Vec<(usize, u64)>> = traces
+        .iter()
+        .filter(|t| t.at[Stage::Acknowledged as usize].is_some())
+        .map(|t| {
+            t.at.iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.map(|ns| (i, ns)))
+                .collect()
+        })
+        .collect();
+    // Queued (always traced) to acknowledged (the last stage).
+    let total = |p: &[(usize, u64)]| p[p.len() - 1].1.saturating_sub(p[0].1);
+    let mut totals: Vec<u64> = paths.iter().map(|p| total(p)).collect();
+    totals.sort_unstable();
+    let tail_from = at_quantile(&totals, 0.99);
+    let mut whole = StepTimes::default();
+    let mut steps: std::collections::BTreeMap<(usize, usize), StepTimes> =
+        std::collections::BTreeMap::new();
+    for p in &paths {
+        let in_tail = total(p) >= tail_from;
+        whole.add(total(p), in_tail);
+        for w in p.windows(2) {
+            let step = steps.entry((w[0].0, w[1].0)).or_default();
+            step.add(w[1].1.saturating_sub(w[0].1), in_tail);
+        }
+    }
     StagesReport {
         sample_every: stages::SAMPLE_EVERY,
-        entries: acked.len(),
-        total_ms: step(
-            Stage::Queued as usize,
-            Stage::Acknowledged as usize,
-            totals.clone(),
-            tail_sum,
-            tail_entries,
-        ),
+        entries: paths.len(),
+        total_ms: whole.summary(Stage::Queued as usize, Stage::Acknowledged as usize),
         steps: steps
             .into_iter()
-            .map(|((from, to), (v, sum, n))| step(from, to, v, sum, n))
+            .map(|((from, to), times)| times.summary(from, to))
             .collect(),
     }
 }
