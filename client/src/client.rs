@@ -20,6 +20,7 @@ use crate::auth::Authentication;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::{ClientError, Result};
+use crate::memory::MemoryLimit;
 use crate::producer::{Producer, ProducerOptions};
 use crate::tls::TlsOptions;
 
@@ -39,6 +40,10 @@ pub struct ClientOptions {
     pub auth: Option<Authentication>,
     /// Certificates of `pulsar+ssl://` connections (unused by `pulsar://`).
     pub tls: TlsOptions,
+    /// Payload bytes all of this client's producers may have sent or queued
+    /// without a receipt; a send waits beyond it (0: no limit). As in the
+    /// Java client, 64 MiB by default.
+    pub memory_limit_bytes: usize,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +55,7 @@ impl Default for ClientOptions {
             connections_per_broker: 1,
             auth: None,
             tls: TlsOptions::default(),
+            memory_limit_bytes: 64 << 20,
         }
     }
 }
@@ -68,6 +74,7 @@ struct ClientInner {
     pool: tokio::sync::Mutex<HashMap<String, Vec<Arc<Connection>>>>,
     round_robin: AtomicUsize,
     next_id: AtomicU64,
+    memory: Option<MemoryLimit>,
 }
 
 impl Drop for ClientInner {
@@ -150,10 +157,16 @@ impl Client {
                 pool: tokio::sync::Mutex::new(HashMap::new()),
                 round_robin: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
+                memory: MemoryLimit::new(opts.memory_limit_bytes),
             }),
         };
         client.service_connection().await?;
         Ok(client)
+    }
+
+    /// The client's limit on unacknowledged payload bytes, if any.
+    pub(crate) fn memory(&self) -> Option<&MemoryLimit> {
+        self.inner.memory.as_ref()
     }
 
     pub(crate) fn next_id(&self) -> u64 {

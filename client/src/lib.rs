@@ -30,6 +30,7 @@ pub mod codec;
 mod connection;
 mod consumer;
 mod error;
+mod memory;
 mod message;
 mod producer;
 pub mod tls;

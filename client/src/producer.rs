@@ -4,7 +4,9 @@
 //!
 //! Each partition has its own broker-side producer (`Part`). A send takes
 //! a permit from the part's window (waiting when `max_pending_messages` are
-//! unacknowledged), appends the message to the open batch, and returns a
+//! unacknowledged) and room for its payload in the client's memory limit
+//! (waiting while all producers of the client hold `memory_limit_bytes`
+//! without receipts), appends the message to the open batch, and returns a
 //! future of its [`MessageId`]. A batch is sent when it holds
 //! `batch_max_messages` or `batch_max_bytes`, or `batch_max_delay` after its
 //! first message (a flusher task per part). Batches are queued on the
@@ -32,6 +34,7 @@ use crate::Client;
 use crate::codec::{BatchBuilder, SendHeader, encode_send};
 use crate::connection::{Connection, Outgoing};
 use crate::error::{ClientError, Result};
+use crate::memory::{Held, MemoryLimit};
 use crate::message::MessageId;
 
 /// Room left in a batch for the broker's frame overhead.
@@ -48,7 +51,8 @@ pub struct ProducerOptions {
     pub batch_max_bytes: usize,
     /// A batch is sent at the latest this long after its first message.
     pub batch_max_delay: Duration,
-    /// Unacknowledged messages per partition at most; sends wait beyond.
+    /// Unacknowledged messages per partition at most; sends wait beyond
+    /// (0: no limit but the client's memory limit).
     pub max_pending_messages: u32,
 }
 
@@ -67,6 +71,14 @@ impl Default for ProducerOptions {
 impl ProducerOptions {
     fn batching(&self) -> bool {
         self.batch_max_messages > 1
+    }
+
+    /// The window's size in messages.
+    fn window(&self) -> u32 {
+        match self.max_pending_messages {
+            0 => u32::MAX,
+            n => n,
+        }
     }
 }
 
@@ -121,6 +133,8 @@ struct Pending {
     sequence_id: u64,
     count: u32,
     done: oneshot::Sender<ReceiptResult>,
+    /// Its payload's room in the client's memory limit, given back with it.
+    _memory: Option<Held>,
 }
 
 /// The part of a producer the connection's reader completes receipts on.
@@ -204,6 +218,8 @@ impl ProducerShared {
 
 struct PartState {
     batch: BatchBuilder,
+    /// The open batch's room in the client's memory limit.
+    batch_memory: Option<Held>,
     batch_done: Option<(oneshot::Sender<ReceiptResult>, ReceiptRx)>,
     batch_started: Option<Instant>,
     next_sequence_id: u64,
@@ -222,6 +238,7 @@ struct Part {
     state: tokio::sync::Mutex<PartState>,
     shared: Arc<ProducerShared>,
     batch_opened: Notify,
+    memory: Option<MemoryLimit>,
 }
 
 fn now_millis() -> u64 {
@@ -259,7 +276,7 @@ impl Part {
                 answer.r#type
             ))
         })?;
-        let max_pending = opts.max_pending_messages.max(1);
+        let max_pending = opts.window();
         let shared = Arc::new(ProducerShared {
             name: success.producer_name.clone(),
             pending: Mutex::new(VecDeque::new()),
@@ -285,6 +302,7 @@ impl Part {
             batch_max_bytes,
             state: tokio::sync::Mutex::new(PartState {
                 batch: BatchBuilder::new(),
+                batch_memory: None,
                 batch_done: None,
                 batch_started: None,
                 next_sequence_id,
@@ -292,6 +310,7 @@ impl Part {
             }),
             shared,
             batch_opened: Notify::new(),
+            memory: client.memory().cloned(),
         }))
     }
 
@@ -311,6 +330,10 @@ impl Part {
             return Err(self.failure());
         };
         permit.forget();
+        let memory = match &self.memory {
+            Some(m) => m.take(payload.len()).await,
+            None => None,
+        };
         let mut st = self.state.lock().await;
         if st.closed || self.shared.failure().is_some() {
             self.shared.window.add_permits(1);
@@ -337,7 +360,7 @@ impl Part {
                 &md,
                 Bytes::copy_from_slice(payload),
             );
-            self.transmit(sequence_id, 1, tx, frame).await?;
+            self.transmit(sequence_id, 1, tx, frame, memory).await?;
             return Ok(SendFuture {
                 rx: rx.shared(),
                 partition: self.partition,
@@ -355,6 +378,10 @@ impl Part {
             self.batch_opened.notify_one();
         }
         let index = st.batch.push(sequence_id, payload);
+        match (&mut st.batch_memory, memory) {
+            (Some(held), Some(more)) => held.merge(more),
+            (held, more) => *held = held.take().or(more),
+        }
         let rx = match &st.batch_done {
             Some((_, rx)) => rx.clone(),
             None => return Err(ClientError::Protocol("batch without its receipt".into())),
@@ -403,7 +430,8 @@ impl Part {
             &md,
             batch.payload,
         );
-        self.transmit(batch.first_sequence_id, batch.count, tx, frame)
+        let memory = st.batch_memory.take();
+        self.transmit(batch.first_sequence_id, batch.count, tx, frame, memory)
             .await
     }
 
@@ -415,11 +443,13 @@ impl Part {
         count: u32,
         done: oneshot::Sender<ReceiptResult>,
         (head, body): (Bytes, Bytes),
+        memory: Option<Held>,
     ) -> Result<()> {
         self.shared.pending.lock().push_back(Pending {
             sequence_id,
             count,
             done,
+            _memory: memory,
         });
         if let Err(e) = self.conn.send(Outgoing::Message(head, body)).await {
             self.shared.fail_all(&e);
@@ -467,7 +497,7 @@ impl Part {
             flushed?;
         }
         // Every permit back means every receipt is in (or the producer failed).
-        let all = self.opts.max_pending_messages.max(1);
+        let all = self.opts.window();
         let drained = tokio::time::timeout(
             self.conn.operation_timeout(),
             self.shared.window.acquire_many(all),

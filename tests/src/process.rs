@@ -98,6 +98,21 @@ impl ServerProcess {
         }
     }
 
+    /// Freezes the process (SIGSTOP): its sockets stay open, nothing is
+    /// answered until [`ServerProcess::resume`].
+    pub fn pause(&self) {
+        if let Some(c) = self.child.as_ref() {
+            signal(c, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a paused process run on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(c) = self.child.as_ref() {
+            signal(c, libc::SIGCONT);
+        }
+    }
+
     /// Crashes the process: SIGKILL, then reaps it. A no-op if not running.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -189,6 +189,9 @@ async fn perf_produce_then_consume() {
             assert_eq!(produce["command"], "produce");
             assert_eq!(u64_at(&produce, "topics"), 2);
             assert_eq!(u64_at(&produce, "message_size"), 512);
+            // The window by default: the client's 64 MiB, no message count.
+            assert_eq!(u64_at(&produce, "memory_limit_mb"), 64);
+            assert_eq!(u64_at(&produce, "max_pending"), 0);
             assert_eq!(u64_at(&produce, "consumed"), 0);
             assert!(produce["consume"].is_null() && produce["end_to_end_latency_ms"].is_null());
             let produced = u64_at(&produce, "produced");

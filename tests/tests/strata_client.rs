@@ -1,8 +1,9 @@
 //! `strata-client` (the client `strata perf` uses) against a real
 //! `strata standalone`: batched and unbatched round trips with contents,
 //! order and message ids checked, individual, cumulative and mid-batch
-//! cumulative acknowledgements checked by re-subscribing, and oversized
-//! messages refused without harming the producer.
+//! cumulative acknowledgements checked by re-subscribing, oversized
+//! messages refused without harming the producer, and the client's memory
+//! limit holding sends back while receipts are owed.
 
 use std::time::Duration;
 
@@ -253,6 +254,94 @@ async fn client_unbatched_round_trip() {
                 )
                 .await;
             assert!(bad.is_err(), "producer on a missing namespace was created");
+        }),
+    )
+    .await;
+}
+
+/// The client's memory limit is shared by its producers: with the broker
+/// frozen, sends take room until the limit is used up, and the next send,
+/// on another producer, waits; once receipts come back every send
+/// completes, and room keeps being given back (a long run after it does
+/// not stall). A message larger than the whole limit still goes, alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_holds_sends_back_until_receipts_return() {
+    bounded(
+        "the_memory_limit_holds_sends_back_until_receipts_return",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let client = within(
+                "connect",
+                Client::connect(
+                    s.service_url(),
+                    ClientOptions {
+                        memory_limit_bytes: 8 << 10,
+                        ..ClientOptions::default()
+                    },
+                ),
+            )
+            .await;
+            let no_count_limit = ProducerOptions {
+                max_pending_messages: 0,
+                ..ProducerOptions::default()
+            };
+            let batched = within(
+                "create producer",
+                client.create_producer(
+                    "persistent://public/default/memory-a",
+                    no_count_limit.clone(),
+                ),
+            )
+            .await;
+            let alone = within(
+                "create producer",
+                client.create_producer(
+                    "persistent://public/default/memory-b",
+                    ProducerOptions {
+                        batch_max_messages: 0,
+                        ..no_count_limit
+                    },
+                ),
+            )
+            .await;
+            let kib = vec![7u8; 1024];
+            s.pause();
+            let mut receipts = Vec::new();
+            for _ in 0..4 {
+                receipts.push(within("send", batched.send(&kib)).await);
+                receipts.push(within("send", alone.send(&kib)).await);
+            }
+            // 8 KiB without receipts: the ninth waits for room.
+            let ninth = tokio::spawn({
+                let kib = kib.clone();
+                async move { alone.send(&kib).await.map(|f| (alone, f)) }
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(!ninth.is_finished(), "a send past the limit went out");
+            s.resume();
+            let (alone, f) = tokio::time::timeout(CALL, ninth)
+                .await
+                .expect("the ninth send waited on after receipts came back")
+                .unwrap()
+                .unwrap();
+            receipts.push(f);
+            for r in receipts {
+                within("receipt", r).await;
+            }
+            // Room keeps coming back: 2,000 more across both producers.
+            let mut receipts = Vec::new();
+            for i in 0..2000 {
+                let p = if i % 2 == 0 { &batched } else { &alone };
+                receipts.push(within("send", p.send(&kib)).await);
+            }
+            for r in receipts {
+                within("receipt", r).await;
+            }
+            let big = vec![1u8; 20 << 10];
+            let f = within("send", alone.send(&big)).await;
+            within("receipt", f).await;
         }),
     )
     .await;

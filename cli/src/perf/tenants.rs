@@ -380,6 +380,7 @@ fn quiet_workload(args: &TenantsArgs, quiet: &QuietSetup) -> WorkloadArgs {
         producers_per_topic: 1,
         consumers_per_topic: 1,
         max_pending: 10_000,
+        memory_limit_mb: 64,
         pace_tick_us: super::pacer::DEFAULT_TICK_US,
         receiver_queue: 1000,
         connections: 1,

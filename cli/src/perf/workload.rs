@@ -104,9 +104,15 @@ pub struct WorkloadArgs {
     /// Consumers per topic (per partition for a partitioned topic).
     #[arg(long, default_value_t = 1)]
     pub consumers_per_topic: usize,
-    /// Unacknowledged messages per producer (per partition) at most.
-    #[arg(long, default_value_t = 10_000)]
+    /// Unacknowledged messages per producer (per partition) at most (0: no
+    /// limit but --memory-limit-mb). As in the OpenMessaging Benchmark's
+    /// Pulsar driver (`pendingQueueSize: 0`), none by default.
+    #[arg(long, default_value_t = 0)]
     pub max_pending: u32,
+    /// Unacknowledged payload MiB over all producers at most (the client's
+    /// memory limit; 0: none). 64, the Java client's default.
+    #[arg(long, default_value_t = 64)]
+    pub memory_limit_mb: usize,
     /// With --rate: the pacer's shortest sleep in µs; sends due within one
     /// tick leave together (see `perf::pacer`).
     #[arg(long, default_value_t = super::pacer::DEFAULT_TICK_US)]
@@ -180,6 +186,7 @@ pub struct WorkloadReport {
     pub producers_per_topic: usize,
     pub consumers_per_topic: usize,
     pub max_pending: u32,
+    pub memory_limit_mb: usize,
     pub subscription: Option<String>,
     pub warmup_secs: f64,
     pub duration_secs: f64,
@@ -212,6 +219,21 @@ pub struct WorkloadReport {
     pub cpu: Option<CpuUse>,
     pub broker_cpu_ms_per_mb: Option<f64>,
     pub machine: Machine,
+}
+
+/// Receipts one producer can await at once: its window, or as many
+/// messages as fit in the client's memory limit (the collector's queue is
+/// sized by it; bounded even with neither limit).
+fn in_flight_bound(max_pending: u32, memory_limit_mb: usize, size: usize) -> usize {
+    let by_count = match max_pending {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    let by_memory = match memory_limit_mb {
+        0 => usize::MAX,
+        mb => ((mb << 20) / size.max(1)).max(1),
+    };
+    by_count.min(by_memory).min(1 << 20)
 }
 
 fn unix_millis() -> u128 {
@@ -314,6 +336,7 @@ pub(super) async fn run_workload(
         &args.url,
         ClientOptions {
             connections_per_broker: args.connections.max(1),
+            memory_limit_bytes: args.memory_limit_mb << 20,
             ..ClientOptions::default()
         },
     )?;
@@ -431,7 +454,7 @@ pub(super) async fn run_workload(
                 rate: (args.rate > 0.0).then(|| args.rate / n as f64),
                 phase: i as f64 / n as f64,
                 series: args.latency_series,
-                max_pending: args.max_pending as usize,
+                max_pending: in_flight_bound(args.max_pending, args.memory_limit_mb, args.size),
                 pace_tick: Duration::from_micros(args.pace_tick_us.max(1)),
             };
             tokio::spawn(workers::produce(p, plan, t, produced.clone()))
@@ -546,6 +569,7 @@ pub(super) async fn run_workload(
             0
         },
         max_pending: args.max_pending,
+        memory_limit_mb: args.memory_limit_mb,
         subscription,
         warmup_secs: args.warmup.as_secs_f64(),
         duration_secs: secs,
