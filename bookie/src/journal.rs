@@ -1084,21 +1084,21 @@ impl WriteThread {
                     "an earlier write to this journal file failed".into(),
                 ))
             } else {
-                let started = Instant::now();
-                let r = write_at(
-                    &file,
-                    direct.as_deref(),
-                    buf.as_slice(),
-                    at,
-                    &self.direct_refused,
-                );
-                let took = started.elapsed();
-                self.metrics
-                    .journal_write_seconds
-                    .observe(took.as_secs_f64());
-                self.slow_writes
-                    .observe(took, &self.metrics.journal_slow_writes, seq);
-                r
+                let m = &self.metrics;
+                self.slow_writes.time(
+                    &m.journal_write_seconds,
+                    &m.journal_slow_writes,
+                    seq,
+                    || {
+                        write_at(
+                            &file,
+                            direct.as_deref(),
+                            buf.as_slice(),
+                            at,
+                            &self.direct_refused,
+                        )
+                    },
+                )
             };
             if result.is_err() {
                 self.write_failed.store(seq + 1, Ordering::Release);
@@ -1115,15 +1115,14 @@ impl WriteThread {
             }
             self.metrics.journal_bytes.inc_by(len);
             let synced = if self.unsynced.load(Ordering::Acquire) == 0 && jobs.is_empty() {
-                let started = Instant::now();
-                let r = file.sync_data().map_err(|e| e.to_string());
-                let took = started.elapsed();
-                self.metrics
-                    .journal_fsync_seconds
-                    .observe(took.as_secs_f64());
-                self.slow_syncs
-                    .observe(took, &self.metrics.journal_slow_syncs, seq);
-                Some(r)
+                let m = &self.metrics;
+                let r = self.slow_syncs.time(
+                    &m.journal_fsync_seconds,
+                    &m.journal_slow_syncs,
+                    seq,
+                    || file.sync_data(),
+                );
+                Some(r.map_err(|e| e.to_string()))
             } else {
                 self.unsynced.fetch_add(1, Ordering::AcqRel);
                 None

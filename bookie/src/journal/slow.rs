@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use strata_common::metrics::Counter;
+use strata_common::metrics::{Counter, Histogram};
 
 /// Default `journal_slow_threshold`.
 pub const SLOW_THRESHOLD: Duration = Duration::from_millis(100);
@@ -52,6 +52,23 @@ impl SlowIo {
             longest: Duration::ZERO,
             last_report: None,
         }
+    }
+
+    /// Runs `op` on journal file `seq`, recording how long it took in
+    /// `seconds` and here (see [`SlowIo::observe`]).
+    pub fn time<T>(
+        &mut self,
+        seconds: &Histogram,
+        slow_ops: &Counter,
+        seq: u64,
+        op: impl FnOnce() -> T,
+    ) -> T {
+        let started = Instant::now();
+        let out = op();
+        let took = started.elapsed();
+        seconds.observe(took.as_secs_f64());
+        self.observe(took, slow_ops, seq);
+        out
     }
 
     /// Records one operation that took `took` (counting it in `slow_ops`
