@@ -25,20 +25,38 @@ impl MemoryLimit {
         })
     }
 
-    /// Takes room for a payload of `bytes`, waiting while the limit is in
-    /// use. A payload larger than the whole limit takes all of it, so it
-    /// goes out alone rather than never. (`None` only if the limit were
-    /// closed, which it never is: it lives as long as the client.)
-    pub(crate) async fn take(&self, bytes: usize) -> Option<Held> {
-        let n = u32::try_from(bytes)
+    /// Room a payload of `bytes` takes: a payload larger than the whole
+    /// limit takes all of it, so it goes out alone rather than never.
+    fn room_for(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes)
             .unwrap_or(u32::MAX)
-            .clamp(1, self.limit);
-        // Usually there is room: no waiter is built then.
-        match self.room.clone().try_acquire_many_owned(n) {
-            Ok(held) => Some(held),
-            Err(TryAcquireError::NoPermits) => self.room.clone().acquire_many_owned(n).await.ok(),
-            Err(TryAcquireError::Closed) => None,
+            .clamp(1, self.limit)
+    }
+
+    /// Takes room for a payload of `bytes` if there is some now (no waiter
+    /// is built); `Err` when the limit is in use. (`Ok(None)`, like `None`
+    /// from [`MemoryLimit::take`], only if the limit were closed, which it
+    /// never is: it lives as long as the client.)
+    pub(crate) fn try_take(&self, bytes: usize) -> Result<Option<Held>, ()> {
+        match self
+            .room
+            .clone()
+            .try_acquire_many_owned(self.room_for(bytes))
+        {
+            Ok(held) => Ok(Some(held)),
+            Err(TryAcquireError::NoPermits) => Err(()),
+            Err(TryAcquireError::Closed) => Ok(None),
         }
+    }
+
+    /// Takes room for a payload of `bytes`, waiting while the limit is in
+    /// use.
+    pub(crate) async fn take(&self, bytes: usize) -> Option<Held> {
+        self.room
+            .clone()
+            .acquire_many_owned(self.room_for(bytes))
+            .await
+            .ok()
     }
 
     #[cfg(test)]
@@ -64,8 +82,9 @@ mod tests {
     async fn a_send_waits_until_earlier_payloads_are_given_back() {
         let m = MemoryLimit::new(1000).unwrap();
         let a = m.take(600).await.unwrap();
-        let mut b = m.take(300).await.unwrap();
+        let mut b = m.try_take(300).unwrap().unwrap();
         assert_eq!(m.available(), 100);
+        assert!(m.try_take(200).is_err());
         // 200 more does not fit until `a` is given back.
         let waiting = tokio::spawn({
             let m = m.clone();

@@ -331,7 +331,19 @@ impl Part {
         };
         permit.forget();
         let memory = match &self.memory {
-            Some(m) => m.take(payload.len()).await,
+            Some(m) => match m.try_take(payload.len()) {
+                Ok(held) => held,
+                Err(()) => {
+                    // This part's open batch may hold room itself: send it
+                    // now rather than wait for its delay.
+                    let flushed = self.flush().await;
+                    if flushed.is_err() {
+                        self.shared.window.add_permits(1);
+                        flushed?;
+                    }
+                    m.take(payload.len()).await
+                }
+            },
             None => None,
         };
         let mut st = self.state.lock().await;

@@ -346,3 +346,59 @@ async fn the_memory_limit_holds_sends_back_until_receipts_return() {
     )
     .await;
 }
+
+/// A send that finds the memory limit used up by its own producer's open
+/// batch sends that batch at once instead of waiting out its delay (here a
+/// minute, longer than the test allows for the whole exchange).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_short_of_memory_sends_its_own_open_batch() {
+    bounded(
+        "a_send_short_of_memory_sends_its_own_open_batch",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let client = within(
+                "connect",
+                Client::connect(
+                    s.service_url(),
+                    ClientOptions {
+                        memory_limit_bytes: 8 << 10,
+                        ..ClientOptions::default()
+                    },
+                ),
+            )
+            .await;
+            let producer = within(
+                "create producer",
+                client.create_producer(
+                    "persistent://public/default/memory-own-batch",
+                    ProducerOptions {
+                        batch_max_messages: 1000,
+                        batch_max_bytes: 1 << 20,
+                        batch_max_delay: Duration::from_secs(60),
+                        max_pending_messages: 0,
+                        ..ProducerOptions::default()
+                    },
+                ),
+            )
+            .await;
+            let kib = vec![3u8; 1024];
+            let mut receipts = Vec::new();
+            for _ in 0..20 {
+                receipts.push(within("send", producer.send(&kib)).await);
+            }
+            // The first 16 went out as two batches of 8 KiB when room ran
+            // short; their receipts are back without any delay expiring.
+            for r in receipts.drain(..16) {
+                let id = within("receipt", r).await;
+                assert_eq!(id.batch_size, 8, "{id:?}");
+            }
+            within("flush", producer.flush()).await;
+            for r in receipts {
+                within("receipt", r).await;
+            }
+        }),
+    )
+    .await;
+}
