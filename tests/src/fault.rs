@@ -115,13 +115,26 @@ pub fn pooled_journal_files(dir: &Path) -> usize {
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub async fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    wait_until_or_explain(what, limit, cond, String::new).await
+}
+
+/// [`wait_until`], with `explain()` (the state a timeout leaves behind: a
+/// directory's files, a server's log) appended to the panic message.
+pub async fn wait_until_or_explain(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let give_up = Instant::now() + limit;
     while !cond() {
-        assert!(
-            Instant::now() < give_up,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= give_up {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
