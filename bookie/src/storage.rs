@@ -664,7 +664,17 @@ impl LedgerStorage {
         let (buffer, displaced, mark) = {
             let mut c = self.cache.lock();
             if c.active.is_empty() && c.displaced.is_empty() {
-                return Ok(());
+                // Nothing to index, but the journal may have moved past the
+                // checkpoint: its last records can be of entries dropped
+                // from the cache since (their ledger deleted). Read under
+                // the lock, `written` passes only records whose entries were
+                // inserted before now and are indexed or dropped already
+                // (see the module docs), so the checkpoint may follow it.
+                // Otherwise an idle bookie kept those journal files until
+                // new adds came.
+                let written = self.journal.written();
+                drop(c);
+                return self.checkpoint_idle(written);
             }
             let buffer = Arc::new(std::mem::take(&mut c.active));
             c.flushing = Some(buffer.clone());
@@ -725,6 +735,24 @@ impl LedgerStorage {
             .observe(started.elapsed().as_secs_f64());
         if trimmed > 0 {
             info!(trimmed, ?mark, "journal trimmed after checkpoint");
+        }
+        Ok(())
+    }
+
+    /// With nothing to index: moves the checkpoint to `written` if the
+    /// journal has passed it, and releases the files left behind. Called
+    /// with the maintenance lock held.
+    fn checkpoint_idle(&self, written: JournalPos) -> Result<()> {
+        if written <= self.index.checkpoint()? {
+            return Ok(());
+        }
+        let mut batch = IndexBatch::default();
+        batch.put_checkpoint(written);
+        // Unsynced, as a flush's: `trim_journal` syncs before a file goes.
+        self.index.write_unsynced(batch)?;
+        let trimmed = self.trim_journal(written)?;
+        if trimmed > 0 {
+            info!(trimmed, mark = ?written, "journal trimmed after an idle checkpoint");
         }
         Ok(())
     }
@@ -1340,6 +1368,62 @@ mod tests {
             assert_eq!(pooled, 0, "{mode:?}");
             assert_eq!(read(&s, 2, 10).unwrap(), Bytes::from(vec![2u8; 600]));
         }
+    }
+
+    /// A ledger deleted before its last entries were flushed takes those
+    /// entries out of the write cache, so the next flush has nothing to
+    /// index; it still moves the checkpoint to where the journal got, and
+    /// the files behind it go back to the pool without waiting for new
+    /// adds. The deleted ledger stays deleted after a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_flush_moves_the_checkpoint_past_a_deleted_ledgers_last_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BookieConfig {
+            journal_reuse_files: 64,
+            ..config_in(dir.path(), StorageMode::Journal)
+        };
+        let metrics = Arc::new(Metrics::default());
+        let s = LedgerStorage::open(&cfg, metrics.clone()).unwrap();
+        for e in 0..100u64 {
+            s.add(op(1, e, 1, 1000)).await.unwrap();
+        }
+        tokio::task::block_in_place(|| s.flush()).unwrap();
+        let flushed_at = s.index.checkpoint().unwrap();
+        // Five more files' worth, never flushed.
+        for e in 100..420u64 {
+            s.add(op(1, e, 1, 1000)).await.unwrap();
+        }
+        let written = s.journal.written();
+        assert!(
+            written.seq >= flushed_at.seq + 4,
+            "{flushed_at:?} {written:?}"
+        );
+        s.delete_blocking(1).unwrap();
+        tokio::task::block_in_place(|| s.flush()).unwrap();
+        assert_eq!(s.index.checkpoint().unwrap(), written);
+        tokio::task::block_in_place(|| s.release_dead()).unwrap();
+        let left: Vec<u64> = s
+            .journal
+            .files()
+            .unwrap()
+            .into_iter()
+            .filter(|seq| *seq < written.seq)
+            .collect();
+        assert!(left.is_empty(), "journal files kept: {left:?}");
+        assert!(metrics.journal_pooled_files.get() >= 5);
+        // Nothing to do when idle and caught up.
+        tokio::task::block_in_place(|| s.flush()).unwrap();
+        assert_eq!(s.index.checkpoint().unwrap(), written);
+        drop(s);
+        let s = LedgerStorage::open(&cfg, Arc::new(Metrics::default())).unwrap();
+        for e in [0u64, 150, 419] {
+            assert!(matches!(
+                s.read_blocking(1, e),
+                Err(BookieError::Deleted(1))
+            ));
+        }
+        s.add(op(2, 0, 2, 1000)).await.unwrap();
+        assert_eq!(read(&s, 2, 0).unwrap(), Bytes::from(vec![2u8; 1000]));
     }
 
     /// The pass run after flushes releases the files a deletion emptied,

@@ -355,9 +355,12 @@ async fn sigkill_while_writing_into_reused_journal_files() {
         }
         old.close().await.expect("close");
         ledgers.delete(old_id).await.expect("delete");
-        // It timed out once in a full suite run (stop 24), with the disk
-        // well below the test watermark and no cause found: a timeout now
-        // says what the journal directory and the bookie's log held.
+        // It timed out once in a full suite run: the ledger's last entries
+        // were deleted from the write cache before their flush, and the
+        // checkpoint stayed where the previous flush had left it, keeping
+        // the files after it (fixed: an idle flush moves the checkpoint).
+        // A timeout says what the journal directory and the bookie's log
+        // held.
         wait_until_or_explain(
             "GC to pool the deleted ledger's journal files",
             Duration::from_secs(60),
