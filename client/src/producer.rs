@@ -329,18 +329,15 @@ impl Part {
         let Some(permit) = permit else {
             return Err(self.failure());
         };
-        permit.forget();
+        // Until the send is sure to go, the permit is a guard: an error or
+        // a cancelled send gives it back by dropping it.
         let memory = match &self.memory {
             Some(m) => match m.try_take(payload.len()) {
                 Ok(held) => held,
                 Err(()) => {
                     // This part's open batch may hold room itself: send it
                     // now rather than wait for its delay.
-                    let flushed = self.flush().await;
-                    if flushed.is_err() {
-                        self.shared.window.add_permits(1);
-                        flushed?;
-                    }
+                    self.flush().await?;
                     m.take(payload.len()).await
                 }
             },
@@ -348,9 +345,10 @@ impl Part {
         };
         let mut st = self.state.lock().await;
         if st.closed || self.shared.failure().is_some() {
-            self.shared.window.add_permits(1);
             return Err(self.failure());
         }
+        // From here the receipt gives it back (`ProducerShared::complete`).
+        permit.forget();
         let sequence_id = st.next_sequence_id;
         st.next_sequence_id += 1;
         if !self.opts.batching() {

@@ -402,3 +402,54 @@ async fn a_send_short_of_memory_sends_its_own_open_batch() {
     )
     .await;
 }
+
+/// A send given up while it waits for memory (its future dropped) hands its
+/// window permit back: the producer still closes, which needs every permit
+/// of its window back within the operation timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_given_up_while_waiting_for_memory_keeps_no_permit() {
+    bounded(
+        "a_send_given_up_while_waiting_for_memory_keeps_no_permit",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let client = within(
+                "connect",
+                Client::connect(
+                    s.service_url(),
+                    ClientOptions {
+                        memory_limit_bytes: 1024,
+                        operation_timeout: Duration::from_secs(5),
+                        ..ClientOptions::default()
+                    },
+                ),
+            )
+            .await;
+            let producer = within(
+                "create producer",
+                client.create_producer(
+                    "persistent://public/default/memory-given-up",
+                    ProducerOptions {
+                        batch_max_messages: 0,
+                        max_pending_messages: 2,
+                        ..ProducerOptions::default()
+                    },
+                ),
+            )
+            .await;
+            let kib = vec![5u8; 1024];
+            s.pause();
+            let first = within("send", producer.send(&kib)).await;
+            let given_up =
+                tokio::time::timeout(Duration::from_millis(300), producer.send(&kib)).await;
+            assert!(given_up.is_err(), "the second send found room");
+            s.resume();
+            within("receipt", first).await;
+            let again = within("send", producer.send(&kib)).await;
+            within("receipt", again).await;
+            within("close producer", producer.close()).await;
+        }),
+    )
+    .await;
+}
