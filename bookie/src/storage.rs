@@ -1370,6 +1370,18 @@ mod tests {
         }
     }
 
+    /// Journal-mode storage in `dir` whose released journal files are pooled
+    /// for reuse; its config and metrics.
+    fn reusing_journal_files(dir: &std::path::Path) -> (BookieConfig, Arc<Metrics>, LedgerStorage) {
+        let cfg = BookieConfig {
+            journal_reuse_files: 64,
+            ..config_in(dir, StorageMode::Journal)
+        };
+        let metrics = Arc::new(Metrics::default());
+        let s = LedgerStorage::open(&cfg, metrics.clone()).unwrap();
+        (cfg, metrics, s)
+    }
+
     /// A ledger deleted before its last entries were flushed takes those
     /// entries out of the write cache, so the next flush has nothing to
     /// index; it still moves the checkpoint to where the journal got, and
@@ -1378,12 +1390,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_flush_moves_the_checkpoint_past_a_deleted_ledgers_last_files() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = BookieConfig {
-            journal_reuse_files: 64,
-            ..config_in(dir.path(), StorageMode::Journal)
-        };
-        let metrics = Arc::new(Metrics::default());
-        let s = LedgerStorage::open(&cfg, metrics.clone()).unwrap();
+        let (cfg, metrics, s) = reusing_journal_files(dir.path());
         for e in 0..100u64 {
             s.add(op(1, e, 1, 1000)).await.unwrap();
         }
@@ -1442,12 +1449,7 @@ mod tests {
                 .count()
         }
         let dir = tempfile::tempdir().unwrap();
-        let cfg = BookieConfig {
-            journal_reuse_files: 64,
-            ..config_in(dir.path(), StorageMode::Journal)
-        };
-        let metrics = Arc::new(Metrics::default());
-        let s = LedgerStorage::open(&cfg, metrics.clone()).unwrap();
+        let (_, metrics, s) = reusing_journal_files(dir.path());
         for e in 0..200u64 {
             s.add(op(1, e, 1, 1000)).await.unwrap();
         }

@@ -259,6 +259,17 @@ async fn client_unbatched_round_trip() {
     .await;
 }
 
+/// A client on `s` whose producers may hold `bytes` of payload without
+/// receipts; its requests give up after 5 s.
+async fn memory_limited(s: &StandaloneProcess, bytes: usize) -> Client {
+    let opts = ClientOptions {
+        memory_limit_bytes: bytes,
+        operation_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    within("connect", Client::connect(s.service_url(), opts)).await
+}
+
 /// The client's memory limit is shared by its producers: with the broker
 /// frozen, sends take room until the limit is used up, and the next send,
 /// on another producer, waits; once receipts come back every send
@@ -272,17 +283,7 @@ async fn the_memory_limit_holds_sends_back_until_receipts_return() {
         Box::pin(async {
             let dir = TempDir::new().unwrap();
             let s = StandaloneProcess::start_in(&dir).await;
-            let client = within(
-                "connect",
-                Client::connect(
-                    s.service_url(),
-                    ClientOptions {
-                        memory_limit_bytes: 8 << 10,
-                        ..ClientOptions::default()
-                    },
-                ),
-            )
-            .await;
+            let client = memory_limited(&s, 8 << 10).await;
             let no_count_limit = ProducerOptions {
                 max_pending_messages: 0,
                 ..ProducerOptions::default()
@@ -358,17 +359,7 @@ async fn a_send_short_of_memory_sends_its_own_open_batch() {
         Box::pin(async {
             let dir = TempDir::new().unwrap();
             let s = StandaloneProcess::start_in(&dir).await;
-            let client = within(
-                "connect",
-                Client::connect(
-                    s.service_url(),
-                    ClientOptions {
-                        memory_limit_bytes: 8 << 10,
-                        ..ClientOptions::default()
-                    },
-                ),
-            )
-            .await;
+            let client = memory_limited(&s, 8 << 10).await;
             let producer = within(
                 "create producer",
                 client.create_producer(
@@ -414,18 +405,7 @@ async fn a_send_given_up_while_waiting_for_memory_keeps_no_permit() {
         Box::pin(async {
             let dir = TempDir::new().unwrap();
             let s = StandaloneProcess::start_in(&dir).await;
-            let client = within(
-                "connect",
-                Client::connect(
-                    s.service_url(),
-                    ClientOptions {
-                        memory_limit_bytes: 1024,
-                        operation_timeout: Duration::from_secs(5),
-                        ..ClientOptions::default()
-                    },
-                ),
-            )
-            .await;
+            let client = memory_limited(&s, 1024).await;
             let producer = within(
                 "create producer",
                 client.create_producer(
