@@ -421,13 +421,7 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 fn create(dir: &Path, id: u64) -> Result<Active> {
     let path = dir.join(name(id));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| BookieError::io("create entry log", e))?;
+    let file = fileio::create_empty(&path).map_err(|e| BookieError::io("create entry log", e))?;
     // The header fills the first block, so records start block-aligned.
     let mut header = [0u8; fileio::DIRECT_ALIGN];
     header[..8].copy_from_slice(MAGIC);

@@ -274,6 +274,16 @@ impl AlignedBuf {
     }
 }
 
+/// Creates `path` (emptying it if it exists), open for reading and writing.
+pub fn create_empty(path: &std::path::Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+}
+
 /// Opens `path` for `O_DIRECT` writes, if the filesystem allows it.
 pub fn open_direct(path: &std::path::Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -301,13 +311,7 @@ mod tests {
         // O_DIRECT at open.
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let path = dir.path().join("f");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let file = create_empty(&path).unwrap();
         let direct = open_direct(&path).expect("the test directory takes O_DIRECT");
         let mut aligned = AlignedBuf::with_capacity(DIRECT_ALIGN);
         aligned.extend_from_slice(&[1u8; DIRECT_ALIGN]);
@@ -340,13 +344,7 @@ mod tests {
     #[test]
     fn block_writer_pads_and_continues_aligned() {
         let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(dir.path().join("f"))
-            .unwrap();
+        let file = create_empty(&dir.path().join("f")).unwrap();
         let mut w = BlockWriter::new(8192, true);
         w.reset(4096);
         let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8 + 1).collect();

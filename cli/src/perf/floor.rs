@@ -18,7 +18,7 @@
 //! runtime in it, so what the bookie adds beyond it is the bookie's; what it
 //! shows itself is the disk's and the OS scheduler's share.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -141,13 +141,8 @@ struct FloorFile {
 impl FloorFile {
     fn create(dir: &Path, n: u32) -> anyhow::Result<FloorFile> {
         let path = dir.join(format!("perf-floor-{n}.tmp"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("create {}", path.display()))?;
+        let file =
+            fileio::create_empty(&path).with_context(|| format!("create {}", path.display()))?;
         let direct = fileio::open_direct(&path);
         fileio::fallocate(&file, 0, ALLOCATE_AHEAD).context("preallocate the floor file")?;
         file.sync_all().context("sync the floor file")?;
