@@ -118,7 +118,7 @@ pub fn decode_in_place(
         )));
     }
     if buf.len() < 4 + total {
-        buf.reserve(4 + total - buf.len());
+        // Room for the rest is the reader's business (see [`FrameBuf`]).
         return Ok(None);
     }
     let frame = buf.split_to(4 + total);
@@ -134,6 +134,110 @@ pub fn decode_in_place(
         .map_err(|e| CodecError::Malformed(format!("undecodable command: {e}")))?;
     let payload = (start < frame.len()).then_some(Payload { frame, start });
     Ok(Some(FrameInPlace { command, payload }))
+}
+
+/// Frames from this size on get a read buffer of exactly their size.
+pub const EXACT_FRAME_MIN: usize = 64 << 10;
+/// Room a read is given when small frames share the buffer.
+const READ_CHUNK: usize = 64 << 10;
+/// Below this much room, the shared buffer is grown before a read.
+const MIN_SPARE: usize = 8 << 10;
+/// Room of the read that follows a large frame: enough for a run of small
+/// frames, little to copy when it is the head of another large one.
+const PEEK: usize = 4 << 10;
+
+/// The read buffer of a Pulsar connection, and its policy.
+///
+/// Small frames share one buffer that each read fills as far as it can. A
+/// frame of [`EXACT_FRAME_MIN`] bytes or more, once its size is known, is
+/// moved (the few bytes read of it so far) into a buffer of exactly its
+/// size, so the reads that follow land every other byte of it in its final
+/// place and stop at its end. Without this, a large frame is copied again
+/// whenever the shared buffer, still pinned by the frames split off it, has
+/// to grow, and every delivered frame keeps a whole shared buffer alive. The
+/// read after a large frame is kept small ([`PEEK`]), so the head of a next
+/// large frame is all that gets copied.
+#[derive(Debug)]
+pub struct FrameBuf {
+    buf: BytesMut,
+    max_frame: usize,
+    /// The last read target was a large frame's own buffer.
+    after_large: bool,
+}
+
+impl FrameBuf {
+    pub fn new(max_frame: usize) -> Self {
+        FrameBuf {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max_frame,
+            after_large: false,
+        }
+    }
+
+    /// Changes the frame limit (a client learns the broker's after CONNECTED).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
+    /// The next whole frame, if the buffer holds one; see [`decode_in_place`].
+    pub fn decode_in_place(&mut self) -> Result<Option<FrameInPlace>, CodecError> {
+        decode_in_place(&mut self.buf, self.max_frame)
+    }
+
+    /// As [`FrameBuf::decode_in_place`], with the payload frozen.
+    pub fn decode(&mut self) -> Result<Option<Frame>, CodecError> {
+        decode(&mut self.buf, self.max_frame)
+    }
+
+    /// The buffer the next read appends to, with room made for it: the rest
+    /// of a large frame exactly, else at least [`MIN_SPARE`] bytes.
+    pub fn read_target(&mut self) -> &mut BytesMut {
+        if let Some(need) = self.partial_large_frame() {
+            if self.buf.capacity() != need {
+                let mut exact = BytesMut::with_capacity(need);
+                exact.extend_from_slice(&self.buf);
+                self.buf = exact;
+            }
+            self.after_large = true;
+            return &mut self.buf;
+        }
+        let peek = self.buf.is_empty() && self.after_large;
+        self.after_large = false;
+        let want = if peek { PEEK } else { MIN_SPARE };
+        if self.buf.capacity() - self.buf.len() < want {
+            if self.buf.is_empty() {
+                // A new buffer of the size asked for (`reserve` on one whose
+                // frames were split off would size it after the old one).
+                self.buf = BytesMut::with_capacity(if peek { PEEK } else { READ_CHUNK });
+            } else {
+                self.buf.reserve(READ_CHUNK);
+            }
+        }
+        &mut self.buf
+    }
+
+    /// The bytes buffered and not decoded yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Bytes buffered and not decoded yet.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The size of the incomplete large frame at the front, within the limit.
+    fn partial_large_frame(&self) -> Option<usize> {
+        let head: [u8; 4] = self.buf.get(..4)?.try_into().ok()?;
+        let total = u32::from_be_bytes(head) as usize;
+        let need = 4 + total;
+        (total <= self.max_frame && need >= EXACT_FRAME_MIN && self.buf.len() < need)
+            .then_some(need)
+    }
 }
 
 /// Encodes a command-only frame.
@@ -489,5 +593,94 @@ mod tests {
         assert_eq!(body, msg);
         assert_eq!(entry_metadata(&entry).unwrap().publish_time, 1234);
         assert_eq!(entry_broker_metadata(&entry), Some(broker));
+    }
+
+    /// Appends what a socket read would give: up to `max_read` bytes of the
+    /// rest of `wire`, within the target's spare room.
+    fn read_into(target: &mut BytesMut, wire: &mut &[u8], max_read: usize) -> usize {
+        let n = (target.capacity() - target.len())
+            .min(max_read)
+            .min(wire.len());
+        target.extend_from_slice(&wire[..n]);
+        *wire = &wire[n..];
+        n
+    }
+
+    #[test]
+    fn a_large_frame_is_read_into_a_buffer_of_its_own_size() {
+        let big = vec![7u8; 200 << 10];
+        let mut wire = send_frame(&big, 1);
+        wire.extend(encode_command(&ping()));
+        let second = send_frame(&big, 2);
+        let big_total = second.len();
+        wire.extend(&second);
+        wire.extend(encode_command(&ping()));
+        let mut rest = &wire[..];
+        let mut fb = FrameBuf::new(1 << 20);
+        let mut got = Vec::new();
+        let mut peeks = 0;
+        while !rest.is_empty() {
+            let before = fb.len();
+            let target = fb.read_target();
+            let room = target.capacity() - target.len();
+            assert!(room > 0, "a read needs room");
+            if before >= 4 {
+                let need = 4 + u32::from_be_bytes(target[..4].try_into().unwrap()) as usize;
+                if need >= EXACT_FRAME_MIN && before < need {
+                    // The rest of the large frame exactly: the read stops at its end.
+                    assert_eq!(room, need - before);
+                }
+            }
+            if before == 0 && room == PEEK {
+                peeks += 1;
+            }
+            read_into(target, &mut rest, 100 << 10);
+            while let Some(f) = fb.decode().unwrap() {
+                got.push(f);
+            }
+        }
+        let types: Vec<i32> = got.iter().map(|f| f.command.r#type).collect();
+        let (send, ping) = (Type::Send as i32, Type::Ping as i32);
+        assert_eq!(types, vec![send, ping, send, ping]);
+        assert_eq!(got[2].payload.as_deref(), Some(&big[..]));
+        assert_eq!(got[2].command.send.as_ref().unwrap().sequence_id, 2);
+        // The read after each large frame was a short one.
+        assert_eq!(peeks, 2);
+        assert!(big_total > EXACT_FRAME_MIN);
+        assert!(fb.is_empty());
+    }
+
+    #[test]
+    fn small_frames_share_the_buffer_and_a_frame_over_the_limit_gets_no_buffer() {
+        let mut wire = Vec::new();
+        for _ in 0..1000 {
+            wire.extend(encode_command(&ping()));
+        }
+        let mut rest = &wire[..];
+        let mut fb = FrameBuf::new(1 << 20);
+        let (mut reads, mut frames) = (0, 0);
+        while !rest.is_empty() {
+            let target = fb.read_target();
+            assert!(target.capacity() - target.len() >= MIN_SPARE);
+            read_into(target, &mut rest, usize::MAX);
+            reads += 1;
+            while fb.decode().unwrap().is_some() {
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 1000);
+        assert!(
+            reads <= 2,
+            "{} bytes of small frames took {reads} reads",
+            wire.len()
+        );
+
+        // A declared size over the limit: no buffer of that size, an error.
+        let mut fb = FrameBuf::new(1 << 20);
+        let mut huge = &[0x10u8, 0, 0, 0, 0, 0, 0, 4][..];
+        read_into(fb.read_target(), &mut huge, usize::MAX);
+        let target = fb.read_target();
+        assert!(target.capacity() < 1 << 20);
+        assert!(matches!(fb.decode(), Err(CodecError::TooLarge { .. })));
     }
 }
