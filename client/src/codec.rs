@@ -93,12 +93,26 @@ pub struct BatchedMessage {
     pub payload: Bytes,
 }
 
-/// Splits a batch payload into its `count` messages (slices of `payload`,
-/// no copies). Sizes are checked against the bytes present.
-pub fn decode_batch(payload: &Bytes, count: u32) -> Result<Vec<BatchedMessage>, MessageError> {
-    let mut rest = payload.clone();
-    let mut out = Vec::with_capacity(count.min(65_536) as usize);
-    for i in 0..count {
+/// The `count` messages of a batch payload, one at a time (slices of
+/// `payload`, no copies). Sizes are checked against the bytes present; after
+/// an error nothing more comes.
+pub struct BatchMessages {
+    rest: Bytes,
+    count: u32,
+    next: u32,
+}
+
+impl BatchMessages {
+    pub fn new(payload: &Bytes, count: u32) -> Self {
+        BatchMessages {
+            rest: payload.clone(),
+            count,
+            next: 0,
+        }
+    }
+
+    fn decode_next(&mut self) -> Result<BatchedMessage, MessageError> {
+        let (i, count, rest) = (self.next, self.count, &mut self.rest);
         if rest.len() < 4 {
             return Err(MessageError::Malformed(format!(
                 "batch ends before message {i} of {count}"
@@ -127,9 +141,28 @@ pub fn decode_batch(payload: &Bytes, count: u32) -> Result<Vec<BatchedMessage>, 
             )));
         }
         let payload = rest.split_to(size);
-        out.push(BatchedMessage { metadata, payload });
+        Ok(BatchedMessage { metadata, payload })
     }
-    Ok(out)
+}
+
+impl Iterator for BatchMessages {
+    type Item = Result<BatchedMessage, MessageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.count {
+            return None;
+        }
+        let m = self.decode_next();
+        // Nothing after an error: the rest cannot be trusted.
+        self.next = if m.is_ok() { self.next + 1 } else { self.count };
+        Some(m)
+    }
+}
+
+/// All the messages of a batch, or the first error.
+#[cfg(test)]
+pub fn decode_batch(payload: &Bytes, count: u32) -> Result<Vec<BatchedMessage>, MessageError> {
+    BatchMessages::new(payload, count).collect()
 }
 
 /// What goes in a SEND besides the message.

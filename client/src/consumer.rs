@@ -20,7 +20,7 @@ use strata_proto::pulsar::{
 use tokio::sync::mpsc;
 
 use crate::Client;
-use crate::codec::{decode_batch, split_message};
+use crate::codec::{BatchMessages, split_message};
 use crate::connection::{Connection, Delivery};
 use crate::error::{ClientError, Result};
 use crate::message::{Message, MessageId};
@@ -255,16 +255,26 @@ impl Consumer {
         let n = u32::try_from(n).map_err(|_| {
             ClientError::Protocol(format!("batch of {n} messages on {}", self.topic))
         })?;
-        let messages = decode_batch(&payload, n)?;
         let mut acks = BatchAcks {
             unacked: vec![0; n.div_ceil(64) as usize],
             remaining: 0,
         };
-        for (i, m) in messages.into_iter().enumerate() {
+        // Straight into the queue; a malformed message takes the whole
+        // batch back out (none of it is delivered).
+        let queued = self.ready.len();
+        let mut skipped = 0;
+        for (i, m) in BatchMessages::new(&payload, n).enumerate() {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    self.ready.truncate(queued);
+                    return Err(e.into());
+                }
+            };
             let i = i as u32;
             let already_acked = !cmd.ack_set.is_empty() && !bit_is_set(&cmd.ack_set, i);
             if already_acked || m.metadata.compacted_out.unwrap_or(false) {
-                self.taken += 1;
+                skipped += 1;
                 continue;
             }
             acks.unacked[(i / 64) as usize] |= 1 << (i % 64);
@@ -287,6 +297,7 @@ impl Consumer {
                 redelivery_count,
             });
         }
+        self.taken += skipped;
         if n > 1 && acks.remaining > 0 {
             self.batch_acks.insert((id.ledger_id, id.entry_id), acks);
         }
