@@ -44,7 +44,25 @@ enum Command {
     Admin(Box<admin::AdminArgs>),
 }
 
+/// Tells glibc's allocator to keep large freed chunks for reuse. The read
+/// and write paths allocate a buffer per frame, entry or GET (64 KiB to a few
+/// MiB); by default glibc maps chunks above a threshold of its own and trims
+/// the heap's free top past twice that, so such buffers keep going back to
+/// the kernel and each new one costs a page fault and zeroing per 4 KiB page
+/// (measured: about a tenth of a consumer's CPU). Chunks up to 32 MiB now
+/// come from the heap, which is trimmed only past 128 MiB free at its top.
+fn keep_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_buffers();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("STRATA_LOG")
