@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use strata_proto::frame::{self, Frame, FrameBuf};
+use strata_proto::frame::{self, Frame};
 use strata_proto::pulsar::{
     AuthData, BaseCommand, CommandAuthResponse, CommandConnect, CommandMessage, CommandPing,
     CommandPong, FeatureFlags, ProtocolVersion, ServerError, base_command::Type,
@@ -136,7 +136,7 @@ impl Connection {
                 (Box::new(r), Box::new(w))
             }
         };
-        let mut buf = FrameBuf::new(DEFAULT_MAX_MESSAGE_SIZE + FRAME_OVERHEAD);
+        let mut buf = BytesMut::with_capacity(256 << 10);
         let connected = tokio::time::timeout(
             opts.operation_timeout,
             handshake(
@@ -301,14 +301,14 @@ impl Connection {
     async fn read_loop(
         &self,
         mut reader: Reader,
-        mut buf: FrameBuf,
+        mut buf: BytesMut,
         keepalive: Duration,
     ) -> ClientError {
-        buf.set_max_frame(self.max_message_size + FRAME_OVERHEAD);
+        let max_frame = self.max_message_size + FRAME_OVERHEAD;
         let mut ping_outstanding = false;
         loop {
             loop {
-                match buf.decode() {
+                match frame::decode(&mut buf, max_frame) {
                     Ok(Some(f)) => self.dispatch(f).await,
                     Ok(None) => break,
                     Err(source) => {
@@ -320,7 +320,7 @@ impl Connection {
                 }
             }
             let read = tokio::select! {
-                r = tokio::time::timeout(keepalive, reader.read_buf(buf.read_target())) => r,
+                r = tokio::time::timeout(keepalive, reader.read_buf(&mut buf)) => r,
                 _ = self.closed.cancelled() => return self.close_reason(),
             };
             match read {
@@ -529,7 +529,7 @@ fn response_request_id(cmd: &BaseCommand) -> Option<u64> {
 async fn handshake(
     reader: &mut Reader,
     writer: &mut Writer,
-    buf: &mut FrameBuf,
+    buf: &mut BytesMut,
     addr: &str,
     auth: Option<&Authentication>,
 ) -> Result<strata_proto::pulsar::CommandConnected> {
@@ -563,10 +563,12 @@ async fn handshake(
     // TLS holds written data in its record buffer until flushed.
     writer.flush().await.map_err(|e| io_error(addr, e))?;
     loop {
-        if let Some(f) = buf.decode().map_err(|source| ClientError::Codec {
-            addr: addr.to_string(),
-            source: Arc::new(source),
-        })? {
+        if let Some(f) =
+            frame::decode(buf, DEFAULT_MAX_MESSAGE_SIZE).map_err(|source| ClientError::Codec {
+                addr: addr.to_string(),
+                source: Arc::new(source),
+            })?
+        {
             let cmd = f.command;
             return match Type::try_from(cmd.r#type) {
                 Ok(Type::Connected) => cmd
@@ -582,12 +584,7 @@ async fn handshake(
                 ))),
             };
         }
-        if reader
-            .read_buf(buf.read_target())
-            .await
-            .map_err(|e| io_error(addr, e))?
-            == 0
-        {
+        if reader.read_buf(buf).await.map_err(|e| io_error(addr, e))? == 0 {
             return Err(ClientError::Disconnected(addr.to_string()));
         }
     }

@@ -1,7 +1,5 @@
 //! Arbitrary bytes as a Pulsar client connection: the broker's read loop
-//! (`broker/src/connection/mod.rs`) reads into `FrameBuf::read_target` (so
-//! reads are cut where the buffer's room ends, as a socket's are) and calls
-//! `FrameBuf::decode_in_place` until it
+//! (`broker/src/connection/mod.rs`) calls `frame::decode_in_place` until it
 //! returns `None` (more bytes needed) or an error (connection closed),
 //! handing every SEND payload to `parse_message` and storing it with
 //! `Payload::into_entry`, which must build what `make_entry` builds.
@@ -21,9 +19,7 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use strata_fuzz::LargestAlloc;
-use strata_proto::frame::{
-    self, CodecError, Frame, FrameBuf, MAGIC_BROKER_ENTRY_METADATA, MAGIC_CRC32C,
-};
+use strata_proto::frame::{self, CodecError, Frame, MAGIC_BROKER_ENTRY_METADATA, MAGIC_CRC32C};
 use strata_proto::pulsar::BrokerEntryMetadata;
 use strata_proto::pulsar::base_command::Type;
 
@@ -61,21 +57,18 @@ fuzz_target!(|data: &[u8]| {
 
 /// Feeds `data` to the decoder `chunk` bytes at a time, as socket reads do.
 fn read_loop(data: &[u8], max_frame: usize, chunk: usize) -> Session {
-    let mut buf = FrameBuf::new(max_frame);
+    let mut buf = BytesMut::new();
     let mut frames = Vec::new();
     let mut fed = 0;
     loop {
-        let target = buf.read_target();
-        let room = target.capacity() - target.len();
-        assert!(room > 0, "no room for the next read");
-        let n = chunk.max(1).min(data.len() - fed).min(room);
-        target.extend_from_slice(&data[fed..fed + n]);
+        let n = chunk.max(1).min(data.len() - fed);
+        buf.extend_from_slice(&data[fed..fed + n]);
         fed += n;
         loop {
             let before = buf.len();
-            let b = buf.buffered();
-            let declared = (before >= 4).then(|| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            match buf.decode_in_place() {
+            let declared =
+                (before >= 4).then(|| u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            match frame::decode_in_place(&mut buf, max_frame) {
                 Ok(Some(f)) => {
                     let f = stored_in_place(f);
                     let total = declared.expect("a frame needs its 4-byte size") as usize;

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use strata_proto::pulsar::{ServerError, base_command::Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
@@ -92,13 +93,13 @@ pub async fn serve<S>(
     let writer_task = tokio::spawn(write_loop(writer, rx, closed.clone()));
     let max_frame = service.config.max_frame_size();
     let keepalive = service.config.keepalive_interval;
-    let mut buf = codec::FrameBuf::new(max_frame);
+    let mut buf = BytesMut::with_capacity(64 << 10);
     let mut conn: Option<Arc<Conn>> = None;
     let mut ping_outstanding = false;
     let result: Result<(), Fatal> = async {
         loop {
             let read = tokio::select! {
-                r = tokio::time::timeout(keepalive, reader.read_buf(buf.read_target())) => r,
+                r = tokio::time::timeout(keepalive, reader.read_buf(&mut buf)) => r,
                 _ = closed.cancelled() => return Ok(()),
             };
             match read {
@@ -120,7 +121,7 @@ pub async fn serve<S>(
                 Ok(Ok(_)) => ping_outstanding = false,
             }
             loop {
-                let frame = match buf.decode_in_place() {
+                let frame = match codec::decode_in_place(&mut buf, max_frame) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => return Err(Fatal(e.to_string())),
