@@ -3,7 +3,8 @@
 //! order and message ids checked, individual, cumulative and mid-batch
 //! cumulative acknowledgements checked by re-subscribing, oversized
 //! messages refused without harming the producer, and the client's memory
-//! limit holding sends back while receipts are owed.
+//! limit holding sends back while receipts are owed, and a malformed batch
+//! (from a producer of our own) refused whole by the consumer.
 
 use std::time::Duration;
 
@@ -429,6 +430,151 @@ async fn a_send_given_up_while_waiting_for_memory_keeps_no_permit() {
             let again = within("send", producer.send(&kib)).await;
             within("receipt", again).await;
             within("close producer", producer.close()).await;
+        }),
+    )
+    .await;
+}
+
+/// Writes one frame and reads frames until one of type `until` (or ERROR,
+/// SEND_ERROR) arrives; returns its type.
+async fn raw_exchange(
+    sock: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    frame: &[u8],
+    until: strata_proto::pulsar::base_command::Type,
+) -> i32 {
+    use strata_proto::pulsar::base_command::Type;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(frame).await.unwrap();
+    loop {
+        while let Some(f) = strata_proto::frame::decode(buf, 1 << 20).unwrap() {
+            let t = f.command.r#type;
+            if t == until as i32 || t == Type::Error as i32 || t == Type::SendError as i32 {
+                return t;
+            }
+        }
+        assert!(sock.read_buf(buf).await.unwrap() > 0, "broker closed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_batch_is_an_error_and_none_of_its_messages_is_delivered() {
+    use prost::Message as _;
+    use strata_proto::frame::{encode_command, encode_command_with_body, make_message};
+    use strata_proto::pulsar::{
+        BaseCommand, CommandConnect, CommandProducer, CommandSend, MessageMetadata,
+        SingleMessageMetadata, base_command::Type,
+    };
+    bounded(
+        "a_malformed_batch_is_an_error_and_none_of_its_messages_is_delivered",
+        LIMIT,
+        Box::pin(async {
+            let dir = TempDir::new().unwrap();
+            let s = StandaloneProcess::start_in(&dir).await;
+            let topic = "persistent://public/default/malformed-batch";
+            // A producer of our own writes what no client library would: a
+            // batch that claims three messages and holds two and a half.
+            let addr = s.service_url().trim_start_matches("pulsar://").to_string();
+            let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let mut buf = bytes::BytesMut::new();
+            let connect = BaseCommand {
+                r#type: Type::Connect as i32,
+                connect: Some(CommandConnect {
+                    client_version: "raw".into(),
+                    protocol_version: Some(21),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            assert_eq!(
+                raw_exchange(
+                    &mut sock,
+                    &mut buf,
+                    &encode_command(&connect),
+                    Type::Connected,
+                )
+                .await,
+                Type::Connected as i32
+            );
+            let producer = BaseCommand {
+                r#type: Type::Producer as i32,
+                producer: Some(CommandProducer {
+                    topic: topic.into(),
+                    producer_id: 1,
+                    request_id: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            assert_eq!(
+                raw_exchange(
+                    &mut sock,
+                    &mut buf,
+                    &encode_command(&producer),
+                    Type::ProducerSuccess,
+                )
+                .await,
+                Type::ProducerSuccess as i32
+            );
+            let send = |sequence_id: u64, batch: Option<i32>, payload: &[u8]| {
+                let md = MessageMetadata {
+                    producer_name: "raw".into(),
+                    sequence_id,
+                    publish_time: 1,
+                    num_messages_in_batch: batch,
+                    ..Default::default()
+                };
+                let message = make_message(&md, payload);
+                let cmd = BaseCommand {
+                    r#type: Type::Send as i32,
+                    send: Some(CommandSend {
+                        producer_id: 1,
+                        sequence_id,
+                        num_messages: Some(batch.unwrap_or(1)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let mut frame = encode_command_with_body(&cmd, message.len()).to_vec();
+                frame.extend_from_slice(&message);
+                frame
+            };
+            let mut batch = Vec::new();
+            for body in [&b"first"[..], b"second", b"third"] {
+                let smd = SingleMessageMetadata {
+                    payload_size: body.len() as i32,
+                    ..Default::default()
+                };
+                batch.extend_from_slice(&(smd.encoded_len() as u32).to_be_bytes());
+                smd.encode(&mut batch).unwrap();
+                batch.extend_from_slice(body);
+            }
+            batch.truncate(batch.len() - 2);
+            for frame in [send(0, Some(3), &batch), send(1, None, b"good")] {
+                assert_eq!(
+                    raw_exchange(&mut sock, &mut buf, &frame, Type::SendReceipt).await,
+                    Type::SendReceipt as i32
+                );
+            }
+
+            let client = within(
+                "connect",
+                Client::connect(s.service_url(), ClientOptions::default()),
+            )
+            .await;
+            let mut consumer = subscribe(&client, topic, "sub").await;
+            let bad = tokio::time::timeout(CALL, consumer.receive()).await;
+            assert!(
+                matches!(bad, Ok(Err(_))),
+                "the malformed batch must be an error, got {bad:?}"
+            );
+            let next = within("receive after the bad batch", consumer.receive()).await;
+            assert_eq!(
+                &next.payload[..],
+                b"good",
+                "a message of the malformed batch was delivered"
+            );
+            client.close().await;
         }),
     )
     .await;
