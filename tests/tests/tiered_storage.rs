@@ -538,10 +538,11 @@ async fn retention_removes_consumed_data_from_both_tiers_and_nothing_else() {
     .await;
 }
 
-/// `strata perf cold-read` runs end to end and reports every figure (the
-/// targets themselves are measured by hand on a quiet machine, not here).
+/// `strata perf cold-read` runs end to end, reports every figure (the
+/// targets themselves are measured by hand on a quiet machine, not here)
+/// and cleans up after itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn perf_cold_read_reports_every_figure() {
+async fn perf_cold_read_reports_every_figure_and_cleans_up() {
     bounded("perf cold-read", Duration::from_secs(600), async {
         let c = Cold::start("perf", 8).await;
         let store = c.garage.url("perf");
@@ -604,6 +605,10 @@ async fn perf_cold_read_reports_every_figure() {
         let mut runs: Vec<f64> = runs.iter().map(|v| v.as_f64().unwrap()).collect();
         runs.sort_by(f64::total_cmp);
         assert_eq!(r["raw_get_mb_per_sec"].as_f64().unwrap(), runs[1], "{r}");
+        // Its fresh topic is gone, and with it the objects the raw baseline
+        // read (raw_bytes above): a run leaves nothing in the cold tier.
+        let left = c.object_bases().await;
+        assert!(left.is_empty(), "objects left after the run: {left:?}");
     })
     .await;
 }

@@ -46,9 +46,13 @@ pub struct ColdReadArgs {
     /// Message size in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
-    /// Topic name in public/strata-perf-cold (default: a fresh one).
+    /// Topic name in public/strata-perf-cold (default: a fresh one, deleted
+    /// with its cold objects when the benchmark ends).
     #[arg(long)]
     pub topic: Option<String>,
+    /// Keep the fresh topic and its objects in the cold tier after the run.
+    #[arg(long)]
+    pub keep_topic: bool,
     /// Parallel GETs of the raw baseline (the tiered reader's default limit).
     #[arg(long, default_value_t = 16)]
     pub raw_concurrency: usize,
@@ -96,13 +100,49 @@ pub struct ColdReadReport {
 }
 
 pub async fn run(args: ColdReadArgs) -> anyhow::Result<()> {
-    let report = measure(&args).await?;
+    let (local, fresh) = match &args.topic {
+        Some(t) => (t.clone(), false),
+        None => (format!("cold-{}", uuid::Uuid::new_v4().simple()), true),
+    };
+    let measured = measure(&args, &local).await;
+    // A run leaves --size-mb in the object store: a fresh topic goes, with
+    // its cold objects, whether the run succeeded or not.
+    if fresh && !args.keep_topic {
+        let path = format!("/admin/v2/persistent/{NAMESPACE}/{local}?force=true");
+        if let Err(e) = admin(&args, Method::DELETE, &path, None).await {
+            tracing::warn!(topic = %local, error = %e, "could not delete the benchmark's topic; delete it (and so its cold objects) by hand");
+        }
+    }
+    let report = measured?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
     Ok(())
+}
+
+/// Pseudo-random bytes (xorshift64*): message payloads that no layer can
+/// compress, as real archives mostly are (already compressed or encrypted).
+/// Zeros would let the object store's own compression (Garage compresses
+/// blocks with zstd by default) shrink the stored data, and a read would
+/// then measure its decompression.
+struct Noise(u64);
+
+impl Noise {
+    fn new(seed: u64) -> Self {
+        Noise(seed.max(1))
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
 }
 
 fn mb(bytes: u64, secs: f64) -> f64 {
@@ -124,11 +164,7 @@ async fn admin(
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
-    let local = args
-        .topic
-        .clone()
-        .unwrap_or_else(|| format!("cold-{}", uuid::Uuid::new_v4().simple()));
+async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadReport> {
     let topic = format!("persistent://{NAMESPACE}/{local}");
     let tpath = format!("/admin/v2/persistent/{NAMESPACE}/{local}");
     // Its own namespace, with no deletion lag.
@@ -167,9 +203,11 @@ async fn measure(args: &ColdReadArgs) -> anyhow::Result<ColdReadReport> {
         )
         .await?;
     let mut payload = vec![0u8; args.size.max(16)];
+    let mut noise = Noise::new(0x5eed_c01d_5eed_c01d);
     let mut pending = futures::stream::FuturesOrdered::new();
     for i in 0..messages {
         payload[..8].copy_from_slice(&i.to_be_bytes());
+        noise.fill(&mut payload[8..]);
         pending.push_back(producer.send(&payload).await?);
         if pending.len() >= 20_000 {
             pending.next().await.context("receipt")??;
@@ -406,4 +444,27 @@ fn print_text(r: &ColdReadReport) {
         "ratios: cold/raw {:.2} (target >= 0.8), warm/cold {:.2} (>= 3), first message / ranged GET {:.2} (< 2), offload {:.0} MB/s (>= 100)",
         r.cold_vs_raw, r.warm_vs_cold, r.first_message_vs_ranged_get, r.offload_mb_per_sec
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Noise;
+
+    #[test]
+    fn noise_differs_from_fill_to_fill_and_uses_every_byte_value() {
+        let mut noise = Noise::new(7);
+        let (mut a, mut b) = (vec![0u8; 1021], vec![0u8; 1021]);
+        noise.fill(&mut a);
+        noise.fill(&mut b);
+        assert_ne!(a, b);
+        let mut big = vec![0u8; 64 << 10];
+        noise.fill(&mut big);
+        let mut seen = [0u32; 256];
+        for v in &big {
+            seen[*v as usize] += 1;
+        }
+        // 256 expected per value; a stuck or short-period generator is far off.
+        assert!(seen.iter().all(|n| (128..512).contains(n)), "{seen:?}");
+        assert_ne!(Noise::new(0).0, 0, "a zero state would stay zero");
+    }
 }
