@@ -562,6 +562,7 @@ async fn perf_cold_read_reports_every_figure_and_cleans_up() {
                     store.as_str(),
                     "--size-mb",
                     "24",
+                    "--floor",
                     "--json",
                 ])
                 .envs(c.garage.env())
@@ -592,6 +593,9 @@ async fn perf_cold_read_reports_every_figure_and_cleans_up() {
             "cold_vs_raw",
             "warm_vs_cold",
             "first_message_vs_ranged_get",
+            "floor_mb_per_sec",
+            "cold_vs_floor",
+            "floor_vs_raw",
         ] {
             let v = r[field].as_f64().unwrap_or(f64::NAN);
             assert!(v.is_finite() && v > 0.0, "{field} = {v} in {r}");
@@ -605,6 +609,22 @@ async fn perf_cold_read_reports_every_figure_and_cleans_up() {
         let mut runs: Vec<f64> = runs.iter().map(|v| v.as_f64().unwrap()).collect();
         runs.sort_by(f64::total_cmp);
         assert_eq!(r["raw_get_mb_per_sec"].as_f64().unwrap(), runs[1], "{r}");
+        let f = |k: &str| r[k].as_f64().unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(
+            close(
+                f("cold_vs_floor"),
+                f("cold_read_mb_per_sec") / f("floor_mb_per_sec")
+            ),
+            "{r}"
+        );
+        assert!(
+            close(
+                f("floor_vs_raw"),
+                f("floor_mb_per_sec") / f("raw_get_mb_per_sec")
+            ),
+            "{r}"
+        );
         // Its fresh topic is gone, and with it the objects the raw baseline
         // read (raw_bytes above): a run leaves nothing in the cold tier.
         let left = c.object_bases().await;

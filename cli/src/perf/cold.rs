@@ -24,6 +24,7 @@ use strata_offloader::store::ColdStore;
 
 use super::admin::http;
 use super::connect::{self, ConnectArgs};
+use super::relay;
 use super::report::Machine;
 
 const NAMESPACE: &str = "public/strata-perf-cold";
@@ -59,6 +60,11 @@ pub struct ColdReadArgs {
     /// Bytes per ranged GET of the raw baseline (the reader's default).
     #[arg(long, default_value_t = 4 << 20)]
     pub raw_range_bytes: u64,
+    /// Also measure the thinnest possible relay of the same objects (GET,
+    /// send over loopback TCP, read and drop): the best cold read this
+    /// machine allows, reported next to the real one.
+    #[arg(long)]
+    pub floor: bool,
     /// Give up on any phase after this long.
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -97,6 +103,14 @@ pub struct ColdReadReport {
     pub warm_vs_cold: f64,
     /// first cold message / one raw ranged GET (target < 2).
     pub first_message_vs_ranged_get: f64,
+    /// With `--floor`: the thinnest relay of the same objects (GETs as the
+    /// raw baseline, bytes sent on over a loopback socket to a reader that
+    /// drops them), median of three passes; see `perf::relay`.
+    pub floor_mb_per_sec: Option<f64>,
+    /// cold read / floor: the share of this machine's best case reached.
+    pub cold_vs_floor: Option<f64>,
+    /// floor / raw GET: the highest cold/raw any broker could show here.
+    pub floor_vs_raw: Option<f64>,
 }
 
 pub async fn run(args: ColdReadArgs) -> anyhow::Result<()> {
@@ -300,9 +314,8 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
     let raw_bytes: u64 = objects.iter().map(|o| o.size).sum();
     // Three passes, the median taken: one pass of a loopback store varies
     // by ±15 % from run to run on a small machine.
-    let mut raw_runs = Vec::new();
     tracing::info!("raw read starts");
-    for _ in 0..3 {
+    let (raw, raw_runs) = median_of_three(|| async {
         let started = Instant::now();
         futures::stream::iter(ranges.clone())
             .map(|(p, r)| {
@@ -313,12 +326,21 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
             .try_for_each(|_| async { Ok(()) })
             .await
             .context("raw GETs")?;
-        raw_runs.push(mb(raw_bytes, started.elapsed().as_secs_f64()));
-    }
+        Ok(mb(raw_bytes, started.elapsed().as_secs_f64()))
+    })
+    .await?;
     tracing::info!("raw read ends");
-    let mut sorted = raw_runs.clone();
-    sorted.sort_by(f64::total_cmp);
-    let raw = sorted[sorted.len() / 2];
+    let floor = if args.floor {
+        tracing::info!("relay floor starts");
+        let (floor, _) = median_of_three(|| {
+            relay::relay_mb_per_sec(store.store().clone(), &ranges, args.raw_concurrency)
+        })
+        .await?;
+        tracing::info!("relay floor ends");
+        Some(floor)
+    } else {
+        None
+    };
     let mut ranged = Vec::new();
     for _ in 0..21 {
         let t = Instant::now();
@@ -354,7 +376,25 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
         cold_vs_raw: cold / raw.max(1e-9),
         warm_vs_cold: warm / cold.max(1e-9),
         first_message_vs_ranged_get: cold_first / raw_ranged_get_ms.max(1e-9),
+        floor_mb_per_sec: floor,
+        cold_vs_floor: floor.map(|f| cold / f.max(1e-9)),
+        floor_vs_raw: floor.map(|f| f / raw.max(1e-9)),
     })
+}
+
+/// Runs `pass` three times; returns the median and every pass.
+async fn median_of_three<F, Fut>(mut pass: F) -> anyhow::Result<(f64, Vec<f64>)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let mut runs = Vec::with_capacity(3);
+    for _ in 0..3 {
+        runs.push(pass().await?);
+    }
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok((sorted[1], runs))
 }
 
 /// Reads `messages` from earliest with a new subscription; returns the
@@ -444,6 +484,11 @@ fn print_text(r: &ColdReadReport) {
         "ratios: cold/raw {:.2} (target >= 0.8), warm/cold {:.2} (>= 3), first message / ranged GET {:.2} (< 2), offload {:.0} MB/s (>= 100)",
         r.cold_vs_raw, r.warm_vs_cold, r.first_message_vs_ranged_get, r.offload_mb_per_sec
     );
+    if let (Some(f), Some(cf), Some(fr)) = (r.floor_mb_per_sec, r.cold_vs_floor, r.floor_vs_raw) {
+        println!(
+            "relay floor: {f:>9.1} MB/s  cold/floor {cf:.2}, floor/raw {fr:.2} (the highest cold/raw this machine allows)"
+        );
+    }
 }
 
 #[cfg(test)]

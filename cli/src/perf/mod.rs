@@ -19,6 +19,7 @@ mod floor;
 mod pacer;
 mod priority;
 mod raw;
+mod relay;
 mod report;
 mod tenants;
 mod topics;
