@@ -308,8 +308,11 @@ mod tests {
     #[test]
     fn a_refused_direct_write_lands_through_the_page_cache() {
         // On the checkout's disk: /tmp may be a tmpfs, which refuses
-        // O_DIRECT at open.
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        // O_DIRECT at open. The working directory (the package's, as cargo
+        // and nextest run unit tests), not the path compiled in: a test
+        // binary cargo reused from a checkout elsewhere names a directory
+        // that may not exist here.
+        let dir = tempfile::tempdir_in(".").unwrap();
         let path = dir.path().join("f");
         let file = create_empty(&path).unwrap();
         let direct = open_direct(&path).expect("the test directory takes O_DIRECT");
