@@ -60,16 +60,63 @@ impl Code for BlockKey {
     }
 }
 
-pub(crate) type BlockCache = HybridCache<BlockKey, Bytes>;
+/// The block cache: blocks in memory, and runs of consecutive blocks on
+/// the local disk.
+///
+/// The disk keeps runs of about [`RUN_BYTES`] rather than single blocks: a
+/// warm read from disk then costs one read of ~1 MiB per run instead of
+/// one per 64 KiB block. On the development VM a 64 KiB direct read tops
+/// out at ~1.2 GB/s and is what bounded warm reads; 1 MiB reads reach
+/// ~1.5 GB/s, with 16 times fewer thread hand-overs. Memory stays per
+/// block, so a random read still fetches and holds one small block.
+pub(crate) struct BlockCache {
+    pub memory: foyer::Cache<BlockKey, Bytes>,
+    pub disk: Option<DiskRuns>,
+}
 
-/// Builds the cache. Blocks go to disk when memory evicts them (not on
-/// insertion: a sequential scan then costs no disk writes in its read path),
-/// and what memory holds is flushed on close, so a restarted broker finds
-/// what the previous one fetched; foyer recovers the disk cache's index when
-/// it opens the directory again.
+/// Runs on disk (see [`BlockCache`]).
+pub(crate) struct DiskRuns {
+    pub cache: HybridCache<BlockKey, Bytes>,
+    /// Largest run the disk takes: what fits in one foyer block with its
+    /// header; a bigger run (of big blocks) stays in memory only.
+    pub max_run_bytes: u64,
+}
+
+/// Bytes of blocks a disk run aims at (see [`run_blocks`]).
+pub(crate) const RUN_BYTES: u64 = 1 << 20;
+/// Most blocks in one run.
+const MAX_RUN_BLOCKS: u64 = 64;
+/// Memory of the disk tier's own foyer front: runs wait there only until
+/// written (the blocks themselves live in [`BlockCache::memory`]).
+const RUN_FRONT_BYTES: usize = 8 << 20;
+
+/// Blocks per run for one ledger: about [`RUN_BYTES`] at the ledger's mean
+/// block size. It depends on the index alone, so a restarted reader finds
+/// the runs an earlier one wrote.
+pub(crate) fn run_blocks(data_size: u64, blocks: usize) -> usize {
+    let mean = (data_size / blocks.max(1) as u64).max(1);
+    (RUN_BYTES / mean).clamp(1, MAX_RUN_BLOCKS) as usize
+}
+
+/// The disk key of run `run` of the data object `object` when runs hold
+/// `per_run` blocks. The run size is part of the key, so a run is never
+/// taken for blocks of another partition.
+pub(crate) fn run_key(object: &str, per_run: usize, run: usize) -> BlockKey {
+    BlockKey {
+        object: format!("{object}#runs-of-{per_run}").into(),
+        block: run as u64,
+    }
+}
+
+/// Builds the cache. The disk tier (when configured) is written when a run
+/// is complete, not when memory evicts: a sequential scan writes each run
+/// once, as one piece, and what it writes is on disk by the time the scan
+/// ends (also on close, which waits for pending writes), so a restarted
+/// broker finds what the previous one fetched; foyer recovers the disk
+/// cache's index when it opens the directory again.
 ///
 /// The disk cache uses direct I/O where the file system allows it: a cold
-/// scan evicts everything it reads, and buffered writes cost a page-cache
+/// scan writes everything it reads, and buffered writes cost a page-cache
 /// copy of every byte (a third of the broker's CPU in a scan, measured);
 /// direct writes and reads are DMA and leave the page cache to the journal
 /// and entry logs. Where O_DIRECT is refused (tmpfs), it falls back to
@@ -78,64 +125,68 @@ pub(crate) async fn build_cache(
     memory_bytes: u64,
     disk: Option<(&std::path::Path, u64)>,
 ) -> Result<BlockCache> {
-    let direct = disk.is_some() && cfg!(target_os = "linux");
-    match build(memory_bytes, disk, direct).await {
-        Err(e) if direct => {
-            let dir = disk.map(|d| d.0.display().to_string()).unwrap_or_default();
-            tracing::warn!(%dir, error = %e, "the cold disk cache could not start with direct I/O; trying buffered I/O");
-            build(memory_bytes, disk, false).await
-        }
-        built => built,
-    }
-}
-
-async fn build(
-    memory_bytes: u64,
-    disk: Option<(&std::path::Path, u64)>,
-    direct: bool,
-) -> Result<BlockCache> {
-    let builder = HybridCacheBuilder::new()
+    let memory = foyer::CacheBuilder::new(memory_bytes.max(1) as usize)
         .with_name("strata-cold-blocks")
-        .with_policy(HybridCachePolicy::WriteOnEviction)
-        .with_flush_on_close(true)
-        .memory(memory_bytes.max(1) as usize)
         .with_eviction_config(LruConfig::default())
         .with_weighter(|k: &BlockKey, v: &Bytes| k.object.len() + v.len() + 64)
-        .storage();
-    let builder = match disk {
-        None => builder,
-        Some((dir, bytes)) => {
-            let device = FsDeviceBuilder::new(dir).with_capacity(bytes as usize);
-            #[cfg(target_os = "linux")]
-            let device = device.with_direct(direct);
-            #[cfg(not(target_os = "linux"))]
-            let _ = direct;
-            let device = device.build().map_err(|e| {
-                OffloadError::Config(format!("disk cache in {}: {e}", dir.display()))
-            })?;
-            // Several foyer blocks even for a small cache; each must hold
-            // the largest block we cache (bigger ones stay memory-only).
-            let block_size = (bytes / 16).clamp(1 << 20, 16 << 20) as usize;
-            // Evicted blocks wait in these buffers for the flushers; past
-            // them foyer drops what memory evicts. A scan evicts as fast as
-            // it reads, so give the flushers room (two, each with a buffer
-            // of at least two foyer blocks).
-            let buffers = (4 * block_size).max(16 << 20);
-            builder
-                .with_engine_config(
-                    BlockEngineConfig::new(device)
-                        .with_block_size(block_size)
-                        .with_flushers(2)
-                        .with_buffer_pool_size(buffers)
-                        .with_submit_queue_size_threshold(2 * buffers),
-                )
-                .with_recover_mode(RecoverMode::Quiet)
-        }
+        .build();
+    let Some((dir, bytes)) = disk else {
+        return Ok(BlockCache { memory, disk: None });
     };
-    builder
+    let direct = cfg!(target_os = "linux");
+    let disk = match build_disk(dir, bytes, direct).await {
+        Err(e) if direct => {
+            tracing::warn!(dir = %dir.display(), error = %e, "the cold disk cache could not start with direct I/O; trying buffered I/O");
+            build_disk(dir, bytes, false).await
+        }
+        built => built,
+    }?;
+    Ok(BlockCache {
+        memory,
+        disk: Some(disk),
+    })
+}
+
+async fn build_disk(dir: &std::path::Path, bytes: u64, direct: bool) -> Result<DiskRuns> {
+    let device = FsDeviceBuilder::new(dir).with_capacity(bytes as usize);
+    #[cfg(target_os = "linux")]
+    let device = device.with_direct(direct);
+    #[cfg(not(target_os = "linux"))]
+    let _ = direct;
+    let device = device
+        .build()
+        .map_err(|e| OffloadError::Config(format!("disk cache in {}: {e}", dir.display())))?;
+    // Several foyer blocks even for a small cache; each must hold the
+    // largest run we write.
+    let block_size = (bytes / 16).clamp(1 << 20, 16 << 20) as usize;
+    // Runs wait in these buffers for the flushers; past them foyer drops
+    // what it was given. A scan writes as fast as it reads, so give the
+    // flushers room (two, each with a buffer of at least two foyer blocks).
+    let buffers = (4 * block_size).max(16 << 20);
+    let cache = HybridCacheBuilder::new()
+        .with_name("strata-cold-runs")
+        .with_policy(HybridCachePolicy::WriteOnInsertion)
+        .with_flush_on_close(true)
+        .memory(RUN_FRONT_BYTES)
+        .with_eviction_config(LruConfig::default())
+        .with_weighter(|k: &BlockKey, v: &Bytes| k.object.len() + v.len() + 64)
+        .storage()
+        .with_engine_config(
+            BlockEngineConfig::new(device)
+                .with_block_size(block_size)
+                .with_flushers(2)
+                .with_buffer_pool_size(buffers)
+                .with_submit_queue_size_threshold(2 * buffers),
+        )
+        .with_recover_mode(RecoverMode::Quiet)
         .build()
         .await
-        .map_err(|e| OffloadError::Config(format!("building the block cache: {e}")))
+        .map_err(|e| OffloadError::Config(format!("building the block cache: {e}")))?;
+    Ok(DiskRuns {
+        cache,
+        // Room for foyer's entry header, the key and alignment.
+        max_run_bytes: (block_size - (64 << 10)) as u64,
+    })
 }
 
 /// Counters behind [`super::ReaderStats`].
@@ -210,6 +261,17 @@ fn clone_store_error(e: &object_store::Error) -> object_store::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_are_about_a_mebibyte_of_blocks_and_differ_in_key_by_size() {
+        assert_eq!(run_blocks(64 << 20, 1024), 16); // 64 KiB blocks
+        assert_eq!(run_blocks(128 << 20, 1024), 8); // 128 KiB entries
+        assert_eq!(run_blocks(8 << 20, 2048), 64); // small blocks: capped
+        assert_eq!(run_blocks(4 << 30, 2), 1); // huge blocks: one each
+        assert_eq!(run_blocks(0, 0), 64);
+        assert_ne!(run_key("o/data", 16, 3), run_key("o/data", 8, 3));
+        assert_eq!(run_key("o/data", 16, 3), run_key("o/data", 16, 3));
+    }
 
     #[test]
     fn block_key_codec_round_trips_and_rejects_junk() {

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use foyer::{HybridCacheProperties, Load, Location};
+use bytes::{Bytes, BytesMut};
+use foyer::Load;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
 use object_store::ObjectStore;
@@ -21,7 +21,7 @@ use object_store::path::Path;
 use tokio::sync::oneshot;
 
 use super::TieredReader;
-use super::cache::{BlockKey, Counters, clone_error};
+use super::cache::{BlockKey, Counters, clone_error, run_key};
 use crate::error::{OffloadError, Result};
 use crate::format::{LedgerIndex, check_block, check_block_crc};
 use crate::retry::{get_range, get_range_crcs};
@@ -38,6 +38,8 @@ pub(crate) struct LedgerShared {
     pub data_key: Arc<str>,
     pub index: Arc<LedgerIndex>,
     pub io: IoSink,
+    /// Blocks per disk-cache run (see [`cache::run_blocks`]).
+    pub per_run: usize,
 }
 
 impl LedgerShared {
@@ -46,6 +48,23 @@ impl LedgerShared {
             object: self.data_key.clone(),
             block: block as u64,
         }
+    }
+
+    fn run_of(&self, block: usize) -> usize {
+        block / self.per_run
+    }
+
+    /// The blocks of run `run`.
+    fn run_blocks(&self, run: usize) -> Range<usize> {
+        let start = run * self.per_run;
+        start..(start + self.per_run).min(self.index.rows.len())
+    }
+
+    /// Bytes `start..end` of the data object that run `run` spans.
+    fn run_span(&self, run: usize) -> Range<u64> {
+        let blocks = self.run_blocks(run);
+        let rows = &self.index.rows;
+        rows[blocks.start].offset..rows[blocks.end - 1].range().end
     }
 }
 
@@ -81,6 +100,37 @@ impl Pending {
     }
 }
 
+/// The body of one ranged GET, kept for writing the runs it holds.
+pub(crate) struct GroupBody {
+    /// Offset of the body in the data object.
+    start: u64,
+    bytes: Bytes,
+    /// Blocks of the group that failed their checks in this body.
+    damaged: Vec<usize>,
+}
+
+impl GroupBody {
+    /// True when none of `blocks` failed its check in this body.
+    fn clean(&self, blocks: &Range<usize>) -> bool {
+        !self.damaged.iter().any(|b| blocks.contains(b))
+    }
+
+    /// Block `b` as this body (of group `group`) holds it, if it does and
+    /// the block passed its check.
+    fn block(&self, ledger: &LedgerShared, group: &Range<usize>, b: usize) -> Option<Bytes> {
+        if !group.contains(&b) || self.damaged.contains(&b) {
+            return None;
+        }
+        Some(self.slice(ledger.index.rows[b].range()))
+    }
+
+    /// Bytes `span` of the data object (within this body).
+    fn slice(&self, span: Range<u64>) -> Bytes {
+        self.bytes
+            .slice((span.start - self.start) as usize..(span.end - self.start) as usize)
+    }
+}
+
 /// Blocks this task promised to fetch. Dropping it (a panic) releases the
 /// claims so later reads try again instead of waiting on a dead fetch.
 struct Claim {
@@ -93,7 +143,7 @@ impl Claim {
     fn resolve(&mut self, block: usize, res: Shared1, cache: bool) {
         let key = self.ledger.key(block);
         if let (Ok(bytes), true) = (&res, cache) {
-            self.reader.cache.insert(key.clone(), bytes.clone());
+            self.reader.cache.memory.insert(key.clone(), bytes.clone());
         }
         self.reader.inflight.lock().remove(&key);
         if let Some(tx) = self.senders.remove(&block) {
@@ -123,7 +173,7 @@ impl TieredReader {
         let mut out: Vec<Option<Pending>> = Vec::with_capacity(blocks.len());
         let mut missing = Vec::new();
         for b in blocks.clone() {
-            match self.cache.memory().get(&ledger.key(b)) {
+            match self.cache.memory.get(&ledger.key(b)) {
                 Some(e) => out.push(Some(Pending::Ready(e.value().clone()))),
                 None => {
                     missing.push(b);
@@ -143,7 +193,7 @@ impl TieredReader {
                 let slot = &mut out[b - blocks.start];
                 if let Some(f) = map.get(&key) {
                     *slot = Some(Pending::Wait(f.clone()));
-                } else if let Some(e) = self.cache.memory().get(&key) {
+                } else if let Some(e) = self.cache.memory.get(&key) {
                     // Cached between the first look and taking the lock.
                     *slot = Some(Pending::Ready(e.value().clone()));
                 } else {
@@ -180,18 +230,32 @@ impl TieredReader {
         let ledger = claim.ledger.clone();
         let mut blocks: Vec<usize> = claim.senders.keys().copied().collect();
         blocks.sort_unstable();
-        if self.cache.is_hybrid() {
-            let loads = join_all(blocks.iter().map(|b| self.load_from_disk(&ledger, *b))).await;
+        if self.cache.disk.is_some() {
+            let mut runs: Vec<usize> = blocks.iter().map(|b| ledger.run_of(*b)).collect();
+            runs.dedup();
+            let loads = join_all(runs.iter().map(|r| self.load_run(&ledger, *r))).await;
+            let mut found = HashMap::new();
+            for loaded in loads.into_iter().flatten() {
+                found.extend(loaded);
+            }
             let mut left = Vec::with_capacity(blocks.len());
-            for (b, found) in blocks.into_iter().zip(loads) {
-                match found {
+            for b in blocks {
+                match found.remove(&b) {
                     Some(bytes) => {
                         if purpose == Purpose::Read {
                             Counters::add(&self.counters.disk_hits, 1);
                         }
-                        claim.resolve(b, Ok(bytes), false);
+                        claim.resolve(b, Ok(bytes), true);
                     }
                     None => left.push(b),
+                }
+            }
+            // The rest of a loaded run goes to memory too: a sequential
+            // reader wants it next.
+            for (b, bytes) in found {
+                let key = ledger.key(b);
+                if !self.cache.memory.contains(&key) {
+                    self.cache.memory.insert(key, bytes);
                 }
             }
             blocks = left;
@@ -205,62 +269,160 @@ impl TieredReader {
                 Counters::add(&self.counters.read_ahead_blocks, blocks.len() as u64)
             }
         }
-        let groups = self.coalesce(&ledger.index, &blocks);
-        let results = join_all(
+        let groups = self.coalesce(&ledger, &blocks);
+        let fetched = join_all(
             groups
-                .into_iter()
-                .map(|g| self.fetch_group(&ledger, g, purpose)),
+                .iter()
+                .map(|g| self.fetch_group(&ledger, g.clone(), purpose)),
         )
         .await;
-        for (b, res) in results.into_iter().flatten() {
-            claim.resolve(b, res, true);
+        let mut bodies = Vec::new();
+        for (group, (results, body)) in groups.into_iter().zip(fetched) {
+            for (b, res) in results {
+                claim.resolve(b, res, true);
+            }
+            bodies.push((group, body));
+        }
+        self.write_runs(&ledger, &bodies);
+    }
+
+    /// Puts on disk every run that the fetched groups completed: a run
+    /// wholly inside one GET is a slice of its body (no copy); a run that
+    /// the GET finished but that began (or ends) in other fetches is put
+    /// together from the blocks in memory, if all are still there.
+    fn write_runs(&self, ledger: &LedgerShared, bodies: &[(Range<usize>, Option<GroupBody>)]) {
+        let Some(disk) = &self.cache.disk else {
+            return;
+        };
+        let mut runs: Vec<usize> = bodies
+            .iter()
+            .filter(|(g, _)| !g.is_empty())
+            .flat_map(|(g, _)| ledger.run_of(g.start)..=ledger.run_of(g.end - 1))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        for run in runs {
+            let blocks = ledger.run_blocks(run);
+            let span = ledger.run_span(run);
+            if span.end - span.start > disk.max_run_bytes {
+                continue;
+            }
+            let key = run_key(&ledger.data_key, ledger.per_run, run);
+            if disk.cache.contains(&key) {
+                continue;
+            }
+            let inside = bodies.iter().find_map(|(g, body)| {
+                let body = body.as_ref()?;
+                (g.start <= blocks.start && blocks.end <= g.end && body.clean(&blocks))
+                    .then(|| body.slice(span.clone()))
+            });
+            let bytes = match inside {
+                Some(b) => b,
+                None => {
+                    let parts: Option<Vec<Bytes>> = blocks
+                        .clone()
+                        .map(|b| {
+                            bodies
+                                .iter()
+                                .find_map(|(g, body)| body.as_ref()?.block(ledger, g, b))
+                                .or_else(|| {
+                                    self.cache
+                                        .memory
+                                        .get(&ledger.key(b))
+                                        .map(|e| e.value().clone())
+                                })
+                        })
+                        .collect();
+                    let Some(parts) = parts else { continue };
+                    let mut run_bytes = BytesMut::with_capacity((span.end - span.start) as usize);
+                    for p in &parts {
+                        run_bytes.extend_from_slice(p);
+                    }
+                    run_bytes.freeze()
+                }
+            };
+            disk.cache.insert(key, bytes);
         }
     }
 
-    /// A block from the disk cache, checked again (disks rot too); a bad
-    /// copy is dropped from the cache and counts as a miss. A good one is
-    /// put in memory without being written to disk again.
-    async fn load_from_disk(&self, ledger: &LedgerShared, block: usize) -> Option<Bytes> {
-        let key = ledger.key(block);
-        let bytes = match self.cache.storage().load(&key).await {
+    /// A run from the disk cache, split into its blocks, each checked again
+    /// (disks rot too); a bad run is dropped from the cache and counts as a
+    /// miss.
+    async fn load_run(&self, ledger: &LedgerShared, run: usize) -> Option<Vec<(usize, Bytes)>> {
+        let disk = self.cache.disk.as_ref()?;
+        let key = run_key(&ledger.data_key, ledger.per_run, run);
+        let bytes = match disk.cache.storage().load(&key).await {
             Ok(Load::Entry { value, .. }) => value,
             Ok(Load::Piece { piece, .. }) => piece.value().clone(),
             Ok(_) => return None,
             Err(e) => {
-                tracing::warn!(key = %ledger.data_key, block, error = %e, "disk cache read failed");
+                tracing::warn!(key = %ledger.data_key, run, error = %e, "disk cache read failed");
                 return None;
             }
         };
-        let row = ledger.index.rows.get(block)?;
-        if let Err(e) = check_block(&ledger.data_key, row, &bytes) {
-            tracing::warn!(error = %e, "damaged block in the disk cache; fetching it again");
-            self.cache.remove(&key);
+        let span = ledger.run_span(run);
+        let mut out = Vec::with_capacity(ledger.per_run);
+        let checked = if bytes.len() as u64 == span.end - span.start {
+            ledger.run_blocks(run).try_for_each(|b| {
+                let row = &ledger.index.rows[b];
+                let at = (row.offset - span.start) as usize;
+                let block = bytes.slice(at..at + row.len as usize);
+                check_block(&ledger.data_key, row, &block)?;
+                out.push((b, block));
+                Ok(())
+            })
+        } else {
+            Err(OffloadError::corrupt(
+                &ledger.data_key,
+                format!(
+                    "cached run {run} has {} bytes, not {}",
+                    bytes.len(),
+                    span.end - span.start
+                ),
+            ))
+        };
+        if let Err(e) = checked {
+            tracing::warn!(error = %e, "damaged run in the disk cache; fetching its blocks again");
+            disk.cache.remove(&key);
             return None;
         }
-        let props = HybridCacheProperties::default().with_location(Location::InMem);
-        self.cache.insert_with_properties(key, bytes.clone(), props);
-        Some(bytes)
+        Some(out)
     }
 
-    /// Runs of adjacent blocks, each at most `range_bytes` (a bigger single
-    /// block is a run of its own).
-    fn coalesce(&self, index: &LedgerIndex, blocks: &[usize]) -> Vec<Range<usize>> {
-        let mut runs: Vec<Range<usize>> = Vec::new();
+    /// Groups of adjacent blocks, each at most `range_bytes` (a bigger
+    /// single block is a group of its own). A group that is full ends at
+    /// the last disk-run boundary inside it where there is one, so that
+    /// the runs it holds are whole and go to disk as slices of its body.
+    fn coalesce(&self, ledger: &LedgerShared, blocks: &[usize]) -> Vec<Range<usize>> {
+        let rows = &ledger.index.rows;
+        let len = |b: usize| u64::from(rows[b].len);
+        let mut groups: Vec<Range<usize>> = Vec::new();
         let mut bytes = 0u64;
         for &b in blocks {
-            let len = u64::from(index.rows[b].len);
-            match runs.last_mut() {
-                Some(r) if r.end == b && bytes + len <= self.config.range_bytes => {
-                    r.end = b + 1;
-                    bytes += len;
+            match groups.last_mut() {
+                Some(g) if g.end == b && bytes + len(b) <= self.config.range_bytes => {
+                    g.end = b + 1;
+                    bytes += len(b);
+                }
+                Some(g) if g.end == b => {
+                    let cut = ledger.run_blocks(ledger.run_of(b)).start;
+                    let moved: u64 = (cut.max(g.start)..=b).map(len).sum();
+                    if cut > g.start && moved <= self.config.range_bytes {
+                        g.end = cut;
+                        groups.push(cut..b + 1);
+                        bytes = moved;
+                    } else {
+                        groups.push(b..b + 1);
+                        bytes = len(b);
+                    }
                 }
                 _ => {
-                    runs.push(b..b + 1);
-                    bytes = len;
+                    groups.push(b..b + 1);
+                    bytes = len(b);
                 }
             }
         }
-        runs
+        groups
     }
 
     /// One ranged GET for a run of blocks; blocks that fail their checks
@@ -270,10 +432,10 @@ impl TieredReader {
         ledger: &LedgerShared,
         blocks: Range<usize>,
         purpose: Purpose,
-    ) -> Vec<(usize, Shared1)> {
+    ) -> (Vec<(usize, Shared1)>, Option<GroupBody>) {
         let rows = &ledger.index.rows[blocks.clone()];
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         let _ahead = match purpose {
             Purpose::ReadAhead => self.ahead_limiter.acquire().await.ok(),
@@ -293,6 +455,7 @@ impl TieredReader {
         .await;
         let mut out = Vec::with_capacity(rows.len());
         let mut again = Vec::new();
+        let mut body = None;
         match fetched {
             Ok((bytes, crcs)) => {
                 self.count_get(bytes.len());
@@ -304,17 +467,22 @@ impl TieredReader {
                         Err(_) => again.push(blocks.start + i),
                     }
                 }
+                body = Some(GroupBody {
+                    start,
+                    bytes,
+                    damaged: again.clone(),
+                });
             }
             Err(e) if e.is_corrupt() => again.extend(blocks.clone()),
             Err(e) => {
                 let e = Arc::new(e);
-                return blocks.map(|b| (b, Err(e.clone()))).collect();
+                return (blocks.map(|b| (b, Err(e.clone()))).collect(), None);
             }
         }
         for b in again {
             out.push((b, self.refetch(ledger, b).await.map_err(Arc::new)));
         }
-        out
+        (out, body)
     }
 
     /// The second and last try of a block that came back damaged.

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::TieredReader;
-use super::cache::Counters;
+use super::cache::{Counters, run_blocks};
 use super::fetch::{LedgerShared, Pending, Purpose};
 use crate::error::{OffloadError, Result};
 use crate::format::{BlockEntries, LedgerHeader, LedgerIndex};
@@ -64,6 +64,7 @@ impl ColdLedger {
                 store,
                 data_path,
                 data_key,
+                per_run: run_blocks(index.data_size, index.rows.len()),
                 index,
                 io,
             }),
@@ -315,6 +316,15 @@ impl ColdLedger {
             permits.push(permit);
             bytes += u64::from(len);
             end += 1;
+        }
+        // Back to the last disk-cache run boundary, if there is one past
+        // `start`: the runs read-ahead fetches are then whole in its GETs
+        // and go to disk without a copy (the next step starts there).
+        let per_run = self.shared.per_run;
+        let boundary = end / per_run * per_run;
+        if end < rows.len() && boundary > start {
+            end = boundary;
+            permits.truncate(end - start);
         }
         if end == start {
             return;

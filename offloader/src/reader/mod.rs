@@ -208,8 +208,19 @@ impl TieredReader {
                     object: data_key.clone(),
                     block: 0,
                 };
+                let first_run = cache::run_key(
+                    &data_key,
+                    cache::run_blocks(objects.data_size, objects.blocks as usize),
+                    0,
+                );
                 let spec_len = self.config.first_range_bytes.min(objects.data_size);
-                let speculate = spec_len > 0 && !self.cache.contains(&first);
+                let speculate = spec_len > 0
+                    && !self.cache.memory.contains(&first)
+                    && !self
+                        .cache
+                        .disk
+                        .as_ref()
+                        .is_some_and(|d| d.cache.contains(&first_run));
                 let spec = async {
                     if !speculate {
                         return None;
@@ -300,8 +311,8 @@ impl TieredReader {
                 object: data_key.clone(),
                 block: i as u64,
             };
-            if !self.cache.memory().contains(&key) {
-                self.cache.insert(key, block);
+            if !self.cache.memory.contains(&key) {
+                self.cache.memory.insert(key, block);
                 Counters::add(&self.counters.speculative_blocks, 1);
             }
         }
@@ -350,7 +361,7 @@ impl TieredReader {
             index_misses: Counters::get(&c.index_misses),
             in_flight_requests: (self.config.max_concurrent_requests
                 - self.limiter.available_permits()) as u64,
-            memory_cache_bytes: self.cache.memory().usage() as u64,
+            memory_cache_bytes: self.cache.memory.usage() as u64,
             read_ahead_held_bytes: (self.config.ahead_budget_permits()
                 - self.ahead_budget.available_permits()) as u64,
         }
@@ -363,10 +374,14 @@ impl TieredReader {
     /// Waits for pending disk-cache writes and closes the cache; call before
     /// dropping the last reader when the disk cache should survive a restart.
     pub async fn close(&self) -> Result<()> {
-        self.cache
-            .close()
-            .await
-            .map_err(|e| OffloadError::Other(format!("closing the block cache: {e}")))
+        match &self.cache.disk {
+            Some(disk) => disk
+                .cache
+                .close()
+                .await
+                .map_err(|e| OffloadError::Other(format!("closing the block cache: {e}"))),
+            None => Ok(()),
+        }
     }
 }
 
