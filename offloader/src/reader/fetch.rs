@@ -140,9 +140,11 @@ struct Claim {
 }
 
 impl Claim {
-    fn resolve(&mut self, block: usize, res: Shared1, cache: bool) {
+    /// Hands block `block` to its waiters; a good block goes into memory
+    /// first, so no one can miss both.
+    fn resolve(&mut self, block: usize, res: Shared1) {
         let key = self.ledger.key(block);
-        if let (Ok(bytes), true) = (&res, cache) {
+        if let Ok(bytes) = &res {
             self.reader.cache.memory.insert(key.clone(), bytes.clone());
         }
         self.reader.inflight.lock().remove(&key);
@@ -245,7 +247,7 @@ impl TieredReader {
                         if purpose == Purpose::Read {
                             Counters::add(&self.counters.disk_hits, 1);
                         }
-                        claim.resolve(b, Ok(bytes), true);
+                        claim.resolve(b, Ok(bytes));
                     }
                     None => left.push(b),
                 }
@@ -279,7 +281,7 @@ impl TieredReader {
         let mut bodies = Vec::new();
         for (group, (results, body)) in groups.into_iter().zip(fetched) {
             for (b, res) in results {
-                claim.resolve(b, res, true);
+                claim.resolve(b, res);
             }
             bodies.push((group, body));
         }
