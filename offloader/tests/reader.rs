@@ -502,28 +502,44 @@ async fn a_persistently_corrupt_block_is_an_error_never_data() {
     );
 }
 
-#[tokio::test]
-async fn the_disk_cache_survives_a_new_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = setup(31, &random_sizes(31, 1000, 2000), 8192).await;
+/// A ledger of 1,000 entries and a reader config with a small memory and a
+/// disk cache in `dir`; one reader has read the whole ledger through it and
+/// closed, so the disk cache holds the ledger.
+async fn read_once_through_a_disk_cache(
+    seed: u64,
+    dir: &tempfile::TempDir,
+) -> (Setup, ReaderConfig) {
+    let s = setup(seed, &random_sizes(seed, 1000, 2000), 8192).await;
     let cfg = ReaderConfig {
         memory_cache_bytes: 1 << 20,
         disk_cache_dir: Some(dir.path().to_path_buf()),
         disk_cache_bytes: 32 << 20,
         ..config()
     };
-    {
-        let reader = reader_with(cfg.clone()).await;
-        let (ledger, _, _) = open(&reader, &s).await;
-        expect(&s.sent, 0, &read_on(&ledger, 0, 999).await);
-        reader.close().await.unwrap();
-    }
+    let reader = reader_with(cfg.clone()).await;
+    let (ledger, _, _) = open(&reader, &s).await;
+    expect(&s.sent, 0, &read_on(&ledger, 0, 999).await);
+    reader.close().await.unwrap();
+    (s, cfg)
+}
+
+/// A new reader (the store's counters reset first) reads the whole ledger
+/// and gets exactly the entries sent.
+async fn read_all_with_a_new_reader(s: &Setup, cfg: ReaderConfig) -> Arc<TieredReader> {
     s.faulty.reset_counters();
     let reader = reader_with(cfg).await;
-    let (ledger, _, _) = open(&reader, &s).await;
+    let (ledger, _, _) = open(&reader, s).await;
     let got = read_on(&ledger, 0, 999).await;
     expect(&s.sent, 0, &got);
     assert_eq!(got.len(), 1000);
+    reader
+}
+
+#[tokio::test]
+async fn the_disk_cache_survives_a_new_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, cfg) = read_once_through_a_disk_cache(31, &dir).await;
+    let reader = read_all_with_a_new_reader(&s, cfg).await;
     let st = reader.stats();
     assert_eq!(
         s.faulty.requests(Op::Get),
@@ -540,19 +556,7 @@ async fn the_disk_cache_survives_a_new_reader() {
 #[tokio::test]
 async fn a_damaged_disk_cache_is_never_served() {
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(34, &random_sizes(34, 1000, 2000), 8192).await;
-    let cfg = ReaderConfig {
-        memory_cache_bytes: 1 << 20,
-        disk_cache_dir: Some(dir.path().to_path_buf()),
-        disk_cache_bytes: 32 << 20,
-        ..config()
-    };
-    {
-        let reader = reader_with(cfg.clone()).await;
-        let (ledger, _, _) = open(&reader, &s).await;
-        expect(&s.sent, 0, &read_on(&ledger, 0, 999).await);
-        reader.close().await.unwrap();
-    }
+    let (s, cfg) = read_once_through_a_disk_cache(34, &dir).await;
     let mut damaged = 0;
     for f in std::fs::read_dir(dir.path()).unwrap() {
         let path = f.unwrap().path();
@@ -565,12 +569,7 @@ async fn a_damaged_disk_cache_is_never_served() {
         std::fs::write(&path, &bytes).unwrap();
     }
     assert!(damaged > 100, "the cache files were too small to damage");
-    s.faulty.reset_counters();
-    let reader = reader_with(cfg).await;
-    let (ledger, _, _) = open(&reader, &s).await;
-    let got = read_on(&ledger, 0, 999).await;
-    expect(&s.sent, 0, &got);
-    assert_eq!(got.len(), 1000);
+    let reader = read_all_with_a_new_reader(&s, cfg).await;
     assert!(s.faulty.requests(Op::Get) > 1, "{:?}", reader.stats());
 }
 
