@@ -573,6 +573,47 @@ async fn a_damaged_disk_cache_is_never_served() {
     assert!(s.faulty.requests(Op::Get) > 1, "{:?}", reader.stats());
 }
 
+/// A random reader's blocks (whose runs never fill) reach the disk cache
+/// one by one as memory evicts them: a new reader gets them back without
+/// GETs.
+#[tokio::test]
+async fn a_random_readers_blocks_are_kept_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(35, &random_sizes(35, 1000, 2000), 8192).await;
+    let cfg = ReaderConfig {
+        memory_cache_bytes: 64 << 10,
+        disk_cache_dir: Some(dir.path().to_path_buf()),
+        disk_cache_bytes: 32 << 20,
+        ..config()
+    };
+    // Every 20th entry, backwards: no read continues the one before.
+    let picks: Vec<u64> = (0..50u64).rev().map(|i| i * 20).collect();
+    let random_reads = |ledger: Arc<ColdLedger>, sent: Vec<(u64, Bytes)>, picks: Vec<u64>| async move {
+        for e in picks {
+            expect(&sent, e, &ledger.read(e, e, 1).await.unwrap());
+        }
+    };
+    {
+        let reader = reader_with(cfg.clone()).await;
+        let (ledger, _, _) = open(&reader, &s).await;
+        random_reads(ledger, s.sent.clone(), picks.clone()).await;
+        // Another ledger read at random pushes every block of the first
+        // out of memory (out of each of the memory cache's shards).
+        let other = setup(36, &random_sizes(36, 1000, 2000), 8192).await;
+        let (ledger, _, _) = open(&reader, &other).await;
+        let flood = (0..200u64).rev().map(|i| i * 5).collect();
+        random_reads(ledger, other.sent.clone(), flood).await;
+        reader.close().await.unwrap();
+    }
+    s.faulty.reset_counters();
+    let reader = reader_with(cfg).await;
+    let (ledger, _, _) = open(&reader, &s).await;
+    random_reads(ledger, s.sent.clone(), picks.clone()).await;
+    let st = reader.stats();
+    assert_eq!(s.faulty.requests(Op::Get), 1, "only the index: {st:?}");
+    assert_eq!(st.disk_hits, picks.len() as u64, "{st:?}");
+}
+
 #[tokio::test]
 async fn reads_work_on_a_local_directory_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,15 +1,17 @@
 //! The block cache (foyer hybrid: memory, plus a disk directory when
 //! configured), its key, and the reader's counters.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use foyer::{
-    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, LruConfig, RecoverMode,
+    BlockEngineConfig, Code, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache,
+    HybridCacheBuilder, HybridCachePolicy, LruConfig, RecoverMode,
 };
+use parking_lot::RwLock;
 
 use crate::error::{OffloadError, Result};
 
@@ -69,9 +71,61 @@ impl Code for BlockKey {
 /// out at ~1.2 GB/s and is what bounded warm reads; 1 MiB reads reach
 /// ~1.5 GB/s, with 16 times fewer thread hand-overs. Memory stays per
 /// block, so a random read still fetches and holds one small block.
+///
+/// A block that leaves memory while its run is not on disk (a random
+/// reader's block, whose run never completes, or a block of a run too big
+/// for the disk) goes to disk on its own, under its block key, so random
+/// reads keep the disk cache too.
 pub(crate) struct BlockCache {
     pub memory: foyer::Cache<BlockKey, Bytes>,
     pub disk: Option<DiskRuns>,
+    /// Blocks per run of the ledgers opened (for that check).
+    pub run_sizes: RunSizes,
+}
+
+/// Blocks per run by data object key.
+pub(crate) type RunSizes = Arc<RwLock<HashMap<Arc<str>, usize>>>;
+
+/// Most ledgers [`RunSizes`] remembers; past it, it starts over (a ledger
+/// it forgot only costs a block written to disk twice).
+const MAX_RUN_SIZES: usize = 1 << 16;
+
+/// Notes the run size of a ledger opened for reading.
+pub(crate) fn remember_run_size(sizes: &RunSizes, object: &Arc<str>, per_run: usize) {
+    let mut s = sizes.write();
+    if s.len() >= MAX_RUN_SIZES && !s.contains_key(object) {
+        s.clear();
+    }
+    s.insert(object.clone(), per_run);
+}
+
+/// Writes a block that memory evicts to disk unless its run is there.
+struct SpillToDisk {
+    disk: HybridCache<BlockKey, Bytes>,
+    max_bytes: u64,
+    run_sizes: RunSizes,
+}
+
+impl EventListener for SpillToDisk {
+    type Key = BlockKey;
+    type Value = Bytes;
+
+    fn on_leave(&self, reason: Event, key: &BlockKey, value: &Bytes) {
+        if reason != Event::Evict || value.len() as u64 > self.max_bytes {
+            return;
+        }
+        let per_run = self.run_sizes.read().get(&key.object).copied();
+        if let Some(per_run) = per_run
+            && self
+                .disk
+                .contains(&run_key(&key.object, per_run, key.block as usize / per_run))
+        {
+            return;
+        }
+        if !self.disk.contains(key) {
+            self.disk.insert(key.clone(), value.clone());
+        }
+    }
 }
 
 /// Runs on disk (see [`BlockCache`]).
@@ -125,13 +179,17 @@ pub(crate) async fn build_cache(
     memory_bytes: u64,
     disk: Option<(&std::path::Path, u64)>,
 ) -> Result<BlockCache> {
+    let run_sizes = RunSizes::default();
     let memory = foyer::CacheBuilder::new(memory_bytes.max(1) as usize)
         .with_name("strata-cold-blocks")
         .with_eviction_config(LruConfig::default())
-        .with_weighter(|k: &BlockKey, v: &Bytes| k.object.len() + v.len() + 64)
-        .build();
+        .with_weighter(|k: &BlockKey, v: &Bytes| k.object.len() + v.len() + 64);
     let Some((dir, bytes)) = disk else {
-        return Ok(BlockCache { memory, disk: None });
+        return Ok(BlockCache {
+            memory: memory.build(),
+            disk: None,
+            run_sizes,
+        });
     };
     let direct = cfg!(target_os = "linux");
     let disk = match build_disk(dir, bytes, direct).await {
@@ -141,9 +199,17 @@ pub(crate) async fn build_cache(
         }
         built => built,
     }?;
+    let memory = memory
+        .with_event_listener(Arc::new(SpillToDisk {
+            disk: disk.cache.clone(),
+            max_bytes: disk.max_run_bytes,
+            run_sizes: run_sizes.clone(),
+        }))
+        .build();
     Ok(BlockCache {
         memory,
         disk: Some(disk),
+        run_sizes,
     })
 }
 

@@ -21,7 +21,7 @@ use object_store::path::Path;
 use tokio::sync::oneshot;
 
 use super::TieredReader;
-use super::cache::{BlockKey, Counters, clone_error, run_key};
+use super::cache::{BlockKey, Counters, DiskRuns, clone_error, run_key};
 use crate::error::{OffloadError, Result};
 use crate::format::{LedgerIndex, check_block, check_block_crc};
 use crate::retry::{get_range, get_range_crcs};
@@ -96,6 +96,20 @@ impl Pending {
         match self {
             Pending::Ready(b) => Ok(b),
             Pending::Wait(f) => f.await.map_err(|e| clone_error(&e)),
+        }
+    }
+}
+
+/// One entry (a run or a block) from the disk tier; errors are logged and
+/// count as a miss.
+async fn load(disk: &DiskRuns, key: &BlockKey, object: &str) -> Option<Bytes> {
+    match disk.cache.storage().load(key).await {
+        Ok(Load::Entry { value, .. }) => Some(value),
+        Ok(Load::Piece { piece, .. }) => Some(piece.value().clone()),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(key = %object, entry = %key.block, error = %e, "disk cache read failed");
+            None
         }
     }
 }
@@ -240,6 +254,18 @@ impl TieredReader {
             for loaded in loads.into_iter().flatten() {
                 found.extend(loaded);
             }
+            // Blocks whose run is not on disk may be there on their own.
+            let single: Vec<usize> = blocks
+                .iter()
+                .copied()
+                .filter(|b| !found.contains_key(b))
+                .collect();
+            let loads = join_all(single.iter().map(|b| self.load_block(&ledger, *b))).await;
+            for (b, loaded) in single.into_iter().zip(loads) {
+                if let Some(bytes) = loaded {
+                    found.insert(b, bytes);
+                }
+            }
             let mut left = Vec::with_capacity(blocks.len());
             for b in blocks {
                 match found.remove(&b) {
@@ -347,21 +373,30 @@ impl TieredReader {
         }
     }
 
+    /// A block the disk cache holds on its own (see [`BlockCache`]),
+    /// checked again; a bad copy is dropped and counts as a miss.
+    ///
+    /// [`BlockCache`]: super::cache::BlockCache
+    async fn load_block(&self, ledger: &LedgerShared, block: usize) -> Option<Bytes> {
+        let disk = self.cache.disk.as_ref()?;
+        let key = ledger.key(block);
+        let bytes = load(disk, &key, &ledger.data_key).await?;
+        let row = ledger.index.rows.get(block)?;
+        if let Err(e) = check_block(&ledger.data_key, row, &bytes) {
+            tracing::warn!(error = %e, "damaged block in the disk cache; fetching it again");
+            disk.cache.remove(&key);
+            return None;
+        }
+        Some(bytes)
+    }
+
     /// A run from the disk cache, split into its blocks, each checked again
     /// (disks rot too); a bad run is dropped from the cache and counts as a
     /// miss.
     async fn load_run(&self, ledger: &LedgerShared, run: usize) -> Option<Vec<(usize, Bytes)>> {
         let disk = self.cache.disk.as_ref()?;
         let key = run_key(&ledger.data_key, ledger.per_run, run);
-        let bytes = match disk.cache.storage().load(&key).await {
-            Ok(Load::Entry { value, .. }) => value,
-            Ok(Load::Piece { piece, .. }) => piece.value().clone(),
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::warn!(key = %ledger.data_key, run, error = %e, "disk cache read failed");
-                return None;
-            }
-        };
+        let bytes = load(disk, &key, &ledger.data_key).await?;
         let span = ledger.run_span(run);
         let mut out = Vec::with_capacity(ledger.per_run);
         let checked = if bytes.len() as u64 == span.end - span.start {
