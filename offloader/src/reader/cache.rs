@@ -1,7 +1,6 @@
 //! The block cache (foyer hybrid: memory, plus a disk directory when
 //! configured), its key, and the reader's counters.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,17 +10,49 @@ use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache,
     HybridCacheBuilder, HybridCachePolicy, LruConfig, RecoverMode,
 };
-use parking_lot::RwLock;
 
 use crate::error::{OffloadError, Result};
 
-/// A cached block: the data object's key (which contains the upload's uuid,
-/// so it is unique per upload and never reused for other bytes) and the
-/// block's number in the index.
+/// A cached block or disk run: the data object's key (which contains the
+/// upload's uuid, so it is unique per upload and never reused for other
+/// bytes), the ledger's blocks per run, and the block's (or run's) number.
+/// The run size is part of every key: a run is never taken for another
+/// partition's, and a block evicted from memory names its own run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct BlockKey {
     pub object: Arc<str>,
+    pub per_run: u32,
+    /// The block's number, or the run's when `run`.
     pub block: u64,
+    pub run: bool,
+}
+
+impl BlockKey {
+    pub fn block(object: &Arc<str>, per_run: usize, block: usize) -> BlockKey {
+        BlockKey {
+            object: object.clone(),
+            per_run: per_run as u32,
+            block: block as u64,
+            run: false,
+        }
+    }
+
+    pub fn run(object: &Arc<str>, per_run: usize, run: usize) -> BlockKey {
+        BlockKey {
+            run: true,
+            ..BlockKey::block(object, per_run, run)
+        }
+    }
+
+    /// The key of the run this block belongs to.
+    fn its_run(&self) -> BlockKey {
+        BlockKey {
+            object: self.object.clone(),
+            per_run: self.per_run,
+            block: self.block / u64::from(self.per_run.max(1)),
+            run: true,
+        }
+    }
 }
 
 /// Longest object key accepted when decoding a key from the disk cache.
@@ -33,6 +64,8 @@ impl Code for BlockKey {
         w.write_all(&(k.len() as u32).to_le_bytes())
             .and_then(|_| w.write_all(k))
             .and_then(|_| w.write_all(&self.block.to_le_bytes()))
+            .and_then(|_| w.write_all(&self.per_run.to_le_bytes()))
+            .and_then(|_| w.write_all(&[u8::from(self.run)]))
             .map_err(foyer::Error::io_error)
     }
 
@@ -51,14 +84,20 @@ impl Code for BlockKey {
             String::from_utf8(k).map_err(|e| foyer::Error::io_error(std::io::Error::other(e)))?;
         let mut block = [0u8; 8];
         r.read_exact(&mut block).map_err(foyer::Error::io_error)?;
+        let mut per_run = [0u8; 4];
+        r.read_exact(&mut per_run).map_err(foyer::Error::io_error)?;
+        let mut run = [0u8; 1];
+        r.read_exact(&mut run).map_err(foyer::Error::io_error)?;
         Ok(BlockKey {
             object: object.into(),
+            per_run: u32::from_le_bytes(per_run),
             block: u64::from_le_bytes(block),
+            run: run[0] != 0,
         })
     }
 
     fn estimated_size(&self) -> usize {
-        4 + self.object.len() + 8
+        4 + self.object.len() + 8 + 4 + 1
     }
 }
 
@@ -79,31 +118,12 @@ impl Code for BlockKey {
 pub(crate) struct BlockCache {
     pub memory: foyer::Cache<BlockKey, Bytes>,
     pub disk: Option<DiskRuns>,
-    /// Blocks per run of the ledgers opened (for that check).
-    pub run_sizes: RunSizes,
-}
-
-/// Blocks per run by data object key.
-pub(crate) type RunSizes = Arc<RwLock<HashMap<Arc<str>, usize>>>;
-
-/// Most ledgers [`RunSizes`] remembers; past it, it starts over (a ledger
-/// it forgot only costs a block written to disk twice).
-const MAX_RUN_SIZES: usize = 1 << 16;
-
-/// Notes the run size of a ledger opened for reading.
-pub(crate) fn remember_run_size(sizes: &RunSizes, object: &Arc<str>, per_run: usize) {
-    let mut s = sizes.write();
-    if s.len() >= MAX_RUN_SIZES && !s.contains_key(object) {
-        s.clear();
-    }
-    s.insert(object.clone(), per_run);
 }
 
 /// Writes a block that memory evicts to disk unless its run is there.
 struct SpillToDisk {
     disk: HybridCache<BlockKey, Bytes>,
     max_bytes: u64,
-    run_sizes: RunSizes,
 }
 
 impl EventListener for SpillToDisk {
@@ -111,20 +131,14 @@ impl EventListener for SpillToDisk {
     type Value = Bytes;
 
     fn on_leave(&self, reason: Event, key: &BlockKey, value: &Bytes) {
-        if reason != Event::Evict || value.len() as u64 > self.max_bytes {
-            return;
-        }
-        let per_run = self.run_sizes.read().get(&key.object).copied();
-        if let Some(per_run) = per_run
-            && self
-                .disk
-                .contains(&run_key(&key.object, per_run, key.block as usize / per_run))
+        if reason != Event::Evict
+            || value.len() as u64 > self.max_bytes
+            || self.disk.contains(&key.its_run())
+            || self.disk.contains(key)
         {
             return;
         }
-        if !self.disk.contains(key) {
-            self.disk.insert(key.clone(), value.clone());
-        }
+        self.disk.insert(key.clone(), value.clone());
     }
 }
 
@@ -152,16 +166,6 @@ pub(crate) fn run_blocks(data_size: u64, blocks: usize) -> usize {
     (RUN_BYTES / mean).clamp(1, MAX_RUN_BLOCKS) as usize
 }
 
-/// The disk key of run `run` of the data object `object` when runs hold
-/// `per_run` blocks. The run size is part of the key, so a run is never
-/// taken for blocks of another partition.
-pub(crate) fn run_key(object: &str, per_run: usize, run: usize) -> BlockKey {
-    BlockKey {
-        object: format!("{object}#runs-of-{per_run}").into(),
-        block: run as u64,
-    }
-}
-
 /// Builds the cache. The disk tier (when configured) is written when a run
 /// is complete, not when memory evicts: a sequential scan writes each run
 /// once, as one piece, and what it writes is on disk by the time the scan
@@ -179,7 +183,6 @@ pub(crate) async fn build_cache(
     memory_bytes: u64,
     disk: Option<(&std::path::Path, u64)>,
 ) -> Result<BlockCache> {
-    let run_sizes = RunSizes::default();
     let memory = foyer::CacheBuilder::new(memory_bytes.max(1) as usize)
         .with_name("strata-cold-blocks")
         .with_eviction_config(LruConfig::default())
@@ -188,7 +191,6 @@ pub(crate) async fn build_cache(
         return Ok(BlockCache {
             memory: memory.build(),
             disk: None,
-            run_sizes,
         });
     };
     let direct = cfg!(target_os = "linux");
@@ -203,13 +205,11 @@ pub(crate) async fn build_cache(
         .with_event_listener(Arc::new(SpillToDisk {
             disk: disk.cache.clone(),
             max_bytes: disk.max_run_bytes,
-            run_sizes: run_sizes.clone(),
         }))
         .build();
     Ok(BlockCache {
         memory,
         disk: Some(disk),
-        run_sizes,
     })
 }
 
@@ -335,16 +335,19 @@ mod tests {
         assert_eq!(run_blocks(8 << 20, 2048), 64); // small blocks: capped
         assert_eq!(run_blocks(4 << 30, 2), 1); // huge blocks: one each
         assert_eq!(run_blocks(0, 0), 64);
-        assert_ne!(run_key("o/data", 16, 3), run_key("o/data", 8, 3));
-        assert_eq!(run_key("o/data", 16, 3), run_key("o/data", 16, 3));
+        let o: Arc<str> = "o/data".into();
+        assert_ne!(BlockKey::run(&o, 16, 3), BlockKey::run(&o, 8, 3));
+        assert_eq!(BlockKey::run(&o, 16, 3), BlockKey::run(&o, 16, 3));
+        assert_ne!(BlockKey::run(&o, 16, 3), BlockKey::block(&o, 16, 3));
+        assert_eq!(
+            BlockKey::block(&o, 16, 53).its_run(),
+            BlockKey::run(&o, 16, 3)
+        );
     }
 
     #[test]
     fn block_key_codec_round_trips_and_rejects_junk() {
-        let k = BlockKey {
-            object: "a/b/7-uuid/data".into(),
-            block: 42,
-        };
+        let k = BlockKey::run(&"a/b/7-uuid/data".into(), 16, 42);
         let mut buf = Vec::new();
         k.encode(&mut buf).unwrap();
         assert_eq!(buf.len(), k.estimated_size());

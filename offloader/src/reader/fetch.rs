@@ -21,7 +21,7 @@ use object_store::path::Path;
 use tokio::sync::oneshot;
 
 use super::TieredReader;
-use super::cache::{BlockKey, Counters, DiskRuns, clone_error, run_key};
+use super::cache::{BlockKey, Counters, DiskRuns, clone_error};
 use crate::error::{OffloadError, Result};
 use crate::format::{LedgerIndex, check_block, check_block_crc};
 use crate::retry::{get_range, get_range_crcs};
@@ -44,10 +44,7 @@ pub(crate) struct LedgerShared {
 
 impl LedgerShared {
     fn key(&self, block: usize) -> BlockKey {
-        BlockKey {
-            object: self.data_key.clone(),
-            block: block as u64,
-        }
+        BlockKey::block(&self.data_key, self.per_run, block)
     }
 
     fn run_of(&self, block: usize) -> usize {
@@ -335,7 +332,7 @@ impl TieredReader {
             if span.end - span.start > disk.max_run_bytes {
                 continue;
             }
-            let key = run_key(&ledger.data_key, ledger.per_run, run);
+            let key = BlockKey::run(&ledger.data_key, ledger.per_run, run);
             if disk.cache.contains(&key) {
                 continue;
             }
@@ -395,7 +392,7 @@ impl TieredReader {
     /// miss.
     async fn load_run(&self, ledger: &LedgerShared, run: usize) -> Option<Vec<(usize, Bytes)>> {
         let disk = self.cache.disk.as_ref()?;
-        let key = run_key(&ledger.data_key, ledger.per_run, run);
+        let key = BlockKey::run(&ledger.data_key, ledger.per_run, run);
         let bytes = load(disk, &key, &ledger.data_key).await?;
         let span = ledger.run_span(run);
         let mut out = Vec::with_capacity(ledger.per_run);

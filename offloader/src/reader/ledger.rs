@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::TieredReader;
-use super::cache::{self, Counters, run_blocks};
+use super::cache::{Counters, run_blocks};
 use super::fetch::{LedgerShared, Pending, Purpose};
 use crate::error::{OffloadError, Result};
 use crate::format::{BlockEntries, LedgerHeader, LedgerIndex};
@@ -75,11 +75,6 @@ impl ColdLedger {
                 last_read: Instant::now(),
             }),
         });
-        cache::remember_run_size(
-            &ledger.reader.cache.run_sizes,
-            &ledger.shared.data_key,
-            ledger.shared.per_run,
-        );
         ledger.reader.register_reader(&ledger);
         ledger
     }

@@ -204,15 +204,9 @@ impl TieredReader {
             }
             None => {
                 Counters::add(&self.counters.index_misses, 1);
-                let first = BlockKey {
-                    object: data_key.clone(),
-                    block: 0,
-                };
-                let first_run = cache::run_key(
-                    &data_key,
-                    cache::run_blocks(objects.data_size, objects.blocks as usize),
-                    0,
-                );
+                let per_run = cache::run_blocks(objects.data_size, objects.blocks as usize);
+                let first = BlockKey::block(&data_key, per_run, 0);
+                let first_run = BlockKey::run(&data_key, per_run, 0);
                 let spec_len = self.config.first_range_bytes.min(objects.data_size);
                 let speculate = spec_len > 0
                     && !self.cache.memory.contains(&first)
@@ -296,6 +290,7 @@ impl TieredReader {
 
     /// Caches the whole, valid blocks at the start of a speculative range.
     fn absorb_speculative(&self, data_key: &Arc<str>, index: &LedgerIndex, bytes: Bytes) {
+        let per_run = cache::run_blocks(index.data_size, index.rows.len());
         for (i, row) in index.rows.iter().enumerate() {
             let end = row.range().end as usize;
             if end > bytes.len() {
@@ -307,10 +302,7 @@ impl TieredReader {
                 // and judges this block.
                 break;
             }
-            let key = BlockKey {
-                object: data_key.clone(),
-                block: i as u64,
-            };
+            let key = BlockKey::block(data_key, per_run, i);
             if !self.cache.memory.contains(&key) {
                 self.cache.memory.insert(key, block);
                 Counters::add(&self.counters.speculative_blocks, 1);
