@@ -304,6 +304,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         );
     }
     println!("cold tier: {cold_url}");
+    println!(
+        "cold cache: {} MiB memory, {} MiB disk",
+        args.cold.cold_cache_memory_bytes() >> 20,
+        args.cold.cold_cache_disk_mb
+    );
     println!("strata standalone ready");
 
     crate::shutdown_signal().await;

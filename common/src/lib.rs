@@ -6,3 +6,4 @@ pub mod metrics;
 pub mod names;
 pub mod paths;
 pub mod stages;
+pub mod sysmem;
