@@ -12,7 +12,7 @@ use strata_ledger::LedgerClient;
 use strata_offloader::reader::{ReaderConfig, TieredReader};
 use strata_offloader::registry::{StoreRegistry, Usage};
 use strata_offloader::service::{Offloader, OffloaderConfig};
-use strata_offloader::store::ColdStore;
+use strata_offloader::store::{ColdStore, StoreOptions};
 use strata_offloader::tier::Tier;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,11 @@ pub struct ColdArgs {
     #[arg(long, env = "STRATA_OFFLOAD_ORPHAN_GRACE", default_value = "1h",
           value_parser = humantime::parse_duration)]
     pub offload_orphan_grace: Duration,
+    /// Limit on one object-store request (HTTP stores), body included; a
+    /// request that times out is retried.
+    #[arg(long, env = "STRATA_OBJECT_STORE_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub object_store_timeout: Duration,
     /// Memory of the cold block cache, in MiB (default: 1/16 of the memory
     /// this process may use, RAM or its cgroup's limit, from 64 MiB to 4 GiB).
     #[arg(long, env = "STRATA_COLD_CACHE_MEMORY_MB")]
@@ -82,8 +87,11 @@ fn default_memory_cache(limit: Option<u64>) -> u64 {
 }
 
 /// Opens the default store (`url`), failing with a message naming what is wrong.
-pub async fn open_stores(url: &str) -> anyhow::Result<Arc<StoreRegistry>> {
-    let store = ColdStore::open(url)
+pub async fn open_stores(url: &str, args: &ColdArgs) -> anyhow::Result<Arc<StoreRegistry>> {
+    let options = StoreOptions {
+        request_timeout: args.object_store_timeout,
+    };
+    let store = ColdStore::open_with(url, options)
         .await
         .with_context(|| format!("opening the object store {url}"))?;
     Ok(StoreRegistry::new(store))
@@ -105,6 +113,7 @@ pub async fn start_tier(
         read_ahead_bytes: args.cold_read_ahead_mb << 20,
         read_ahead_budget_bytes: args.cold_read_ahead_total_mb << 20,
         range_bytes: (args.cold_range_mb << 20).max(64 << 10),
+        request_timeout: args.object_store_timeout,
         ..ReaderConfig::default()
     })
     .await
@@ -128,6 +137,7 @@ pub async fn start_offloader(
         orphan_grace: args.offload_orphan_grace,
         ..OffloaderConfig::default()
     };
+    cfg.upload.retry.request_timeout = args.object_store_timeout;
     if let Some(id) = id {
         cfg.id = id;
     }
@@ -139,6 +149,37 @@ pub async fn start_offloader(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cold: ColdArgs,
+    }
+
+    fn parse(args: &[&str]) -> ColdArgs {
+        Cli::try_parse_from(std::iter::once("standalone").chain(args.iter().copied()))
+            .expect("parse")
+            .cold
+    }
+
+    #[test]
+    fn the_store_timeout_and_cache_memory_come_from_flags() {
+        let args = parse(&[
+            "--object-store-timeout",
+            "2m",
+            "--cold-cache-memory-mb",
+            "100",
+        ]);
+        assert_eq!(args.object_store_timeout, Duration::from_secs(120));
+        assert_eq!(args.cold_cache_memory_bytes(), 100 << 20);
+        let args = parse(&[]);
+        assert_eq!(args.object_store_timeout, Duration::from_secs(30));
+        assert_eq!(
+            args.cold_cache_memory_bytes(),
+            default_memory_cache(strata_common::sysmem::memory_limit_bytes())
+        );
+    }
 
     #[test]
     fn the_default_memory_cache_follows_the_memory_within_bounds() {

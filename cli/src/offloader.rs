@@ -38,7 +38,7 @@ pub async fn run(args: OffloaderArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the metadata store {}", args.metadata_url))?;
     let client = LedgerClient::new(meta.clone(), ClientConfig::default());
-    let stores = cold::open_stores(&url).await?;
+    let stores = cold::open_stores(&url, &args.cold).await?;
     let usage = Usage::new();
     let cancel = CancellationToken::new();
     let offloader = cold::start_offloader(

@@ -201,7 +201,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             format!("file://{}", dir.display())
         }
     };
-    let stores = cold::open_stores(&cold_url).await?;
+    let stores = cold::open_stores(&cold_url, &args.cold).await?;
     let usage = Usage::new();
     let tier = cold::start_tier(
         &args.cold,

@@ -41,7 +41,7 @@ impl StoreRegistry {
         if let Some(s) = open.get(url) {
             return Ok(s.clone());
         }
-        let store = ColdStore::open(url).await?;
+        let store = ColdStore::open_with(url, self.default.options().clone()).await?;
         open.insert(url.to_string(), store.clone());
         // Records hold the canonical form; make it find this store too.
         open.insert(store.url().to_string(), store.clone());

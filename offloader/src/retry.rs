@@ -42,6 +42,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Limit on a request the store retries itself (a multipart part, or
+    /// its completion): every attempt may take `request_timeout` and
+    /// back off in between. A limit of one `request_timeout` would end the
+    /// part just as the store's own timeout fires, before its retry
+    /// (a store that stalled for 29 s once failed a whole offload so).
+    pub fn retried_deadline(&self) -> Duration {
+        self.request_timeout * (self.max_retries + 1) + self.max_backoff * self.max_retries
+    }
+
     /// Delay before retry number `attempt` (1-based): exponential, capped,
     /// with "equal jitter" so that many clients retrying together spread out.
     pub fn backoff(&self, attempt: u32) -> Duration {

@@ -33,6 +33,22 @@ use crate::error::{OffloadError, Result};
 pub use probe::MIN_PART;
 pub use url::{Location, S3Location};
 
+/// How Strata talks to HTTP object stores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Limit on one HTTP request, body included: a multipart part of 8 MiB
+    /// needs about 0.3 MiB/s to fit in the default. Raise it for slow links.
+    pub request_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// An object store chosen by URL, with the key prefix every Strata object
 /// goes under.
 #[derive(Clone)]
@@ -45,6 +61,7 @@ pub struct ColdStore {
     url: String,
     bucket: Option<String>,
     endpoint: Option<String>,
+    options: StoreOptions,
 }
 
 impl std::fmt::Debug for ColdStore {
@@ -56,7 +73,7 @@ impl std::fmt::Debug for ColdStore {
 /// How hard the client tries on normal traffic versus in the probe.
 struct ClientProfile {
     connect_timeout: Duration,
-    /// Whole request, body included; a 64 MiB part needs ~2 MiB/s to fit.
+    /// Whole request, body included.
     request_timeout: Duration,
     retry: RetryConfig,
 }
@@ -65,10 +82,10 @@ impl ClientProfile {
     /// Normal traffic: retries with backoff ride out a restarting server or
     /// a throttling burst; the reader and uploader add their own retries
     /// above this for whole operations.
-    fn production() -> ClientProfile {
+    fn production(options: &StoreOptions) -> ClientProfile {
         ClientProfile {
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: options.request_timeout,
             retry: RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
@@ -76,7 +93,8 @@ impl ClientProfile {
                     base: 2.0,
                 },
                 max_retries: 5,
-                retry_timeout: Duration::from_secs(60),
+                // Room for a retry after a request that timed out.
+                retry_timeout: Duration::from_secs(60).max(options.request_timeout * 3),
             },
         }
     }
@@ -115,6 +133,11 @@ impl ColdStore {
     /// Unknown query keys and malformed URLs are [`OffloadError::Config`]
     /// errors naming the problem.
     pub async fn open(url: &str) -> Result<ColdStore> {
+        ColdStore::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`ColdStore::open`] with other [`StoreOptions`] (HTTP stores only).
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<ColdStore> {
         let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
             .iter()
             .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
@@ -145,6 +168,7 @@ impl ColdStore {
                     url: canonical,
                     bucket: None,
                     endpoint: None,
+                    options,
                 })
             }
             Location::S3(s3) => {
@@ -152,7 +176,7 @@ impl ColdStore {
                     credentials::ChainCredentials::default_chain(&s3.region, s3.profile.as_deref())
                         .await,
                 );
-                let store = build_s3(&s3, &credentials, &ClientProfile::production())?;
+                let store = build_s3(&s3, &credentials, &ClientProfile::production(&options))?;
                 let probe_store = build_s3(&s3, &credentials, &ClientProfile::probe())?;
                 Ok(ColdStore {
                     store,
@@ -164,6 +188,7 @@ impl ColdStore {
                         s3.endpoint
                             .unwrap_or_else(|| format!("AWS S3 in {}", s3.region)),
                     ),
+                    options,
                 })
             }
         }
@@ -179,7 +204,14 @@ impl ColdStore {
             url: url.to_string(),
             bucket: None,
             endpoint: None,
+            options: StoreOptions::default(),
         }
+    }
+
+    /// The options it was opened with; other stores the server opens
+    /// (namespaces' own buckets) take the same.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

@@ -75,8 +75,9 @@ pub struct UploadOptions {
     /// Data objects up to this size are written with one PUT.
     pub single_put_max: usize,
     /// Retries and timeout of single requests. Multipart parts are retried by
-    /// HTTP stores themselves (with this policy); a part that still fails
-    /// fails the upload, which is aborted.
+    /// HTTP stores themselves (with this policy), within
+    /// [`RetryPolicy::retried_deadline`]; a part that still fails fails the
+    /// upload, which is aborted.
     pub retry: RetryPolicy,
 }
 
@@ -197,7 +198,7 @@ impl DataWriter<'_> {
                 self.rows_cut += 1;
             }
             let done = self.payload_cut;
-            let timeout = self.opts.retry.request_timeout;
+            let timeout = self.opts.retry.retried_deadline();
             let Some(mp) = self.multipart.as_mut() else {
                 return Err(OffloadError::Other("multipart upload missing".into()));
             };
@@ -222,7 +223,7 @@ impl DataWriter<'_> {
             while self.multipart.as_ref().is_some_and(|m| !m.parts.is_empty()) {
                 self.join_one().await?;
             }
-            let timeout = self.opts.retry.request_timeout;
+            let timeout = self.opts.retry.retried_deadline();
             if let Some(mp) = self.multipart.as_mut() {
                 match tokio::time::timeout(timeout, mp.upload.complete()).await {
                     Ok(Ok(_)) => {}

@@ -7,4 +7,5 @@ pub mod fault;
 pub mod garage;
 pub mod process;
 pub mod python;
+pub mod stall_proxy;
 pub mod standalone;

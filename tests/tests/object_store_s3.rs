@@ -276,3 +276,92 @@ async fn multipart_upload_over_10_mib_round_trips() {
     let got = cs.store().get_range(&path, range.clone()).await.unwrap();
     assert_eq!(got, whole[PART - 100..PART + 100]);
 }
+
+/// A multipart part whose answer the store holds back past the request
+/// timeout is sent again, and the upload completes and verifies. Before
+/// parts had a deadline of their own, the uploader gave up on a part after
+/// exactly one request timeout, as the store's own timeout fired, so one
+/// stall of the store failed the whole offload.
+#[tokio::test]
+async fn a_part_the_store_stalls_on_is_sent_again() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use strata_offloader::retry::RetryPolicy;
+    use strata_offloader::store::StoreOptions;
+    use strata_offloader::{IoSink, LedgerHeader, UploadOptions, upload_ledger, verify};
+    use strata_tests::stall_proxy::StallProxy;
+
+    let g = garage().await;
+    let upstream = g.endpoint().trim_start_matches("http://").parse().unwrap();
+    // The second part's answer is held for 4 s; requests time out after 1 s.
+    let proxy = StallProxy::start(
+        upstream,
+        &["PUT /", "partNumber=2&"],
+        1,
+        Duration::from_secs(4),
+    )
+    .await
+    .expect("proxy");
+    let url = format!(
+        "s3://{}/stall?endpoint=http://{}&region={}",
+        g.bucket(),
+        proxy.address(),
+        g.region()
+    );
+    let timeout = Duration::from_secs(1);
+    let cs = ColdStore::open_with(
+        &url,
+        StoreOptions {
+            request_timeout: timeout,
+        },
+    )
+    .await
+    .expect("open");
+    let sent: Vec<(u64, Bytes)> = (0..24).map(|i| (i, bytes(512 << 10, 100 + i))).collect();
+    let header = LedgerHeader {
+        ledger_id: 7,
+        managed_ledger: "public/default/persistent/stall".into(),
+        entries: sent.len() as u64,
+        payload_bytes: sent.iter().map(|(_, b)| b.len() as u64).sum(),
+        created_ms: 1_700_000_000_000,
+        closed_ms: Some(1_700_000_001_000),
+        offloaded_ms: 1_700_000_002_000,
+        properties: BTreeMap::new(),
+    };
+    let opts = UploadOptions {
+        part_size: 5 << 20,
+        max_parallel_parts: 2,
+        retry: RetryPolicy {
+            max_retries: 3,
+            request_timeout: timeout,
+            base_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+        },
+        ..UploadOptions::default()
+    };
+    let objects = upload_ledger(
+        cs.store(),
+        &cs.path("t/7"),
+        &header,
+        futures::stream::iter(sent.clone().into_iter().map(Ok)),
+        &opts,
+        &IoSink::default(),
+        &|_| {},
+    )
+    .await
+    .expect("the upload survives one stalled part");
+    assert_eq!(proxy.stalled(), 1, "the proxy held back one part");
+    verify(cs.store(), &objects, &IoSink::default())
+        .await
+        .expect("the object verifies");
+    let data = g
+        .object_store()
+        .get(&Path::parse(&objects.data_key).unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(data.len() as u64, objects.data_size);
+}
