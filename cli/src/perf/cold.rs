@@ -219,6 +219,7 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
 
     // 2. Seal the ledger (unload), offload everything, wait for cold-only.
     admin(args, Method::PUT, &format!("{tpath}/unload"), None).await?;
+    tracing::info!("offload starts");
     let started = Instant::now();
     admin(
         args,
@@ -237,6 +238,7 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
         }
     };
     let offload_secs = started.elapsed().as_secs_f64();
+    tracing::info!("offload ends");
     let offloaded_bytes = status["bytesTotal"].as_u64().unwrap_or(0);
     loop {
         let u = admin(args, Method::GET, &format!("{tpath}/usage"), None).await?;
