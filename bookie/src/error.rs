@@ -42,6 +42,8 @@ pub enum BookieError {
     Metadata(#[from] strata_common::metadata::MetadataError),
     #[error("config: {0}")]
     Config(String),
+    #[error(transparent)]
+    DirInUse(#[from] strata_common::dirlock::DirLockError),
 }
 
 pub type Result<T, E = BookieError> = std::result::Result<T, E>;

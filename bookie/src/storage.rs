@@ -38,6 +38,7 @@ use crate::journal::{
     Recycler,
 };
 use crate::metrics::Metrics;
+use strata_common::dirlock::DirLock;
 use strata_common::stages::{self, Stage};
 
 type Key = (u64, u64);
@@ -168,11 +169,19 @@ pub struct LedgerStorage {
     read_only_flag: AtomicBool,
     gc_live_ratio: f64,
     pub metrics: Arc<Metrics>,
+    /// This process's hold on the journal and ledger directories.
+    _locks: Vec<DirLock>,
 }
 
 impl LedgerStorage {
     /// Opens (or creates) the storage and replays the journal. Blocking.
+    /// Fails at once, touching nothing, when another process holds the
+    /// journal or ledger directory.
     pub fn open(config: &BookieConfig, metrics: Arc<Metrics>) -> Result<LedgerStorage> {
+        let mut locks = vec![DirLock::acquire(&config.journal_dir(), "journal")?];
+        if config.ledger_dir() != config.journal_dir() {
+            locks.push(DirLock::acquire(&config.ledger_dir(), "ledger")?);
+        }
         let index = Index::open(&config.ledger_dir().join("index"))?;
         let recycler = Arc::new(
             Recycler::new(
@@ -251,6 +260,7 @@ impl LedgerStorage {
             read_only_flag: AtomicBool::new(false),
             gc_live_ratio: config.gc_live_ratio,
             metrics,
+            _locks: locks,
         };
         // Make what replay found part of the entry logs right away, so the
         // journal can be trimmed and a crash loop never grows it.

@@ -159,6 +159,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    // Held until the process ends: a second standalone on this directory
+    // stops here, before it opens anything.
+    let _lock = strata_common::dirlock::DirLock::acquire(dir, "data")?;
     let metadata_dir = dir.join("metadata");
     let store = strata_common::metadata::open(&format!("rocksdb://{}", metadata_dir.display()))
         .await

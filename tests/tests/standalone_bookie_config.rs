@@ -191,3 +191,101 @@ async fn a_bookie_config_may_not_set_what_the_standalone_sets() {
     })
     .await;
 }
+
+/// A second process is refused the directories a running one writes, before
+/// it touches them: the same data directory, or only the same journal (which
+/// a second bookie would otherwise replay, taking the live tail for a torn
+/// one and cutting it). The running standalone loses nothing: everything it
+/// acknowledged reads back, also after a SIGKILL and a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_is_refused_the_directories_of_a_running_one() {
+    bounded("directories in use", LIMIT, async {
+        let dir = TempDir::new().unwrap();
+        let journal_dir = dir.path().join("journal-disk");
+        let config = dir.path().join("bookie.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{SHARED_DISK_WATERMARK_TOML}journal_dir = {:?}\n",
+                journal_dir.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let data = dir.path().join("data");
+        let mut s =
+            StandaloneProcess::start_with(&data, &["--bookie-config", config.to_str().unwrap()])
+                .await;
+        let pid = s.pid().expect("standalone pid");
+
+        let topic = "persistent://public/default/dirs-in-use";
+        let client = within(
+            "connect",
+            Client::connect(s.service_url(), ClientOptions::default()),
+        )
+        .await;
+        let producer = within(
+            "create producer",
+            client.create_producer(
+                topic,
+                ProducerOptions {
+                    batch_max_messages: 1,
+                    ..ProducerOptions::default()
+                },
+            ),
+        )
+        .await;
+        let mut expected = Vec::new();
+        let send_some = |from: usize| (from..from + 20).map(|i| payload(i, 1000 + i));
+        for p in send_some(0) {
+            within("receipt", within("send", producer.send(&p)).await).await;
+            expected.push(p);
+        }
+
+        let other_data = dir.path().join("other-data");
+        for (data_dir, what) in [
+            (&data, "data directory"),
+            (&other_data, "journal directory"),
+        ] {
+            let port = strata_tests::bookie::free_port().to_string();
+            let run = strata(
+                &[
+                    "standalone",
+                    "--data-dir",
+                    data_dir.to_str().unwrap(),
+                    "--broker-port",
+                    "0",
+                    "--admin-port",
+                    "0",
+                    "--bookie-port",
+                    port.as_str(),
+                    "--bookie-config",
+                    config.to_str().unwrap(),
+                ],
+                &[],
+            )
+            .await;
+            let report = run.report();
+            assert_ne!(run.code, Some(0), "{what}: started\n{report}");
+            assert!(run.stderr.contains(what), "{what}: {report}");
+            assert!(
+                run.stderr
+                    .contains(&format!("in use by another Strata process (pid {pid}")),
+                "{what}: {report}"
+            );
+            assert!(!run.stdout.contains("strata standalone ready"), "{report}");
+        }
+
+        // The first one kept serving, and its journal is whole.
+        for p in send_some(20) {
+            within("receipt", within("send", producer.send(&p)).await).await;
+            expected.push(p);
+        }
+        read_back(s.service_url(), topic, "before", &expected).await;
+        drop(producer);
+        drop(client);
+        s.kill();
+        s.restart().await;
+        read_back(s.service_url(), topic, "after", &expected).await;
+    })
+    .await;
+}
