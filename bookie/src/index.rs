@@ -35,7 +35,7 @@ use rocksdb::{
     WriteOptions,
 };
 
-use crate::entrylog::Location;
+use crate::entrylog::{EntryLogs, Location};
 use crate::error::{BookieError, Result};
 use crate::journal::JournalPos;
 
@@ -433,6 +433,43 @@ impl Index {
             false
         })?;
         Ok(found)
+    }
+
+    /// Locations of `ledger`'s consecutive entries `from..=to` that one
+    /// read can fetch ([`EntryLogs::span_len`]): it stops before the first
+    /// entry not indexed here, the first one too far from the others, or
+    /// once the span would pass `max_span` bytes (it always holds `from`'s
+    /// location, when `from` is indexed).
+    pub fn location_span(
+        &self,
+        ledger: u64,
+        from: u64,
+        to: u64,
+        max_span: u64,
+    ) -> Result<Vec<(u64, Location)>> {
+        let mut out: Vec<(u64, Location)> = Vec::new();
+        let mut next = from;
+        self.runs_from(ledger, from, |_, run| {
+            for (entry, loc) in run.entries() {
+                if entry < next {
+                    continue;
+                }
+                if entry != next || entry > to {
+                    return false;
+                }
+                if let (Some((_, start)), Some((_, prev))) = (out.first(), out.last()) {
+                    match EntryLogs::span_len(*start, *prev, loc) {
+                        Some(len) if len <= max_span => {}
+                        _ => return false,
+                    }
+                }
+                out.push((entry, loc));
+                next += 1;
+            }
+            // The next run may go on where this one ended.
+            next <= to
+        })?;
+        Ok(out)
     }
 
     /// Highest indexed entry of a ledger.

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub write_cache_misses: Counter,
     pub read_cache_hits: Counter,
     pub read_cache_misses: Counter,
+    /// Reads issued to entry logs and journal files (one per span).
+    pub disk_reads: Counter,
     pub write_cache_bytes: Gauge,
     pub flushes: Counter,
     pub flush_seconds: Histogram,
@@ -61,6 +63,7 @@ impl Default for Metrics {
             write_cache_misses: Counter::default(),
             read_cache_hits: Counter::default(),
             read_cache_misses: Counter::default(),
+            disk_reads: Counter::default(),
             write_cache_bytes: Gauge::default(),
             flushes: Counter::default(),
             flush_seconds: Histogram::latency(),
@@ -178,6 +181,11 @@ impl Metrics {
             "strata_bookie_read_cache_misses_total",
             "Entry lookups missing from the foyer read cache (then read from the entry logs).",
             self.read_cache_misses.get(),
+        );
+        e.counter(
+            "strata_bookie_disk_reads_total",
+            "Reads issued to entry logs and journal files; consecutive entries of a range read share one.",
+            self.disk_reads.get(),
         );
         e.gauge(
             "strata_bookie_write_cache_bytes",

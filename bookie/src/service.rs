@@ -109,23 +109,12 @@ impl BookieRpc for BookieService {
                     return Ok(resp);
                 }
             };
-            let mut id = first;
-            loop {
-                match storage.read_blocking(ledger, id)? {
-                    Some(e) => {
-                        bytes += e.payload.len() as u64;
-                        resp.entries.push(to_wire(&e));
-                    }
-                    None if resp.entries.is_empty() => {
-                        return Err(BookieError::NoSuchEntry(ledger, id));
-                    }
-                    None => break,
-                }
-                if id >= last || bytes >= budget || resp.entries.len() >= MAX_READ_ENTRIES {
-                    break;
-                }
-                id += 1;
+            let entries =
+                storage.read_range_blocking(ledger, first, last, budget, MAX_READ_ENTRIES)?;
+            if entries.is_empty() {
+                return Err(BookieError::NoSuchEntry(ledger, first));
             }
+            resp.entries = entries.iter().map(|e| to_wire(e)).collect();
             Ok(resp)
         })
         .await;

@@ -64,6 +64,11 @@ impl EntryCache {
         }
     }
 
+    /// Payload bytes it may hold (0: disabled).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn insert(&self, ledger_id: u64, entry_id: u64, data: Bytes) {
         if data.len() > self.capacity {
             return;

@@ -87,6 +87,8 @@ pub(crate) struct Core {
     pub dropped: CancellationToken,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// The read of bookies started ahead of a catch-up reader, if any.
+    pub read_ahead: Mutex<Option<crate::read::ReadAhead>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -198,6 +200,7 @@ impl Core {
             dropped: CancellationToken::new(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            read_ahead: Mutex::new(None),
         }))
     }
 
@@ -346,7 +349,7 @@ impl Core {
         Ok(Source::Hot(self.reader(ledger_id, need).await?))
     }
 
-    fn kept_source(&self, ledger_id: u64, need: u64) -> Option<Source> {
+    pub(crate) fn kept_source(&self, ledger_id: u64, need: u64) -> Option<Source> {
         match self.readers.lock().get(&ledger_id) {
             Some(Source::Cold(c)) => Some(Source::Cold(c.clone())),
             Some(Source::Hot(r)) if r.last_readable() >= need as i64 => {

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 
 use strata_ledger::LedgerError;
 use tracing::warn;
@@ -22,6 +24,22 @@ const MAX_READ_BATCH: u64 = 1000;
 
 /// Assumed entry size when a ledger has none to average over yet.
 const DEFAULT_ENTRY_SIZE: u64 = 1024;
+
+/// Most bytes one read-ahead fetches from bookies.
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+
+/// A read of bookies started ahead of a catch-up reader: while the reader
+/// hands out what it just read, the entries it will ask for next are read
+/// into the entry cache. Without it a reader behind the tail alternated
+/// between waiting for bookies and dispatching, and caught up at a quarter
+/// of the rate the same broker writes (measured: ~230 MB/s against
+/// ~900 MB/s on the development VM).
+pub(crate) struct ReadAhead {
+    ledger_id: u64,
+    first: u64,
+    last: u64,
+    done: Shared<BoxFuture<'static, ()>>,
+}
 
 impl Core {
     /// Entries from `from` (inclusive; moved forward to the oldest entry
@@ -64,7 +82,93 @@ impl Core {
                 break;
             }
         }
+        if let Some(last) = out.last() {
+            let next = last.position.entry_id + 1;
+            self.read_ahead_from(last.position.ledger_id, next, out.len() as u64);
+        }
         Ok(out)
+    }
+
+    /// Starts reading about `count` entries of `ledger_id` from `from` into
+    /// the entry cache, unless they are there or being read already, or lie
+    /// past what bookies can serve (the unconfirmed or pinned tail, which
+    /// a tailing reader gets from memory). Only bookies are read ahead: the
+    /// cold tier reads ahead itself.
+    fn read_ahead_from(&self, ledger_id: u64, from: u64, count: u64) {
+        if self.cache.capacity() == 0 {
+            return;
+        }
+        let end = {
+            let view = self.view.lock();
+            let (Some(lc), Some(slot)) = (view.last_confirmed, view.ledgers.get(&ledger_id)) else {
+                return;
+            };
+            let end = match ledger_id.cmp(&lc.ledger_id) {
+                std::cmp::Ordering::Less => slot.info.entries,
+                std::cmp::Ordering::Equal => lc.entry_id + 1,
+                std::cmp::Ordering::Greater => return,
+            };
+            view.first_pinned(ledger_id).map_or(end, |p| end.min(p))
+        };
+        if from >= end || self.cached(ledger_id, from).is_some() {
+            return;
+        }
+        let avg = self.average_entry_size(ledger_id).max(1);
+        let count = count
+            .clamp(1, MAX_READ_BATCH)
+            .min((READ_AHEAD_BYTES / avg).max(1));
+        let last = (from + count).min(end) - 1;
+        {
+            let ra = self.read_ahead.lock();
+            if let Some(ra) = ra.as_ref()
+                && ra.ledger_id == ledger_id
+                && ra.first <= from
+                && from <= ra.last
+                && ra.done.peek().is_none()
+            {
+                return;
+            }
+        }
+        let Some(Source::Hot(reader)) = self.kept_source(ledger_id, last) else {
+            return;
+        };
+        let cache = self.cache.clone();
+        let shutdown = self.shutdown.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                read = reader.read(from, last) => {
+                    // A failed read ahead is only a lost head start: the
+                    // reader's own read reports the problem.
+                    for e in read.into_iter().flatten() {
+                        cache.insert(ledger_id, e.entry_id, e.payload);
+                    }
+                }
+            }
+        });
+        let done = async move {
+            let _ = task.await;
+        }
+        .boxed()
+        .shared();
+        *self.read_ahead.lock() = Some(ReadAhead {
+            ledger_id,
+            first: from,
+            last,
+            done,
+        });
+    }
+
+    /// The read ahead in flight (or done) that covers entry `entry_id`.
+    fn read_ahead_covering(
+        &self,
+        ledger_id: u64,
+        entry_id: u64,
+    ) -> Option<Shared<BoxFuture<'static, ()>>> {
+        let ra = self.read_ahead.lock();
+        ra.as_ref()
+            .filter(|ra| ra.ledger_id == ledger_id && ra.first <= entry_id && entry_id <= ra.last)
+            .map(|ra| ra.done.clone())
     }
 
     /// Reads one confirmed entry.
@@ -114,6 +218,14 @@ impl Core {
                     push(out, bytes, seg.ledger_id, next, data);
                     next += 1;
                     continue;
+                }
+                // Being read ahead: wait for that read rather than make
+                // the same one.
+                if let Some(done) = self.read_ahead_covering(seg.ledger_id, next) {
+                    done.await;
+                    if self.cached(seg.ledger_id, next).is_some() {
+                        continue;
+                    }
                 }
                 // A miss: read from bookies up to the next cached entry, as
                 // many as the byte budget is likely to take.

@@ -499,3 +499,61 @@ async fn a_read_from_bookies_stops_where_the_pinned_tail_starts() {
         assert_eq!(e.data, payload(i as u64), "entry {i}");
     }
 }
+
+/// A reader behind the tail finds its next entries already read: each read
+/// from bookies starts one for what follows, and the reader's next read is
+/// served from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_reader_finds_its_next_entries_read_ahead() {
+    let c = Cluster::start(1).await;
+    let f = c.factory(small_ledgers(10_000), 64 << 20);
+    let ml = f.open("t/catch-up").await.unwrap();
+    let positions = add_n(&ml, 0, 300).await;
+    wait_confirmed(&ml, positions[299]).await;
+    ml.close().await.unwrap();
+    drop(f);
+    // A fresh cache: every entry is on bookies only.
+    let f = c.factory(small_ledgers(10_000), 64 << 20);
+    let ml = f.open("t/catch-up").await.unwrap();
+    let first = ml
+        .read_entries(Position::EARLIEST, 10, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 10);
+    assert_eq!(ml.stats().cache_misses, 10);
+    // The next ten arrive in the cache without being asked for.
+    eventually("the read ahead fills the cache", async || {
+        f.cache_stats().entries >= 20
+    })
+    .await;
+    let next = ml
+        .read_entries(after(first[9].position), 10, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 10);
+    let stats = ml.stats();
+    assert_eq!(stats.cache_misses, 10, "the second read went to bookies");
+    assert_eq!(stats.cache_hits, 10);
+    // Reading on to the end returns every entry in order; after the first
+    // read, bookies are asked ahead of the reader, not by it.
+    let mut got: Vec<_> = first.into_iter().chain(next).collect();
+    while got.len() < 300 {
+        let from = after(got.last().unwrap().position);
+        got.extend(ml.read_entries(from, 10, usize::MAX).await.unwrap());
+    }
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.position, positions[i]);
+        assert_eq!(e.data, payload(i as u64), "entry {i}");
+    }
+    let stats = ml.stats();
+    assert!(
+        stats.cache_hits >= 250,
+        "{} hits, {} misses",
+        stats.cache_hits,
+        stats.cache_misses
+    );
+}
+
+fn after(p: Position) -> Position {
+    Position::new(p.ledger_id, p.entry_id + 1)
+}
