@@ -219,7 +219,16 @@ pub struct EntryLogs {
     /// hold its `Arc<File>` finish their read (unlinked files stay readable).
     readers: RwLock<HashMap<u64, Arc<File>>>,
     active: Mutex<Active>,
+    /// Buffers of [`EntryLogs::read_span`], kept for the next read: a fresh
+    /// 8 MiB buffer per read came from new pages each time (the allocator
+    /// hands such a buffer back to the kernel when it is freed), and
+    /// faulting them in cost more than the read itself.
+    span_bufs: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Span buffers kept for reuse at most (the parallel reads of a few
+/// catch-up readers).
+const KEPT_SPAN_BUFS: usize = 4;
 
 impl EntryLogs {
     pub fn open(
@@ -248,6 +257,7 @@ impl EntryLogs {
             size_limit,
             readers: RwLock::new(readers),
             active: Mutex::new(active),
+            span_bufs: Mutex::new(Vec::new()),
         })
     }
 
@@ -354,20 +364,32 @@ impl EntryLogs {
             Some((file, _)) => file.clone(),
             None => self.reader(first.log_id)?,
         };
-        let end = last.offset + u64::from(last.len);
-        let mut buf = vec![0u8; end.saturating_sub(first.offset) as usize];
-        file.read_exact_at(&mut buf, first.offset)
-            .map_err(|e| BookieError::io("read entry log", e))?;
-        locs.iter()
-            .map(|l| {
-                let at = (l.offset - first.offset) as usize;
-                let record = &buf[at..at + l.len as usize];
-                match journal {
-                    Some((_, mask)) => decode_journal_record(record, mask),
-                    None => StoredEntry::decode(record),
-                }
-            })
-            .collect()
+        let len = (last.offset + u64::from(last.len)).saturating_sub(first.offset) as usize;
+        let mut buf = self.span_bufs.lock().pop().unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let span = &mut buf[..len];
+        let read = file
+            .read_exact_at(span, first.offset)
+            .map_err(|e| BookieError::io("read entry log", e))
+            .and_then(|()| {
+                locs.iter()
+                    .map(|l| {
+                        let at = (l.offset - first.offset) as usize;
+                        let record = &span[at..at + l.len as usize];
+                        match journal {
+                            Some((_, mask)) => decode_journal_record(record, mask),
+                            None => StoredEntry::decode(record),
+                        }
+                    })
+                    .collect()
+            });
+        let mut kept = self.span_bufs.lock();
+        if kept.len() < KEPT_SPAN_BUFS {
+            kept.push(buf);
+        }
+        read
     }
 
     /// Bytes one read of `next` after `prev` would span, when both are in
