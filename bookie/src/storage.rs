@@ -573,17 +573,7 @@ impl LedgerStorage {
             self.metrics.disk_reads.inc();
             match self.logs.read(loc) {
                 Ok(stored) => {
-                    if stored.ledger_id != ledger || stored.entry_id != entry {
-                        return Err(BookieError::corrupt(
-                            "entry index",
-                            format!(
-                                "({ledger},{entry}) points at ({},{})",
-                                stored.ledger_id, stored.entry_id
-                            ),
-                        ));
-                    }
-                    stored.verify()?;
-                    let stored = Arc::new(stored);
+                    let stored = Arc::new(checked_read(ledger, entry, stored)?);
                     self.read_cache.insert((ledger, entry), stored.clone());
                     return Ok(Some(stored));
                 }
@@ -617,12 +607,19 @@ impl LedgerStorage {
             out.len() < max_entries && (out.is_empty() || bytes < budget)
         };
         while id <= last && room(&out, bytes) {
-            if let Some(e) = self.cached((ledger, id)).or_else(|| {
-                self.read_cache
-                    .get(&(ledger, id))
-                    .map(|e| e.value().clone())
-            }) {
-                // Counted as read_blocking counts it.
+            // Counted as read_blocking counts its lookups.
+            let hit = match self.cached((ledger, id)) {
+                Some(e) => {
+                    self.metrics.write_cache_hits.inc();
+                    Some(e)
+                }
+                None => self.read_cache.get(&(ledger, id)).map(|e| {
+                    self.metrics.write_cache_misses.inc();
+                    self.metrics.read_cache_hits.inc();
+                    e.value().clone()
+                }),
+            };
+            if let Some(e) = hit {
                 self.metrics.reads.inc();
                 bytes += e.payload.len() as u64;
                 out.push(e);
@@ -657,19 +654,7 @@ impl LedgerStorage {
                 entries
                     .into_iter()
                     .zip(&locs)
-                    .map(|(stored, (entry, _))| {
-                        if stored.ledger_id != ledger || stored.entry_id != *entry {
-                            return Err(BookieError::corrupt(
-                                "entry index",
-                                format!(
-                                    "({ledger},{entry}) points at ({},{})",
-                                    stored.ledger_id, stored.entry_id
-                                ),
-                            ));
-                        }
-                        stored.verify()?;
-                        Ok(Arc::new(stored))
-                    })
+                    .map(|(stored, (entry, _))| checked_read(ledger, *entry, stored).map(Arc::new))
                     .collect::<Result<Vec<_>>>()
             });
             match checked {
@@ -1199,6 +1184,22 @@ pub fn decode_journal_add(b: &[u8]) -> Result<(AddOp, usize)> {
     ))
 }
 
+/// An entry read from disk where the index said `(ledger, entry)` is: it
+/// must be that entry, and match its CRC32C.
+fn checked_read(ledger: u64, entry: u64, stored: StoredEntry) -> Result<StoredEntry> {
+    if stored.ledger_id != ledger || stored.entry_id != entry {
+        return Err(BookieError::corrupt(
+            "entry index",
+            format!(
+                "({ledger},{entry}) points at ({},{})",
+                stored.ledger_id, stored.entry_id
+            ),
+        ));
+    }
+    stored.verify()?;
+    Ok(stored)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1339,6 +1340,16 @@ mod tests {
             let all = s.read_range_blocking(1, 0, 349, u64::MAX, 10_000).unwrap();
             assert_eq!(all.len(), 350, "{mode:?}");
             check(&s, &all, 0);
+            // Every lookup counted once, as single reads count them.
+            let m = &s.metrics;
+            assert_eq!(
+                m.write_cache_hits.get() + m.write_cache_misses.get(),
+                m.reads.get()
+            );
+            assert_eq!(
+                m.read_cache_hits.get() + m.read_cache_misses.get(),
+                m.write_cache_misses.get()
+            );
             drop(all);
             drop(s);
 

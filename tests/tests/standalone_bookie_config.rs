@@ -42,6 +42,63 @@ fn payload(i: usize, len: usize) -> Vec<u8> {
     p
 }
 
+/// A bookie config that puts the journal in `dir/journal-disk`: that
+/// directory and the config file.
+fn journal_config(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let journal_dir = dir.path().join("journal-disk");
+    let config = dir.path().join("bookie.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{SHARED_DISK_WATERMARK_TOML}journal_dir = {:?}\n",
+            journal_dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    (journal_dir, config)
+}
+
+/// A producer that sends every message as an entry of its own.
+async fn unbatched_producer(client: &Client, topic: &str) -> strata_client::Producer {
+    within(
+        "create producer",
+        client.create_producer(
+            topic,
+            ProducerOptions {
+                batch_max_messages: 1,
+                ..ProducerOptions::default()
+            },
+        ),
+    )
+    .await
+}
+
+/// Runs `strata standalone` on `data` with the bookie `config`, for a start
+/// that is expected to fail (it runs until it exits).
+async fn standalone_once(
+    data: &std::path::Path,
+    config: &std::path::Path,
+) -> strata_tests::admin::Run {
+    let port = strata_tests::bookie::free_port().to_string();
+    strata(
+        &[
+            "standalone",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--broker-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--bookie-port",
+            port.as_str(),
+            "--bookie-config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await
+}
+
 /// Reads `expected` from earliest on a new subscription, in order.
 async fn read_back(url: &str, topic: &str, sub: &str, expected: &[Vec<u8>]) {
     let client = within("connect", Client::connect(url, ClientOptions::default())).await;
@@ -71,16 +128,7 @@ async fn read_back(url: &str, topic: &str, sub: &str, expected: &[Vec<u8>]) {
 async fn the_embedded_bookie_journals_where_its_config_says_and_large_messages_survive_a_sigkill() {
     bounded("standalone bookie config", LIMIT, async {
         let dir = TempDir::new().unwrap();
-        let journal_dir = dir.path().join("journal-disk");
-        let config = dir.path().join("bookie.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{SHARED_DISK_WATERMARK_TOML}journal_dir = {:?}\n",
-                journal_dir.to_str().unwrap()
-            ),
-        )
-        .unwrap();
+        let (journal_dir, config) = journal_config(&dir);
         let mut s = StandaloneProcess::start_with(
             dir.path().join("data"),
             &["--bookie-config", config.to_str().unwrap()],
@@ -104,17 +152,7 @@ async fn the_embedded_bookie_journals_where_its_config_says_and_large_messages_s
         .await;
         // Unbatched, so each message is one entry: large ones are made in
         // place, small ones copied; sizes around the in-place threshold.
-        let producer = within(
-            "create producer",
-            client.create_producer(
-                topic,
-                ProducerOptions {
-                    batch_max_messages: 1,
-                    ..ProducerOptions::default()
-                },
-            ),
-        )
-        .await;
+        let producer = unbatched_producer(&client, topic).await;
         let sizes = [
             8,
             1000,
@@ -161,25 +199,7 @@ async fn a_bookie_config_may_not_set_what_the_standalone_sets() {
         ] {
             let config = dir.path().join("bookie.toml");
             std::fs::write(&config, format!("{line}\n")).unwrap();
-            let port = strata_tests::bookie::free_port().to_string();
-            let data = dir.path().join("data");
-            let run = strata(
-                &[
-                    "standalone",
-                    "--data-dir",
-                    data.to_str().unwrap(),
-                    "--broker-port",
-                    "0",
-                    "--admin-port",
-                    "0",
-                    "--bookie-port",
-                    port.as_str(),
-                    "--bookie-config",
-                    config.to_str().unwrap(),
-                ],
-                &[],
-            )
-            .await;
+            let run = standalone_once(&dir.path().join("data"), &config).await;
             assert_ne!(run.code, Some(0), "{line}: started\n{}", run.report());
             assert!(run.stderr.contains(says), "{line}: {}", run.report());
             assert!(
@@ -201,16 +221,7 @@ async fn a_bookie_config_may_not_set_what_the_standalone_sets() {
 async fn a_second_process_is_refused_the_directories_of_a_running_one() {
     bounded("directories in use", LIMIT, async {
         let dir = TempDir::new().unwrap();
-        let journal_dir = dir.path().join("journal-disk");
-        let config = dir.path().join("bookie.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{SHARED_DISK_WATERMARK_TOML}journal_dir = {:?}\n",
-                journal_dir.to_str().unwrap()
-            ),
-        )
-        .unwrap();
+        let (_, config) = journal_config(&dir);
         let data = dir.path().join("data");
         let mut s =
             StandaloneProcess::start_with(&data, &["--bookie-config", config.to_str().unwrap()])
@@ -223,17 +234,7 @@ async fn a_second_process_is_refused_the_directories_of_a_running_one() {
             Client::connect(s.service_url(), ClientOptions::default()),
         )
         .await;
-        let producer = within(
-            "create producer",
-            client.create_producer(
-                topic,
-                ProducerOptions {
-                    batch_max_messages: 1,
-                    ..ProducerOptions::default()
-                },
-            ),
-        )
-        .await;
+        let producer = unbatched_producer(&client, topic).await;
         let mut expected = Vec::new();
         let send_some = |from: usize| (from..from + 20).map(|i| payload(i, 1000 + i));
         for p in send_some(0) {
@@ -246,24 +247,7 @@ async fn a_second_process_is_refused_the_directories_of_a_running_one() {
             (&data, "data directory"),
             (&other_data, "journal directory"),
         ] {
-            let port = strata_tests::bookie::free_port().to_string();
-            let run = strata(
-                &[
-                    "standalone",
-                    "--data-dir",
-                    data_dir.to_str().unwrap(),
-                    "--broker-port",
-                    "0",
-                    "--admin-port",
-                    "0",
-                    "--bookie-port",
-                    port.as_str(),
-                    "--bookie-config",
-                    config.to_str().unwrap(),
-                ],
-                &[],
-            )
-            .await;
+            let run = standalone_once(data_dir, &config).await;
             let report = run.report();
             assert_ne!(run.code, Some(0), "{what}: started\n{report}");
             assert!(run.stderr.contains(what), "{what}: {report}");
