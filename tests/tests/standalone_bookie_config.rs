@@ -99,6 +99,14 @@ async fn standalone_once(
     .await
 }
 
+/// Reads `expected` back, then again after a SIGKILL and a restart.
+async fn read_back_across_sigkill(s: &mut StandaloneProcess, topic: &str, expected: &[Vec<u8>]) {
+    read_back(s.service_url(), topic, "before", expected).await;
+    s.kill();
+    s.restart().await;
+    read_back(s.service_url(), topic, "after", expected).await;
+}
+
 /// Reads `expected` from earliest on a new subscription, in order.
 async fn read_back(url: &str, topic: &str, sub: &str, expected: &[Vec<u8>]) {
     let client = within("connect", Client::connect(url, ClientOptions::default())).await;
@@ -173,15 +181,11 @@ async fn the_embedded_bookie_journals_where_its_config_says_and_large_messages_s
             let receipt = within("send", producer.send(p)).await;
             within("receipt", receipt).await;
         }
-        read_back(s.service_url(), topic, "before", &expected).await;
-
         // Acknowledged means journaled in that directory: a SIGKILL loses
         // none of it, and the restart replays it from there.
         drop(producer);
         drop(client);
-        s.kill();
-        s.restart().await;
-        read_back(s.service_url(), topic, "after", &expected).await;
+        read_back_across_sigkill(&mut s, topic, &expected).await;
     })
     .await;
 }
@@ -264,12 +268,9 @@ async fn a_second_process_is_refused_the_directories_of_a_running_one() {
             within("receipt", within("send", producer.send(&p)).await).await;
             expected.push(p);
         }
-        read_back(s.service_url(), topic, "before", &expected).await;
         drop(producer);
         drop(client);
-        s.kill();
-        s.restart().await;
-        read_back(s.service_url(), topic, "after", &expected).await;
+        read_back_across_sigkill(&mut s, topic, &expected).await;
     })
     .await;
 }
