@@ -87,8 +87,8 @@ pub(crate) struct Core {
     pub dropped: CancellationToken,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
-    /// The read of bookies started ahead of a catch-up reader, if any.
-    pub read_ahead: Mutex<Option<crate::read::ReadAhead>>,
+    /// Reads of bookies started ahead of catch-up readers (oldest first).
+    pub read_ahead: Mutex<std::collections::VecDeque<crate::read::ReadAhead>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -200,7 +200,7 @@ impl Core {
             dropped: CancellationToken::new(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
-            read_ahead: Mutex::new(None),
+            read_ahead: Mutex::new(std::collections::VecDeque::new()),
         }))
     }
 

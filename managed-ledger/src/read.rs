@@ -27,6 +27,10 @@ const DEFAULT_ENTRY_SIZE: u64 = 1024;
 
 /// Most bytes one read-ahead fetches from bookies.
 const READ_AHEAD_BYTES: u64 = 8 << 20;
+/// Read-ahead ranges in flight per managed ledger: one read of bookies is
+/// a chain of copies, encoding and checks that leaves a core idle; a few in
+/// parallel use both.
+const READ_AHEAD_DEPTH: usize = 3;
 
 /// A read of bookies started ahead of a catch-up reader: while the reader
 /// hands out what it just read, the entries it will ask for next are read
@@ -39,6 +43,12 @@ pub(crate) struct ReadAhead {
     first: u64,
     last: u64,
     done: Shared<BoxFuture<'static, ()>>,
+}
+
+impl ReadAhead {
+    fn covers(&self, ledger_id: u64, entry_id: u64) -> bool {
+        self.ledger_id == ledger_id && self.first <= entry_id && entry_id <= self.last
+    }
 }
 
 impl Core {
@@ -89,11 +99,12 @@ impl Core {
         Ok(out)
     }
 
-    /// Starts reading about `count` entries of `ledger_id` from `from` into
-    /// the entry cache, unless they are there or being read already, or lie
-    /// past what bookies can serve (the unconfirmed or pinned tail, which
-    /// a tailing reader gets from memory). Only bookies are read ahead: the
-    /// cold tier reads ahead itself.
+    /// Starts reading the [`READ_AHEAD_DEPTH`] ranges of about `count`
+    /// entries of `ledger_id` that follow `from` into the entry cache, each
+    /// unless it is there or being read already, or lies past what bookies
+    /// can serve (the unconfirmed or pinned tail, which a tailing reader
+    /// gets from memory). Only bookies are read ahead: the cold tier reads
+    /// ahead itself.
     fn read_ahead_from(&self, ledger_id: u64, from: u64, count: u64) {
         if self.cache.capacity() == 0 {
             return;
@@ -110,34 +121,48 @@ impl Core {
             };
             view.first_pinned(ledger_id).map_or(end, |p| end.min(p))
         };
-        if from >= end || self.cached(ledger_id, from).is_some() {
-            return;
-        }
         let avg = self.average_entry_size(ledger_id).max(1);
         let count = count
             .clamp(1, MAX_READ_BATCH)
             .min((READ_AHEAD_BYTES / avg).max(1));
-        let last = (from + count).min(end) - 1;
-        {
-            let ra = self.read_ahead.lock();
-            if let Some(ra) = ra.as_ref()
-                && ra.ledger_id == ledger_id
-                && ra.first <= from
-                && from <= ra.last
-                && ra.done.peek().is_none()
+        let mut from = from;
+        for _ in 0..READ_AHEAD_DEPTH {
+            if from >= end {
+                return;
+            }
+            // Already being read (or read): go on after that range.
+            let covered = {
+                let ras = self.read_ahead.lock();
+                ras.iter()
+                    .find(|ra| ra.covers(ledger_id, from) && ra.done.peek().is_none())
+                    .map(|ra| ra.last)
+            };
+            if let Some(last) = covered {
+                from = last + 1;
+                continue;
+            }
+            let last = (from + count).min(end) - 1;
+            if self.cached(ledger_id, from).is_none()
+                && !self.start_read_ahead(ledger_id, from, last)
             {
                 return;
             }
+            from = last + 1;
         }
+    }
+
+    /// Reads `first..=last` of `ledger_id` from bookies into the entry cache
+    /// in the background; false when the ledger's reader is not at hand.
+    fn start_read_ahead(&self, ledger_id: u64, first: u64, last: u64) -> bool {
         let Some(Source::Hot(reader)) = self.kept_source(ledger_id, last) else {
-            return;
+            return false;
         };
         let cache = self.cache.clone();
         let shutdown = self.shutdown.clone();
         let task = tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                read = reader.read(from, last) => {
+                read = reader.read(first, last) => {
                     // A failed read ahead is only a lost head start: the
                     // reader's own read reports the problem.
                     for e in read.into_iter().flatten() {
@@ -151,23 +176,29 @@ impl Core {
         }
         .boxed()
         .shared();
-        *self.read_ahead.lock() = Some(ReadAhead {
+        let mut ras = self.read_ahead.lock();
+        ras.retain(|ra| ra.done.peek().is_none());
+        if ras.len() >= READ_AHEAD_DEPTH {
+            ras.pop_front();
+        }
+        ras.push_back(ReadAhead {
             ledger_id,
-            first: from,
+            first,
             last,
             done,
         });
+        true
     }
 
-    /// The read ahead in flight (or done) that covers entry `entry_id`.
+    /// The read ahead in flight (or just done) that covers entry `entry_id`.
     fn read_ahead_covering(
         &self,
         ledger_id: u64,
         entry_id: u64,
     ) -> Option<Shared<BoxFuture<'static, ()>>> {
-        let ra = self.read_ahead.lock();
-        ra.as_ref()
-            .filter(|ra| ra.ledger_id == ledger_id && ra.first <= entry_id && entry_id <= ra.last)
+        let ras = self.read_ahead.lock();
+        ras.iter()
+            .find(|ra| ra.covers(ledger_id, entry_id))
             .map(|ra| ra.done.clone())
     }
 
