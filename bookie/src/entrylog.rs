@@ -350,6 +350,17 @@ impl EntryLogs {
         let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
             return Ok(Vec::new());
         };
+        // The locations come from the index on disk: records out of order,
+        // overlapping or far apart are a damaged index, not a read to try.
+        if locs
+            .windows(2)
+            .any(|w| EntryLogs::span_len(*first, w[0], w[1]).is_none_or(|len| len > MAX_SPAN))
+        {
+            return Err(BookieError::corrupt(
+                "entry index",
+                format!("locations in log {} do not form one span", first.log_id),
+            ));
+        }
         let journal = match journal_seq(first.log_id) {
             Some(seq) => Some(self.journal_file(seq)?),
             None => None,

@@ -551,17 +551,40 @@ impl LedgerStorage {
     /// may touch the index and the entry logs.
     pub fn read_blocking(&self, ledger: u64, entry: u64) -> Result<Option<Arc<StoredEntry>>> {
         self.state(ledger)?;
+        match self.in_memory((ledger, entry)) {
+            Some(e) => Ok(Some(e)),
+            None => self.read_from_disk(ledger, entry),
+        }
+    }
+
+    /// One lookup of an entry in the write cache, then the read cache,
+    /// counted in the read metrics.
+    fn in_memory(&self, key: Key) -> Option<Arc<StoredEntry>> {
         self.metrics.reads.inc();
-        if let Some(e) = self.cached((ledger, entry)) {
+        if let Some(e) = self.cached(key) {
             self.metrics.write_cache_hits.inc();
-            return Ok(Some(e));
+            return Some(e);
         }
         self.metrics.write_cache_misses.inc();
-        if let Some(e) = self.read_cache.get(&(ledger, entry)) {
+        if let Some(e) = self.read_cache.get(&key) {
             self.metrics.read_cache_hits.inc();
-            return Ok(Some(e.value().clone()));
+            return Some(e.value().clone());
         }
         self.metrics.read_cache_misses.inc();
+        None
+    }
+
+    /// Counts an entry that a span read brought along as a lookup that
+    /// missed both caches, as reading it alone would have.
+    fn count_span_entry(&self) {
+        self.metrics.reads.inc();
+        self.metrics.write_cache_misses.inc();
+        self.metrics.read_cache_misses.inc();
+    }
+
+    /// An entry from where the index places it (`None` if it has no
+    /// location here), into the read cache.
+    fn read_from_disk(&self, ledger: u64, entry: u64) -> Result<Option<Arc<StoredEntry>>> {
         // A concurrent compaction may move the entry and delete its old log
         // between our index lookup and the read: look again once.
         for attempt in 0..2 {
@@ -607,20 +630,7 @@ impl LedgerStorage {
             out.len() < max_entries && (out.is_empty() || bytes < budget)
         };
         while id <= last && room(&out, bytes) {
-            // Counted as read_blocking counts its lookups.
-            let hit = match self.cached((ledger, id)) {
-                Some(e) => {
-                    self.metrics.write_cache_hits.inc();
-                    Some(e)
-                }
-                None => self.read_cache.get(&(ledger, id)).map(|e| {
-                    self.metrics.write_cache_misses.inc();
-                    self.metrics.read_cache_hits.inc();
-                    e.value().clone()
-                }),
-            };
-            if let Some(e) = hit {
-                self.metrics.reads.inc();
+            if let Some(e) = self.in_memory((ledger, id)) {
                 bytes += e.payload.len() as u64;
                 out.push(e);
                 id += 1;
@@ -632,8 +642,8 @@ impl LedgerStorage {
             let locs = self.index.location_span(ledger, id, to, want)?;
             if locs.is_empty() {
                 // Not indexed (yet or any more): the one-entry path knows
-                // the flushing buffer and a compaction moving it.
-                match self.read_blocking(ledger, id)? {
+                // the flushing buffer.
+                match self.read_from_disk(ledger, id)? {
                     Some(e) => {
                         bytes += e.payload.len() as u64;
                         out.push(e);
@@ -645,46 +655,47 @@ impl LedgerStorage {
             }
             let only: Vec<Location> = locs.iter().map(|(_, l)| *l).collect();
             self.metrics.disk_reads.inc();
-            let read = if locs.len() == 1 {
-                self.logs.read(only[0]).map(|e| vec![e])
-            } else {
-                self.logs.read_span(&only)
-            };
-            let checked = read.and_then(|entries| {
+            let checked = self.logs.read_span(&only).and_then(|entries| {
                 entries
                     .into_iter()
                     .zip(&locs)
                     .map(|(stored, (entry, _))| checked_read(ledger, *entry, stored).map(Arc::new))
                     .collect::<Result<Vec<_>>>()
             });
-            match checked {
+            let entries = match checked {
                 Ok(entries) => {
-                    for e in entries {
-                        self.metrics.reads.inc();
-                        self.metrics.write_cache_misses.inc();
-                        self.metrics.read_cache_misses.inc();
+                    for e in &entries {
                         self.read_cache.insert((ledger, e.entry_id), e.clone());
-                        bytes += e.payload.len() as u64;
-                        out.push(e);
                     }
-                    id += locs.len() as u64;
+                    entries
                 }
                 // A compaction may have moved them meanwhile: the one-entry
                 // path looks each up again.
                 Err(BookieError::Corrupt { .. }) => {
+                    let mut again = Vec::with_capacity(locs.len());
                     for (entry, _) in &locs {
-                        match self.read_blocking(ledger, *entry)? {
-                            Some(e) => {
-                                bytes += e.payload.len() as u64;
-                                out.push(e);
-                            }
-                            None => return Ok(out),
+                        match self.read_from_disk(ledger, *entry)? {
+                            Some(e) => again.push(e),
+                            None => break,
                         }
                     }
-                    id += locs.len() as u64;
+                    again
                 }
                 Err(e) => return Err(e),
+            };
+            let whole = entries.len() == locs.len();
+            for (i, e) in entries.into_iter().enumerate() {
+                // The first was looked up in memory above.
+                if i > 0 {
+                    self.count_span_entry();
+                }
+                bytes += e.payload.len() as u64;
+                out.push(e);
             }
+            if !whole {
+                break;
+            }
+            id += locs.len() as u64;
         }
         Ok(out)
     }
@@ -1392,8 +1403,17 @@ mod tests {
             ));
             drop(s);
 
-            // A flipped byte in the middle of a span.
             let s = LedgerStorage::open(&cfg, Arc::new(Metrics::default())).unwrap();
+            // Locations out of order (a damaged index) are refused, not read.
+            let a = s.index.location(1, 10).unwrap().unwrap();
+            let b = s.index.location(1, 11).unwrap().unwrap();
+            assert!(s.logs.read_span(&[a, b]).is_ok());
+            assert!(matches!(
+                s.logs.read_span(&[b, a]),
+                Err(BookieError::Corrupt { .. })
+            ));
+
+            // A flipped byte in the middle of a span.
             let loc = s.index.location(1, 150).unwrap().unwrap();
             let path = match journal_seq(loc.log_id) {
                 Some(seq) => {

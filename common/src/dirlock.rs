@@ -19,7 +19,6 @@ pub const LOCK_FILE: &str = ".strata.lock";
 /// Holds a directory for this process until dropped.
 #[derive(Debug)]
 pub struct DirLock {
-    dir: PathBuf,
     _file: File,
 }
 
@@ -85,20 +84,17 @@ impl DirLock {
         let me = format!(
             "pid {}: {}",
             std::process::id(),
-            std::env::args().collect::<Vec<_>>().join(" ")
+            // Lossy: an argument that is not UTF-8 must not stop the start.
+            std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let _ = file
             .set_len(0)
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(me.as_bytes()));
-        Ok(DirLock {
-            dir: dir.to_path_buf(),
-            _file: file,
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(DirLock { _file: file })
     }
 }
 
