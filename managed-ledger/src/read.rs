@@ -111,13 +111,8 @@ impl Core {
         }
         let end = {
             let view = self.view.lock();
-            let (Some(lc), Some(slot)) = (view.last_confirmed, view.ledgers.get(&ledger_id)) else {
+            let Some(end) = view.confirmed_end(ledger_id) else {
                 return;
-            };
-            let end = match ledger_id.cmp(&lc.ledger_id) {
-                std::cmp::Ordering::Less => slot.info.entries,
-                std::cmp::Ordering::Equal => lc.entry_id + 1,
-                std::cmp::Ordering::Greater => return,
             };
             view.first_pinned(ledger_id).map_or(end, |p| end.min(p))
         };
@@ -159,7 +154,7 @@ impl Core {
         };
         let cache = self.cache.clone();
         let shutdown = self.shutdown.clone();
-        let task = tokio::spawn(async move {
+        let done = async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 read = reader.read(first, last) => {
@@ -170,12 +165,11 @@ impl Core {
                     }
                 }
             }
-        });
-        let done = async move {
-            let _ = task.await;
         }
         .boxed()
         .shared();
+        // Runs on its own; readers that need its entries await it too.
+        tokio::spawn(done.clone());
         let mut ras = self.read_ahead.lock();
         ras.retain(|ra| ra.done.peek().is_none());
         if ras.len() >= READ_AHEAD_DEPTH {

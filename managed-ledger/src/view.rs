@@ -262,6 +262,18 @@ impl View {
         n
     }
 
+    /// One past a ledger's last confirmed entry (0 for a ledger after
+    /// `last_confirmed`'s; `None` for one not in the view).
+    pub fn confirmed_end(&self, ledger_id: u64) -> Option<u64> {
+        let slot = self.ledgers.get(&ledger_id)?;
+        let lc = self.last_confirmed?;
+        Some(match ledger_id.cmp(&lc.ledger_id) {
+            std::cmp::Ordering::Less => slot.info.entries,
+            std::cmp::Ordering::Equal => lc.entry_id + 1,
+            std::cmp::Ordering::Greater => 0,
+        })
+    }
+
     /// The confirmed entries from `from` (normalized) to `last_confirmed`,
     /// as runs per ledger.
     pub fn segments_from(&self, from: Position) -> Vec<Segment> {
@@ -273,20 +285,20 @@ impl View {
         if from > lc {
             return out;
         }
-        for (id, slot) in self.ledgers.range(from.ledger_id..=lc.ledger_id) {
-            let first = if *id == from.ledger_id {
+        for id in self
+            .ledgers
+            .range(from.ledger_id..=lc.ledger_id)
+            .map(|(id, _)| *id)
+        {
+            let first = if id == from.ledger_id {
                 from.entry_id
             } else {
                 0
             };
-            let end = if *id == lc.ledger_id {
-                lc.entry_id + 1
-            } else {
-                slot.info.entries
-            };
+            let end = self.confirmed_end(id).unwrap_or(0);
             if end > first {
                 out.push(Segment {
-                    ledger_id: *id,
+                    ledger_id: id,
                     first,
                     count: end - first,
                 });
