@@ -144,15 +144,17 @@ pub(crate) async fn get_range(
     io: &IoSink,
     limiter: Option<&Semaphore>,
 ) -> Result<Bytes> {
-    let (bytes, _) = get_range_crcs(store, path, range, &[], policy, io, limiter).await?;
-    Ok(bytes)
+    let body = get_body(store, path, range, &[], policy, io, limiter).await?;
+    Ok(body.whole.unwrap_or_default())
 }
 
-/// [`get_range`], also returning the CRC32C of each consecutive piece of
-/// the body `lens` describes (blocks), computed while the body is copied
-/// into its buffer: each byte is read once, hot, instead of once more by a
-/// later check. Pieces the body does not cover get no CRC.
-pub(crate) async fn get_range_crcs(
+/// [`get_range`] for a range that `lens` cuts into consecutive blocks: each
+/// block comes back in an allocation of its own, with its CRC32C, both made
+/// in the one copy of the body out of the response (each byte read once,
+/// hot). Separate allocations let every block be cached and freed on its
+/// own: slices of one body would keep all of it in memory for as long as
+/// any one of its blocks is cached, many times what the cache accounts for.
+pub(crate) async fn get_blocks(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     range: Range<u64>,
@@ -160,14 +162,27 @@ pub(crate) async fn get_range_crcs(
     policy: &RetryPolicy,
     io: &IoSink,
     limiter: Option<&Semaphore>,
-) -> Result<(Bytes, Vec<u32>)> {
+) -> Result<Vec<(Bytes, u32)>> {
+    let body = get_body(store, path, range, lens, policy, io, limiter).await?;
+    Ok(body.blocks)
+}
+
+async fn get_body(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    range: Range<u64>,
+    lens: &[u32],
+    policy: &RetryPolicy,
+    io: &IoSink,
+    limiter: Option<&Semaphore>,
+) -> Result<Body> {
     let key = path.as_ref();
     let want = range.end - range.start;
     let got = with_retry(policy, io, "get", key, limiter, || {
         fetch_body(store, path, range.clone(), lens)
     })
     .await;
-    let (bytes, crcs) = match got {
+    let body = match got {
         Ok(b) => b,
         Err(e) => {
             return Err(past_the_end(store, path, &range, policy, io)
@@ -175,94 +190,154 @@ pub(crate) async fn get_range_crcs(
                 .unwrap_or(e));
         }
     };
-    io.get(bytes.len() as u64);
-    if bytes.len() as u64 != want {
+    io.get(body.len);
+    if body.len != want {
         return Err(OffloadError::corrupt(
             key,
             format!(
                 "GET of bytes {}..{} returned {} bytes, not {want}",
-                range.start,
-                range.end,
-                bytes.len()
+                range.start, range.end, body.len
             ),
         ));
     }
-    Ok((bytes, crcs))
+    Ok(body)
 }
 
-/// One attempt of [`get_range_crcs`].
+/// A GET's body: whole (no blocks asked for) or cut into blocks.
+struct Body {
+    /// Bytes the store returned.
+    len: u64,
+    whole: Option<Bytes>,
+    blocks: Vec<(Bytes, u32)>,
+}
+
+/// One attempt of [`get_body`].
 async fn fetch_body(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     range: Range<u64>,
     lens: &[u32],
-) -> object_store::Result<(Bytes, Vec<u32>)> {
-    let want = (range.end - range.start) as usize;
+) -> object_store::Result<Body> {
+    let want = range.end - range.start;
     let opts = GetOptions {
         range: Some(GetRange::Bounded(range)),
         ..GetOptions::default()
     };
     let res = store.get_opts(path, opts).await?;
-    let mut crcs = BlockCrcs::new(lens);
-    if lens.is_empty() || !matches!(res.payload, GetResultPayload::Stream(_)) {
-        // A local file is read whole in one go.
+    if lens.is_empty() {
         let bytes = res.bytes().await?;
-        crcs.update(&bytes);
-        return Ok((bytes, crcs.finish()));
+        return Ok(Body {
+            len: bytes.len() as u64,
+            whole: Some(bytes),
+            blocks: Vec::new(),
+        });
     }
-    let mut body = res.into_stream();
-    let mut buf = BytesMut::with_capacity(want);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        // Small steps, so the CRC reads what the copy just left in cache.
-        for piece in chunk.chunks(32 << 10) {
-            buf.extend_from_slice(piece);
-            crcs.update(piece);
+    let mut split = BlockSplitter::new(lens);
+    match res.payload {
+        GetResultPayload::Stream(mut body) => {
+            while let Some(chunk) = body.next().await {
+                split.push(&chunk?);
+                // A body longer than asked is not read on (the caller
+                // reports the wrong length as corrupt data).
+                if split.received > want {
+                    break;
+                }
+            }
         }
-        // A body longer than asked is not read on (the caller reports the
-        // wrong length as corrupt data).
-        if buf.len() > want {
-            break;
+        // A local file: each block read straight into its own buffer.
+        GetResultPayload::File(file, file_path) => {
+            let range = res.range;
+            split = tokio::task::spawn_blocking(move || split.read_file(file, range))
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "strata",
+                    source: e.into(),
+                })?
+                .map_err(|e| object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("reading {}: {e}", file_path.display()).into(),
+                })?;
         }
     }
-    Ok((buf.freeze(), crcs.finish()))
+    Ok(split.finish())
 }
 
-/// CRC32Cs of consecutive pieces of a byte stream.
-struct BlockCrcs<'a> {
-    lens: &'a [u32],
-    done: Vec<u32>,
-    /// Bytes of the current piece still to come, and its CRC so far.
-    left: usize,
+/// Cuts a byte stream into blocks of the given lengths, each copied into a
+/// buffer of its own while its CRC32C is computed.
+struct BlockSplitter {
+    lens: Vec<u32>,
+    done: Vec<(Bytes, u32)>,
+    /// The block being filled, and its CRC so far.
+    current: BytesMut,
     crc: u32,
+    /// Bytes received in all (also past the last block).
+    received: u64,
 }
 
-impl<'a> BlockCrcs<'a> {
-    fn new(lens: &'a [u32]) -> Self {
-        BlockCrcs {
-            lens,
+impl BlockSplitter {
+    fn new(lens: &[u32]) -> Self {
+        BlockSplitter {
+            lens: lens.to_vec(),
             done: Vec::with_capacity(lens.len()),
-            left: lens.first().map_or(0, |l| *l as usize),
+            current: BytesMut::with_capacity(lens.first().map_or(0, |l| *l as usize)),
             crc: 0,
+            received: 0,
         }
     }
 
-    fn update(&mut self, mut data: &[u8]) {
+    fn push(&mut self, mut data: &[u8]) {
+        self.received += data.len() as u64;
         while !data.is_empty() && self.done.len() < self.lens.len() {
-            let n = self.left.min(data.len());
+            let len = self.lens[self.done.len()] as usize;
+            // Small steps, so the CRC reads what the copy just left in cache.
+            let n = (len - self.current.len()).min(data.len()).min(32 << 10);
+            self.current.extend_from_slice(&data[..n]);
             self.crc = strata_proto::crc::crc32c_append(self.crc, &data[..n]);
-            self.left -= n;
             data = &data[n..];
-            if self.left == 0 {
-                self.done.push(self.crc);
-                self.crc = 0;
-                self.left = self.lens.get(self.done.len()).map_or(0, |l| *l as usize);
+            if self.current.len() == len {
+                self.complete();
             }
         }
     }
 
-    fn finish(self) -> Vec<u32> {
-        self.done
+    fn complete(&mut self) {
+        let next = self
+            .lens
+            .get(self.done.len() + 1)
+            .map_or(0, |l| *l as usize);
+        let block = std::mem::replace(&mut self.current, BytesMut::with_capacity(next));
+        self.done.push((block.freeze(), self.crc));
+        self.crc = 0;
+    }
+
+    /// Reads `range` of `file` block by block (a blocking read).
+    fn read_file(mut self, mut file: std::fs::File, range: Range<u64>) -> std::io::Result<Self> {
+        use std::io::{Read, Seek, SeekFrom};
+        file.seek(SeekFrom::Start(range.start))?;
+        let mut file = file.take(range.end - range.start);
+        while self.done.len() < self.lens.len() {
+            let len = self.lens[self.done.len()] as usize;
+            let mut buf = Vec::with_capacity(len);
+            let n = (&mut file).take(len as u64).read_to_end(&mut buf)?;
+            self.received += n as u64;
+            if n < len {
+                return Ok(self);
+            }
+            let crc = strata_proto::crc::crc32c(&buf);
+            self.done.push((Bytes::from(buf), crc));
+        }
+        // Anything past the blocks only counts (as a wrong length).
+        self.received += std::io::copy(&mut file, &mut std::io::sink())?;
+        Ok(self)
+    }
+
+    /// The whole blocks received (a short body leaves the last ones out).
+    fn finish(self) -> Body {
+        Body {
+            len: self.received,
+            whole: None,
+            blocks: self.done,
+        }
     }
 }
 
@@ -335,59 +410,102 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    /// Blocks of `data` as `lens` cut it, with their CRCs.
+    fn expected(data: &[u8], lens: &[u32]) -> Vec<(Bytes, u32)> {
+        let mut at = 0;
+        lens.iter()
+            .map(|l| {
+                let b = &data[at..at + *l as usize];
+                at += *l as usize;
+                (Bytes::copy_from_slice(b), strata_proto::crc::crc32c(b))
+            })
+            .collect()
+    }
+
+    /// No block lies right behind the one before it in memory: each is an
+    /// allocation of its own (the allocator puts its own header between two
+    /// allocations), not a slice of one body.
+    fn assert_separate(blocks: &[(Bytes, u32)]) {
+        for w in blocks.windows(2) {
+            let (a, b) = (&w[0].0, &w[1].0);
+            assert_ne!(
+                a.as_ptr().wrapping_add(a.len()),
+                b.as_ptr(),
+                "two blocks share one buffer"
+            );
+        }
+    }
+
     #[test]
-    fn block_crcs_match_whatever_the_chunking() {
+    fn bodies_are_cut_into_separate_blocks_whatever_the_chunking() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let lens = [1000u32, 1, 4999, 3000, 1000];
-        let mut want = Vec::new();
-        let mut at = 0;
-        for l in lens {
-            want.push(strata_proto::crc::crc32c(&data[at..at + l as usize]));
-            at += l as usize;
-        }
+        let want = expected(&data, &lens);
         for chunk in [1, 7, 999, 1000, 1001, 4096, 10_000] {
-            let mut c = BlockCrcs::new(&lens);
+            let mut split = BlockSplitter::new(&lens);
             for piece in data.chunks(chunk) {
-                c.update(piece);
+                split.push(piece);
             }
-            assert_eq!(c.finish(), want, "chunks of {chunk}");
+            let body = split.finish();
+            assert_eq!(body.len, 10_000);
+            assert_eq!(body.blocks, want, "chunks of {chunk}");
+            assert_separate(&body.blocks);
         }
-        // A short body: only the whole pieces get a CRC.
-        let mut c = BlockCrcs::new(&lens);
-        c.update(&data[..6500]);
-        assert_eq!(c.finish(), want[..3]);
-        // No pieces asked: nothing computed.
-        let mut c = BlockCrcs::new(&[]);
-        c.update(&data);
-        assert!(c.finish().is_empty());
+        // A short body: only the whole blocks come back, and its length
+        // tells the caller it is short.
+        let mut split = BlockSplitter::new(&lens);
+        split.push(&data[..6500]);
+        let body = split.finish();
+        assert_eq!((body.len, &body.blocks[..]), (6500, &want[..3]));
+        // A long one: the blocks, and a length that gives it away.
+        let mut split = BlockSplitter::new(&lens);
+        split.push(&data);
+        split.push(&data[..10]);
+        let body = split.finish();
+        assert_eq!((body.len, body.blocks), (10_010, want));
     }
 
     #[tokio::test]
-    async fn ranged_gets_return_the_range_and_its_block_crcs() {
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    async fn ranged_gets_return_the_blocks_of_the_range_from_any_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let stores: [Arc<dyn ObjectStore>; 2] = [
+            Arc::new(object_store::memory::InMemory::new()),
+            Arc::new(local),
+        ];
         let path = Path::from("a/data");
         let data = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
-        store.put(&path, data.clone().into()).await.unwrap();
         let policy = RetryPolicy::default();
-        let (got, crcs) = get_range_crcs(
-            &store,
-            &path,
-            1000..201_000,
-            &[100_000, 100_000],
-            &policy,
-            &IoSink::default(),
-            None,
-        )
-        .await
-        .unwrap();
-        assert_eq!(got, data.slice(1000..201_000));
-        assert_eq!(
-            crcs,
-            [
-                strata_proto::crc::crc32c(&data[1000..101_000]),
-                strata_proto::crc::crc32c(&data[101_000..201_000])
-            ]
-        );
+        for store in stores {
+            store.put(&path, data.clone().into()).await.unwrap();
+            let lens = [100_000, 1, 99_999];
+            let got = get_blocks(
+                &store,
+                &path,
+                1000..201_000,
+                &lens,
+                &policy,
+                &IoSink::default(),
+                None,
+            )
+            .await
+            .unwrap();
+            assert_eq!(got, expected(&data[1000..201_000], &lens), "{store}");
+            assert_separate(&got);
+            // A range past the end of the object is corrupt data.
+            let e = get_blocks(
+                &store,
+                &path,
+                250_000..350_000,
+                &[100_000],
+                &policy,
+                &IoSink::default(),
+                None,
+            )
+            .await
+            .unwrap_err();
+            assert!(e.is_corrupt(), "{store}: {e}");
+        }
     }
 
     fn generic() -> object_store::Error {

@@ -214,6 +214,56 @@ async fn one_read_of_a_block_costs_one_small_get() {
     );
 }
 
+/// What a read hands out keeps at most its own block in memory, never the
+/// whole GET it came in: one entry kept from a 1 MiB range read, with
+/// everything else dropped, holds a buffer of one 8 KiB block (the memory
+/// cache counts blocks; a slice of the GET's body would hold all of it).
+/// The same for blocks from the first range fetched with the index, and for
+/// runs read back from the disk cache.
+#[tokio::test]
+async fn an_entry_keeps_only_its_block_in_memory() {
+    let s = setup(25, &vec![1000; 1000], 8192).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (case, first_range_bytes, disk) in [
+        ("one GET", 0, false),
+        ("first range", 1 << 20, false),
+        ("disk run", 0, true),
+    ] {
+        let mut cfg = ReaderConfig {
+            range_bytes: 1 << 20,
+            first_range_bytes,
+            ..config()
+        };
+        if disk {
+            cfg.disk_cache_dir = Some(dir.path().to_path_buf());
+            cfg.disk_cache_bytes = 32 << 20;
+            // Fill the disk cache with runs, then read them with a new reader.
+            let reader = read_all_with_a_new_reader(&s, cfg.clone()).await;
+            reader.close().await.unwrap();
+        }
+        let reader = reader_with(cfg).await;
+        let (ledger, _, _) = open(&reader, &s).await;
+        let got = read_on(&ledger, 0, 999).await;
+        expect(&s.sent, 0, &got);
+        if disk {
+            assert!(reader.stats().disk_hits > 0, "{:?}", reader.stats());
+        }
+        let kept = got[500].1.clone();
+        drop(got);
+        reader.close().await.unwrap();
+        drop((ledger, reader));
+        assert!(
+            kept.is_unique(),
+            "{case}: something else still holds the entry"
+        );
+        let buffer = Vec::from(kept).capacity();
+        assert!(
+            buffer <= 3 * 8192,
+            "{case}: one entry holds a buffer of {buffer} bytes"
+        );
+    }
+}
+
 #[tokio::test]
 async fn open_fetches_the_first_range_with_the_index() {
     let s = setup(24, &random_sizes(24, 400, 1000), 4096).await;

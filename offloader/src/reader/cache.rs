@@ -101,6 +101,84 @@ impl Code for BlockKey {
     }
 }
 
+/// What the disk tier keeps under one key: a run of consecutive blocks, or
+/// one block on its own. Each block is an allocation of its own, in memory
+/// and when read back, so the blocks of a run are cached and freed one by
+/// one: a block that stayed a slice of its run would keep the whole run in
+/// memory while the cache counts only the block.
+///
+/// On disk: [`RUN_MAGIC`], the number of blocks (u32 LE), each block's
+/// length (u32 LE), then the blocks' bytes. Entries of another layout (the
+/// plain byte strings of earlier versions) fail to decode and are dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Run(pub Vec<Bytes>);
+
+/// First bytes of every disk-tier entry.
+const RUN_MAGIC: [u8; 4] = *b"SRN1";
+
+impl Run {
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+}
+
+impl Code for Run {
+    fn encode(&self, w: &mut impl Write) -> foyer::Result<()> {
+        let mut head = Vec::with_capacity(8 + 4 * self.0.len());
+        head.extend_from_slice(&RUN_MAGIC);
+        head.extend_from_slice(&(self.0.len() as u32).to_le_bytes());
+        for b in &self.0 {
+            head.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        }
+        w.write_all(&head).map_err(foyer::Error::io_error)?;
+        for b in &self.0 {
+            w.write_all(b).map_err(foyer::Error::io_error)?;
+        }
+        Ok(())
+    }
+
+    fn decode(r: &mut impl Read) -> foyer::Result<Self> {
+        let bad = |what: &str| foyer::Error::io_error(std::io::Error::other(what.to_string()));
+        let mut head = [0u8; 8];
+        r.read_exact(&mut head).map_err(foyer::Error::io_error)?;
+        if head[..4] != RUN_MAGIC {
+            return Err(bad("not a cached run of this version"));
+        }
+        let n = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+        if n == 0 || n as u64 > MAX_RUN_BLOCKS {
+            return Err(bad("cached run with an impossible block count"));
+        }
+        let mut lens = vec![0u8; 4 * n];
+        r.read_exact(&mut lens).map_err(foyer::Error::io_error)?;
+        let lens: Vec<usize> = lens
+            .chunks_exact(4)
+            .map(|l| u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize)
+            .collect();
+        if lens.iter().sum::<usize>() > MAX_RUN_DECODE {
+            return Err(bad("cached run too long"));
+        }
+        let mut blocks = Vec::with_capacity(n);
+        for len in lens {
+            let mut block = Vec::with_capacity(len);
+            r.take(len as u64)
+                .read_to_end(&mut block)
+                .map_err(foyer::Error::io_error)?;
+            if block.len() != len {
+                return Err(bad("cached run ends early"));
+            }
+            blocks.push(Bytes::from(block));
+        }
+        Ok(Run(blocks))
+    }
+
+    fn estimated_size(&self) -> usize {
+        8 + 4 * self.0.len() + self.len()
+    }
+}
+
+/// Longest run [`Run::decode`] accepts (no foyer block is larger).
+const MAX_RUN_DECODE: usize = 64 << 20;
+
 /// The block cache: blocks in memory, and runs of consecutive blocks on
 /// the local disk.
 ///
@@ -122,7 +200,7 @@ pub(crate) struct BlockCache {
 
 /// Writes a block that memory evicts to disk unless its run is there.
 struct SpillToDisk {
-    disk: HybridCache<BlockKey, Bytes>,
+    disk: HybridCache<BlockKey, Run>,
     max_bytes: u64,
 }
 
@@ -138,13 +216,13 @@ impl EventListener for SpillToDisk {
         {
             return;
         }
-        self.disk.insert(key.clone(), value.clone());
+        self.disk.insert(key.clone(), Run(vec![value.clone()]));
     }
 }
 
 /// Runs on disk (see [`BlockCache`]).
 pub(crate) struct DiskRuns {
-    pub cache: HybridCache<BlockKey, Bytes>,
+    pub cache: HybridCache<BlockKey, Run>,
     /// Largest run the disk takes: what fits in one foyer block with its
     /// header; a bigger run (of big blocks) stays in memory only.
     pub max_run_bytes: u64,
@@ -235,7 +313,7 @@ async fn build_disk(dir: &std::path::Path, bytes: u64, direct: bool) -> Result<D
         .with_flush_on_close(true)
         .memory(RUN_FRONT_BYTES)
         .with_eviction_config(LruConfig::default())
-        .with_weighter(|k: &BlockKey, v: &Bytes| k.object.len() + v.len() + 64)
+        .with_weighter(|k: &BlockKey, v: &Run| k.object.len() + v.len() + 64 * v.0.len())
         .storage()
         .with_engine_config(
             BlockEngineConfig::new(device)
@@ -343,6 +421,39 @@ mod tests {
             BlockKey::block(&o, 16, 53).its_run(),
             BlockKey::run(&o, 16, 3)
         );
+    }
+
+    #[test]
+    fn run_codec_round_trips_into_separate_blocks_and_rejects_other_layouts() {
+        let run = Run(vec![
+            Bytes::from(vec![1u8; 5000]),
+            Bytes::from_static(b"x"),
+            Bytes::from(vec![3u8; 70_000]),
+        ]);
+        let mut buf = Vec::new();
+        run.encode(&mut buf).unwrap();
+        assert_eq!(buf.len(), run.estimated_size());
+        let back = Run::decode(&mut buf.as_slice()).unwrap();
+        assert_eq!(back, run);
+        // Each block decodes into a buffer of its own.
+        for w in back.0.windows(2) {
+            assert_ne!(w[0].as_ptr().wrapping_add(w[0].len()), w[1].as_ptr());
+        }
+        // Cut short anywhere: an error, never a shorter run.
+        for cut in [0, 3, 8, 15, 20, 5020, buf.len() - 1] {
+            assert!(Run::decode(&mut &buf[..cut]).is_err(), "cut at {cut}");
+        }
+        // What earlier versions wrote (a length, then the bytes) is refused.
+        let mut old = Vec::new();
+        Bytes::from(vec![7u8; 4096]).encode(&mut old).unwrap();
+        assert!(Run::decode(&mut old.as_slice()).is_err());
+        // Impossible block counts.
+        for n in [0u32, 65, u32::MAX] {
+            let mut junk = RUN_MAGIC.to_vec();
+            junk.extend_from_slice(&n.to_le_bytes());
+            junk.extend_from_slice(&[0u8; 64]);
+            assert!(Run::decode(&mut junk.as_slice()).is_err(), "{n} blocks");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use foyer::Load;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
@@ -21,10 +21,10 @@ use object_store::path::Path;
 use tokio::sync::oneshot;
 
 use super::TieredReader;
-use super::cache::{BlockKey, Counters, DiskRuns, clone_error};
+use super::cache::{BlockKey, Counters, DiskRuns, Run, clone_error};
 use crate::error::{OffloadError, Result};
 use crate::format::{LedgerIndex, check_block, check_block_crc};
-use crate::retry::{get_range, get_range_crcs};
+use crate::retry::{get_blocks, get_range};
 use crate::stats::IoSink;
 
 type Shared1 = std::result::Result<Bytes, Arc<OffloadError>>;
@@ -98,47 +98,35 @@ impl Pending {
 }
 
 /// One entry (a run or a block) from the disk tier; errors are logged and
-/// count as a miss.
-async fn load(disk: &DiskRuns, key: &BlockKey, object: &str) -> Option<Bytes> {
+/// count as a miss, and an entry that cannot be decoded is dropped.
+async fn load(disk: &DiskRuns, key: &BlockKey, object: &str) -> Option<Run> {
     match disk.cache.storage().load(key).await {
         Ok(Load::Entry { value, .. }) => Some(value),
         Ok(Load::Piece { piece, .. }) => Some(piece.value().clone()),
         Ok(_) => None,
         Err(e) => {
-            tracing::warn!(key = %object, entry = %key.block, error = %e, "disk cache read failed");
+            tracing::warn!(key = %object, entry = %key.block, error = %e, "disk cache read failed; dropping the entry");
+            disk.cache.remove(key);
             None
         }
     }
 }
 
-/// The body of one ranged GET, kept for writing the runs it holds.
+/// The good blocks one ranged GET returned, kept for writing the runs
+/// they complete.
 pub(crate) struct GroupBody {
-    /// Offset of the body in the data object.
-    start: u64,
-    bytes: Bytes,
-    /// Blocks of the group that failed their checks in this body.
-    damaged: Vec<usize>,
+    /// The group's blocks, in order: `None` where a block failed its check.
+    blocks: Vec<Option<Bytes>>,
 }
 
 impl GroupBody {
-    /// True when none of `blocks` failed its check in this body.
-    fn clean(&self, blocks: &Range<usize>) -> bool {
-        !self.damaged.iter().any(|b| blocks.contains(b))
-    }
-
     /// Block `b` as this body (of group `group`) holds it, if it does and
     /// the block passed its check.
-    fn block(&self, ledger: &LedgerShared, group: &Range<usize>, b: usize) -> Option<Bytes> {
-        if !group.contains(&b) || self.damaged.contains(&b) {
+    fn block(&self, group: &Range<usize>, b: usize) -> Option<Bytes> {
+        if !group.contains(&b) {
             return None;
         }
-        Some(self.slice(ledger.index.rows[b].range()))
-    }
-
-    /// Bytes `span` of the data object (within this body).
-    fn slice(&self, span: Range<u64>) -> Bytes {
-        self.bytes
-            .slice((span.start - self.start) as usize..(span.end - self.start) as usize)
+        self.blocks[b - group.start].clone()
     }
 }
 
@@ -311,10 +299,10 @@ impl TieredReader {
         self.write_runs(&ledger, &bodies);
     }
 
-    /// Puts on disk every run that the fetched groups completed: a run
-    /// wholly inside one GET is a slice of its body (no copy); a run that
-    /// the GET finished but that began (or ends) in other fetches is put
-    /// together from the blocks in memory, if all are still there.
+    /// Puts on disk every run that the fetched groups completed, from the
+    /// blocks these GETs returned and, for a run that began (or ends) in
+    /// other fetches, the blocks in memory, if all are still there. A run
+    /// is a list of its blocks: nothing is copied until foyer writes it.
     fn write_runs(&self, ledger: &LedgerShared, bodies: &[(Range<usize>, Option<GroupBody>)]) {
         let Some(disk) = &self.cache.disk else {
             return;
@@ -336,37 +324,22 @@ impl TieredReader {
             if disk.cache.contains(&key) {
                 continue;
             }
-            let inside = bodies.iter().find_map(|(g, body)| {
-                let body = body.as_ref()?;
-                (g.start <= blocks.start && blocks.end <= g.end && body.clean(&blocks))
-                    .then(|| body.slice(span.clone()))
-            });
-            let bytes = match inside {
-                Some(b) => b,
-                None => {
-                    let parts: Option<Vec<Bytes>> = blocks
-                        .clone()
-                        .map(|b| {
-                            bodies
-                                .iter()
-                                .find_map(|(g, body)| body.as_ref()?.block(ledger, g, b))
-                                .or_else(|| {
-                                    self.cache
-                                        .memory
-                                        .get(&ledger.key(b))
-                                        .map(|e| e.value().clone())
-                                })
+            let parts: Option<Vec<Bytes>> = blocks
+                .map(|b| {
+                    bodies
+                        .iter()
+                        .find_map(|(g, body)| body.as_ref()?.block(g, b))
+                        .or_else(|| {
+                            self.cache
+                                .memory
+                                .get(&ledger.key(b))
+                                .map(|e| e.value().clone())
                         })
-                        .collect();
-                    let Some(parts) = parts else { continue };
-                    let mut run_bytes = BytesMut::with_capacity((span.end - span.start) as usize);
-                    for p in &parts {
-                        run_bytes.extend_from_slice(p);
-                    }
-                    run_bytes.freeze()
-                }
-            };
-            disk.cache.insert(key, bytes);
+                })
+                .collect();
+            if let Some(parts) = parts {
+                disk.cache.insert(key, Run(parts));
+            }
         }
     }
 
@@ -377,14 +350,25 @@ impl TieredReader {
     async fn load_block(&self, ledger: &LedgerShared, block: usize) -> Option<Bytes> {
         let disk = self.cache.disk.as_ref()?;
         let key = ledger.key(block);
-        let bytes = load(disk, &key, &ledger.data_key).await?;
+        let Run(mut blocks) = load(disk, &key, &ledger.data_key).await?;
         let row = ledger.index.rows.get(block)?;
-        if let Err(e) = check_block(&ledger.data_key, row, &bytes) {
-            tracing::warn!(error = %e, "damaged block in the disk cache; fetching it again");
-            disk.cache.remove(&key);
-            return None;
+        let checked = match blocks.pop() {
+            Some(bytes) if blocks.is_empty() => {
+                check_block(&ledger.data_key, row, &bytes).map(|_| bytes)
+            }
+            _ => Err(OffloadError::corrupt(
+                &ledger.data_key,
+                format!("cached block {block} is not one block"),
+            )),
+        };
+        match checked {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::warn!(error = %e, "damaged block in the disk cache; fetching it again");
+                disk.cache.remove(&key);
+                None
+            }
         }
-        Some(bytes)
     }
 
     /// A run from the disk cache, split into its blocks, each checked again
@@ -393,40 +377,39 @@ impl TieredReader {
     async fn load_run(&self, ledger: &LedgerShared, run: usize) -> Option<Vec<(usize, Bytes)>> {
         let disk = self.cache.disk.as_ref()?;
         let key = BlockKey::run(&ledger.data_key, ledger.per_run, run);
-        let bytes = load(disk, &key, &ledger.data_key).await?;
-        let span = ledger.run_span(run);
-        let mut out = Vec::with_capacity(ledger.per_run);
-        let checked = if bytes.len() as u64 == span.end - span.start {
-            ledger.run_blocks(run).try_for_each(|b| {
-                let row = &ledger.index.rows[b];
-                let at = (row.offset - span.start) as usize;
-                let block = bytes.slice(at..at + row.len as usize);
-                check_block(&ledger.data_key, row, &block)?;
-                out.push((b, block));
-                Ok(())
-            })
+        let Run(blocks) = load(disk, &key, &ledger.data_key).await?;
+        let ids = ledger.run_blocks(run);
+        let checked = if blocks.len() == ids.len() {
+            ids.zip(blocks)
+                .map(|(b, block)| {
+                    check_block(&ledger.data_key, &ledger.index.rows[b], &block)?;
+                    Ok((b, block))
+                })
+                .collect::<Result<Vec<_>>>()
         } else {
             Err(OffloadError::corrupt(
                 &ledger.data_key,
                 format!(
-                    "cached run {run} has {} bytes, not {}",
-                    bytes.len(),
-                    span.end - span.start
+                    "cached run {run} has {} blocks, not {}",
+                    blocks.len(),
+                    ids.len()
                 ),
             ))
         };
-        if let Err(e) = checked {
-            tracing::warn!(error = %e, "damaged run in the disk cache; fetching its blocks again");
-            disk.cache.remove(&key);
-            return None;
+        match checked {
+            Ok(out) => Some(out),
+            Err(e) => {
+                tracing::warn!(error = %e, "damaged run in the disk cache; fetching its blocks again");
+                disk.cache.remove(&key);
+                None
+            }
         }
-        Some(out)
     }
 
     /// Groups of adjacent blocks, each at most `range_bytes` (a bigger
     /// single block is a group of its own). A group that is full ends at
     /// the last disk-run boundary inside it where there is one, so that
-    /// the runs it holds are whole and go to disk as slices of its body.
+    /// the runs it holds are whole and go to disk as soon as it is in.
     fn coalesce(&self, ledger: &LedgerShared, blocks: &[usize]) -> Vec<Range<usize>> {
         let rows = &ledger.index.rows;
         let len = |b: usize| u64::from(rows[b].len);
@@ -475,12 +458,11 @@ impl TieredReader {
             Purpose::ReadAhead => self.ahead_limiter.acquire().await.ok(),
             Purpose::Read => None,
         };
-        let start = first.offset;
         let lens: Vec<u32> = rows.iter().map(|r| r.len).collect();
-        let fetched = get_range_crcs(
+        let fetched = get_blocks(
             &ledger.store,
             &ledger.data_path,
-            start..last.range().end,
+            first.offset..last.range().end,
             &lens,
             &self.retry,
             &ledger.io,
@@ -491,21 +473,25 @@ impl TieredReader {
         let mut again = Vec::new();
         let mut body = None;
         match fetched {
-            Ok((bytes, crcs)) => {
-                self.count_get(bytes.len());
-                for (i, (row, crc)) in rows.iter().zip(crcs).enumerate() {
-                    let at = (row.offset - start) as usize;
-                    let block = bytes.slice(at..at + row.len as usize);
-                    match check_block_crc(&ledger.data_key, row, &block, crc) {
-                        Ok(()) => out.push((blocks.start + i, Ok(block))),
-                        Err(_) => again.push(blocks.start + i),
+            Ok(got) => {
+                self.count_get(got.iter().map(|(b, _)| b.len()).sum());
+                let mut kept = Vec::with_capacity(rows.len());
+                let mut got = got.into_iter();
+                for (i, row) in rows.iter().enumerate() {
+                    // Every block is there: the body had the range's length.
+                    let good = got
+                        .next()
+                        .filter(|(block, crc)| {
+                            check_block_crc(&ledger.data_key, row, block, *crc).is_ok()
+                        })
+                        .map(|(block, _)| block);
+                    match &good {
+                        Some(block) => out.push((blocks.start + i, Ok(block.clone()))),
+                        None => again.push(blocks.start + i),
                     }
+                    kept.push(good);
                 }
-                body = Some(GroupBody {
-                    start,
-                    bytes,
-                    damaged: again.clone(),
-                });
+                body = Some(GroupBody { blocks: kept });
             }
             Err(e) if e.is_corrupt() => again.extend(blocks.clone()),
             Err(e) => {

@@ -296,7 +296,9 @@ impl TieredReader {
             if end > bytes.len() {
                 break;
             }
-            let block = bytes.slice(row.offset as usize..end);
+            // A copy: a slice would keep the whole range in memory for as
+            // long as any of its blocks is cached.
+            let block = Bytes::copy_from_slice(&bytes[row.offset as usize..end]);
             if check_block(data_key, row, &block).is_err() {
                 // Not counted as corrupt: the regular read path refetches
                 // and judges this block.
