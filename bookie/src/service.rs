@@ -56,6 +56,60 @@ async fn blocking<T: Send + 'static>(
         .map_err(Status::from)
 }
 
+/// Serves one read request: the gRPC call's work, also called directly by
+/// an in-process client (the standalone's broker reading its own bookie),
+/// with the same checks, errors and metrics.
+pub async fn read_entries(
+    storage: &Arc<LedgerStorage>,
+    req: ReadRequest,
+) -> Result<ReadResponse, Status> {
+    let req = validate::check_read(req)?;
+    let started = Instant::now();
+    let storage = storage.clone();
+    let metrics = storage.metrics.clone();
+    let budget = req.budget;
+    let result = blocking(move || {
+        let ledger = req.ledger_id;
+        let lac = storage.lac(ledger)?.lac;
+        let mut resp = ReadResponse {
+            entries: Vec::new(),
+            missing: Vec::new(),
+            lac,
+        };
+        let mut bytes = 0u64;
+        let (first, last) = match req.entries {
+            ReadEntries::Range { first, last } => (first, last),
+            ReadEntries::List(ids) => {
+                for id in ids {
+                    match storage.read_blocking(ledger, id)? {
+                        Some(e) if bytes < budget || resp.entries.is_empty() => {
+                            bytes += e.payload.len() as u64;
+                            resp.entries.push(to_wire(&e));
+                        }
+                        Some(_) => break,
+                        None => resp.missing.push(id),
+                    }
+                }
+                return Ok(resp);
+            }
+        };
+        let entries = storage.read_range_blocking(ledger, first, last, budget, MAX_READ_ENTRIES)?;
+        if entries.is_empty() {
+            return Err(BookieError::NoSuchEntry(ledger, first));
+        }
+        resp.entries = entries.iter().map(|e| to_wire(e)).collect();
+        Ok(resp)
+    })
+    .await;
+    metrics
+        .read_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics.read_errors.inc();
+    }
+    result
+}
+
 type AddStream = Pin<Box<dyn Stream<Item = Result<AddResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -79,52 +133,9 @@ impl BookieRpc for BookieService {
         &self,
         request: Request<ReadRequest>,
     ) -> Result<Response<ReadResponse>, Status> {
-        let req = validate::check_read(request.into_inner())?;
-        let started = Instant::now();
-        let storage = self.storage.clone();
-        let metrics = storage.metrics.clone();
-        let budget = req.budget;
-        let result = blocking(move || {
-            let ledger = req.ledger_id;
-            let lac = storage.lac(ledger)?.lac;
-            let mut resp = ReadResponse {
-                entries: Vec::new(),
-                missing: Vec::new(),
-                lac,
-            };
-            let mut bytes = 0u64;
-            let (first, last) = match req.entries {
-                ReadEntries::Range { first, last } => (first, last),
-                ReadEntries::List(ids) => {
-                    for id in ids {
-                        match storage.read_blocking(ledger, id)? {
-                            Some(e) if bytes < budget || resp.entries.is_empty() => {
-                                bytes += e.payload.len() as u64;
-                                resp.entries.push(to_wire(&e));
-                            }
-                            Some(_) => break,
-                            None => resp.missing.push(id),
-                        }
-                    }
-                    return Ok(resp);
-                }
-            };
-            let entries =
-                storage.read_range_blocking(ledger, first, last, budget, MAX_READ_ENTRIES)?;
-            if entries.is_empty() {
-                return Err(BookieError::NoSuchEntry(ledger, first));
-            }
-            resp.entries = entries.iter().map(|e| to_wire(e)).collect();
-            Ok(resp)
-        })
-        .await;
-        metrics
-            .read_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            metrics.read_errors.inc();
-        }
-        result.map(Response::new)
+        read_entries(&self.storage, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn read_lac(

@@ -338,4 +338,12 @@ impl strata_ledger::bookie_client::LocalBookie for EmbeddedBookie {
         let storage = self.0.clone();
         Box::pin(async move { strata_bookie::service::add_many(&storage, adds).await })
     }
+
+    fn read(
+        &self,
+        req: strata_proto::bookie::ReadRequest,
+    ) -> strata_ledger::bookie_client::LocalRead {
+        let storage = self.0.clone();
+        Box::pin(async move { strata_bookie::service::read_entries(&storage, req).await })
+    }
 }

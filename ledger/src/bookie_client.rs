@@ -6,9 +6,9 @@
 //! a new stream.
 //!
 //! A bookie running in this very process (the standalone's) can be registered
-//! as a [`LocalBookie`]: adds to it are handed over directly, skipping
+//! as a [`LocalBookie`]: adds and reads are handed over directly, skipping
 //! protobuf encoding, HTTP/2 and two trips through the loopback socket
-//! (about four copies of every byte). Reads and control calls still use gRPC.
+//! (about four copies of every byte). Control calls still use gRPC.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -22,7 +22,7 @@ use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use strata_common::stages::{self, Stage};
 use strata_proto::bookie::bookie_client::BookieClient as Rpc;
-use strata_proto::bookie::{AddEntry, AddResult, AddStatus};
+use strata_proto::bookie::{AddEntry, AddResult, AddStatus, ReadRequest, ReadResponse};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
@@ -56,12 +56,19 @@ pub struct AddAck {
     pub outcome: AddOutcome,
 }
 
-/// A bookie in this process that takes adds without gRPC; `add` must behave
-/// exactly like one message of the bookie's add stream: one result per add,
-/// in order.
+/// A bookie in this process that takes adds and reads without gRPC. `add`
+/// must behave exactly like one message of the bookie's add stream (one
+/// result per add, in order), and `read` like its `ReadEntries` call, errors
+/// included.
 pub trait LocalBookie: Send + Sync + 'static {
     fn add(&self, adds: Vec<AddEntry>) -> Pin<Box<dyn Future<Output = Vec<AddResult>> + Send>>;
+
+    fn read(&self, req: ReadRequest) -> LocalRead;
 }
+
+/// What [`LocalBookie::read`] returns: the `ReadEntries` call's answer.
+pub type LocalRead =
+    Pin<Box<dyn Future<Output = std::result::Result<ReadResponse, tonic::Status>> + Send>>;
 
 fn outcome(r: &AddResult) -> AddOutcome {
     match AddStatus::try_from(r.status) {
@@ -284,6 +291,18 @@ impl BookieConn {
                 sinks.send_each(|| self.ack(key, AddOutcome::Failed("add stream closed".into())));
             }
             *guard = None;
+        }
+    }
+
+    /// One read: handed to the bookie directly when it runs in this
+    /// process (its entries come back without a copy), else over gRPC.
+    pub async fn read_entries(
+        &self,
+        req: ReadRequest,
+    ) -> std::result::Result<ReadResponse, tonic::Status> {
+        match &self.local {
+            Some(local) => local.read(req).await,
+            None => Ok(self.rpc.clone().read_entries(req).await?.into_inner()),
         }
     }
 

@@ -185,7 +185,6 @@ async fn read_from(
     ids: &[u64],
 ) -> Result<Vec<LedgerEntry>> {
     let conn = ctx.pool.get(bookie)?;
-    let mut rpc = conn.rpc.clone();
     let mut out = Vec::with_capacity(ids.len());
     let mut rest: Vec<u64> = ids.to_vec();
     while let Some(&start) = rest.first() {
@@ -206,8 +205,8 @@ async fn read_from(
                 ..Default::default()
             }
         };
-        let resp = match rpc.read_entries(req).await {
-            Ok(r) => r.into_inner(),
+        let resp = match conn.read_entries(req).await {
+            Ok(r) => r,
             Err(s) if s.code() == tonic::Code::NotFound => {
                 // This bookie lacks `start` (or the ledger): another replica may have it.
                 rest.remove(0);

@@ -216,10 +216,11 @@ async fn bookies_drop_ledgers_whose_metadata_was_deleted_behind_their_back() {
     assert_eq!(r.read(0, 8).await.unwrap().len(), 9);
 }
 
-/// An in-process bookie that counts the adds handed to it directly.
+/// An in-process bookie that counts the adds and reads handed to it directly.
 struct CountingLocal {
     storage: std::sync::Arc<strata_bookie::storage::LedgerStorage>,
     adds: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl strata_ledger::bookie_client::LocalBookie for CountingLocal {
@@ -234,6 +235,12 @@ impl strata_ledger::bookie_client::LocalBookie for CountingLocal {
         let storage = self.storage.clone();
         Box::pin(async move { strata_bookie::service::add_many(&storage, adds).await })
     }
+
+    fn read(&self, req: strata_proto::bookie::ReadRequest) -> strata_ledger::bookie_client::LocalRead {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let storage = self.storage.clone();
+        Box::pin(async move { strata_bookie::service::read_entries(&storage, req).await })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,11 +249,13 @@ async fn a_local_bookie_takes_adds_in_process_with_the_same_checks() {
     let client = c.client();
     let bookie = c.bookies[0].as_ref().unwrap();
     let adds = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     client.register_local_bookie(
         &bookie.bookie_id,
         std::sync::Arc::new(CountingLocal {
             storage: bookie.storage.clone(),
             adds: adds.clone(),
+            reads: reads.clone(),
         }),
     );
     let w = client.create(1, 1, 1).await.unwrap();
@@ -254,6 +263,16 @@ async fn a_local_bookie_takes_adds_in_process_with_the_same_checks() {
         w.append(payload(i)).await.unwrap();
     }
     assert_eq!(adds.load(std::sync::atomic::Ordering::Relaxed), 100);
+    // This client's reads are handed over in-process too.
+    let r = client.open(w.ledger_id()).await.unwrap();
+    let readable = r.last_readable();
+    assert!(readable >= 98, "LAC {readable}");
+    let got = r.read(0, readable as u64).await.unwrap();
+    assert_eq!(got.len() as i64, readable + 1);
+    for e in &got {
+        assert_eq!(e.payload, payload(e.entry_id));
+    }
+    assert!(reads.load(std::sync::atomic::Ordering::Relaxed) > 0);
     // Another client reads them over gRPC, recovers and fences the ledger...
     let other = c.client();
     let r = other.open_and_recover(w.ledger_id()).await.unwrap();
