@@ -47,9 +47,11 @@ pub struct ColdArgs {
     /// this process may use, RAM or its cgroup's limit, from 64 MiB to 4 GiB).
     #[arg(long, env = "STRATA_COLD_CACHE_MEMORY_MB")]
     pub cold_cache_memory_mb: Option<u64>,
-    /// Local disk of the cold block cache, in MiB (0: memory only).
-    #[arg(long, env = "STRATA_COLD_CACHE_DISK_MB", default_value_t = 1024)]
-    pub cold_cache_disk_mb: u64,
+    /// Local disk of the cold block cache, in MiB (0: memory only; default:
+    /// twice the memory cache and at least 1 GiB, but at most a tenth of
+    /// the filesystem and a quarter of its free space, none below 64 MiB).
+    #[arg(long, env = "STRATA_COLD_CACHE_DISK_MB")]
+    pub cold_cache_disk_mb: Option<u64>,
     /// Object-store requests the tiered reader has in flight at most (read-ahead may use half).
     #[arg(long, env = "STRATA_COLD_MAX_REQUESTS", default_value_t = 32)]
     pub cold_max_requests: usize,
@@ -86,6 +88,65 @@ fn default_memory_cache(limit: Option<u64>) -> u64 {
     limit.map_or(low, |l| (l / 16).clamp(low, high))
 }
 
+impl ColdArgs {
+    /// The cold block cache's disk tier in `dir`, in bytes (0: none): as
+    /// configured, or sized from the memory tier and the filesystem (see
+    /// [`default_disk_cache`]). What a cache already in `dir` takes counts
+    /// as free, so a restart does not shrink it.
+    pub fn cold_cache_disk_bytes(&self, dir: &Path) -> u64 {
+        if let Some(mb) = self.cold_cache_disk_mb {
+            return mb << 20;
+        }
+        let fs = filesystem_of(dir).map(|u| (u.total_bytes, u.free_bytes + bytes_in(dir)));
+        default_disk_cache(self.cold_cache_memory_bytes(), fs)
+    }
+}
+
+/// Smallest default disk tier, and the size it aims at without a bigger
+/// memory tier.
+const MIN_DISK_CACHE: u64 = 64 << 20;
+const BASE_DISK_CACHE: u64 = 1 << 30;
+
+/// The default disk tier, given the memory tier and the filesystem's total
+/// and free bytes: a disk tier is worth having when it holds more than
+/// memory (twice, at least 1 GiB), but it shares its disk with the bookie,
+/// whose disk-usage watermark turns it read-only, so it takes at most a
+/// tenth of the filesystem and a quarter of what is free (the foyer files
+/// fill as the cache does). Below 64 MiB there is no disk tier; unknown
+/// filesystem figures leave 1 GiB.
+fn default_disk_cache(memory: u64, fs: Option<(u64, u64)>) -> u64 {
+    let want = memory.saturating_mul(2).max(BASE_DISK_CACHE);
+    let Some((total, free)) = fs else {
+        return BASE_DISK_CACHE;
+    };
+    let bytes = want.min(total / 10).min(free / 4) >> 20 << 20;
+    if bytes < MIN_DISK_CACHE { 0 } else { bytes }
+}
+
+/// The filesystem that holds `dir`, or will once it is created.
+fn filesystem_of(dir: &Path) -> Option<strata_bookie::disk::DiskUsage> {
+    dir.ancestors()
+        .find(|p| p.exists())
+        .and_then(|p| strata_bookie::disk::usage(p).ok())
+}
+
+/// Disk space the files under `dir` take (allocated blocks, not lengths:
+/// the cache's files are sparse until filled).
+fn bytes_in(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_in(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Opens the default store (`url`), failing with a message naming what is wrong.
 pub async fn open_stores(url: &str, args: &ColdArgs) -> anyhow::Result<Arc<StoreRegistry>> {
     let options = StoreOptions {
@@ -97,18 +158,20 @@ pub async fn open_stores(url: &str, args: &ColdArgs) -> anyhow::Result<Arc<Store
     Ok(StoreRegistry::new(store))
 }
 
-/// The broker's side: the tiered reader with its block cache under `cache_dir`.
+/// The broker's side: the tiered reader with its block cache, whose disk
+/// tier of `disk_bytes` (0: none) lives in `cache_dir`.
 pub async fn start_tier(
     args: &ColdArgs,
     meta: Arc<dyn MetadataStore>,
     stores: Arc<StoreRegistry>,
     usage: Arc<Usage>,
     cache_dir: &Path,
+    disk_bytes: u64,
 ) -> anyhow::Result<Arc<Tier>> {
     let reader = TieredReader::new(ReaderConfig {
         memory_cache_bytes: args.cold_cache_memory_bytes(),
-        disk_cache_dir: (args.cold_cache_disk_mb > 0).then(|| cache_dir.to_path_buf()),
-        disk_cache_bytes: args.cold_cache_disk_mb << 20,
+        disk_cache_dir: (disk_bytes > 0).then(|| cache_dir.to_path_buf()),
+        disk_cache_bytes: disk_bytes,
         max_concurrent_requests: args.cold_max_requests.max(1),
         read_ahead_bytes: args.cold_read_ahead_mb << 20,
         read_ahead_budget_bytes: args.cold_read_ahead_total_mb << 20,
@@ -179,6 +242,53 @@ mod tests {
             args.cold_cache_memory_bytes(),
             default_memory_cache(strata_common::sysmem::memory_limit_bytes())
         );
+    }
+
+    #[test]
+    fn the_default_disk_cache_outgrows_memory_within_the_filesystems_room() {
+        const G: u64 = 1 << 30;
+        // Twice the memory tier, at least 1 GiB, on a roomy disk.
+        assert_eq!(
+            default_disk_cache(1536 << 20, Some((250 * G, 100 * G))),
+            3 * G
+        );
+        assert_eq!(default_disk_cache(64 << 20, Some((250 * G, 100 * G))), G);
+        // A tenth of the filesystem, a quarter of its free space, whole MiB.
+        assert_eq!(default_disk_cache(4 * G, Some((20 * G, 19 * G))), 2 * G);
+        assert_eq!(default_disk_cache(4 * G, Some((250 * G, 2 * G + 3))), G / 2);
+        // Nearly full: no disk tier rather than a useless one.
+        assert_eq!(default_disk_cache(G, Some((250 * G, 200 << 20))), 0);
+        // Filesystem unknown: the old fixed 1 GiB.
+        assert_eq!(default_disk_cache(4 * G, None), G);
+        // Set by flag, 0 included: taken as it is.
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            parse(&["--cold-cache-disk-mb", "0"]).cold_cache_disk_bytes(dir.path()),
+            0
+        );
+        assert_eq!(
+            parse(&["--cold-cache-disk-mb", "300"]).cold_cache_disk_bytes(dir.path()),
+            300 << 20
+        );
+    }
+
+    /// The default looks at the filesystem the directory will be on, and
+    /// counts the space a cache already there takes (sparse files by their
+    /// allocated blocks, directories included) as its own.
+    #[test]
+    fn the_default_disk_cache_finds_its_filesystem_and_its_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("data/cold-cache");
+        let fs = filesystem_of(&cache).expect("the temp dir's filesystem");
+        assert!(fs.total_bytes > 0);
+        assert_eq!(bytes_in(&cache), 0);
+        std::fs::create_dir_all(cache.join("sub")).unwrap();
+        std::fs::write(cache.join("block"), vec![1u8; 1 << 20]).unwrap();
+        std::fs::write(cache.join("sub/block"), vec![1u8; 1 << 20]).unwrap();
+        let sparse = std::fs::File::create(cache.join("sparse")).unwrap();
+        sparse.set_len(1 << 30).unwrap();
+        let held = bytes_in(&cache);
+        assert!((2 << 20..4 << 20).contains(&held), "{held}");
     }
 
     #[test]

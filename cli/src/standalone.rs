@@ -206,12 +206,15 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     };
     let stores = cold::open_stores(&cold_url, &args.cold).await?;
     let usage = Usage::new();
+    let cache_dir = dir.join("cold-cache");
+    let cache_disk = args.cold.cold_cache_disk_bytes(&cache_dir);
     let tier = cold::start_tier(
         &args.cold,
         store.clone(),
         stores.clone(),
         usage.clone(),
-        &dir.join("cold-cache"),
+        &cache_dir,
+        cache_disk,
     )
     .await?;
     let offload_cancel = CancellationToken::new();
@@ -308,9 +311,12 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     }
     println!("cold tier: {cold_url}");
     println!(
-        "cold cache: {} MiB memory, {} MiB disk",
+        "cold cache: {} MiB memory, {}",
         args.cold.cold_cache_memory_bytes() >> 20,
-        args.cold.cold_cache_disk_mb
+        match cache_disk {
+            0 => "no disk".to_string(),
+            b => format!("{} MiB disk", b >> 20),
+        }
     );
     println!("strata standalone ready");
 

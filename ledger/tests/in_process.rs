@@ -236,8 +236,12 @@ impl strata_ledger::bookie_client::LocalBookie for CountingLocal {
         Box::pin(async move { strata_bookie::service::add_many(&storage, adds).await })
     }
 
-    fn read(&self, req: strata_proto::bookie::ReadRequest) -> strata_ledger::bookie_client::LocalRead {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn read(
+        &self,
+        req: strata_proto::bookie::ReadRequest,
+    ) -> strata_ledger::bookie_client::LocalRead {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let storage = self.storage.clone();
         Box::pin(async move { strata_bookie::service::read_entries(&storage, req).await })
     }

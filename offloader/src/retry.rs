@@ -144,7 +144,7 @@ pub(crate) async fn get_range(
     io: &IoSink,
     limiter: Option<&Semaphore>,
 ) -> Result<Bytes> {
-    let body = get_body(store, path, range, &[], policy, io, limiter).await?;
+    let body = get_blocks(store, path, range, &[], policy, io, limiter).await?;
     Ok(body.whole.unwrap_or_default())
 }
 
@@ -154,20 +154,8 @@ pub(crate) async fn get_range(
 /// hot). Separate allocations let every block be cached and freed on its
 /// own: slices of one body would keep all of it in memory for as long as
 /// any one of its blocks is cached, many times what the cache accounts for.
+/// With no `lens`, the body comes back whole.
 pub(crate) async fn get_blocks(
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    range: Range<u64>,
-    lens: &[u32],
-    policy: &RetryPolicy,
-    io: &IoSink,
-    limiter: Option<&Semaphore>,
-) -> Result<Vec<(Bytes, u32)>> {
-    let body = get_body(store, path, range, lens, policy, io, limiter).await?;
-    Ok(body.blocks)
-}
-
-async fn get_body(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     range: Range<u64>,
@@ -204,14 +192,16 @@ async fn get_body(
 }
 
 /// A GET's body: whole (no blocks asked for) or cut into blocks.
-struct Body {
+#[derive(Debug)]
+pub(crate) struct Body {
     /// Bytes the store returned.
     len: u64,
     whole: Option<Bytes>,
-    blocks: Vec<(Bytes, u32)>,
+    /// Each block with its CRC32C.
+    pub blocks: Vec<(Bytes, u32)>,
 }
 
-/// One attempt of [`get_body`].
+/// One attempt of [`get_blocks`].
 async fn fetch_body(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
@@ -489,7 +479,8 @@ mod tests {
                 None,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .blocks;
             assert_eq!(got, expected(&data[1000..201_000], &lens), "{store}");
             assert_separate(&got);
             // A range past the end of the object is corrupt data.

@@ -348,37 +348,29 @@ impl TieredReader {
     ///
     /// [`BlockCache`]: super::cache::BlockCache
     async fn load_block(&self, ledger: &LedgerShared, block: usize) -> Option<Bytes> {
-        let disk = self.cache.disk.as_ref()?;
-        let key = ledger.key(block);
-        let Run(mut blocks) = load(disk, &key, &ledger.data_key).await?;
-        let row = ledger.index.rows.get(block)?;
-        let checked = match blocks.pop() {
-            Some(bytes) if blocks.is_empty() => {
-                check_block(&ledger.data_key, row, &bytes).map(|_| bytes)
-            }
-            _ => Err(OffloadError::corrupt(
-                &ledger.data_key,
-                format!("cached block {block} is not one block"),
-            )),
-        };
-        match checked {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                tracing::warn!(error = %e, "damaged block in the disk cache; fetching it again");
-                disk.cache.remove(&key);
-                None
-            }
-        }
+        let mut one = self
+            .load_checked(ledger, ledger.key(block), block..block + 1)
+            .await?;
+        one.pop().map(|(_, bytes)| bytes)
     }
 
-    /// A run from the disk cache, split into its blocks, each checked again
-    /// (disks rot too); a bad run is dropped from the cache and counts as a
-    /// miss.
+    /// A run from the disk cache, split into its blocks.
     async fn load_run(&self, ledger: &LedgerShared, run: usize) -> Option<Vec<(usize, Bytes)>> {
-        let disk = self.cache.disk.as_ref()?;
         let key = BlockKey::run(&ledger.data_key, ledger.per_run, run);
+        self.load_checked(ledger, key, ledger.run_blocks(run)).await
+    }
+
+    /// The disk cache's entry `key`, which holds blocks `ids`, each checked
+    /// again (disks rot too); a bad entry is dropped from the cache and
+    /// counts as a miss.
+    async fn load_checked(
+        &self,
+        ledger: &LedgerShared,
+        key: BlockKey,
+        ids: Range<usize>,
+    ) -> Option<Vec<(usize, Bytes)>> {
+        let disk = self.cache.disk.as_ref()?;
         let Run(blocks) = load(disk, &key, &ledger.data_key).await?;
-        let ids = ledger.run_blocks(run);
         let checked = if blocks.len() == ids.len() {
             ids.zip(blocks)
                 .map(|(b, block)| {
@@ -390,7 +382,8 @@ impl TieredReader {
             Err(OffloadError::corrupt(
                 &ledger.data_key,
                 format!(
-                    "cached run {run} has {} blocks, not {}",
+                    "cached entry {} has {} blocks, not {}",
+                    key.block,
                     blocks.len(),
                     ids.len()
                 ),
@@ -399,7 +392,7 @@ impl TieredReader {
         match checked {
             Ok(out) => Some(out),
             Err(e) => {
-                tracing::warn!(error = %e, "damaged run in the disk cache; fetching its blocks again");
+                tracing::warn!(error = %e, "damaged entry in the disk cache; fetching its blocks again");
                 disk.cache.remove(&key);
                 None
             }
@@ -473,7 +466,8 @@ impl TieredReader {
         let mut again = Vec::new();
         let mut body = None;
         match fetched {
-            Ok(got) => {
+            Ok(fetched) => {
+                let got = fetched.blocks;
                 self.count_get(got.iter().map(|(b, _)| b.len()).sum());
                 let mut kept = Vec::with_capacity(rows.len());
                 let mut got = got.into_iter();
