@@ -600,6 +600,48 @@ async fn the_disk_cache_survives_a_new_reader() {
     assert!(st.disk_hits > 0, "{st:?}");
 }
 
+/// A disk cache reopened smaller leaves no file of its bigger past behind,
+/// and one reopened at the same size keeps what it holds.
+#[tokio::test]
+async fn a_disk_cache_reopened_smaller_frees_the_rest_of_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("foyer-storage-direct-fs-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let open = |mb: u64| {
+        reader_with(ReaderConfig {
+            disk_cache_dir: Some(dir.path().to_path_buf()),
+            disk_cache_bytes: mb << 20,
+            ..config()
+        })
+    };
+    // 16 MiB foyer blocks: 64 files for 1 GiB, 32 for 512 MiB.
+    open(1024).await.close().await.unwrap();
+    let big = files();
+    assert!(big.len() >= 64, "{big:?}");
+    open(512).await.close().await.unwrap();
+    let small = files();
+    assert!(
+        small.len() < big.len(),
+        "{} files left of {}",
+        small.len(),
+        big.len()
+    );
+    assert_eq!(small[..], big[..small.len()], "the first files are kept");
+    // The disk cache still works, and the same size keeps every file.
+    let (s, cfg) = read_once_through_a_disk_cache(35, &dir).await;
+    let kept = files();
+    let reader = read_all_with_a_new_reader(&s, cfg).await;
+    assert!(reader.stats().disk_hits > 0, "{:?}", reader.stats());
+    assert_eq!(files(), kept);
+}
+
 /// Bytes flipped all over the disk cache's files between two readers: the
 /// second still returns exactly the entries sent (damaged runs are fetched
 /// again from the store), never the damaged bytes.

@@ -316,7 +316,7 @@ async fn build_disk(dir: &std::path::Path, bytes: u64, direct: bool) -> Result<D
         .with_weighter(|k: &BlockKey, v: &Run| k.object.len() + v.len() + 64 * v.0.len())
         .storage()
         .with_engine_config(
-            BlockEngineConfig::new(device)
+            BlockEngineConfig::new(device.clone())
                 .with_block_size(block_size)
                 .with_flushers(2)
                 .with_buffer_pool_size(buffers)
@@ -326,11 +326,44 @@ async fn build_disk(dir: &std::path::Path, bytes: u64, direct: bool) -> Result<D
         .build()
         .await
         .map_err(|e| OffloadError::Config(format!("building the block cache: {e}")))?;
+    remove_stale_files(dir, device.partitions());
     Ok(DiskRuns {
         cache,
         // Room for foyer's entry header, the key and alignment.
         max_run_bytes: (block_size - (64 << 10)) as u64,
     })
+}
+
+/// What foyer names the files of a directory device, before the number.
+const DEVICE_FILE_PREFIX: &str = "foyer-storage-direct-fs-";
+
+/// Deletes the device files of `dir` past the `partitions` that foyer
+/// opened: what is left of a bigger cache. The default size follows the
+/// free disk space, and foyer itself never shrinks a directory, so a cache
+/// reopened smaller would otherwise keep the rest of its old files (and
+/// their disk space) for good.
+fn remove_stale_files(dir: &std::path::Path, partitions: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DEVICE_FILE_PREFIX))
+            .and_then(|id| id.parse::<usize>().ok())
+            .is_some_and(|id| id >= partitions);
+        if stale {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a disk cache file past the cache's size")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a disk cache file past the cache's size")
+                }
+            }
+        }
+    }
 }
 
 /// Counters behind [`super::ReaderStats`].
