@@ -65,6 +65,31 @@ pub async fn strata(args: &[&str], envs: &[(&str, &str)]) -> Run {
     }
 }
 
+/// `strata standalone` on `data` (broker and admin on port 0, the bookie on
+/// a free port) with `extra` flags and `envs`, for a start that is expected
+/// to fail: it runs until the process exits, within [`CLI_LIMIT`].
+pub async fn standalone_until_exit(
+    data: &std::path::Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Run {
+    let data = data.to_str().expect("UTF-8 data directory");
+    let port = crate::bookie::free_port().to_string();
+    let mut args = vec![
+        "standalone",
+        "--data-dir",
+        data,
+        "--broker-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--bookie-port",
+        port.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    strata(&args, envs).await
+}
+
 /// `strata admin --admin-url URL ARGS...`.
 pub async fn strata_admin(url: &str, args: &[&str]) -> Run {
     let mut all = vec!["admin", "--admin-url", url];

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +20,7 @@ use strata_ledger::{ClientConfig, LedgerClient};
 use strata_managed_ledger::{ManagedLedgerConfig, ManagedLedgerFactory};
 use strata_offloader::keys;
 use strata_offloader::records::OffloadRecord;
+use strata_tests::admin::{standalone_until_exit, strata_admin};
 use strata_tests::bookie::{BookieProcess, strata_binary};
 use strata_tests::etcd::EtcdServer;
 use strata_tests::fault::bounded;
@@ -50,27 +50,6 @@ async fn call(
     (
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn strata(args: &[&str], envs: &[(String, String)]) -> (Option<i32>, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(strata_binary())
-            .args(args)
-            .envs(envs.iter().cloned())
-            .env("STRATA_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("strata finishes in time")
-    .expect("run strata");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -166,17 +145,11 @@ async fn cli_offloads_with_progress_and_scrub_finds_corruption() {
         ];
         let run = python::run("cold_data.py", &args, Duration::from_secs(120)).await;
         assert!(run.success(), "{}", run.report());
-        let admin = |extra: &[&str]| {
-            let mut a: Vec<String> =
-                vec!["admin".into(), "--admin-url".into(), s.admin_url().into()];
-            a.extend(extra.iter().map(|x| x.to_string()));
-            a
-        };
-        let run_admin = |extra: &[&str]| {
-            let a = admin(extra);
+        let run_admin = |extra: &'static [&'static str]| {
+            let url = s.admin_url().to_string();
             async move {
-                let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-                strata(&refs, &[]).await
+                let r = strata_admin(&url, extra).await;
+                (r.code, r.stdout, r.stderr)
             }
         };
         let (code, out, err) = run_admin(&["topics", "offload-status", "cli"]).await;
@@ -249,30 +222,20 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn a_standalone_with_an_unusable_object_store_says_why() {
     bounded("bad store", LIMIT, async {
         let dir = TempDir::new().unwrap();
-        let data = dir.path().join("data");
-        let data = data.to_str().unwrap();
-        let port = strata_tests::bookie::free_port().to_string();
-        let (code, out, err) = strata(
+        let run = standalone_until_exit(
+            &dir.path().join("data"),
             &[
-                "standalone",
-                "--data-dir",
-                data,
-                "--broker-port",
-                "0",
-                "--admin-port",
-                "0",
-                "--bookie-port",
-                port.as_str(),
                 "--object-store",
                 "s3://strata?endpoint=http://127.0.0.1:1&region=x",
             ],
             &[
-                ("AWS_ACCESS_KEY_ID".into(), "GKtest".into()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "secret".into()),
-                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+                ("AWS_ACCESS_KEY_ID", "GKtest"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
             ],
         )
         .await;
+        let (code, out, err) = (run.code, run.stdout, run.stderr);
         assert_ne!(code, Some(0), "{out}{err}");
         assert!(
             err.contains("probe") && err.contains("unreachable"),

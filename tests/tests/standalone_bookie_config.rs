@@ -9,7 +9,7 @@ use std::time::Duration;
 use strata_client::{
     Client, ClientOptions, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType,
 };
-use strata_tests::admin::strata;
+use strata_tests::admin::standalone_until_exit;
 use strata_tests::bookie::SHARED_DISK_WATERMARK_TOML;
 use strata_tests::fault::bounded;
 use strata_tests::standalone::StandaloneProcess;
@@ -79,24 +79,8 @@ async fn standalone_once(
     data: &std::path::Path,
     config: &std::path::Path,
 ) -> strata_tests::admin::Run {
-    let port = strata_tests::bookie::free_port().to_string();
-    strata(
-        &[
-            "standalone",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--broker-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--bookie-port",
-            port.as_str(),
-            "--bookie-config",
-            config.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await
+    let config = config.to_str().unwrap();
+    standalone_until_exit(data, &["--bookie-config", config], &[]).await
 }
 
 /// Reads `expected` back, then again after a SIGKILL and a restart.
