@@ -65,6 +65,17 @@
 //! batch written to that file (their bytes are in an unknown state) and the
 //! writer moves to a new file; later records never follow records that were
 //! not made durable.
+//!
+//! Below that load the pipeline only costs hand-offs: each thread that a
+//! batch passes through is one more wake-up, several microseconds of CPU on
+//! a small VM and a wait for a core when the machine is busy. So the stages
+//! fold together when nothing is in flight: a batch smaller than
+//! `group_bytes`, laid out when no earlier batch is still being written or
+//! synced, is written, synced and completed by the writer itself; and the
+//! write thread, when it syncs a batch itself (nothing queued behind it, no
+//! fsync owed) and nothing earlier is left to complete, completes it too.
+//! A batch of `group_bytes` or more means the load has caught up with the
+//! disk, and goes through the pipeline.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -765,19 +776,20 @@ impl Writer {
         // 1 + the sequence number of a file whose fsync failed (0: none).
         let poisoned = Arc::new(AtomicU64::new(0));
         let unsynced = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(InFlight::default());
+        let idle_rx = in_flight.idle.1.clone();
         let syncer = {
-            let (written, metrics, poisoned, unsynced) = (
-                written.clone(),
-                self.metrics.clone(),
-                poisoned.clone(),
-                unsynced.clone(),
-            );
+            let syncer = Syncer {
+                written: written.clone(),
+                metrics: self.metrics.clone(),
+                poisoned: poisoned.clone(),
+                unsynced: unsynced.clone(),
+                in_flight: in_flight.clone(),
+                slow: SlowIo::new("fdatasync", self.config.slow_threshold),
+            };
             std::thread::Builder::new()
                 .name("journal-sync".into())
-                .spawn({
-                    let slow = SlowIo::new("fdatasync", self.config.slow_threshold);
-                    move || sync_loop(jobs_rx, &written, &metrics, &poisoned, &unsynced, slow)
-                })
+                .spawn(move || syncer.run(jobs_rx))
         };
         // Written batches go to the disk from a thread of their own, so the
         // next batch is laid out while the previous one is being written.
@@ -790,6 +802,15 @@ impl Writer {
         // 1 + the sequence number of a file a write to which failed (0: none).
         let write_failed = Arc::new(AtomicU64::new(0));
         let direct_refused = Arc::new(AtomicBool::new(false));
+        // The writer's own I/O, for batches it writes itself.
+        let mut inline = InlineIo {
+            written: written.clone(),
+            write_failed: write_failed.clone(),
+            poisoned: poisoned.clone(),
+            direct_refused: direct_refused.clone(),
+            slow_writes: SlowIo::new("write", self.config.slow_threshold),
+            slow_syncs: SlowIo::new("fdatasync", self.config.slow_threshold),
+        };
         let threads = syncer.and_then(|syncer| {
             let io = WriteThread {
                 syncs: jobs_tx,
@@ -798,6 +819,9 @@ impl Writer {
                 write_failed: write_failed.clone(),
                 direct_refused: direct_refused.clone(),
                 unsynced,
+                in_flight: in_flight.clone(),
+                poisoned: poisoned.clone(),
+                written: written.clone(),
                 slow_writes: SlowIo::new("write", self.config.slow_threshold),
                 slow_syncs: SlowIo::new("fdatasync", self.config.slow_threshold),
             };
@@ -871,13 +895,40 @@ impl Writer {
             if batch.is_empty() {
                 continue;
             }
-            // The other buffer, back once the previous batch is written: so
-            // a failed write of it is known below. Requests that arrive
-            // meanwhile still join this batch, as they joined the next one
-            // when a single thread built and wrote: a batch closed early
-            // would leave them to wait for two writes.
+            // Below a group's worth this thread writes, syncs and completes
+            // the batch itself, once nothing earlier is in flight: the
+            // pipeline would only add wake-ups to its path (one per request
+            // while the batch waited for a buffer, and two hand-overs), and
+            // on a disk that serves one request at a time a write
+            // overlapping an fsync only makes that fsync longer. What
+            // arrives while the pipeline drains joins the batch.
+            let small = !stop && self.buf.len() < self.config.group_bytes;
+            if small && in_flight.load(Ordering::Acquire) != 0 {
+                while in_flight.load(Ordering::Acquire) != 0 {
+                    if idle_rx.recv().is_err() {
+                        break;
+                    }
+                }
+                while self.buf.len() < MAX_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(req) if !req.records.is_empty() => self.lay_out(req, &mut batch),
+                        Ok(_) => {
+                            stop = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let write_here = small && !stop && in_flight.load(Ordering::Acquire) == 0;
+            // Otherwise the other buffer, back once the previous batch is
+            // written: so a failed write of it is known below. Requests that
+            // arrive meanwhile still join this batch, as they joined the
+            // next one when a single thread built and wrote: a batch closed
+            // early would leave them to wait for two writes.
             let fresh = match spare.take() {
                 Some(b) => Some(b),
+                None if write_here => None,
                 None => loop {
                     if stop || self.buf.len() >= MAX_BATCH_BYTES {
                         break free_rx.recv().ok();
@@ -896,12 +947,12 @@ impl Writer {
                     }
                 },
             };
-            let Some(fresh) = fresh else {
+            if fresh.is_none() && !write_here {
                 for p in batch.drain(..) {
                     p.fail(BookieError::ShuttingDown);
                 }
                 break;
-            };
+            }
             if direct_refused.load(Ordering::Acquire) && self.direct.is_some() {
                 warn!("journal direct I/O refused; using buffered writes");
                 self.direct = None;
@@ -927,24 +978,38 @@ impl Writer {
                 for p in batch.drain(..) {
                     p.fail(BookieError::JournalFailed(e.to_string()));
                 }
-                spare = Some(fresh);
+                spare = fresh;
                 self.roll_or_log();
                 continue;
             }
-            let job = WriteJob {
-                buf: std::mem::replace(&mut self.buf, fresh),
-                file: self.file.clone(),
-                direct: self.direct.clone(),
-                seq: self.seq,
-                at: self.offset,
-                batch: std::mem::take(&mut batch),
-            };
-            self.offset += len;
-            if let Err(e) = writes_tx.send(job) {
-                for p in e.into_inner().batch {
-                    p.fail(BookieError::ShuttingDown);
+            match fresh {
+                Some(fresh) if !write_here => {
+                    let job = WriteJob {
+                        buf: std::mem::replace(&mut self.buf, fresh),
+                        file: self.file.clone(),
+                        direct: self.direct.clone(),
+                        seq: self.seq,
+                        at: self.offset,
+                        batch: std::mem::take(&mut batch),
+                    };
+                    self.offset += len;
+                    // Counted before the hand-over: the write thread may
+                    // complete the batch before `send` returns.
+                    in_flight.fetch_add(1, Ordering::AcqRel);
+                    if let Err(e) = writes_tx.send(job) {
+                        in_flight.done(1);
+                        for p in e.into_inner().batch {
+                            p.fail(BookieError::ShuttingDown);
+                        }
+                        break;
+                    }
                 }
-                break;
+                fresh => {
+                    spare = fresh;
+                    let at = self.offset;
+                    self.offset += len;
+                    inline.write(self, at, std::mem::take(&mut batch));
+                }
             }
             if self.offset >= self.config.max_file_size {
                 // On failure keep appending to the current file; the next
@@ -1038,6 +1103,123 @@ fn rebase(batch: &mut [Pending], offset: u64, old_offset: u64) {
 
 /// The write thread (see [`WriteThread::run`]) and what it shares with the
 /// writer and the syncer.
+/// Batches the writer handed to the write thread and nobody completed (or
+/// failed) yet, with a signal each time the count falls to zero.
+struct InFlight {
+    count: AtomicUsize,
+    idle: (flume::Sender<()>, flume::Receiver<()>),
+}
+
+impl InFlight {
+    fn new(count: usize) -> InFlight {
+        InFlight {
+            count: AtomicUsize::new(count),
+            idle: flume::bounded(1),
+        }
+    }
+
+    /// Counts `n` batches out, once they are completed or failed; the last
+    /// one out signals (a signal may be stale: the waiter checks the count).
+    fn done(&self, n: usize) {
+        if self.count.fetch_sub(n, Ordering::AcqRel) == n {
+            let _ = self.idle.0.try_send(());
+        }
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight::new(0)
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = AtomicUsize;
+
+    fn deref(&self) -> &AtomicUsize {
+        &self.count
+    }
+}
+
+/// What the writer needs to write, sync and complete a batch itself: the
+/// same marks and metrics as the write thread and the syncer.
+struct InlineIo {
+    written: Arc<PositionCell>,
+    write_failed: Arc<AtomicU64>,
+    poisoned: Arc<AtomicU64>,
+    direct_refused: Arc<AtomicBool>,
+    slow_writes: SlowIo,
+    slow_syncs: SlowIo,
+}
+
+impl InlineIo {
+    /// Writes `w.buf` (laid out for `batch`) at `at` in the current file,
+    /// syncs it and completes the batch, with nothing earlier in flight. A
+    /// failed write or fsync marks the file as the write thread and the
+    /// syncer do, so the writer moves to a new one, and fails the batch.
+    fn write(&mut self, w: &mut Writer, at: u64, batch: Vec<Pending>) {
+        let (seq, len, m) = (w.seq, w.buf.len() as u64, &w.metrics);
+        let wrote = self.slow_writes.time(
+            &m.journal_write_seconds,
+            &m.journal_slow_writes,
+            seq,
+            || {
+                write_at(
+                    &w.file,
+                    w.direct.as_deref(),
+                    w.buf.as_slice(),
+                    at,
+                    &self.direct_refused,
+                )
+            },
+        );
+        w.buf.clear();
+        if let Err(e) = wrote {
+            self.write_failed.store(seq + 1, Ordering::Release);
+            error!(error = %e, seq, "journal write failed; failing the batch");
+            for p in batch {
+                p.fail(BookieError::JournalFailed(e.to_string()));
+            }
+            return;
+        }
+        m.journal_bytes.inc_by(len);
+        let synced =
+            self.slow_syncs
+                .time(&m.journal_fsync_seconds, &m.journal_slow_syncs, seq, || {
+                    w.file.sync_data()
+                });
+        if let Err(e) = synced {
+            error!(error = %e, seq, "journal fdatasync failed; failing its batch");
+            self.poisoned.store(seq + 1, Ordering::Release);
+            for p in batch {
+                p.fail(BookieError::JournalFailed(format!(
+                    "fdatasync journal: {e}"
+                )));
+            }
+            return;
+        }
+        m.journal_unpipelined_batches.inc();
+        complete(&self.written, seq, at + len, batch);
+    }
+}
+
+/// Completes the durable `batch` of file `seq`, which ends at `end`: its
+/// records' placements first, then `written`, then each request.
+fn complete(written: &PositionCell, seq: u64, end: u64, batch: Vec<Pending>) {
+    for p in &batch {
+        for (pl, start) in &p.placements {
+            let _ = pl.set(Ok(JournalPos {
+                seq,
+                offset: *start,
+            }));
+        }
+    }
+    written.set(JournalPos { seq, offset: end });
+    for p in batch {
+        let _ = p.done.send(Ok(JournalPos { seq, offset: p.end }));
+    }
+}
+
 struct WriteThread {
     syncs: flume::Sender<SyncJob>,
     free: flume::Sender<fileio::AlignedBuf>,
@@ -1047,6 +1229,12 @@ struct WriteThread {
     direct_refused: Arc<AtomicBool>,
     /// Batches handed to the syncer whose fsync has not completed yet.
     unsynced: Arc<AtomicUsize>,
+    /// Batches handed to this thread by the writer and not yet completed
+    /// (or failed), by it or by the syncer.
+    in_flight: Arc<InFlight>,
+    /// 1 + the sequence number of a file whose fsync failed (0: none).
+    poisoned: Arc<AtomicU64>,
+    written: Arc<PositionCell>,
     slow_writes: SlowIo,
     slow_syncs: SlowIo,
 }
@@ -1066,8 +1254,9 @@ impl WriteThread {
     /// flight) the fsync is left to the syncer, so that the next batch is
     /// written meanwhile. Below peak this saves a wake-up per batch and
     /// shortens the journal's tail (figures in the README's storage
-    /// section). The syncer still completes the batch, so completions stay
-    /// in order.
+    /// section). Such a batch is completed here too when nothing handed
+    /// over before it is left to complete; otherwise the syncer completes
+    /// it, after the earlier ones, so completions stay in order.
     fn run(mut self, jobs: flume::Receiver<WriteJob>) {
         while let Ok(job) = jobs.recv() {
             let WriteJob {
@@ -1111,6 +1300,7 @@ impl WriteThread {
                 for p in batch {
                     p.fail(BookieError::JournalFailed(e.to_string()));
                 }
+                self.in_flight.done(1);
                 continue;
             }
             self.metrics.journal_bytes.inc_by(len);
@@ -1127,6 +1317,17 @@ impl WriteThread {
                 self.unsynced.fetch_add(1, Ordering::AcqRel);
                 None
             };
+            // Durable, and everything before it completed (the syncer
+            // counts its batches out only once it has completed them; a
+            // failed fsync of this file marks it before that).
+            if synced == Some(Ok(()))
+                && self.in_flight.load(Ordering::Acquire) == 1
+                && self.poisoned.load(Ordering::Acquire) != seq + 1
+            {
+                complete(&self.written, seq, at + len, batch);
+                self.in_flight.done(1);
+                continue;
+            }
             let job = SyncJob {
                 file,
                 seq,
@@ -1138,6 +1339,7 @@ impl WriteThread {
                 for p in e.into_inner().batch {
                     p.fail(BookieError::ShuttingDown);
                 }
+                self.in_flight.done(1);
             }
         }
     }
@@ -1163,78 +1365,79 @@ fn write_at(
 }
 
 /// The syncer: makes written batches durable and completes them, in order.
-/// `unsynced` counts the batches handed to it that wait for its fsync.
-fn sync_loop(
-    jobs: flume::Receiver<SyncJob>,
-    written: &PositionCell,
-    metrics: &Metrics,
-    poisoned: &AtomicU64,
-    unsynced: &AtomicUsize,
-    mut slow: SlowIo,
-) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        group.extend(jobs.try_iter());
-        // One fsync per file, for its last batch (which covers the others);
-        // none for a batch the write thread made durable already, after
-        // every earlier write to its file.
-        let mut failed: Vec<(u64, String)> = Vec::new();
-        let mut started = None;
-        for (i, job) in group.iter().enumerate() {
-            // Checked first, and for every batch: after a failed fsync, a
-            // later one of the same file can succeed with the data lost.
-            if poisoned.load(Ordering::Acquire) == job.seq + 1 {
-                failed.push((job.seq, "an earlier fsync of this file failed".into()));
-                continue;
-            }
-            let outcome = match &job.synced {
-                Some(synced) => synced.clone(),
-                None if group.get(i + 1).is_none_or(|n| n.seq != job.seq) => {
-                    started.get_or_insert_with(Instant::now);
-                    job.file.sync_data().map_err(|e| e.to_string())
+struct Syncer {
+    written: Arc<PositionCell>,
+    metrics: Arc<Metrics>,
+    /// 1 + the sequence number of a file whose fsync failed (0: none).
+    poisoned: Arc<AtomicU64>,
+    /// Batches handed to the syncer that wait for its fsync.
+    unsynced: Arc<AtomicUsize>,
+    /// Batches the writer handed over and nobody completed yet; the syncer
+    /// counts its own out once they are completed.
+    in_flight: Arc<InFlight>,
+    slow: SlowIo,
+}
+
+impl Syncer {
+    fn run(mut self, jobs: flume::Receiver<SyncJob>) {
+        let Syncer {
+            written,
+            metrics,
+            poisoned,
+            unsynced,
+            in_flight,
+            slow,
+        } = &mut self;
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            group.extend(jobs.try_iter());
+            // One fsync per file, for its last batch (which covers the
+            // others); none for a batch the write thread made durable
+            // already, after every earlier write to its file.
+            let mut failed: Vec<(u64, String)> = Vec::new();
+            let mut started = None;
+            for (i, job) in group.iter().enumerate() {
+                // Checked first, and for every batch: after a failed fsync,
+                // a later one of the same file can succeed with the data
+                // lost.
+                if poisoned.load(Ordering::Acquire) == job.seq + 1 {
+                    failed.push((job.seq, "an earlier fsync of this file failed".into()));
+                    continue;
                 }
-                None => continue,
-            };
-            if let Err(e) = outcome {
-                error!(error = %e, seq = job.seq, "journal fdatasync failed; failing its batches");
-                poisoned.store(job.seq + 1, Ordering::Release);
-                failed.push((job.seq, format!("fdatasync journal: {e}")));
-            }
-        }
-        if let Some(started) = started {
-            let took = started.elapsed();
-            metrics.journal_fsync_seconds.observe(took.as_secs_f64());
-            if let Some(last) = group.last() {
-                slow.observe(took, &metrics.journal_slow_syncs, last.seq);
-            }
-        }
-        let waited = group.iter().filter(|j| j.synced.is_none()).count();
-        unsynced.fetch_sub(waited, Ordering::AcqRel);
-        for job in group {
-            if let Some((_, why)) = failed.iter().find(|(s, _)| *s == job.seq) {
-                for p in job.batch {
-                    p.fail(BookieError::JournalFailed(why.clone()));
-                }
-                continue;
-            }
-            for p in &job.batch {
-                for (pl, start) in &p.placements {
-                    let _ = pl.set(Ok(JournalPos {
-                        seq: job.seq,
-                        offset: *start,
-                    }));
+                let outcome = match &job.synced {
+                    Some(synced) => synced.clone(),
+                    None if group.get(i + 1).is_none_or(|n| n.seq != job.seq) => {
+                        started.get_or_insert_with(Instant::now);
+                        job.file.sync_data().map_err(|e| e.to_string())
+                    }
+                    None => continue,
+                };
+                if let Err(e) = outcome {
+                    error!(error = %e, seq = job.seq, "journal fdatasync failed; failing its batches");
+                    poisoned.store(job.seq + 1, Ordering::Release);
+                    failed.push((job.seq, format!("fdatasync journal: {e}")));
                 }
             }
-            written.set(JournalPos {
-                seq: job.seq,
-                offset: job.end,
-            });
-            for p in job.batch {
-                let _ = p.done.send(Ok(JournalPos {
-                    seq: job.seq,
-                    offset: p.end,
-                }));
+            if let Some(started) = started {
+                let took = started.elapsed();
+                metrics.journal_fsync_seconds.observe(took.as_secs_f64());
+                if let Some(last) = group.last() {
+                    slow.observe(took, &metrics.journal_slow_syncs, last.seq);
+                }
             }
+            let waited = group.iter().filter(|j| j.synced.is_none()).count();
+            unsynced.fetch_sub(waited, Ordering::AcqRel);
+            let handled = group.len();
+            for job in group {
+                if let Some((_, why)) = failed.iter().find(|(s, _)| *s == job.seq) {
+                    for p in job.batch {
+                        p.fail(BookieError::JournalFailed(why.clone()));
+                    }
+                    continue;
+                }
+                complete(written, job.seq, job.end, job.batch);
+            }
+            in_flight.done(handled);
         }
     }
 }
@@ -1282,6 +1485,11 @@ mod tests {
             write_failed: Arc::new(AtomicU64::new(0)),
             direct_refused: Arc::new(AtomicBool::new(false)),
             unsynced: Arc::new(AtomicUsize::new(0)),
+            // As if earlier batches were still being completed: the thread
+            // then hands every batch to the syncer.
+            in_flight: Arc::new(InFlight::new(100)),
+            poisoned: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(PositionCell::default()),
             slow_writes: SlowIo::new("write", SLOW_THRESHOLD),
             slow_syncs: SlowIo::new("fdatasync", SLOW_THRESHOLD),
         }
@@ -1463,16 +1671,19 @@ mod tests {
             offset: AtomicU64::new(0),
             lock: parking_lot::Mutex::new(()),
         };
-        let (poisoned, unsynced) = (AtomicU64::new(0), AtomicUsize::new(2));
-        let metrics = Metrics::default();
-        sync_loop(
-            rx,
-            &written,
-            &metrics,
-            &poisoned,
-            &unsynced,
-            SlowIo::new("fdatasync", SLOW_THRESHOLD),
-        );
+        let written = Arc::new(written);
+        let (poisoned, unsynced) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(2)));
+        // The four batches, and one the write thread still holds.
+        let in_flight = Arc::new(InFlight::new(5));
+        Syncer {
+            written: written.clone(),
+            metrics: Arc::new(Metrics::default()),
+            poisoned: poisoned.clone(),
+            unsynced: unsynced.clone(),
+            in_flight: in_flight.clone(),
+            slow: SlowIo::new("fdatasync", SLOW_THRESHOLD),
+        }
+        .run(rx);
         let got: Vec<_> = outcomes
             .into_iter()
             .map(|mut o| o.try_recv().unwrap())
@@ -1504,6 +1715,125 @@ mod tests {
             }
         );
         assert_eq!(unsynced.load(Ordering::Acquire), 0);
+        assert_eq!(in_flight.load(Ordering::Acquire), 1, "its four counted out");
+    }
+
+    /// A batch the write thread synced itself is completed there when
+    /// nothing handed over before it is left to complete, and otherwise
+    /// left to the syncer, which completes batches in order; so is a batch
+    /// of a file whose fsync failed.
+    #[test]
+    fn the_write_thread_completes_a_synced_batch_only_when_nothing_earlier_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = writable(&dir.path().join("f"));
+        let (jobs_tx, jobs_rx) = flume::unbounded();
+        let (syncs_tx, syncs_rx) = flume::unbounded::<SyncJob>();
+        let (free_tx, _free_rx) = flume::unbounded();
+        let io = write_thread(syncs_tx, free_tx);
+        let (in_flight, poisoned, written) = (
+            io.in_flight.clone(),
+            io.poisoned.clone(),
+            io.written.clone(),
+        );
+        let thread = std::thread::spawn(move || io.run(jobs_rx));
+        // Another batch is still to be completed: the syncer completes this
+        // one after it.
+        in_flight.store(2, Ordering::Release);
+        let (a, mut ra) = write_job(&file, 1, 0);
+        jobs_tx.send(a).unwrap();
+        let handed = syncs_rx.recv().unwrap();
+        assert_eq!(handed.synced, Some(Ok(())));
+        assert!(ra.try_recv().is_err(), "not completed by the write thread");
+        assert_eq!(in_flight.load(Ordering::Acquire), 2);
+        // Nothing before it: completed at once, written moved, counted out.
+        in_flight.store(1, Ordering::Release);
+        let (b, rb) = write_job(&file, 1, 100);
+        jobs_tx.send(b).unwrap();
+        let done = rb.blocking_recv().unwrap().unwrap();
+        assert_eq!(
+            done,
+            JournalPos {
+                seq: 1,
+                offset: 200
+            }
+        );
+        assert_eq!(
+            written.get(),
+            JournalPos {
+                seq: 1,
+                offset: 200
+            }
+        );
+        assert_eq!(in_flight.load(Ordering::Acquire), 0);
+        assert!(syncs_rx.try_recv().is_err(), "nothing for the syncer");
+        // The file's fsync failed earlier: the syncer fails the batch.
+        poisoned.store(2, Ordering::Release);
+        in_flight.store(1, Ordering::Release);
+        let (c, mut rc) = write_job(&file, 1, 200);
+        jobs_tx.send(c).unwrap();
+        assert!(syncs_rx.recv().is_ok());
+        assert!(rc.try_recv().is_err());
+        drop(jobs_tx);
+        thread.join().unwrap();
+    }
+
+    /// With nothing in flight, a batch below the group size is written,
+    /// synced and completed by the journal thread itself; records appended
+    /// faster than the disk takes them go through the pipeline as well, and
+    /// every record reads back in order either way.
+    #[tokio::test]
+    async fn the_journal_thread_writes_small_batches_itself_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut cfg = config(dir.path());
+        cfg.flush_when_queue_empty = true;
+        let j = Journal::open(cfg.clone(), JournalPos::default(), metrics.clone(), |_| {
+            Ok(())
+        })
+        .unwrap();
+        // One at a time: each finds the journal idle.
+        for i in 0..20u32 {
+            j.append(format!("one-{i}").into_bytes()).await.unwrap();
+        }
+        let alone = metrics.journal_unpipelined_batches.get();
+        assert_eq!(alone, 20, "every lone record written by the journal thread");
+        // A group's worth at once (one request of 16 × 64 KiB) goes
+        // through the pipeline.
+        let tails: Vec<Bytes> = (0..16u8).map(|i| Bytes::from(vec![i; 64 << 10])).collect();
+        let group = j.append_many(
+            tails
+                .iter()
+                .map(|t| RecordIn {
+                    head: b"",
+                    tail: t.clone(),
+                    tail_crc: None,
+                    placement: None,
+                })
+                .collect(),
+        );
+        group.await.unwrap();
+        assert_eq!(metrics.journal_batch_bytes.count(), 21);
+        assert_eq!(
+            metrics.journal_unpipelined_batches.get(),
+            20,
+            "the group was pipelined"
+        );
+        // Then lone records again, whichever way each goes (the pipeline
+        // counts the group out just after completing it).
+        for i in 20..84u32 {
+            j.append(format!("one-{i}").into_bytes()).await.unwrap();
+        }
+        j.shutdown();
+        drop(j);
+        let (_j, got) = replay_all(dir.path(), JournalPos::default());
+        assert_eq!(got.len(), 100);
+        for (i, r) in got.iter().enumerate() {
+            match i {
+                0..20 => assert_eq!(r, format!("one-{i}").as_bytes()),
+                20..36 => assert_eq!(r, &vec![(i - 20) as u8; 64 << 10]),
+                _ => assert_eq!(r, format!("one-{}", i - 16).as_bytes()),
+            }
+        }
     }
 
     #[tokio::test]

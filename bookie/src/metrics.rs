@@ -13,6 +13,9 @@ pub struct Metrics {
     pub write_cache_wait_seconds: Histogram,
     pub journal_batch_bytes: Histogram,
     pub journal_bytes: Counter,
+    /// Batches written, synced and completed by the journal thread itself,
+    /// with nothing else in flight (the rest go through the pipeline).
+    pub journal_unpipelined_batches: Counter,
     /// Journal files made from pooled ones instead of new space.
     pub journal_reused_files: Counter,
     /// Released journal files waiting to be reused.
@@ -49,6 +52,7 @@ impl Default for Metrics {
             journal_queue_seconds: Histogram::latency(),
             journal_batch_bytes: Histogram::sizes(),
             journal_bytes: Counter::default(),
+            journal_unpipelined_batches: Counter::default(),
             journal_reused_files: Counter::default(),
             journal_pooled_files: Gauge::default(),
             journal_slow_writes: Counter::default(),
@@ -111,6 +115,11 @@ impl Metrics {
             "strata_bookie_journal_bytes_total",
             "Bytes written to the journal.",
             self.journal_bytes.get(),
+        );
+        e.counter(
+            "strata_bookie_journal_unpipelined_batches_total",
+            "Journal batches below the group size, written, synced and completed by the journal thread itself because nothing else was in flight.",
+            self.journal_unpipelined_batches.get(),
         );
         e.counter(
             "strata_bookie_journal_reused_files_total",
