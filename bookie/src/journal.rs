@@ -803,27 +803,28 @@ impl Writer {
         let write_failed = Arc::new(AtomicU64::new(0));
         let direct_refused = Arc::new(AtomicBool::new(false));
         // The writer's own I/O, for batches it writes itself.
+        let batch_io = || {
+            BatchIo::new(
+                self.metrics.clone(),
+                write_failed.clone(),
+                direct_refused.clone(),
+                self.config.slow_threshold,
+            )
+        };
         let mut inline = InlineIo {
             written: written.clone(),
-            write_failed: write_failed.clone(),
             poisoned: poisoned.clone(),
-            direct_refused: direct_refused.clone(),
-            slow_writes: SlowIo::new("write", self.config.slow_threshold),
-            slow_syncs: SlowIo::new("fdatasync", self.config.slow_threshold),
+            io: batch_io(),
         };
         let threads = syncer.and_then(|syncer| {
             let io = WriteThread {
                 syncs: jobs_tx,
                 free: free_tx,
-                metrics: self.metrics.clone(),
-                write_failed: write_failed.clone(),
-                direct_refused: direct_refused.clone(),
+                io: batch_io(),
                 unsynced,
                 in_flight: in_flight.clone(),
                 poisoned: poisoned.clone(),
                 written: written.clone(),
-                slow_writes: SlowIo::new("write", self.config.slow_threshold),
-                slow_syncs: SlowIo::new("fdatasync", self.config.slow_threshold),
             };
             std::thread::Builder::new()
                 .name("journal-write".into())
@@ -1141,15 +1142,87 @@ impl std::ops::Deref for InFlight {
     }
 }
 
-/// What the writer needs to write, sync and complete a batch itself: the
-/// same marks and metrics as the write thread and the syncer.
-struct InlineIo {
-    written: Arc<PositionCell>,
+/// A batch's write and fdatasync, timed into the journal's metrics and
+/// marking the file as failed the same way whichever thread does them: the
+/// write thread, or the journal thread for a batch it writes itself.
+struct BatchIo {
+    metrics: Arc<Metrics>,
+    /// 1 + the sequence number of a file a write to which failed (0: none).
     write_failed: Arc<AtomicU64>,
-    poisoned: Arc<AtomicU64>,
     direct_refused: Arc<AtomicBool>,
     slow_writes: SlowIo,
     slow_syncs: SlowIo,
+}
+
+impl BatchIo {
+    fn new(
+        metrics: Arc<Metrics>,
+        write_failed: Arc<AtomicU64>,
+        direct_refused: Arc<AtomicBool>,
+        slow_threshold: Duration,
+    ) -> BatchIo {
+        BatchIo {
+            metrics,
+            write_failed,
+            direct_refused,
+            slow_writes: SlowIo::new("write", slow_threshold),
+            slow_syncs: SlowIo::new("fdatasync", slow_threshold),
+        }
+    }
+
+    /// Writes `buf`, a batch of file `seq`, at `at` (see [`write_at`]) and
+    /// counts its bytes. A batch for a file a write to which failed fails
+    /// too: it would follow bytes in an unknown state. A failed write marks
+    /// its file so before this returns; the writer moves to a new file once
+    /// it sees the mark.
+    fn write(
+        &mut self,
+        file: &File,
+        direct: Option<&File>,
+        buf: &[u8],
+        seq: u64,
+        at: u64,
+    ) -> Result<()> {
+        let result = if self.write_failed.load(Ordering::Acquire) == seq + 1 {
+            Err(BookieError::JournalFailed(
+                "an earlier write to this journal file failed".into(),
+            ))
+        } else {
+            let m = &self.metrics;
+            self.slow_writes.time(
+                &m.journal_write_seconds,
+                &m.journal_slow_writes,
+                seq,
+                || write_at(file, direct, buf, at, &self.direct_refused),
+            )
+        };
+        match &result {
+            Ok(()) => self.metrics.journal_bytes.inc_by(buf.len() as u64),
+            Err(e) => {
+                // The storage turns the bookie read-only on this error.
+                self.write_failed.store(seq + 1, Ordering::Release);
+                error!(error = %e, seq, "journal write failed; failing the batch");
+            }
+        }
+        result
+    }
+
+    /// fdatasyncs `file`, journal file `seq`, timed.
+    fn sync(&mut self, file: &File, seq: u64) -> std::io::Result<()> {
+        let m = &self.metrics;
+        self.slow_syncs
+            .time(&m.journal_fsync_seconds, &m.journal_slow_syncs, seq, || {
+                file.sync_data()
+            })
+    }
+}
+
+/// What the writer needs to write, sync and complete a batch itself.
+struct InlineIo {
+    written: Arc<PositionCell>,
+    /// 1 + the sequence number of a file whose fsync failed (0: none).
+    poisoned: Arc<AtomicU64>,
+    io: BatchIo,
 }
 
 impl InlineIo {
@@ -1158,37 +1231,18 @@ impl InlineIo {
     /// failed write or fsync marks the file as the write thread and the
     /// syncer do, so the writer moves to a new one, and fails the batch.
     fn write(&mut self, w: &mut Writer, at: u64, batch: Vec<Pending>) {
-        let (seq, len, m) = (w.seq, w.buf.len() as u64, &w.metrics);
-        let wrote = self.slow_writes.time(
-            &m.journal_write_seconds,
-            &m.journal_slow_writes,
-            seq,
-            || {
-                write_at(
-                    &w.file,
-                    w.direct.as_deref(),
-                    w.buf.as_slice(),
-                    at,
-                    &self.direct_refused,
-                )
-            },
-        );
+        let (seq, len) = (w.seq, w.buf.len() as u64);
+        let wrote = self
+            .io
+            .write(&w.file, w.direct.as_deref(), w.buf.as_slice(), seq, at);
         w.buf.clear();
         if let Err(e) = wrote {
-            self.write_failed.store(seq + 1, Ordering::Release);
-            error!(error = %e, seq, "journal write failed; failing the batch");
             for p in batch {
                 p.fail(BookieError::JournalFailed(e.to_string()));
             }
             return;
         }
-        m.journal_bytes.inc_by(len);
-        let synced =
-            self.slow_syncs
-                .time(&m.journal_fsync_seconds, &m.journal_slow_syncs, seq, || {
-                    w.file.sync_data()
-                });
-        if let Err(e) = synced {
+        if let Err(e) = self.io.sync(&w.file, seq) {
             error!(error = %e, seq, "journal fdatasync failed; failing its batch");
             self.poisoned.store(seq + 1, Ordering::Release);
             for p in batch {
@@ -1198,7 +1252,7 @@ impl InlineIo {
             }
             return;
         }
-        m.journal_unpipelined_batches.inc();
+        w.metrics.journal_unpipelined_batches.inc();
         complete(&self.written, seq, at + len, batch);
     }
 }
@@ -1223,10 +1277,7 @@ fn complete(written: &PositionCell, seq: u64, end: u64, batch: Vec<Pending>) {
 struct WriteThread {
     syncs: flume::Sender<SyncJob>,
     free: flume::Sender<fileio::AlignedBuf>,
-    metrics: Arc<Metrics>,
-    /// 1 + the sequence number of a file a write to which failed (0: none).
-    write_failed: Arc<AtomicU64>,
-    direct_refused: Arc<AtomicBool>,
+    io: BatchIo,
     /// Batches handed to the syncer whose fsync has not completed yet.
     unsynced: Arc<AtomicUsize>,
     /// Batches handed to this thread by the writer and not yet completed
@@ -1235,8 +1286,6 @@ struct WriteThread {
     /// 1 + the sequence number of a file whose fsync failed (0: none).
     poisoned: Arc<AtomicU64>,
     written: Arc<PositionCell>,
-    slow_writes: SlowIo,
-    slow_syncs: SlowIo,
 }
 
 impl WriteThread {
@@ -1268,51 +1317,20 @@ impl WriteThread {
                 batch,
             } = job;
             let len = buf.len() as u64;
-            let result = if self.write_failed.load(Ordering::Acquire) == seq + 1 {
-                Err(BookieError::JournalFailed(
-                    "an earlier write to this journal file failed".into(),
-                ))
-            } else {
-                let m = &self.metrics;
-                self.slow_writes.time(
-                    &m.journal_write_seconds,
-                    &m.journal_slow_writes,
-                    seq,
-                    || {
-                        write_at(
-                            &file,
-                            direct.as_deref(),
-                            buf.as_slice(),
-                            at,
-                            &self.direct_refused,
-                        )
-                    },
-                )
-            };
-            if result.is_err() {
-                self.write_failed.store(seq + 1, Ordering::Release);
-            }
+            let result = self
+                .io
+                .write(&file, direct.as_deref(), buf.as_slice(), seq, at);
             buf.clear();
             let _ = self.free.send(buf);
             if let Err(e) = result {
-                // The storage turns the bookie read-only on this error.
-                error!(error = %e, seq, "journal write failed; failing the batch");
                 for p in batch {
                     p.fail(BookieError::JournalFailed(e.to_string()));
                 }
                 self.in_flight.done(1);
                 continue;
             }
-            self.metrics.journal_bytes.inc_by(len);
             let synced = if self.unsynced.load(Ordering::Acquire) == 0 && jobs.is_empty() {
-                let m = &self.metrics;
-                let r = self.slow_syncs.time(
-                    &m.journal_fsync_seconds,
-                    &m.journal_slow_syncs,
-                    seq,
-                    || file.sync_data(),
-                );
-                Some(r.map_err(|e| e.to_string()))
+                Some(self.io.sync(&file, seq).map_err(|e| e.to_string()))
             } else {
                 self.unsynced.fetch_add(1, Ordering::AcqRel);
                 None
@@ -1481,17 +1499,18 @@ mod tests {
         WriteThread {
             syncs,
             free,
-            metrics: Arc::new(Metrics::default()),
-            write_failed: Arc::new(AtomicU64::new(0)),
-            direct_refused: Arc::new(AtomicBool::new(false)),
+            io: BatchIo::new(
+                Arc::new(Metrics::default()),
+                Arc::new(AtomicU64::new(0)),
+                Arc::new(AtomicBool::new(false)),
+                SLOW_THRESHOLD,
+            ),
             unsynced: Arc::new(AtomicUsize::new(0)),
             // As if earlier batches were still being completed: the thread
             // then hands every batch to the syncer.
             in_flight: Arc::new(InFlight::new(100)),
             poisoned: Arc::new(AtomicU64::new(0)),
             written: Arc::new(PositionCell::default()),
-            slow_writes: SlowIo::new("write", SLOW_THRESHOLD),
-            slow_syncs: SlowIo::new("fdatasync", SLOW_THRESHOLD),
         }
     }
 
@@ -1603,9 +1622,9 @@ mod tests {
         send(&good, 7, 400);
         send(&good, 8, 16);
         drop(jobs_tx);
-        let io = write_thread(syncs_tx, free_tx);
-        let (write_failed, metrics) = (io.write_failed.clone(), io.metrics.clone());
-        io.run(jobs_rx);
+        let thread = write_thread(syncs_tx, free_tx);
+        let (write_failed, metrics) = (thread.io.write_failed.clone(), thread.io.metrics.clone());
+        thread.run(jobs_rx);
         assert_eq!(write_failed.load(Ordering::Acquire), 8);
         assert_eq!(free_rx.try_iter().filter(|b| b.is_empty()).count(), 3);
         let outcomes: Vec<_> = done.into_iter().map(|mut rx| rx.try_recv()).collect();
