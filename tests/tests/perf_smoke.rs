@@ -30,6 +30,16 @@ fn perf_bookie(dir: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON report")
 }
 
+/// A window of the machine's CPU: some of a core busy (the benchmark ran in
+/// it), and a share of stolen time between 0 and 1.
+fn assert_machine_cpu(m: &serde_json::Value, report: &serde_json::Value) {
+    let busy = m["busy_cores"].as_f64().unwrap_or(-1.0);
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(busy > 0.0 && busy <= cores + 0.01, "busy {busy} in {report}");
+    let steal = m["steal_share"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&steal), "steal {steal} in {report}");
+}
+
 #[test]
 fn perf_bookie_reports_every_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,6 +111,11 @@ fn perf_bookie_reports_every_field() {
         );
     }
     assert!(report["raw_direct_io"].is_boolean(), "{report}");
+    // The whole machine's CPU and the hypervisor's share, while appending
+    // and during the baseline.
+    for field in ["machine_cpu", "raw_machine_cpu"] {
+        assert_machine_cpu(&report[field], &report);
+    }
     // Paced: how late each append left is reported too.
     assert!(
         report["send_lateness_ms"]["p99"]
@@ -158,6 +173,7 @@ fn perf_bookie_measures_latency_at_half_of_its_peak() {
         phase["bookie"]["journal_syncs"].as_u64().unwrap() > 0,
         "{report}"
     );
+    assert_machine_cpu(&phase["machine_cpu"], &report);
     for latency in [
         "add_latency_ms",
         "saturated_add_latency_ms",
@@ -178,6 +194,7 @@ fn perf_bookie_measures_latency_at_half_of_its_peak() {
         "{report}"
     );
     assert!(floor["batches"].as_u64().unwrap() >= 1, "{report}");
+    assert_machine_cpu(&floor["machine_cpu"], &report);
     let floor_p99 = floor["add_latency_ms"]["p99"].as_f64().unwrap();
     assert!(floor_p99 > 0.0, "{report}");
     let bookie_p99 = report["add_latency_ms"]["p99"].as_f64().unwrap();

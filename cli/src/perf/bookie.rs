@@ -17,6 +17,7 @@ use strata_common::stages;
 use strata_ledger::{ClientConfig, LedgerClient};
 use tokio::sync::mpsc;
 
+use super::cpu::{MachineClock, MachineCpu};
 use super::floor::{FloorPlan, paced_group_commit};
 use super::raw::measure_both;
 use super::report::{self, Latency, Machine};
@@ -178,6 +179,12 @@ pub struct BookieReport {
     /// shared machine, so the figure to compare code changes by.
     pub process_cpu_cores: f64,
     pub cpu_us_per_entry: f64,
+    /// The whole machine meanwhile, with the hypervisor's share: latency
+    /// figures taken while it took more than a few percent include pauses
+    /// of the whole VM (see `perf::cpu::MachineCpu`).
+    pub machine_cpu: Option<MachineCpu>,
+    /// The same during the raw baseline.
+    pub raw_machine_cpu: Option<MachineCpu>,
     /// What the bookies saw, from their own metrics (summed over bookies).
     pub bookie: BookieSide,
     pub machine: BookieMachine,
@@ -195,6 +202,7 @@ pub struct LatencyPhase {
     pub entries_per_sec: f64,
     pub mb_per_sec: f64,
     pub process_cpu_cores: f64,
+    pub machine_cpu: Option<MachineCpu>,
     pub bookie: BookieSide,
 }
 
@@ -316,6 +324,7 @@ pub struct FloorReport {
     pub latency_ratio_p99: f64,
     /// The paced run's add p99 over this p99.
     pub bookie_p99_to_floor_p99: f64,
+    pub machine_cpu: Option<MachineCpu>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -364,6 +373,22 @@ pub struct BookieMachine {
     pub dir: String,
 }
 
+/// Hypervisor steal past which the report warns that latency includes VM
+/// pauses.
+const STEAL_WARNING: f64 = 0.02;
+
+/// "machine N cores busy, hypervisor steal S %", or why it is unknown.
+fn machine_line(m: Option<MachineCpu>) -> String {
+    match m {
+        Some(m) => format!(
+            "machine {:.2} cores busy, hypervisor steal {:.1} %",
+            m.busy_cores,
+            m.steal_share * 100.0
+        ),
+        None => "machine CPU unknown (no /proc/stat)".into(),
+    }
+}
+
 pub async fn run(args: BookiePerfArgs) -> anyhow::Result<()> {
     let report = bookie_perf(&args).await?;
     if args.json {
@@ -391,12 +416,19 @@ fn print_report(r: &BookieReport) {
         println!("  add latency ms at full speed: {}", q(l));
     }
     match &r.latency_phase {
-        Some(p) => println!(
-            "paced at {:.0} % of that ({:.0} entries/s): add latency ms {}",
-            p.share_of_peak * 100.0,
-            p.rate,
-            q(&r.add_latency_ms)
-        ),
+        Some(p) => {
+            println!(
+                "paced at {:.0} % of that ({:.0} entries/s): add latency ms {}",
+                p.share_of_peak * 100.0,
+                p.rate,
+                q(&r.add_latency_ms)
+            );
+            println!(
+                "  process {:.2} cores; {}",
+                p.process_cpu_cores,
+                machine_line(p.machine_cpu)
+            );
+        }
         None if r.rate > 0.0 => println!(
             "paced at {:.0} entries/s: add latency ms {}",
             r.rate,
@@ -406,10 +438,11 @@ fn print_report(r: &BookieReport) {
     }
     if let Some(f) = &r.floor {
         println!(
-            "  the smallest group commit at that rate (--floor): add latency ms {}  p99 latency ratio {:.2}; the bookie's p99 is {:.2} × its",
+            "  the smallest group commit at that rate (--floor): add latency ms {}  p99 latency ratio {:.2}; the bookie's p99 is {:.2} × its; {}",
             q(&f.add_latency_ms),
             f.latency_ratio_p99,
-            f.bookie_p99_to_floor_p99
+            f.bookie_p99_to_floor_p99,
+            machine_line(f.machine_cpu)
         );
     }
     if let Some(st) = &r.stages {
@@ -448,10 +481,23 @@ fn print_report(r: &BookieReport) {
         "  (over blocks written before: MB/s {:.1}  p99 ms {:.2})",
         r.raw_overwrite_fdatasync_mb_per_sec, r.raw_overwrite_fdatasync_p99_ms
     );
+    println!("  raw baseline: {}", machine_line(r.raw_machine_cpu));
     println!(
-        "process CPU while appending: {:.2} cores, {:.2} µs per entry",
-        r.process_cpu_cores, r.cpu_us_per_entry
+        "process CPU while appending: {:.2} cores, {:.2} µs per entry; {}",
+        r.process_cpu_cores,
+        r.cpu_us_per_entry,
+        machine_line(r.machine_cpu)
     );
+    let timed = r
+        .latency_phase
+        .as_ref()
+        .map_or(r.machine_cpu, |p| p.machine_cpu);
+    if let Some(m) = timed.filter(|m| m.steal_share >= STEAL_WARNING) {
+        println!(
+            "the hypervisor took {:.1} % of the CPU during the timed run: the latency figures include pauses of the whole VM",
+            m.steal_share * 100.0
+        );
+    }
     if r.bookie.journal_slow_writes + r.bookie.journal_slow_syncs > 0 {
         println!(
             "the disk stalled: {} journal writes and {} fdatasyncs took journal_slow_threshold or more",
@@ -470,8 +516,10 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
     let raw_dir = args.dir.clone();
     let raw_duration = args.raw_duration;
+    let raw_clock = MachineClock::start();
     let raw_disk =
         tokio::task::spawn_blocking(move || measure_both(&raw_dir, raw_duration)).await??;
+    let raw_machine_cpu = raw_clock.stop();
     let window_bytes = args
         .window_bytes
         .unwrap_or(ClientConfig::default().max_outstanding_bytes)
@@ -533,7 +581,9 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             realtime: timed.realtime,
         };
         let dir = args.dir.clone();
+        let clock = MachineClock::start();
         let f = tokio::task::spawn_blocking(move || paced_group_commit(&dir, plan)).await??;
+        let machine_cpu = clock.stop();
         let latency = Latency::from(&f.hist);
         Some(FloorReport {
             rate: plan.rate,
@@ -542,6 +592,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             latency_ratio_p99: latency.p99 / raw.p99.max(1e-6),
             bookie_p99_to_floor_p99: add_latency_ms.p99 / latency.p99.max(1e-6),
             add_latency_ms: latency,
+            machine_cpu,
         })
     } else {
         None
@@ -564,6 +615,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         latency_ratio_p99: add_latency_ms.p99 / raw.p99.max(1e-6),
         process_cpu_cores: main.cpu_secs / main.elapsed.max(1e-9),
         cpu_us_per_entry: main.cpu_secs * 1e6 / (main.entries.max(1) as f64),
+        machine_cpu: main.machine_cpu,
+        raw_machine_cpu,
         add_latency_ms,
         saturated_add_latency_ms: (args.rate == 0.0).then(|| Latency::from(&main.hist)),
         send_lateness_ms: timed.lateness.as_ref().map(Latency::from),
@@ -576,6 +629,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
             entries_per_sec: l.entries_per_sec(),
             mb_per_sec: l.mb_per_sec(args.entry_size),
             process_cpu_cores: l.cpu_secs / l.elapsed.max(1e-9),
+            machine_cpu: l.machine_cpu,
             bookie: l.bookie.clone(),
         }),
         floor,
@@ -618,6 +672,7 @@ struct PhaseOutcome {
     entries: u64,
     elapsed: f64,
     cpu_secs: f64,
+    machine_cpu: Option<MachineCpu>,
     ledgers: u64,
     ledgers_deleted: u64,
     bookie: BookieSide,
@@ -696,6 +751,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collect(rx));
     let cpu_before = super::cpu::process_seconds();
+    let machine_clock = MachineClock::start();
     let started = Instant::now();
     let end = started + phase.duration;
     // Paced, this thread (the command's own, never a runtime worker) is the
@@ -781,6 +837,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
     let elapsed = started.elapsed().as_secs_f64();
     let traces = stages::take();
     let cpu_secs = (super::cpu::process_seconds() - cpu_before).max(0.0);
+    let machine_cpu = machine_clock.stop();
     if let Some(e) = failed {
         drop((writer, retention, client, refused));
         let _ = stop_bookies(bookies, &args.dir).await;
@@ -800,6 +857,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
         entries: n,
         elapsed,
         cpu_secs,
+        machine_cpu,
         ledgers,
         ledgers_deleted,
         bookie,

@@ -46,6 +46,50 @@ fn machine_ticks() -> Option<MachineTicks> {
     })
 }
 
+/// The whole machine's CPU over a window, from two readings of `/proc/stat`.
+///
+/// `steal_share` is the hypervisor's: time a virtual CPU was ready to run
+/// and the host ran something else. A VM under a host CPU quota is paused
+/// whole once it has used its share of a period (all vCPUs and its disk
+/// with them), so a latency figure taken while this is above a few percent
+/// includes those pauses. On the 2-core VM of stop 30 the quota bit once
+/// the guest was busy on about one core while writing at ~150 MB/s: pauses
+/// of ~20 ms every 100 ms (see the README's benchmark section).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct MachineCpu {
+    /// CPU seconds per second the machine spent busy (every process and the
+    /// kernel; stolen time not included), out of its cores.
+    pub busy_cores: f64,
+    /// Share of all CPU time taken by the hypervisor (0 to 1).
+    pub steal_share: f64,
+}
+
+/// A first reading of the machine's CPU counters; see [`MachineCpu`].
+#[derive(Debug, Clone, Copy)]
+pub struct MachineClock(Option<MachineTicks>);
+
+impl MachineClock {
+    pub fn start() -> MachineClock {
+        MachineClock(machine_ticks())
+    }
+
+    /// The machine's CPU since [`MachineClock::start`] (none where
+    /// `/proc/stat` cannot be read, or when no tick has passed).
+    pub fn stop(&self) -> Option<MachineCpu> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        machine_cpu(self.0?, machine_ticks()?, cores)
+    }
+}
+
+fn machine_cpu(a: MachineTicks, b: MachineTicks, cores: f64) -> Option<MachineCpu> {
+    let total = b.total.checked_sub(a.total).filter(|t| *t > 0)? as f64;
+    let steal = b.steal.saturating_sub(a.steal);
+    Some(MachineCpu {
+        busy_cores: b.busy.saturating_sub(a.busy).saturating_sub(steal) as f64 / total * cores,
+        steal_share: steal as f64 / total,
+    })
+}
+
 /// CPU seconds of this process's threads whose name starts with `prefix`,
 /// and of all the others (all of them without a prefix).
 fn thread_seconds(prefix: Option<&str>) -> (f64, f64) {
@@ -113,25 +157,22 @@ impl CpuSnapshot {
     pub fn until(&self, later: &CpuSnapshot) -> CpuUse {
         let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-3);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let machine = match (self.machine, later.machine) {
-            (Some(a), Some(b)) if b.total > a.total => Some((
-                (b.busy - a.busy) as f64 / (b.total - a.total) as f64,
-                (b.steal - a.steal) as f64 / (b.total - a.total) as f64,
-            )),
-            _ => None,
-        };
+        let machine = self
+            .machine
+            .zip(later.machine)
+            .and_then(|(a, b)| machine_cpu(a, b, cores));
         let broker_cores = match (self.broker_secs, later.broker_secs) {
             (Some(a), Some(b)) => Some((b - a).max(0.0) / secs),
             _ => None,
         };
         let client_cores = (later.own.1 - self.own.1).max(0.0) / secs;
         let load_cores = (later.own.0 - self.own.0).max(0.0) / secs;
-        let machine_cores_busy = machine.map(|(busy, _)| busy * cores);
+        let machine_cores_busy = machine.map(|m| m.busy_cores);
         CpuUse {
             secs,
-            machine_busy: machine.map(|(busy, _)| busy),
+            machine_busy: machine.map(|m| m.busy_cores / cores),
             machine_cores_busy,
-            machine_steal: machine.map(|(_, steal)| steal),
+            machine_steal: machine.map(|m| m.steal_share),
             broker_cores,
             client_cores,
             load_cores,
@@ -146,7 +187,8 @@ impl CpuSnapshot {
 #[derive(Serialize, Debug, Clone, Copy)]
 pub struct CpuUse {
     pub secs: f64,
-    /// Busy share of all the machine's cores (0 to 1), every process included.
+    /// Busy share of all the machine's cores (0 to 1), every process
+    /// included (see [`MachineCpu`]).
     pub machine_busy: Option<f64>,
     pub machine_cores_busy: Option<f64>,
     /// Share of the machine's time stolen by the hypervisor.
@@ -182,6 +224,38 @@ impl CpuUse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_cpu_counts_busy_cores_and_the_hypervisors_share() {
+        let a = MachineTicks {
+            busy: 100,
+            steal: 10,
+            total: 1000,
+        };
+        // 200 ticks over 2 cores: 120 not idle, 20 of them stolen.
+        let b = MachineTicks {
+            busy: 220,
+            steal: 30,
+            total: 1200,
+        };
+        let m = machine_cpu(a, b, 2.0).unwrap();
+        assert!((m.busy_cores - 1.0).abs() < 1e-9, "{m:?}");
+        assert!((m.steal_share - 0.1).abs() < 1e-9, "{m:?}");
+        // No tick in between: nothing to say.
+        assert_eq!(machine_cpu(a, a, 2.0), None);
+        let clock = MachineClock::start();
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed().as_millis() < 30 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let m = clock.stop().expect("/proc/stat moved");
+        assert!(
+            m.busy_cores > 0.0 && (0.0..=1.0).contains(&m.steal_share),
+            "{m:?}"
+        );
+    }
 
     #[test]
     fn readings_move_forward() {
