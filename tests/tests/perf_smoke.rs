@@ -35,7 +35,10 @@ fn perf_bookie(dir: &Path, args: &[&str]) -> serde_json::Value {
 fn assert_machine_cpu(m: &serde_json::Value, report: &serde_json::Value) {
     let busy = m["busy_cores"].as_f64().unwrap_or(-1.0);
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
-    assert!(busy > 0.0 && busy <= cores + 0.01, "busy {busy} in {report}");
+    assert!(
+        busy > 0.0 && busy <= cores + 0.01,
+        "busy {busy} in {report}"
+    );
     let steal = m["steal_share"].as_f64().unwrap_or(-1.0);
     assert!((0.0..=1.0).contains(&steal), "steal {steal} in {report}");
 }

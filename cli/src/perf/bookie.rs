@@ -56,10 +56,13 @@ pub struct BookiePerfArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub latency_duration: Option<Duration>,
     /// Scheduling of the load generator (the thread that paces entries and
-    /// hands them to the ledger client) in paced runs: `realtime` asks for `SCHED_FIFO` 1 so that on a small
-    /// machine the generator's own scheduling delays are not charged to the
-    /// bookie (falls back to normal, with a warning, when refused).
-    #[arg(long, value_enum, default_value_t = SenderPriority::Realtime)]
+    /// hands them to the ledger client) in paced runs: `realtime` asks for
+    /// `SCHED_FIFO` 1 so that on a small machine the generator's own
+    /// scheduling delays are not charged to the bookie (falls back to
+    /// normal, with a warning, when refused). Not the default: on a VM whose
+    /// host caps its CPU it made the hypervisor pause the whole VM (see the
+    /// report's `machine_cpu.steal_share`).
+    #[arg(long, value_enum, default_value_t = SenderPriority::Normal)]
     pub sender_priority: SenderPriority,
     /// Paced runs: the sender's shortest sleep in µs; entries due within
     /// one tick leave together (see `perf::pacer`).

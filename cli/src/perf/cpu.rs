@@ -52,9 +52,10 @@ fn machine_ticks() -> Option<MachineTicks> {
 /// and the host ran something else. A VM under a host CPU quota is paused
 /// whole once it has used its share of a period (all vCPUs and its disk
 /// with them), so a latency figure taken while this is above a few percent
-/// includes those pauses. On the 2-core VM of stop 30 the quota bit once
-/// the guest was busy on about one core while writing at ~150 MB/s: pauses
-/// of ~20 ms every 100 ms (see the README's benchmark section).
+/// includes those pauses. On the 2-core VM of stop 30, paced `perf bookie`
+/// runs whose load generator slept 200 µs at a time at real-time priority
+/// lost ~13 % this way, in pauses of ~20 ms every 100 ms, and two busy cores
+/// with the disk writing did too (see the README's benchmark section).
 #[derive(Serialize, Debug, Clone, Copy, PartialEq)]
 pub struct MachineCpu {
     /// CPU seconds per second the machine spent busy (every process and the

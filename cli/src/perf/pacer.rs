@@ -10,7 +10,11 @@
 //!
 //! Its wake-ups cost CPU next to the system measured: on a 2-core machine,
 //! a 200 µs tick gave a ~0.5 ms lower median but a 2–3 ms higher p99 than a
-//! 1 ms tick (the old behaviour) at 500 k msg/s. `--pace-tick-us` chooses.
+//! 1 ms tick at 500 k msg/s, and on the VM of stop 30 a 200 µs tick at
+//! real-time priority (as `perf bookie` paced) made the hypervisor take
+//! ~13 % of the machine's CPU, in pauses of the whole VM that every latency
+//! then included (see `perf::cpu::MachineCpu`). The default is 1 ms;
+//! `--pace-tick-us` chooses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +24,7 @@ use tokio::sync::Semaphore;
 
 /// The pacer's default tick, in µs (`--pace-tick-us`): its shortest sleep.
 /// At high rates it releases the sends due over one tick at once.
-pub const DEFAULT_TICK_US: u64 = 200;
+pub const DEFAULT_TICK_US: u64 = 1000;
 
 /// The pacer's longest sleep: how soon it notices it was dropped at low rates.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
@@ -202,8 +206,10 @@ mod tests {
         (start, start + Duration::from_millis(200))
     }
 
+    /// Finer than the default, so that sends at 2,000/s are released one
+    /// by one.
     fn tick() -> Duration {
-        Duration::from_micros(DEFAULT_TICK_US)
+        Duration::from_micros(200)
     }
 
     /// A send released at `due` was not released before it.
