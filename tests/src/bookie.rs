@@ -43,7 +43,7 @@ pub fn strata_binary() -> PathBuf {
         candidates.push(PathBuf::from(t).join("debug").join("strata"));
     }
     candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        crate::manifest_dir()
             .join("..")
             .join("target")
             .join("debug")

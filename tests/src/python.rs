@@ -26,9 +26,7 @@ pub fn python() -> OsString {
 
 /// `tests/python/<name>`; panics if it does not exist.
 pub fn script_path(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(name);
+    let p = crate::manifest_dir().join("python").join(name);
     assert!(p.is_file(), "no such script: {}", p.display());
     p
 }

@@ -23,7 +23,13 @@ use strata_proto::pulsar::{
 };
 
 fn main() -> std::io::Result<()> {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    // Where cargo says this package is when it runs it, rather than where
+    // it was built: cargo does not rebuild a checkout that only moved, so a
+    // shared target directory may hold a build of another checkout.
+    let here = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let corpus = here.join("../corpus");
     write(&corpus, "pulsar_frame", pulsar_frame())?;
     write(&corpus, "journal_record", journal_record())?;
     write(&corpus, "bookie_request", bookie_request())?;
