@@ -604,6 +604,21 @@ async fn perf_cold_read_reports_every_figure_and_cleans_up() {
         assert!(r["offloaded_bytes"].as_u64().unwrap() >= 24_000_000, "{r}");
         assert!(r["raw_bytes"].as_u64().unwrap() >= 24_000_000, "{r}");
         assert!(r["machine"]["cores"].as_u64().unwrap() >= 1, "{r}");
+        // Each phase's machine CPU, a share stolen in [0, 1]; the longer
+        // phases kept the machine measurably busy (the warm read of 24 MB may
+        // fit between two of the kernel's 10 ms ticks).
+        for phase in ["offload", "cold", "warm", "raw"] {
+            let m = &r["machine_cpu"][phase];
+            let busy = m["busy_cores"].as_f64().unwrap_or(-1.0);
+            let steal = m["steal_share"].as_f64().unwrap_or(-1.0);
+            let least = if phase == "warm" {
+                0.0
+            } else {
+                f64::MIN_POSITIVE
+            };
+            assert!(busy >= least, "{phase} busy {busy} in {r}");
+            assert!((0.0..=1.0).contains(&steal), "{phase} steal {steal} in {r}");
+        }
         let runs = r["raw_get_runs_mb_per_sec"].as_array().unwrap();
         assert_eq!(runs.len(), 3, "{r}");
         let mut runs: Vec<f64> = runs.iter().map(|v| v.as_f64().unwrap()).collect();

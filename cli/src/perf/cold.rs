@@ -26,6 +26,7 @@ use strata_offloader::store::ColdStore;
 
 use super::admin::http;
 use super::connect::{self, ConnectArgs};
+use super::cpu::{MachineClock, MachineCpu};
 use super::relay;
 use super::report::Machine;
 
@@ -113,6 +114,20 @@ pub struct ColdReadReport {
     pub cold_vs_floor: Option<f64>,
     /// floor / raw GET: the highest cold/raw any broker could show here.
     pub floor_vs_raw: Option<f64>,
+    /// The whole machine during each phase, with the hypervisor's share: a
+    /// phase that lost more of the machine to it than the others was
+    /// measured on a slower machine (see `perf::cpu::MachineCpu`).
+    pub machine_cpu: ColdPhasesCpu,
+}
+
+/// [`MachineCpu`] of each timed phase of `perf cold-read`.
+#[derive(Serialize, Debug, Default)]
+pub struct ColdPhasesCpu {
+    pub offload: Option<MachineCpu>,
+    pub cold: Option<MachineCpu>,
+    pub warm: Option<MachineCpu>,
+    /// The three passes of the raw baseline together.
+    pub raw: Option<MachineCpu>,
 }
 
 pub async fn run(args: ColdReadArgs) -> anyhow::Result<()> {
@@ -219,7 +234,9 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
 
     // 2. Seal the ledger (unload), offload everything, wait for cold-only.
     admin(args, Method::PUT, &format!("{tpath}/unload"), None).await?;
+    let mut machine_cpu = ColdPhasesCpu::default();
     tracing::info!("offload starts");
+    let clock = MachineClock::start();
     let started = Instant::now();
     admin(
         args,
@@ -238,6 +255,7 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
         }
     };
     let offload_secs = started.elapsed().as_secs_f64();
+    machine_cpu.offload = clock.stop();
     tracing::info!("offload ends");
     let offloaded_bytes = status["bytesTotal"].as_u64().unwrap_or(0);
     loop {
@@ -263,9 +281,13 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
 
     // 3. Cold, then warm reads.
     tracing::info!("cold read starts");
+    let clock = MachineClock::start();
     let (cold_secs, cold_first) = read_all(&client, &topic, "cold", messages, args.timeout).await?;
+    machine_cpu.cold = clock.stop();
     tracing::info!("warm read starts");
+    let clock = MachineClock::start();
     let (warm_secs, warm_first) = read_all(&client, &topic, "warm", messages, args.timeout).await?;
+    machine_cpu.warm = clock.stop();
     tracing::info!("warm read ends");
     client.close().await;
 
@@ -300,6 +322,7 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
     // Three passes, the median taken: one pass of a loopback store varies
     // by ±15 % from run to run on a small machine.
     tracing::info!("raw read starts");
+    let clock = MachineClock::start();
     let (raw, raw_runs) = median_of_three(|| async {
         let started = Instant::now();
         futures::stream::iter(ranges.clone())
@@ -314,6 +337,7 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
         Ok(mb(raw_bytes, started.elapsed().as_secs_f64()))
     })
     .await?;
+    machine_cpu.raw = clock.stop();
     tracing::info!("raw read ends");
     let floor = if args.floor {
         tracing::info!("relay floor starts");
@@ -364,6 +388,7 @@ async fn measure(args: &ColdReadArgs, local: &str) -> anyhow::Result<ColdReadRep
         floor_mb_per_sec: floor,
         cold_vs_floor: floor.map(|f| cold / f.max(1e-9)),
         floor_vs_raw: floor.map(|f| f / raw.max(1e-9)),
+        machine_cpu,
     })
 }
 
@@ -468,6 +493,19 @@ fn print_text(r: &ColdReadReport) {
     println!(
         "ratios: cold/raw {:.2} (target >= 0.8), warm/cold {:.2} (>= 3), first message / ranged GET {:.2} (< 2), offload {:.0} MB/s (>= 100)",
         r.cold_vs_raw, r.warm_vs_cold, r.first_message_vs_ranged_get, r.offload_mb_per_sec
+    );
+    let phase = |m: Option<MachineCpu>| {
+        m.map_or("-".to_string(), |m| {
+            format!("{:.2}/{:.1} %", m.busy_cores, m.steal_share * 100.0)
+        })
+    };
+    let c = &r.machine_cpu;
+    println!(
+        "machine cores busy / hypervisor steal: offload {}, cold {}, warm {}, raw {}",
+        phase(c.offload),
+        phase(c.cold),
+        phase(c.warm),
+        phase(c.raw)
     );
     if let (Some(f), Some(cf), Some(fr)) = (r.floor_mb_per_sec, r.cold_vs_floor, r.floor_vs_raw) {
         println!(
