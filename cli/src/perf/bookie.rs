@@ -17,7 +17,7 @@ use strata_common::stages;
 use strata_ledger::{ClientConfig, LedgerClient};
 use tokio::sync::mpsc;
 
-use super::cpu::{MachineClock, MachineCpu};
+use super::cpu::{self, MachineClock, MachineCpu, STEAL_WARNING};
 use super::floor::{FloorPlan, paced_group_commit};
 use super::raw::measure_both;
 use super::report::{self, Latency, Machine};
@@ -376,20 +376,8 @@ pub struct BookieMachine {
     pub dir: String,
 }
 
-/// Hypervisor steal past which the report warns that latency includes VM
-/// pauses.
-const STEAL_WARNING: f64 = 0.02;
-
-/// "machine N cores busy, hypervisor steal S %", or why it is unknown.
 fn machine_line(m: Option<MachineCpu>) -> String {
-    match m {
-        Some(m) => format!(
-            "machine {:.2} cores busy, hypervisor steal {:.1} %",
-            m.busy_cores,
-            m.steal_share * 100.0
-        ),
-        None => "machine CPU unknown (no /proc/stat)".into(),
-    }
+    format!("machine {}", cpu::describe(m))
 }
 
 pub async fn run(args: BookiePerfArgs) -> anyhow::Result<()> {

@@ -26,7 +26,7 @@ use strata_offloader::store::ColdStore;
 
 use super::admin::http;
 use super::connect::{self, ConnectArgs};
-use super::cpu::{MachineClock, MachineCpu};
+use super::cpu::{self, MachineClock, MachineCpu, STEAL_WARNING};
 use super::relay;
 use super::report::Machine;
 
@@ -494,19 +494,24 @@ fn print_text(r: &ColdReadReport) {
         "ratios: cold/raw {:.2} (target >= 0.8), warm/cold {:.2} (>= 3), first message / ranged GET {:.2} (< 2), offload {:.0} MB/s (>= 100)",
         r.cold_vs_raw, r.warm_vs_cold, r.first_message_vs_ranged_get, r.offload_mb_per_sec
     );
-    let phase = |m: Option<MachineCpu>| {
-        m.map_or("-".to_string(), |m| {
-            format!("{:.2}/{:.1} %", m.busy_cores, m.steal_share * 100.0)
-        })
-    };
     let c = &r.machine_cpu;
-    println!(
-        "machine cores busy / hypervisor steal: offload {}, cold {}, warm {}, raw {}",
-        phase(c.offload),
-        phase(c.cold),
-        phase(c.warm),
-        phase(c.raw)
-    );
+    for (phase, m) in [
+        ("offload", c.offload),
+        ("cold read", c.cold),
+        ("warm read", c.warm),
+        ("raw GETs", c.raw),
+    ] {
+        println!("machine during the {phase}: {}", cpu::describe(m));
+    }
+    if let (Some(cold), Some(raw)) = (c.cold, c.raw)
+        && (cold.steal_share - raw.steal_share).abs() >= STEAL_WARNING
+    {
+        println!(
+            "the hypervisor took {:.1} % of the CPU during the cold read and {:.1} % during the raw GETs: cold/raw compares unlike machines",
+            cold.steal_share * 100.0,
+            raw.steal_share * 100.0
+        );
+    }
     if let (Some(f), Some(cf), Some(fr)) = (r.floor_mb_per_sec, r.cold_vs_floor, r.floor_vs_raw) {
         println!(
             "relay floor: {f:>9.1} MB/s  cold/floor {cf:.2}, floor/raw {fr:.2} (the highest cold/raw this machine allows)"

@@ -65,6 +65,23 @@ pub struct MachineCpu {
     pub steal_share: f64,
 }
 
+/// Hypervisor steal past which a report warns that its figures include
+/// pauses of the whole VM (or, between two phases, that a ratio compares
+/// unlike machines).
+pub const STEAL_WARNING: f64 = 0.02;
+
+/// "N cores busy, hypervisor steal S %", or why it is unknown.
+pub fn describe(m: Option<MachineCpu>) -> String {
+    match m {
+        Some(m) => format!(
+            "{:.2} cores busy, hypervisor steal {:.1} %",
+            m.busy_cores,
+            m.steal_share * 100.0
+        ),
+        None => "CPU unknown (no /proc/stat)".into(),
+    }
+}
+
 /// A first reading of the machine's CPU counters; see [`MachineCpu`].
 #[derive(Debug, Clone, Copy)]
 pub struct MachineClock(Option<MachineTicks>);
@@ -242,6 +259,11 @@ mod tests {
         let m = machine_cpu(a, b, 2.0).unwrap();
         assert!((m.busy_cores - 1.0).abs() < 1e-9, "{m:?}");
         assert!((m.steal_share - 0.1).abs() < 1e-9, "{m:?}");
+        assert_eq!(
+            describe(Some(m)),
+            "1.00 cores busy, hypervisor steal 10.0 %"
+        );
+        assert!(describe(None).contains("unknown"));
         // No tick in between: nothing to say.
         assert_eq!(machine_cpu(a, a, 2.0), None);
         let clock = MachineClock::start();
