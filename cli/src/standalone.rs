@@ -19,7 +19,7 @@ use strata_offloader::registry::Usage;
 use tokio_util::sync::CancellationToken;
 
 use crate::cold;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Args, Debug)]
 pub struct StandaloneArgs {
@@ -260,7 +260,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         },
         store.clone(),
         client,
-        Some(tier),
+        Some(tier.clone()),
     )
     .await?;
     let public = NamespaceName::parse("public/default").expect("valid name");
@@ -326,6 +326,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     admin.stop().await;
     offload_cancel.cancel();
     broker.shutdown().await;
+    // What the cold cache holds in memory goes to its disk tier, so a
+    // restart reads it from there instead of the object store.
+    if let Err(e) = tier.reader().close().await {
+        warn!(error = %e, "closing the cold block cache");
+    }
     bookie.shutdown().await?;
     info!("stopped");
     Ok(())

@@ -145,7 +145,7 @@ impl MetricsSource for ColdMetrics {
 
 /// The tiered reader's block cache and requests.
 fn render_reader(out: &mut Exposition, s: &crate::ReaderStats) {
-    let counters: [(&str, &str, u64); 9] = [
+    let counters: [(&str, &str, u64); 11] = [
         (
             "strata_cold_cache_memory_hits_total",
             "Cold blocks reads found in the memory cache.",
@@ -160,6 +160,16 @@ fn render_reader(out: &mut Exposition, s: &crate::ReaderStats) {
             "strata_cold_cache_misses_total",
             "Cold blocks reads had to fetch from the object store.",
             s.misses,
+        ),
+        (
+            "strata_cold_cache_disk_writes_total",
+            "Runs of blocks (or single blocks) written to the local disk cache.",
+            s.disk_cache_writes,
+        ),
+        (
+            "strata_cold_cache_disk_write_bytes_total",
+            "Bytes written to the local disk cache.",
+            s.disk_cache_write_bytes,
         ),
         (
             "strata_cold_read_ahead_blocks_total",

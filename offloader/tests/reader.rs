@@ -600,6 +600,58 @@ async fn the_disk_cache_survives_a_new_reader() {
     assert!(st.disk_hits > 0, "{st:?}");
 }
 
+/// A scan that fits in memory writes nothing to the disk cache while it
+/// runs (the copy would not be read while memory holds the blocks); closing
+/// the reader writes it, as whole runs, and a new reader reads it back.
+#[tokio::test]
+async fn a_scan_that_fits_in_memory_reaches_the_disk_cache_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(37, &random_sizes(37, 1000, 2000), 8192).await;
+    let cfg = ReaderConfig {
+        memory_cache_bytes: 32 << 20,
+        disk_cache_dir: Some(dir.path().to_path_buf()),
+        disk_cache_bytes: 32 << 20,
+        ..config()
+    };
+    let reader = read_all_with_a_new_reader(&s, cfg.clone()).await;
+    let st = reader.stats();
+    assert_eq!((st.disk_cache_writes, st.disk_cache_write_bytes), (0, 0));
+    reader.close().await.unwrap();
+    let st = reader.stats();
+    // ~1 MB in 8 KiB blocks, 64 to a run: two runs, and the short last
+    // one's blocks alone.
+    let payload: usize = s.sent.iter().map(|(_, b)| b.len()).sum();
+    assert!(st.disk_cache_write_bytes >= payload as u64, "{st:?}");
+    assert!(st.disk_cache_writes <= 2 + 64, "{st:?}");
+    drop(reader);
+    let reader = read_all_with_a_new_reader(&s, cfg).await;
+    assert_eq!(s.faulty.requests(Op::Get), 1, "{:?}", reader.stats());
+}
+
+/// A scan of more than memory holds writes the disk cache as memory
+/// evicts, in whole runs (not block by block), before anyone closes it.
+#[tokio::test]
+async fn a_scan_bigger_than_memory_writes_whole_runs_as_memory_evicts() {
+    let dir = tempfile::tempdir().unwrap();
+    // ~6 MB in 8 KiB blocks (64 to a run), through 1 MiB of memory.
+    let s = setup(38, &random_sizes(38, 3000, 4000), 8192).await;
+    let reader = reader_with(ReaderConfig {
+        memory_cache_bytes: 1 << 20,
+        disk_cache_dir: Some(dir.path().to_path_buf()),
+        disk_cache_bytes: 32 << 20,
+        ..config()
+    })
+    .await;
+    let (ledger, _, _) = open(&reader, &s).await;
+    expect(&s.sent, 0, &read_on(&ledger, 0, 2999).await);
+    let st = reader.stats();
+    assert!(st.disk_cache_write_bytes >= 3 << 20, "{st:?}");
+    assert!(
+        st.disk_cache_write_bytes / st.disk_cache_writes >= 256 << 10,
+        "written block by block: {st:?}"
+    );
+}
+
 /// A disk cache reopened smaller leaves no file of its bigger past behind,
 /// and one reopened at the same size keeps what it holds.
 #[tokio::test]

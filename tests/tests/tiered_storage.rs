@@ -201,7 +201,7 @@ fn ledger_of(base: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_mb_offloaded_and_read_back_from_the_cold_tier() {
     bounded("cold round trip", Duration::from_secs(900), async {
-        let c = Cold::start("roundtrip", 32).await;
+        let mut c = Cold::start("roundtrip", 32).await;
         let count = "200000";
         c.script(&["--mode", "produce", "--topic", "big", "--count", count])
             .await;
@@ -277,6 +277,38 @@ async fn two_hundred_mb_offloaded_and_read_back_from_the_cold_tier() {
         // offloaded since.
         assert!(results.len() as u64 >= offloaded, "{scrub}");
         assert!(results.iter().all(|r| r["ok"] == json!(true)), "{scrub}");
+
+        // A clean stop writes what the cold cache holds in memory to its
+        // disk tier: after a restart, a new subscription reads the ledgers
+        // again from there, not from the store.
+        c.s.stop_cleanly().await;
+        assert!(
+            c.s.log()
+                .contains("wrote the cold memory cache to the disk cache"),
+            "{}",
+            c.s.log_tail()
+        );
+        c.s.restart().await;
+        let out = c
+            .script(&[
+                "--mode",
+                "consume",
+                "--topic",
+                "big",
+                "--count",
+                count,
+                "--subscription",
+                "after-restart",
+            ])
+            .await;
+        assert!(out.contains("consumed 200000"), "{out}");
+        let metrics = c.metric_values().await;
+        let m = |name: &str| metrics.get(name).copied().unwrap_or(-1.0);
+        assert!(m("strata_cold_cache_disk_hits_total") > 0.0, "{metrics:?}");
+        assert!(
+            m("strata_cold_reader_get_bytes_total") < 20e6,
+            "the restarted broker fetched the ledgers again: {metrics:?}"
+        );
     })
     .await;
 }

@@ -1,6 +1,7 @@
 //! The block cache (foyer hybrid: memory, plus a disk directory when
 //! configured), its key, and the reader's counters.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -189,34 +190,255 @@ const MAX_RUN_DECODE: usize = 64 << 20;
 /// ~1.5 GB/s, with 16 times fewer thread hand-overs. Memory stays per
 /// block, so a random read still fetches and holds one small block.
 ///
-/// A block that leaves memory while its run is not on disk (a random
-/// reader's block, whose run never completes, or a block of a run too big
-/// for the disk) goes to disk on its own, under its block key, so random
-/// reads keep the disk cache too.
+/// The disk tier is written when memory evicts, not when a block arrives
+/// (see [`EvictToDisk`]): a scan of what fits in memory writes nothing to
+/// disk. Writing every fetched run at once cost a cold scan on the
+/// development VM a fifth of its CPU time to the hypervisor (the disk
+/// writes push the VM over its host's CPU quota) and ~30 % of its speed;
+/// the copy was never read while memory still held the blocks. [`close`]
+/// writes what memory holds, so a restarted broker still finds what the
+/// previous one fetched.
+///
+/// [`close`]: BlockCache::close
 pub(crate) struct BlockCache {
     pub memory: foyer::Cache<BlockKey, Bytes>,
     pub disk: Option<DiskRuns>,
+    evicted: Option<Arc<EvictToDisk>>,
 }
 
-/// Writes a block that memory evicts to disk unless its run is there.
-struct SpillToDisk {
+impl BlockCache {
+    /// A block memory evicted that waits for the rest of its run before
+    /// going to disk: it is in neither tier meanwhile, but still here.
+    pub fn evicted(&self, key: &BlockKey) -> Option<Bytes> {
+        self.evicted.as_ref()?.waiting(key)
+    }
+
+    /// Entries (runs or single blocks) given to the disk tier so far, and
+    /// their bytes.
+    pub fn disk_writes(&self) -> (u64, u64) {
+        self.evicted.as_ref().map_or((0, 0), |e| {
+            (Counters::get(&e.writes), Counters::get(&e.write_bytes))
+        })
+    }
+
+    /// Writes every block memory holds (and every evicted block still
+    /// waiting for its run) to the disk tier, as runs where they are whole,
+    /// waits for the writes and closes the disk tier. Memory is empty
+    /// afterwards.
+    pub async fn close(&self) -> Result<()> {
+        let (Some(disk), Some(evicted)) = (&self.disk, &self.evicted) else {
+            return Ok(());
+        };
+        evicted.state.lock().closing = Some(Vec::new());
+        self.memory.evict_all();
+        let blocks = evicted.take_all();
+        let started = std::time::Instant::now();
+        let (mut bytes, mut batch) = (0u64, 0u64);
+        for (key, run) in group_runs(blocks, disk) {
+            let len = run.len() as u64;
+            evicted.write(key, run);
+            bytes += len;
+            batch += len;
+            // Past the flushers' queue foyer drops what it is given.
+            if batch >= disk.queue_bytes / 2 {
+                disk.cache.storage().wait().await;
+                batch = 0;
+            }
+        }
+        if bytes > 0 {
+            tracing::info!(
+                mb = bytes >> 20,
+                secs = started.elapsed().as_secs_f64(),
+                "wrote the cold memory cache to the disk cache"
+            );
+        }
+        disk.cache
+            .close()
+            .await
+            .map_err(|e| OffloadError::Other(format!("closing the block cache: {e}")))
+    }
+}
+
+/// Runs and single blocks to write for `blocks` (memory's whole content
+/// and the blocks waiting for their runs): sorted, a whole run of blocks
+/// becomes one run, anything else its blocks one by one; what the disk
+/// already has is left out.
+fn group_runs(mut blocks: Vec<(BlockKey, Bytes)>, disk: &DiskRuns) -> Vec<(BlockKey, Run)> {
+    blocks.sort_by(|a, b| {
+        (&a.0.object, a.0.per_run, a.0.block).cmp(&(&b.0.object, b.0.per_run, b.0.block))
+    });
+    blocks.dedup_by(|a, b| a.0 == b.0);
+    let mut out = Vec::new();
+    let mut rest = blocks.as_slice();
+    while let Some((first, _)) = rest.first() {
+        let run = first.its_run();
+        let n = rest.iter().take_while(|(k, _)| k.its_run() == run).count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        if disk.cache.contains(&run) {
+            continue;
+        }
+        let bytes: u64 = group.iter().map(|(_, b)| b.len() as u64).sum();
+        if n == first.per_run.max(1) as usize && bytes <= disk.max_run_bytes {
+            out.push((run, Run(group.iter().map(|(_, b)| b.clone()).collect())));
+            continue;
+        }
+        for (key, block) in group {
+            if block.len() as u64 <= disk.max_run_bytes && !disk.cache.contains(key) {
+                out.push((key.clone(), Run(vec![block.clone()])));
+            }
+        }
+    }
+    out
+}
+
+/// Writes what memory evicts to the disk tier. A block waits for the other
+/// blocks of its run (a sequential reader's blocks leave memory about in
+/// order, give or take what the cache's shards hold apart) and the run goes
+/// to disk as one piece once all are out. Blocks whose run does not fill in
+/// time (a random reader's, a ledger's short last run) go to disk one by
+/// one when the blocks waiting pass `limit` bytes, oldest run first.
+struct EvictToDisk {
     disk: HybridCache<BlockKey, Run>,
     max_bytes: u64,
+    limit: u64,
+    state: parking_lot::Mutex<Evicted>,
+    /// Entries (runs or single blocks) given to the disk tier, and bytes.
+    writes: AtomicU64,
+    write_bytes: AtomicU64,
 }
 
-impl EventListener for SpillToDisk {
+#[derive(Default)]
+struct Evicted {
+    /// Runs some of whose blocks left memory, by run key.
+    partial: HashMap<BlockKey, Partial>,
+    /// The same runs, oldest first.
+    order: BTreeMap<u64, BlockKey>,
+    next: u64,
+    bytes: u64,
+    /// While closing: everything memory gives up, for `close` to write.
+    closing: Option<Vec<(BlockKey, Bytes)>>,
+}
+
+struct Partial {
+    seq: u64,
+    blocks: Vec<Option<Bytes>>,
+    have: usize,
+    bytes: u64,
+}
+
+impl EventListener for EvictToDisk {
     type Key = BlockKey;
     type Value = Bytes;
 
     fn on_leave(&self, reason: Event, key: &BlockKey, value: &Bytes) {
-        if reason != Event::Evict
-            || value.len() as u64 > self.max_bytes
-            || self.disk.contains(&key.its_run())
-            || self.disk.contains(key)
-        {
+        if reason != Event::Evict || key.run || value.len() as u64 > self.max_bytes {
             return;
         }
-        self.disk.insert(key.clone(), Run(vec![value.clone()]));
+        let mut writes = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if let Some(all) = &mut st.closing {
+                all.push((key.clone(), value.clone()));
+                return;
+            }
+            let run = key.its_run();
+            if self.disk.contains(&run) || self.disk.contains(key) {
+                return;
+            }
+            let per_run = key.per_run.max(1) as usize;
+            let slot = (key.block % per_run as u64) as usize;
+            if !st.partial.contains_key(&run) {
+                let seq = st.next;
+                st.next += 1;
+                st.order.insert(seq, run.clone());
+                st.partial.insert(
+                    run.clone(),
+                    Partial {
+                        seq,
+                        blocks: vec![None; per_run],
+                        have: 0,
+                        bytes: 0,
+                    },
+                );
+            }
+            let p = st.partial.get_mut(&run).expect("inserted above");
+            if p.blocks[slot].is_some() {
+                return;
+            }
+            p.blocks[slot] = Some(value.clone());
+            p.have += 1;
+            p.bytes += value.len() as u64;
+            st.bytes += value.len() as u64;
+            if st.partial[&run].have == per_run {
+                let p = st.remove(&run);
+                if p.bytes <= self.max_bytes {
+                    writes.push((run, Run(p.blocks.into_iter().flatten().collect())));
+                } else {
+                    writes.extend(singles(&run, p));
+                }
+            }
+            while st.bytes > self.limit {
+                let Some((_, oldest)) = st.order.pop_first() else {
+                    break;
+                };
+                let p = st.remove(&oldest);
+                writes.extend(singles(&oldest, p));
+            }
+        }
+        for (key, run) in writes {
+            self.write(key, run);
+        }
+    }
+}
+
+/// The blocks of a partial run, each under its own key.
+fn singles(run: &BlockKey, p: Partial) -> impl Iterator<Item = (BlockKey, Run)> + '_ {
+    let first = run.block * u64::from(run.per_run.max(1));
+    p.blocks.into_iter().enumerate().filter_map(move |(i, b)| {
+        let key = BlockKey {
+            object: run.object.clone(),
+            per_run: run.per_run,
+            block: first + i as u64,
+            run: false,
+        };
+        Some((key, Run(vec![b?])))
+    })
+}
+
+impl Evicted {
+    fn remove(&mut self, run: &BlockKey) -> Partial {
+        let p = self.partial.remove(run).expect("a partial run");
+        self.order.remove(&p.seq);
+        self.bytes -= p.bytes;
+        p
+    }
+}
+
+impl EvictToDisk {
+    fn write(&self, key: BlockKey, run: Run) {
+        Counters::add(&self.writes, 1);
+        Counters::add(&self.write_bytes, run.len() as u64);
+        self.disk.insert(key, run);
+    }
+
+    fn waiting(&self, key: &BlockKey) -> Option<Bytes> {
+        let st = self.state.lock();
+        let p = st.partial.get(&key.its_run())?;
+        p.blocks[(key.block % u64::from(key.per_run.max(1))) as usize].clone()
+    }
+
+    /// Everything waiting and everything memory gave up since closing began.
+    fn take_all(&self) -> Vec<(BlockKey, Bytes)> {
+        let mut st = self.state.lock();
+        let mut all = st.closing.take().unwrap_or_default();
+        let partial = std::mem::take(&mut st.partial);
+        st.order.clear();
+        st.bytes = 0;
+        for (run, p) in partial {
+            all.extend(singles(&run, p).map(|(k, mut r)| (k, r.0.pop().expect("one block"))));
+        }
+        all
     }
 }
 
@@ -226,12 +448,19 @@ pub(crate) struct DiskRuns {
     /// Largest run the disk takes: what fits in one foyer block with its
     /// header; a bigger run (of big blocks) stays in memory only.
     pub max_run_bytes: u64,
+    /// Bytes the flushers take in before foyer drops what it is given.
+    queue_bytes: u64,
 }
 
 /// Bytes of blocks a disk run aims at (see [`run_blocks`]).
 pub(crate) const RUN_BYTES: u64 = 1 << 20;
 /// Most blocks in one run.
 const MAX_RUN_BLOCKS: u64 = 64;
+/// Bounds of the evicted blocks that wait for the rest of their runs (an
+/// eighth of the memory tier): a few runs at least, so a sequential
+/// reader's runs fill; at most what the memory tier's shards hold apart.
+const MIN_WAITING_BYTES: u64 = 4 << 20;
+const MAX_WAITING_BYTES: u64 = 64 << 20;
 /// Memory of the disk tier's own foyer front: runs wait there only until
 /// written (the blocks themselves live in [`BlockCache::memory`]).
 const RUN_FRONT_BYTES: usize = 8 << 20;
@@ -244,12 +473,9 @@ pub(crate) fn run_blocks(data_size: u64, blocks: usize) -> usize {
     (RUN_BYTES / mean).clamp(1, MAX_RUN_BLOCKS) as usize
 }
 
-/// Builds the cache. The disk tier (when configured) is written when a run
-/// is complete, not when memory evicts: a sequential scan writes each run
-/// once, as one piece, and what it writes is on disk by the time the scan
-/// ends (also on close, which waits for pending writes), so a restarted
-/// broker finds what the previous one fetched; foyer recovers the disk
-/// cache's index when it opens the directory again.
+/// Builds the cache. The disk tier (when configured) takes what memory
+/// evicts and, on [`BlockCache::close`], what it holds; foyer recovers the
+/// disk cache's index when it opens the directory again.
 ///
 /// The disk cache uses direct I/O where the file system allows it: a cold
 /// scan writes everything it reads, and buffered writes cost a page-cache
@@ -269,6 +495,7 @@ pub(crate) async fn build_cache(
         return Ok(BlockCache {
             memory: memory.build(),
             disk: None,
+            evicted: None,
         });
     };
     let direct = cfg!(target_os = "linux");
@@ -279,15 +506,19 @@ pub(crate) async fn build_cache(
         }
         built => built,
     }?;
-    let memory = memory
-        .with_event_listener(Arc::new(SpillToDisk {
-            disk: disk.cache.clone(),
-            max_bytes: disk.max_run_bytes,
-        }))
-        .build();
+    let evicted = Arc::new(EvictToDisk {
+        disk: disk.cache.clone(),
+        max_bytes: disk.max_run_bytes,
+        limit: (memory_bytes / 8).clamp(MIN_WAITING_BYTES, MAX_WAITING_BYTES),
+        state: Default::default(),
+        writes: AtomicU64::new(0),
+        write_bytes: AtomicU64::new(0),
+    });
+    let memory = memory.with_event_listener(evicted.clone()).build();
     Ok(BlockCache {
         memory,
         disk: Some(disk),
+        evicted: Some(evicted),
     })
 }
 
@@ -331,6 +562,7 @@ async fn build_disk(dir: &std::path::Path, bytes: u64, direct: bool) -> Result<D
         cache,
         // Room for foyer's entry header, the key and alignment.
         max_run_bytes: (block_size - (64 << 10)) as u64,
+        queue_bytes: 2 * buffers as u64,
     })
 }
 
@@ -438,6 +670,117 @@ fn clone_store_error(e: &object_store::Error) -> object_store::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block(object: &Arc<str>, per_run: usize, b: usize, len: usize) -> (BlockKey, Bytes) {
+        let key = BlockKey::block(object, per_run, b);
+        (key, Bytes::from(vec![b as u8; len]))
+    }
+
+    async fn load(disk: &DiskRuns, key: &BlockKey) -> Option<Run> {
+        match disk.cache.storage().load(key).await.unwrap() {
+            foyer::Load::Entry { value, .. } => Some(value),
+            foyer::Load::Piece { piece, .. } => Some(piece.value().clone()),
+            _ => None,
+        }
+    }
+
+    /// Memory's evictions, as foyer reports them: a run reaches the disk
+    /// tier as one entry once all its blocks left memory, in any order, and
+    /// its blocks are at hand meanwhile; blocks whose run does not fill go
+    /// to disk one by one once those waiting pass the limit; removals and
+    /// blocks already on disk are left alone.
+    #[tokio::test]
+    async fn evicted_blocks_reach_disk_as_whole_runs_and_stragglers_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = build_cache(8 << 20, Some((dir.path(), 64 << 20)))
+            .await
+            .unwrap();
+        let (disk, evict) = (
+            cache.disk.as_ref().unwrap(),
+            cache.evicted.as_ref().unwrap(),
+        );
+        assert_eq!(evict.limit, MIN_WAITING_BYTES);
+        let a: Arc<str> = "t/1-u/data".into();
+        let run0: Vec<_> = (0..4).map(|b| block(&a, 4, b, 1000 + b)).collect();
+        for i in [2, 0, 3] {
+            evict.on_leave(Event::Evict, &run0[i].0, &run0[i].1);
+        }
+        assert_eq!(cache.disk_writes(), (0, 0));
+        assert_eq!(cache.evicted(&run0[0].0), Some(run0[0].1.clone()));
+        assert_eq!(cache.evicted(&run0[1].0), None);
+        evict.on_leave(Event::Remove, &run0[1].0, &run0[1].1);
+        assert_eq!(cache.disk_writes(), (0, 0), "a removal is not written");
+        evict.on_leave(Event::Evict, &run0[1].0, &run0[1].1);
+        assert_eq!(cache.disk_writes(), (1, 4006));
+        assert_eq!(cache.evicted(&run0[0].0), None);
+        let got = load(disk, &BlockKey::run(&a, 4, 0)).await.unwrap();
+        let want: Vec<Bytes> = run0.iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(got.0, want, "the run's blocks, in order");
+        // Evicted again (read back from the run meanwhile): already there.
+        evict.on_leave(Event::Evict, &run0[3].0, &run0[3].1);
+        assert_eq!(cache.disk_writes(), (1, 4006));
+
+        // Two blocks of run 2 wait; other runs' lone blocks push them out.
+        let straggler = [8, 9].map(|b| block(&a, 4, b, 1000));
+        for (k, v) in &straggler {
+            evict.on_leave(Event::Evict, k, v);
+        }
+        let others: Vec<_> = (0..7)
+            .map(|i| block(&a, 4, 100 + 4 * i, 512 << 10))
+            .collect();
+        for (k, v) in &others {
+            evict.on_leave(Event::Evict, k, v);
+        }
+        assert_eq!(cache.disk_writes(), (1, 4006), "3.5 MiB + 2000 bytes wait");
+        let last = block(&a, 4, 200, 512 << 10);
+        evict.on_leave(Event::Evict, &last.0, &last.1);
+        // Over the limit: run 2's two blocks go (the oldest), and that is
+        // enough.
+        assert_eq!(cache.disk_writes(), (3, 4006 + 2000));
+        for (k, v) in &straggler {
+            assert_eq!(cache.evicted(k), None);
+            assert_eq!(load(disk, k).await.unwrap().0, vec![v.clone()]);
+        }
+        assert_eq!(cache.evicted(&others[0].0), Some(others[0].1.clone()));
+    }
+
+    /// `close` writes memory's blocks and those waiting: whole runs as
+    /// runs, the rest one by one, nothing twice; a cache opened again on
+    /// the directory finds them.
+    #[tokio::test]
+    async fn close_writes_what_memory_holds_as_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: Arc<str> = "t/2-u/data".into();
+        let blocks: Vec<_> = (0..10).map(|b| block(&a, 4, b, 3000)).collect();
+        {
+            let cache = build_cache(8 << 20, Some((dir.path(), 64 << 20)))
+                .await
+                .unwrap();
+            // Blocks 0..8 (runs 0 and 1) and 9 in memory; 8 evicted, waiting.
+            for (k, v) in blocks.iter().filter(|(k, _)| k.block != 8) {
+                cache.memory.insert(k.clone(), v.clone());
+            }
+            let evict = cache.evicted.as_ref().unwrap();
+            evict.on_leave(Event::Evict, &blocks[8].0, &blocks[8].1);
+            cache.close().await.unwrap();
+            assert_eq!(cache.memory.usage(), 0);
+            assert_eq!(cache.disk_writes(), (4, 30_000));
+        }
+        let cache = build_cache(8 << 20, Some((dir.path(), 64 << 20)))
+            .await
+            .unwrap();
+        let disk = cache.disk.as_ref().unwrap();
+        for run in 0..2 {
+            let got = load(disk, &BlockKey::run(&a, 4, run)).await.unwrap();
+            assert_eq!(got.0.len(), 4);
+            assert_eq!(got.0[0], blocks[4 * run].1);
+        }
+        for b in [8, 9] {
+            let got = load(disk, &blocks[b].0).await.unwrap();
+            assert_eq!(got.0, vec![blocks[b].1.clone()]);
+        }
+        assert!(load(disk, &BlockKey::run(&a, 4, 2)).await.is_none());
+    }
 
     #[test]
     fn runs_are_about_a_mebibyte_of_blocks_and_differ_in_key_by_size() {

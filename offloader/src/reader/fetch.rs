@@ -56,13 +56,6 @@ impl LedgerShared {
         let start = run * self.per_run;
         start..(start + self.per_run).min(self.index.rows.len())
     }
-
-    /// Bytes `start..end` of the data object that run `run` spans.
-    fn run_span(&self, run: usize) -> Range<u64> {
-        let blocks = self.run_blocks(run);
-        let rows = &self.index.rows;
-        rows[blocks.start].offset..rows[blocks.end - 1].range().end
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,24 +102,6 @@ async fn load(disk: &DiskRuns, key: &BlockKey, object: &str) -> Option<Run> {
             disk.cache.remove(key);
             None
         }
-    }
-}
-
-/// The good blocks one ranged GET returned, kept for writing the runs
-/// they complete.
-pub(crate) struct GroupBody {
-    /// The group's blocks, in order: `None` where a block failed its check.
-    blocks: Vec<Option<Bytes>>,
-}
-
-impl GroupBody {
-    /// Block `b` as this body (of group `group`) holds it, if it does and
-    /// the block passed its check.
-    fn block(&self, group: &Range<usize>, b: usize) -> Option<Bytes> {
-        if !group.contains(&b) {
-            return None;
-        }
-        self.blocks[b - group.start].clone()
     }
 }
 
@@ -231,6 +206,17 @@ impl TieredReader {
         let ledger = claim.ledger.clone();
         let mut blocks: Vec<usize> = claim.senders.keys().copied().collect();
         blocks.sort_unstable();
+        // Blocks memory evicted that still wait for their runs to go to disk.
+        blocks.retain(|&b| match self.cache.evicted(&ledger.key(b)) {
+            Some(bytes) => {
+                if purpose == Purpose::Read {
+                    Counters::add(&self.counters.memory_hits, 1);
+                }
+                claim.resolve(b, Ok(bytes));
+                false
+            }
+            None => true,
+        });
         if self.cache.disk.is_some() {
             let mut runs: Vec<usize> = blocks.iter().map(|b| ledger.run_of(*b)).collect();
             runs.dedup();
@@ -285,60 +271,13 @@ impl TieredReader {
         let groups = self.coalesce(&ledger, &blocks);
         let fetched = join_all(
             groups
-                .iter()
-                .map(|g| self.fetch_group(&ledger, g.clone(), purpose)),
+                .into_iter()
+                .map(|g| self.fetch_group(&ledger, g, purpose)),
         )
         .await;
-        let mut bodies = Vec::new();
-        for (group, (results, body)) in groups.into_iter().zip(fetched) {
+        for results in fetched {
             for (b, res) in results {
                 claim.resolve(b, res);
-            }
-            bodies.push((group, body));
-        }
-        self.write_runs(&ledger, &bodies);
-    }
-
-    /// Puts on disk every run that the fetched groups completed, from the
-    /// blocks these GETs returned and, for a run that began (or ends) in
-    /// other fetches, the blocks in memory, if all are still there. A run
-    /// is a list of its blocks: nothing is copied until foyer writes it.
-    fn write_runs(&self, ledger: &LedgerShared, bodies: &[(Range<usize>, Option<GroupBody>)]) {
-        let Some(disk) = &self.cache.disk else {
-            return;
-        };
-        let mut runs: Vec<usize> = bodies
-            .iter()
-            .filter(|(g, _)| !g.is_empty())
-            .flat_map(|(g, _)| ledger.run_of(g.start)..=ledger.run_of(g.end - 1))
-            .collect();
-        runs.sort_unstable();
-        runs.dedup();
-        for run in runs {
-            let blocks = ledger.run_blocks(run);
-            let span = ledger.run_span(run);
-            if span.end - span.start > disk.max_run_bytes {
-                continue;
-            }
-            let key = BlockKey::run(&ledger.data_key, ledger.per_run, run);
-            if disk.cache.contains(&key) {
-                continue;
-            }
-            let parts: Option<Vec<Bytes>> = blocks
-                .map(|b| {
-                    bodies
-                        .iter()
-                        .find_map(|(g, body)| body.as_ref()?.block(g, b))
-                        .or_else(|| {
-                            self.cache
-                                .memory
-                                .get(&ledger.key(b))
-                                .map(|e| e.value().clone())
-                        })
-                })
-                .collect();
-            if let Some(parts) = parts {
-                disk.cache.insert(key, Run(parts));
             }
         }
     }
@@ -400,9 +339,7 @@ impl TieredReader {
     }
 
     /// Groups of adjacent blocks, each at most `range_bytes` (a bigger
-    /// single block is a group of its own). A group that is full ends at
-    /// the last disk-run boundary inside it where there is one, so that
-    /// the runs it holds are whole and go to disk as soon as it is in.
+    /// single block is a group of its own).
     fn coalesce(&self, ledger: &LedgerShared, blocks: &[usize]) -> Vec<Range<usize>> {
         let rows = &ledger.index.rows;
         let len = |b: usize| u64::from(rows[b].len);
@@ -413,18 +350,6 @@ impl TieredReader {
                 Some(g) if g.end == b && bytes + len(b) <= self.config.range_bytes => {
                     g.end = b + 1;
                     bytes += len(b);
-                }
-                Some(g) if g.end == b => {
-                    let cut = ledger.run_blocks(ledger.run_of(b)).start;
-                    let moved: u64 = (cut.max(g.start)..=b).map(len).sum();
-                    if cut > g.start && moved <= self.config.range_bytes {
-                        g.end = cut;
-                        groups.push(cut..b + 1);
-                        bytes = moved;
-                    } else {
-                        groups.push(b..b + 1);
-                        bytes = len(b);
-                    }
                 }
                 _ => {
                     groups.push(b..b + 1);
@@ -442,10 +367,10 @@ impl TieredReader {
         ledger: &LedgerShared,
         blocks: Range<usize>,
         purpose: Purpose,
-    ) -> (Vec<(usize, Shared1)>, Option<GroupBody>) {
+    ) -> Vec<(usize, Shared1)> {
         let rows = &ledger.index.rows[blocks.clone()];
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-            return (Vec::new(), None);
+            return Vec::new();
         };
         let _ahead = match purpose {
             Purpose::ReadAhead => self.ahead_limiter.acquire().await.ok(),
@@ -464,39 +389,28 @@ impl TieredReader {
         .await;
         let mut out = Vec::with_capacity(rows.len());
         let mut again = Vec::new();
-        let mut body = None;
         match fetched {
             Ok(fetched) => {
                 let got = fetched.blocks;
                 self.count_get(got.iter().map(|(b, _)| b.len()).sum());
-                let mut kept = Vec::with_capacity(rows.len());
-                let mut got = got.into_iter();
-                for (i, row) in rows.iter().enumerate() {
-                    // Every block is there: the body had the range's length.
-                    let good = got
-                        .next()
-                        .filter(|(block, crc)| {
-                            check_block_crc(&ledger.data_key, row, block, *crc).is_ok()
-                        })
-                        .map(|(block, _)| block);
-                    match &good {
-                        Some(block) => out.push((blocks.start + i, Ok(block.clone()))),
-                        None => again.push(blocks.start + i),
+                // Every block is there: the body had the range's length.
+                for ((i, row), (block, crc)) in rows.iter().enumerate().zip(got) {
+                    match check_block_crc(&ledger.data_key, row, &block, crc) {
+                        Ok(()) => out.push((blocks.start + i, Ok(block))),
+                        Err(_) => again.push(blocks.start + i),
                     }
-                    kept.push(good);
                 }
-                body = Some(GroupBody { blocks: kept });
             }
             Err(e) if e.is_corrupt() => again.extend(blocks.clone()),
             Err(e) => {
                 let e = Arc::new(e);
-                return (blocks.map(|b| (b, Err(e.clone()))).collect(), None);
+                return blocks.map(|b| (b, Err(e.clone()))).collect();
             }
         }
         for b in again {
             out.push((b, self.refetch(ledger, b).await.map_err(Arc::new)));
         }
-        (out, body)
+        out
     }
 
     /// The second and last try of a block that came back damaged.

@@ -317,15 +317,6 @@ impl ColdLedger {
             bytes += u64::from(len);
             end += 1;
         }
-        // Back to the last disk-cache run boundary, if there is one past
-        // `start`: the runs read-ahead fetches are then whole in its GETs
-        // and go to disk without a copy (the next step starts there).
-        let per_run = self.shared.per_run;
-        let boundary = end / per_run * per_run;
-        if end < rows.len() && boundary > start {
-            end = boundary;
-            permits.truncate(end - start);
-        }
         if end == start {
             return;
         }

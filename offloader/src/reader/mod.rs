@@ -126,6 +126,10 @@ pub struct ReaderStats {
     pub in_flight_requests: u64,
     /// Bytes held by the memory cache.
     pub memory_cache_bytes: u64,
+    /// Entries (runs of blocks, or single blocks) written to the disk
+    /// cache, and their bytes.
+    pub disk_cache_writes: u64,
+    pub disk_cache_write_bytes: u64,
     /// Bytes fetched ahead of readers and not read yet.
     pub read_ahead_held_bytes: u64,
 }
@@ -341,6 +345,7 @@ impl TieredReader {
 
     pub fn stats(&self) -> ReaderStats {
         let c = &self.counters;
+        let (disk_cache_writes, disk_cache_write_bytes) = self.cache.disk_writes();
         ReaderStats {
             memory_hits: Counters::get(&c.memory_hits),
             disk_hits: Counters::get(&c.disk_hits),
@@ -356,6 +361,8 @@ impl TieredReader {
             in_flight_requests: (self.config.max_concurrent_requests
                 - self.limiter.available_permits()) as u64,
             memory_cache_bytes: self.cache.memory.usage() as u64,
+            disk_cache_writes,
+            disk_cache_write_bytes,
             read_ahead_held_bytes: (self.config.ahead_budget_permits()
                 - self.ahead_budget.available_permits()) as u64,
         }
@@ -365,17 +372,11 @@ impl TieredReader {
         &self.config
     }
 
-    /// Waits for pending disk-cache writes and closes the cache; call before
-    /// dropping the last reader when the disk cache should survive a restart.
+    /// Writes what the memory cache holds to the disk cache, waits for the
+    /// writes and closes the cache: call before dropping the last reader
+    /// (at shutdown) when the disk cache should survive a restart.
     pub async fn close(&self) -> Result<()> {
-        match &self.cache.disk {
-            Some(disk) => disk
-                .cache
-                .close()
-                .await
-                .map_err(|e| OffloadError::Other(format!("closing the block cache: {e}"))),
-            None => Ok(()),
-        }
+        self.cache.close().await
     }
 }
 
