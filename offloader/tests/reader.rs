@@ -633,22 +633,32 @@ async fn a_scan_that_fits_in_memory_reaches_the_disk_cache_at_close() {
 #[tokio::test]
 async fn a_scan_bigger_than_memory_writes_whole_runs_as_memory_evicts() {
     let dir = tempfile::tempdir().unwrap();
-    // ~6 MB in 8 KiB blocks (64 to a run), through 1 MiB of memory.
-    let s = setup(38, &random_sizes(38, 3000, 4000), 8192).await;
+    // ~12 MB in 8 KiB blocks (64 to a run), through 4 MiB of memory.
+    let s = setup(38, &random_sizes(38, 6000, 4000), 8192).await;
     let reader = reader_with(ReaderConfig {
-        memory_cache_bytes: 1 << 20,
+        memory_cache_bytes: 4 << 20,
         disk_cache_dir: Some(dir.path().to_path_buf()),
         disk_cache_bytes: 32 << 20,
         ..config()
     })
     .await;
     let (ledger, _, _) = open(&reader, &s).await;
-    expect(&s.sent, 0, &read_on(&ledger, 0, 2999).await);
+    // As a consumer reads: a bounded batch at a time.
+    let mut next = 0;
+    while next < 6000 {
+        let got = ledger.read(next, 5999, 256 << 10).await.unwrap();
+        expect(&s.sent, next, &got);
+        next = got.last().unwrap().0 + 1;
+    }
     let st = reader.stats();
-    assert!(st.disk_cache_write_bytes >= 3 << 20, "{st:?}");
+    assert!(st.disk_cache_write_bytes >= 6 << 20, "{st:?}");
     assert!(
         st.disk_cache_write_bytes / st.disk_cache_writes >= 256 << 10,
         "written block by block: {st:?}"
+    );
+    assert_eq!(
+        st.disk_hits, 0,
+        "blocks left memory before they were read: {st:?}"
     );
 }
 

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use foyer::{
@@ -201,16 +201,16 @@ const MAX_RUN_DECODE: usize = 64 << 20;
 ///
 /// [`close`]: BlockCache::close
 pub(crate) struct BlockCache {
-    pub memory: foyer::Cache<BlockKey, Bytes>,
+    pub memory: Arc<foyer::Cache<BlockKey, Bytes>>,
     pub disk: Option<DiskRuns>,
     evicted: Option<Arc<EvictToDisk>>,
 }
 
 impl BlockCache {
-    /// A block memory evicted that waits for the rest of its run before
-    /// going to disk: it is in neither tier meanwhile, but still here.
+    /// A block memory evicted that is parked until its run is whole (see
+    /// [`EvictToDisk`]): in neither tier meanwhile, but here.
     pub fn evicted(&self, key: &BlockKey) -> Option<Bytes> {
-        self.evicted.as_ref()?.waiting(key)
+        self.evicted.as_ref()?.parked(key)
     }
 
     /// Entries (runs or single blocks) given to the disk tier so far, and
@@ -221,15 +221,14 @@ impl BlockCache {
         })
     }
 
-    /// Writes every block memory holds (and every evicted block still
-    /// waiting for its run) to the disk tier, as runs where they are whole,
-    /// waits for the writes and closes the disk tier. Memory is empty
-    /// afterwards.
+    /// Writes every block memory holds (and every parked one) to the disk
+    /// tier, as runs where they are whole, waits for the writes and closes
+    /// the disk tier. Memory is empty afterwards.
     pub async fn close(&self) -> Result<()> {
         let (Some(disk), Some(evicted)) = (&self.disk, &self.evicted) else {
             return Ok(());
         };
-        evicted.state.lock().closing = Some(Vec::new());
+        evicted.start_closing();
         self.memory.evict_all();
         let blocks = evicted.take_all();
         let started = std::time::Instant::now();
@@ -260,7 +259,8 @@ impl BlockCache {
 }
 
 /// Runs and single blocks to write for `blocks` (memory's whole content
-/// and the blocks waiting for their runs): sorted, a whole run of blocks
+/// and the parked blocks):
+/// sorted, a whole run of blocks
 /// becomes one run, anything else its blocks one by one; what the disk
 /// already has is left out.
 fn group_runs(mut blocks: Vec<(BlockKey, Bytes)>, disk: &DiskRuns) -> Vec<(BlockKey, Run)> {
@@ -292,26 +292,35 @@ fn group_runs(mut blocks: Vec<(BlockKey, Bytes)>, disk: &DiskRuns) -> Vec<(Block
     out
 }
 
-/// Writes what memory evicts to the disk tier. A block waits for the other
-/// blocks of its run (a sequential reader's blocks leave memory about in
-/// order, give or take what the cache's shards hold apart) and the run goes
-/// to disk as one piece once all are out. Blocks whose run does not fill in
-/// time (a random reader's, a ledger's short last run) go to disk one by
-/// one when the blocks waiting pass `limit` bytes, oldest run first.
+/// Writes what memory evicts to the disk tier, by runs where it can.
+///
+/// A block memory evicts takes the rest of its run along when memory (or
+/// the blocks parked here) holds all of it: the run goes to disk as one
+/// piece and its blocks leave memory together, so a scan, whose runs
+/// arrive together, is evicted by runs. A block whose run is not whole is
+/// parked until a run-mate's eviction completes it (foyer may evict two
+/// blocks of a run in one go, and reports them one after the other), and
+/// goes to disk on its own once the parked blocks pass `limit` bytes,
+/// oldest run first: a random reader's blocks, a ledger's short last run.
+/// Parked blocks are in neither tier, so reads look here too
+/// ([`BlockCache::evicted`]). Removals and replacements are not written:
+/// only evictions carry blocks memory had no room for.
 struct EvictToDisk {
     disk: HybridCache<BlockKey, Run>,
+    /// The memory tier the events come from (set once it is built).
+    memory: OnceLock<Weak<foyer::Cache<BlockKey, Bytes>>>,
     max_bytes: u64,
     limit: u64,
-    state: parking_lot::Mutex<Evicted>,
+    state: parking_lot::Mutex<Parked>,
     /// Entries (runs or single blocks) given to the disk tier, and bytes.
     writes: AtomicU64,
     write_bytes: AtomicU64,
 }
 
 #[derive(Default)]
-struct Evicted {
-    /// Runs some of whose blocks left memory, by run key.
-    partial: HashMap<BlockKey, Partial>,
+struct Parked {
+    /// Evicted blocks by run key, each run's by slot.
+    runs: HashMap<BlockKey, Partial>,
     /// The same runs, oldest first.
     order: BTreeMap<u64, BlockKey>,
     next: u64,
@@ -323,7 +332,6 @@ struct Evicted {
 struct Partial {
     seq: u64,
     blocks: Vec<Option<Bytes>>,
-    have: usize,
     bytes: u64,
 }
 
@@ -332,68 +340,151 @@ impl EventListener for EvictToDisk {
     type Value = Bytes;
 
     fn on_leave(&self, reason: Event, key: &BlockKey, value: &Bytes) {
+        // Before any lock: the removals below report here too.
         if reason != Event::Evict || key.run || value.len() as u64 > self.max_bytes {
             return;
         }
-        let mut writes = Vec::new();
+        let run = key.its_run();
+        let mut st = self.state.lock();
+        if let Some(all) = &mut st.closing {
+            all.push((key.clone(), value.clone()));
+            return;
+        }
+        if self.disk.contains(&run) || self.disk.contains(key) {
+            return;
+        }
+        let memory = self.memory.get().and_then(Weak::upgrade);
+        if let Some((blocks, in_memory)) = memory
+            .as_ref()
+            .and_then(|m| self.whole_run(&st, m, key, value))
         {
-            let mut st = self.state.lock();
-            if let Some(all) = &mut st.closing {
-                all.push((key.clone(), value.clone()));
-                return;
+            if st.runs.contains_key(&run) {
+                st.remove(&run);
             }
-            let run = key.its_run();
-            if self.disk.contains(&run) || self.disk.contains(key) {
-                return;
+            drop(st);
+            self.write(run, Run(blocks));
+            let memory = memory.expect("gathered from it");
+            for k in in_memory {
+                memory.remove(&k);
             }
-            let per_run = key.per_run.max(1) as usize;
-            let slot = (key.block % per_run as u64) as usize;
-            if !st.partial.contains_key(&run) {
-                let seq = st.next;
-                st.next += 1;
-                st.order.insert(seq, run.clone());
-                st.partial.insert(
-                    run.clone(),
-                    Partial {
-                        seq,
-                        blocks: vec![None; per_run],
-                        have: 0,
-                        bytes: 0,
-                    },
-                );
-            }
-            let p = st.partial.get_mut(&run).expect("inserted above");
-            if p.blocks[slot].is_some() {
-                return;
-            }
+            return;
+        }
+        let per_run = key.per_run.max(1) as usize;
+        let slot = (key.block % per_run as u64) as usize;
+        let seq = st.next;
+        if !st.runs.contains_key(&run) {
+            st.next += 1;
+            st.order.insert(seq, run.clone());
+        }
+        let p = st.runs.entry(run).or_insert_with(|| Partial {
+            seq,
+            blocks: vec![None; per_run],
+            bytes: 0,
+        });
+        if p.blocks[slot].is_none() {
             p.blocks[slot] = Some(value.clone());
-            p.have += 1;
             p.bytes += value.len() as u64;
             st.bytes += value.len() as u64;
-            if st.partial[&run].have == per_run {
-                let p = st.remove(&run);
-                if p.bytes <= self.max_bytes {
-                    writes.push((run, Run(p.blocks.into_iter().flatten().collect())));
-                } else {
-                    writes.extend(singles(&run, p));
-                }
-            }
-            while st.bytes > self.limit {
-                let Some((_, oldest)) = st.order.pop_first() else {
-                    break;
-                };
-                let p = st.remove(&oldest);
-                writes.extend(singles(&oldest, p));
-            }
         }
-        for (key, run) in writes {
-            self.write(key, run);
+        let mut spill = Vec::new();
+        while st.bytes > self.limit {
+            let Some((_, oldest)) = st.order.first_key_value().map(|(s, k)| (*s, k.clone())) else {
+                break;
+            };
+            let p = st.remove(&oldest);
+            spill.extend(singles(&oldest, p));
+        }
+        drop(st);
+        for (key, block) in spill {
+            self.write(key, Run(vec![block]));
         }
     }
 }
 
-/// The blocks of a partial run, each under its own key.
-fn singles(run: &BlockKey, p: Partial) -> impl Iterator<Item = (BlockKey, Run)> + '_ {
+impl EvictToDisk {
+    /// The run of `key` (just evicted, with `value`) when the blocks parked
+    /// and memory hold all the rest of it and it fits a disk entry: its
+    /// blocks in order, and the keys of those in memory.
+    fn whole_run(
+        &self,
+        st: &Parked,
+        memory: &foyer::Cache<BlockKey, Bytes>,
+        key: &BlockKey,
+        value: &Bytes,
+    ) -> Option<(Vec<Bytes>, Vec<BlockKey>)> {
+        let per_run = u64::from(key.per_run.max(1));
+        let first = key.block / per_run * per_run;
+        let parked = st.runs.get(&key.its_run());
+        let mut blocks = Vec::with_capacity(per_run as usize);
+        let mut in_memory = Vec::with_capacity(per_run as usize);
+        let mut bytes = 0u64;
+        for b in first..first + per_run {
+            let slot = (b - first) as usize;
+            let block = if b == key.block {
+                value.clone()
+            } else if let Some(block) = parked.and_then(|p| p.blocks[slot].clone()) {
+                block
+            } else {
+                let k = BlockKey {
+                    block: b,
+                    ..key.clone()
+                };
+                let block = memory.get(&k)?.value().clone();
+                in_memory.push(k);
+                block
+            };
+            bytes += block.len() as u64;
+            if bytes > self.max_bytes {
+                return None;
+            }
+            blocks.push(block);
+        }
+        Some((blocks, in_memory))
+    }
+
+    fn write(&self, key: BlockKey, run: Run) {
+        Counters::add(&self.writes, 1);
+        Counters::add(&self.write_bytes, run.len() as u64);
+        self.disk.insert(key, run);
+    }
+
+    fn parked(&self, key: &BlockKey) -> Option<Bytes> {
+        let st = self.state.lock();
+        let p = st.runs.get(&key.its_run())?;
+        p.blocks[(key.block % u64::from(key.per_run.max(1))) as usize].clone()
+    }
+
+    /// Starts closing: from now on memory's evictions are collected, not
+    /// written.
+    fn start_closing(&self) {
+        self.state.lock().closing = Some(Vec::new());
+    }
+
+    /// What was collected since closing began, and every parked block.
+    fn take_all(&self) -> Vec<(BlockKey, Bytes)> {
+        let mut st = self.state.lock();
+        let mut all = st.closing.take().unwrap_or_default();
+        let runs = std::mem::take(&mut st.runs);
+        st.order.clear();
+        st.bytes = 0;
+        for (run, p) in runs {
+            all.extend(singles(&run, p));
+        }
+        all
+    }
+}
+
+impl Parked {
+    fn remove(&mut self, run: &BlockKey) -> Partial {
+        let p = self.runs.remove(run).expect("a parked run");
+        self.order.remove(&p.seq);
+        self.bytes -= p.bytes;
+        p
+    }
+}
+
+/// The parked blocks of a run, each under its own key.
+fn singles(run: &BlockKey, p: Partial) -> impl Iterator<Item = (BlockKey, Bytes)> + '_ {
     let first = run.block * u64::from(run.per_run.max(1));
     p.blocks.into_iter().enumerate().filter_map(move |(i, b)| {
         let key = BlockKey {
@@ -402,44 +493,8 @@ fn singles(run: &BlockKey, p: Partial) -> impl Iterator<Item = (BlockKey, Run)> 
             block: first + i as u64,
             run: false,
         };
-        Some((key, Run(vec![b?])))
+        Some((key, b?))
     })
-}
-
-impl Evicted {
-    fn remove(&mut self, run: &BlockKey) -> Partial {
-        let p = self.partial.remove(run).expect("a partial run");
-        self.order.remove(&p.seq);
-        self.bytes -= p.bytes;
-        p
-    }
-}
-
-impl EvictToDisk {
-    fn write(&self, key: BlockKey, run: Run) {
-        Counters::add(&self.writes, 1);
-        Counters::add(&self.write_bytes, run.len() as u64);
-        self.disk.insert(key, run);
-    }
-
-    fn waiting(&self, key: &BlockKey) -> Option<Bytes> {
-        let st = self.state.lock();
-        let p = st.partial.get(&key.its_run())?;
-        p.blocks[(key.block % u64::from(key.per_run.max(1))) as usize].clone()
-    }
-
-    /// Everything waiting and everything memory gave up since closing began.
-    fn take_all(&self) -> Vec<(BlockKey, Bytes)> {
-        let mut st = self.state.lock();
-        let mut all = st.closing.take().unwrap_or_default();
-        let partial = std::mem::take(&mut st.partial);
-        st.order.clear();
-        st.bytes = 0;
-        for (run, p) in partial {
-            all.extend(singles(&run, p).map(|(k, mut r)| (k, r.0.pop().expect("one block"))));
-        }
-        all
-    }
 }
 
 /// Runs on disk (see [`BlockCache`]).
@@ -456,11 +511,10 @@ pub(crate) struct DiskRuns {
 pub(crate) const RUN_BYTES: u64 = 1 << 20;
 /// Most blocks in one run.
 const MAX_RUN_BLOCKS: u64 = 64;
-/// Bounds of the evicted blocks that wait for the rest of their runs (an
-/// eighth of the memory tier): a few runs at least, so a sequential
-/// reader's runs fill; at most what the memory tier's shards hold apart.
-const MIN_WAITING_BYTES: u64 = 4 << 20;
-const MAX_WAITING_BYTES: u64 = 64 << 20;
+/// Bounds of the blocks parked until their runs are whole (an eighth of the
+/// memory tier).
+const MIN_PARKED_BYTES: u64 = 4 << 20;
+const MAX_PARKED_BYTES: u64 = 64 << 20;
 /// Memory of the disk tier's own foyer front: runs wait there only until
 /// written (the blocks themselves live in [`BlockCache::memory`]).
 const RUN_FRONT_BYTES: usize = 8 << 20;
@@ -493,7 +547,7 @@ pub(crate) async fn build_cache(
         .with_weighter(|k: &BlockKey, v: &Bytes| k.object.len() + v.len() + 64);
     let Some((dir, bytes)) = disk else {
         return Ok(BlockCache {
-            memory: memory.build(),
+            memory: Arc::new(memory.build()),
             disk: None,
             evicted: None,
         });
@@ -508,13 +562,15 @@ pub(crate) async fn build_cache(
     }?;
     let evicted = Arc::new(EvictToDisk {
         disk: disk.cache.clone(),
+        memory: OnceLock::new(),
         max_bytes: disk.max_run_bytes,
-        limit: (memory_bytes / 8).clamp(MIN_WAITING_BYTES, MAX_WAITING_BYTES),
+        limit: (memory_bytes / 8).clamp(MIN_PARKED_BYTES, MAX_PARKED_BYTES),
         state: Default::default(),
         writes: AtomicU64::new(0),
         write_bytes: AtomicU64::new(0),
     });
-    let memory = memory.with_event_listener(evicted.clone()).build();
+    let memory = Arc::new(memory.with_event_listener(evicted.clone()).build());
+    let _ = evicted.memory.set(Arc::downgrade(&memory));
     Ok(BlockCache {
         memory,
         disk: Some(disk),
@@ -684,13 +740,13 @@ mod tests {
         }
     }
 
-    /// Memory's evictions, as foyer reports them: a run reaches the disk
-    /// tier as one entry once all its blocks left memory, in any order, and
-    /// its blocks are at hand meanwhile; blocks whose run does not fill go
-    /// to disk one by one once those waiting pass the limit; removals and
-    /// blocks already on disk are left alone.
+    /// A block memory evicts takes its run to disk when memory (and the
+    /// parked blocks) hold the rest of it, and the run's blocks leave
+    /// memory together; a block whose run is not whole is parked, and
+    /// written alone once the parked blocks pass the limit; removals, and
+    /// blocks whose run is on disk already, are not written.
     #[tokio::test]
-    async fn evicted_blocks_reach_disk_as_whole_runs_and_stragglers_alone() {
+    async fn an_evicted_block_takes_its_whole_run_to_disk_or_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let cache = build_cache(8 << 20, Some((dir.path(), 64 << 20)))
             .await
@@ -699,54 +755,74 @@ mod tests {
             cache.disk.as_ref().unwrap(),
             cache.evicted.as_ref().unwrap(),
         );
-        assert_eq!(evict.limit, MIN_WAITING_BYTES);
+        assert_eq!(evict.limit, MIN_PARKED_BYTES);
         let a: Arc<str> = "t/1-u/data".into();
         let run0: Vec<_> = (0..4).map(|b| block(&a, 4, b, 1000 + b)).collect();
-        for i in [2, 0, 3] {
-            evict.on_leave(Event::Evict, &run0[i].0, &run0[i].1);
+        for (k, v) in &run0[..3] {
+            cache.memory.insert(k.clone(), v.clone());
         }
-        assert_eq!(cache.disk_writes(), (0, 0));
-        assert_eq!(cache.evicted(&run0[0].0), Some(run0[0].1.clone()));
-        assert_eq!(cache.evicted(&run0[1].0), None);
-        evict.on_leave(Event::Remove, &run0[1].0, &run0[1].1);
+        let (k3, v3) = &run0[3];
+        evict.on_leave(Event::Remove, k3, v3);
         assert_eq!(cache.disk_writes(), (0, 0), "a removal is not written");
-        evict.on_leave(Event::Evict, &run0[1].0, &run0[1].1);
+        // Block 2 evicted while 0, 1 and 3 are in memory: the run goes.
+        cache.memory.insert(k3.clone(), v3.clone());
+        cache.memory.remove(&run0[2].0);
+        evict.on_leave(Event::Evict, &run0[2].0, &run0[2].1);
         assert_eq!(cache.disk_writes(), (1, 4006));
-        assert_eq!(cache.evicted(&run0[0].0), None);
+        assert_eq!(cache.memory.usage(), 0, "the run left memory together");
         let got = load(disk, &BlockKey::run(&a, 4, 0)).await.unwrap();
         let want: Vec<Bytes> = run0.iter().map(|(_, b)| b.clone()).collect();
         assert_eq!(got.0, want, "the run's blocks, in order");
         // Evicted again (read back from the run meanwhile): already there.
-        evict.on_leave(Event::Evict, &run0[3].0, &run0[3].1);
+        evict.on_leave(Event::Evict, &run0[1].0, &run0[1].1);
         assert_eq!(cache.disk_writes(), (1, 4006));
 
-        // Two blocks of run 2 wait; other runs' lone blocks push them out.
-        let straggler = [8, 9].map(|b| block(&a, 4, b, 1000));
-        for (k, v) in &straggler {
+        // Blocks 4 and 5 evicted in one go: 4 is parked (and at hand), 5
+        // completes the run with 6 and 7 from memory.
+        let run1: Vec<_> = (4..8).map(|b| block(&a, 4, b, 2000)).collect();
+        for (k, v) in &run1[2..] {
+            cache.memory.insert(k.clone(), v.clone());
+        }
+        evict.on_leave(Event::Evict, &run1[0].0, &run1[0].1);
+        assert_eq!(cache.disk_writes(), (1, 4006));
+        assert_eq!(cache.evicted(&run1[0].0), Some(run1[0].1.clone()));
+        assert_eq!(cache.evicted(&run1[1].0), None);
+        evict.on_leave(Event::Evict, &run1[1].0, &run1[1].1);
+        assert_eq!(cache.disk_writes(), (2, 4006 + 8000));
+        assert_eq!(cache.evicted(&run1[0].0), None);
+        assert_eq!(cache.memory.usage(), 0);
+        let got = load(disk, &BlockKey::run(&a, 4, 1)).await.unwrap();
+        assert_eq!(got.0[0], run1[0].1);
+
+        // Lone blocks (runs that never fill) stay parked up to the limit;
+        // past it the oldest run's blocks go to disk one by one.
+        let lone = [9, 10].map(|b| block(&a, 4, b, 1000));
+        for (k, v) in &lone {
             evict.on_leave(Event::Evict, k, v);
         }
-        let others: Vec<_> = (0..7)
+        let others: Vec<_> = (0..8)
             .map(|i| block(&a, 4, 100 + 4 * i, 512 << 10))
             .collect();
-        for (k, v) in &others {
+        for (k, v) in &others[..7] {
             evict.on_leave(Event::Evict, k, v);
         }
-        assert_eq!(cache.disk_writes(), (1, 4006), "3.5 MiB + 2000 bytes wait");
-        let last = block(&a, 4, 200, 512 << 10);
-        evict.on_leave(Event::Evict, &last.0, &last.1);
-        // Over the limit: run 2's two blocks go (the oldest), and that is
-        // enough.
-        assert_eq!(cache.disk_writes(), (3, 4006 + 2000));
-        for (k, v) in &straggler {
+        assert_eq!(
+            cache.disk_writes(),
+            (2, 12_006),
+            "3.5 MiB + 2000 bytes parked"
+        );
+        evict.on_leave(Event::Evict, &others[7].0, &others[7].1);
+        assert_eq!(cache.disk_writes(), (4, 14_006), "the oldest run went");
+        for (k, v) in &lone {
             assert_eq!(cache.evicted(k), None);
             assert_eq!(load(disk, k).await.unwrap().0, vec![v.clone()]);
         }
         assert_eq!(cache.evicted(&others[0].0), Some(others[0].1.clone()));
     }
 
-    /// `close` writes memory's blocks and those waiting: whole runs as
-    /// runs, the rest one by one, nothing twice; a cache opened again on
-    /// the directory finds them.
+    /// `close` writes memory's blocks and the parked ones: whole runs as
+    /// runs, the rest one by one; a cache opened again on the directory
+    /// finds them.
     #[tokio::test]
     async fn close_writes_what_memory_holds_as_runs() {
         let dir = tempfile::tempdir().unwrap();
@@ -756,12 +832,20 @@ mod tests {
             let cache = build_cache(8 << 20, Some((dir.path(), 64 << 20)))
                 .await
                 .unwrap();
-            // Blocks 0..8 (runs 0 and 1) and 9 in memory; 8 evicted, waiting.
-            for (k, v) in blocks.iter().filter(|(k, _)| k.block != 8) {
+            // Runs 0 and 1 whole in memory but for block 5, which is
+            // parked; run 2 in part (blocks 8, 9).
+            for (k, v) in blocks.iter().filter(|(k, _)| k.block != 5) {
                 cache.memory.insert(k.clone(), v.clone());
             }
+            let (k5, v5) = &blocks[5];
             let evict = cache.evicted.as_ref().unwrap();
-            evict.on_leave(Event::Evict, &blocks[8].0, &blocks[8].1);
+            // As if evicted with one of its run-mates, reported second.
+            cache.memory.remove(&blocks[4].0);
+            evict.on_leave(Event::Evict, k5, v5);
+            cache
+                .memory
+                .insert(blocks[4].0.clone(), blocks[4].1.clone());
+            assert_eq!(cache.evicted(k5), Some(v5.clone()));
             cache.close().await.unwrap();
             assert_eq!(cache.memory.usage(), 0);
             assert_eq!(cache.disk_writes(), (4, 30_000));

@@ -206,7 +206,7 @@ impl TieredReader {
         let ledger = claim.ledger.clone();
         let mut blocks: Vec<usize> = claim.senders.keys().copied().collect();
         blocks.sort_unstable();
-        // Blocks memory evicted that still wait for their runs to go to disk.
+        // Blocks memory evicted that wait for the rest of their runs.
         blocks.retain(|&b| match self.cache.evicted(&ledger.key(b)) {
             Some(bytes) => {
                 if purpose == Purpose::Read {
