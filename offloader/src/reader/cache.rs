@@ -235,6 +235,10 @@ impl BlockCache {
         let (mut bytes, mut batch) = (0u64, 0u64);
         for (key, run) in group_runs(blocks, disk) {
             let len = run.len() as u64;
+            // More than the disk holds would only push out what was written.
+            if bytes + len > disk.capacity {
+                break;
+            }
             evicted.write(key, run);
             bytes += len;
             batch += len;
@@ -505,6 +509,8 @@ pub(crate) struct DiskRuns {
     pub max_run_bytes: u64,
     /// Bytes the flushers take in before foyer drops what it is given.
     queue_bytes: u64,
+    /// The disk tier's size.
+    capacity: u64,
 }
 
 /// Bytes of blocks a disk run aims at (see [`run_blocks`]).
@@ -512,7 +518,7 @@ pub(crate) const RUN_BYTES: u64 = 1 << 20;
 /// Most blocks in one run.
 const MAX_RUN_BLOCKS: u64 = 64;
 /// Bounds of the blocks parked until their runs are whole (an eighth of the
-/// memory tier).
+/// memory tier, but never more than the memory tier itself).
 const MIN_PARKED_BYTES: u64 = 4 << 20;
 const MAX_PARKED_BYTES: u64 = 64 << 20;
 /// Memory of the disk tier's own foyer front: runs wait there only until
@@ -564,7 +570,9 @@ pub(crate) async fn build_cache(
         disk: disk.cache.clone(),
         memory: OnceLock::new(),
         max_bytes: disk.max_run_bytes,
-        limit: (memory_bytes / 8).clamp(MIN_PARKED_BYTES, MAX_PARKED_BYTES),
+        limit: (memory_bytes / 8)
+            .clamp(MIN_PARKED_BYTES, MAX_PARKED_BYTES)
+            .min(memory_bytes),
         state: Default::default(),
         writes: AtomicU64::new(0),
         write_bytes: AtomicU64::new(0),
@@ -619,6 +627,7 @@ async fn build_disk(dir: &std::path::Path, bytes: u64, direct: bool) -> Result<D
         // Room for foyer's entry header, the key and alignment.
         max_run_bytes: (block_size - (64 << 10)) as u64,
         queue_bytes: 2 * buffers as u64,
+        capacity: bytes,
     })
 }
 
@@ -818,6 +827,27 @@ mod tests {
             assert_eq!(load(disk, k).await.unwrap().0, vec![v.clone()]);
         }
         assert_eq!(cache.evicted(&others[0].0), Some(others[0].1.clone()));
+    }
+
+    /// `close` writes no more than the disk tier holds.
+    #[tokio::test]
+    async fn close_writes_at_most_the_disk_tiers_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = build_cache(64 << 20, Some((dir.path(), 16 << 20)))
+            .await
+            .unwrap();
+        let a: Arc<str> = "t/3-u/data".into();
+        for b in 0..384 {
+            let (k, v) = block(&a, 16, b, 64 << 10);
+            cache.memory.insert(k, v);
+        }
+        assert!(cache.memory.usage() >= 24 << 20);
+        cache.close().await.unwrap();
+        let (writes, bytes) = cache.disk_writes();
+        assert!(
+            bytes <= 16 << 20 && writes > 0,
+            "{writes} writes, {bytes} bytes"
+        );
     }
 
     /// `close` writes memory's blocks and the parked ones: whole runs as
