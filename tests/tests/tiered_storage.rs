@@ -595,6 +595,10 @@ async fn perf_cold_read_reports_every_figure_and_cleans_up() {
                     "--size-mb",
                     "24",
                     "--floor",
+                    "--first-message-probes",
+                    "3",
+                    "--probe-mb",
+                    "2",
                     "--json",
                 ])
                 .envs(c.garage.env())
@@ -624,6 +628,7 @@ async fn perf_cold_read_reports_every_figure_and_cleans_up() {
             "raw_ranged_get_ms",
             "cold_vs_raw",
             "warm_vs_cold",
+            "first_message_ms",
             "first_message_vs_ranged_get",
             "floor_mb_per_sec",
             "cold_vs_floor",
@@ -672,7 +677,25 @@ async fn perf_cold_read_reports_every_figure_and_cleans_up() {
             ),
             "{r}"
         );
-        // Its fresh topic is gone, and with it the objects the raw baseline
+        // The first message is judged on the probes' median.
+        let mut probes: Vec<f64> = r["first_message_probes_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(probes.len(), 3, "{r}");
+        assert!(probes.iter().all(|p| *p > 0.0), "{r}");
+        probes.sort_by(f64::total_cmp);
+        assert_eq!(f("first_message_ms"), probes[1], "{r}");
+        assert!(
+            close(
+                f("first_message_vs_ranged_get"),
+                f("first_message_ms") / f("raw_ranged_get_ms")
+            ),
+            "{r}"
+        );
+        // Its fresh topics are gone, and with it the objects the raw baseline
         // read (raw_bytes above): a run leaves nothing in the cold tier.
         let left = c.object_bases().await;
         assert!(left.is_empty(), "objects left after the run: {left:?}");
