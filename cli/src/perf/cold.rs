@@ -260,10 +260,12 @@ async fn measure(
     }
 
     // 3. Cold, then warm reads.
+    settle_disks().await;
     tracing::info!("cold read starts");
     let clock = MachineClock::start();
     let (cold_secs, cold_first) = read_all(&client, &topic, "cold", messages, args.timeout).await?;
     machine_cpu.cold = clock.stop();
+    settle_disks().await;
     tracing::info!("warm read starts");
     let clock = MachineClock::start();
     let (warm_secs, warm_first) = read_all(&client, &topic, "warm", messages, args.timeout).await?;
@@ -315,6 +317,7 @@ async fn measure(
     let raw_bytes: u64 = objects.iter().map(|o| o.size).sum();
     // Three passes, the median taken: one pass of a loopback store varies
     // by ±15 % from run to run on a small machine.
+    settle_disks().await;
     tracing::info!("raw read starts");
     let clock = MachineClock::start();
     let (raw, raw_runs) = median_of_three(|| async {
@@ -334,6 +337,7 @@ async fn measure(
     machine_cpu.raw = clock.stop();
     tracing::info!("raw read ends");
     let floor = if args.floor {
+        settle_disks().await;
         tracing::info!("relay floor starts");
         let (floor, _) = median_of_three(|| {
             relay::relay_mb_per_sec(store.store().clone(), &ranges, args.raw_concurrency)
@@ -386,6 +390,22 @@ async fn measure(
         floor_vs_raw: floor.map(|f| f / raw.max(1e-9)),
         machine_cpu,
     })
+}
+
+/// Writes this machine's dirty pages out before a timed phase. An object
+/// store on this machine (Garage in our tests) leaves what the offload
+/// wrote in the page cache, and the kernel writes it back later: on the
+/// development VM, 520 MB went to disk during the cold read, a second or
+/// two after the offload that wrote them ended, and took disk time and
+/// CPU from the read. Without a local store this costs one cheap syscall.
+async fn settle_disks() {
+    let started = Instant::now();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    let _ = tokio::task::spawn_blocking(|| unsafe { libc::sync() }).await;
+    tracing::debug!(
+        secs = started.elapsed().as_secs_f64(),
+        "dirty pages written back"
+    );
 }
 
 fn topic_path(local: &str) -> String {
