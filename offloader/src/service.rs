@@ -513,13 +513,14 @@ impl Offloader {
                 progress,
             )
             .await?;
+            let uploaded = started.elapsed();
             // With the configured timeouts and retries: a hung store must
             // fail the pass in bounded time, like the upload's requests.
             upload::verify_with(store.store(), &objects, &io, &self.inner.cfg.upload.retry).await?;
-            Ok::<_, OffloadError>(objects)
+            Ok::<_, OffloadError>((objects, uploaded, started.elapsed() - uploaded))
         }
         .await;
-        let objects = match result {
+        let (objects, upload_time, verify_time) = match result {
             Ok(o) => o,
             Err(e) => {
                 self.delete_upload_objects(record.clone()).await;
@@ -545,6 +546,8 @@ impl Offloader {
             ledger_id = l.ledger_id,
             bytes,
             secs,
+            upload_secs = upload_time.as_secs_f64(),
+            verify_secs = verify_time.as_secs_f64(),
             mb_per_s = bytes as f64 / 1e6 / secs.max(1e-9),
             "ledger offloaded and verified"
         );
