@@ -378,6 +378,46 @@ async fn read_ahead_stays_within_the_budget() {
     assert!(reader.stats().read_ahead_blocks > 0);
 }
 
+/// Read-ahead opens at two ranges and doubles with every read up to its
+/// window, so a reader's next read does not wait behind a whole window of
+/// GETs.
+#[tokio::test]
+async fn read_ahead_opens_small_and_doubles_up_to_its_window() {
+    let s = setup(30, &vec![500; 4000], 4096).await;
+    let reader = reader_with(ReaderConfig {
+        read_ahead_bytes: 256 << 10,
+        read_ahead_budget_bytes: 64 << 20,
+        range_bytes: 16 << 10,
+        ..config()
+    })
+    .await;
+    let (a, _, _) = open(&reader, &s).await;
+    let mut held = Vec::new();
+    let mut next = 0;
+    for _ in 0..6 {
+        let got = a.read(next, next + 9, usize::MAX).await.unwrap();
+        expect(&s.sent, next, &got);
+        next = got.last().unwrap().0 + 1;
+        read_ahead_done(&a).await;
+        held.push(a.read_ahead_held().1);
+    }
+    // Each step may also keep the block the read ended in (4 KiB).
+    let block = 4 << 10;
+    assert!(held[0] <= (32 << 10) + block, "{held:?}");
+    assert!(
+        held[1] > held[0] && held[1] <= (64 << 10) + block,
+        "{held:?}"
+    );
+    assert!(
+        held[2] > held[1] && held[2] <= (128 << 10) + block,
+        "{held:?}"
+    );
+    assert!(
+        held[5] > 192 << 10 && held[5] <= (256 << 10) + block,
+        "{held:?}"
+    );
+}
+
 /// A reader that stopped does not keep the budget for ever: once it was
 /// idle for `read_ahead_idle`, another reader out of budget takes it back.
 #[tokio::test]
@@ -393,7 +433,10 @@ async fn idle_readers_give_their_read_ahead_back() {
     .await;
     let (a, _, _) = open(&reader, &s).await;
     let (b, _, _) = open(&reader, &s).await;
+    // Two reads: read-ahead opens at two ranges and doubles with each.
     expect(&s.sent, 0, &a.read(0, 29, usize::MAX).await.unwrap());
+    read_ahead_done(&a).await;
+    expect(&s.sent, 30, &a.read(30, 59, usize::MAX).await.unwrap());
     read_ahead_done(&a).await;
     let held_by_a = a.read_ahead_held().1;
     assert!(held_by_a > 32 << 10, "a holds {held_by_a}");
@@ -417,8 +460,8 @@ async fn idle_readers_give_their_read_ahead_back() {
         b.read_ahead_held()
     );
     // A can go on reading where it stopped.
-    let got = a.read(30, 59, usize::MAX).await.unwrap();
-    expect(&s.sent, 30, &got);
+    let got = a.read(60, 89, usize::MAX).await.unwrap();
+    expect(&s.sent, 60, &got);
 }
 
 #[tokio::test]
