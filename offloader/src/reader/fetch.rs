@@ -393,13 +393,17 @@ impl TieredReader {
             Ok(fetched) => {
                 let got = fetched.blocks;
                 self.count_get(got.iter().map(|(b, _)| b.len()).sum());
-                // Every block is there: the body had the range's length.
+                let whole = blocks.start + got.len();
                 for ((i, row), (block, crc)) in rows.iter().enumerate().zip(got) {
                     match check_block_crc(&ledger.data_key, row, &block, crc) {
                         Ok(()) => out.push((blocks.start + i, Ok(block))),
                         Err(_) => again.push(blocks.start + i),
                     }
                 }
+                // `get_blocks` checks the body's length, so every block is
+                // there; were one ever missing, it is fetched on its own
+                // rather than left without an answer.
+                again.extend(whole..blocks.end);
             }
             Err(e) if e.is_corrupt() => again.extend(blocks.clone()),
             Err(e) => {
