@@ -200,7 +200,7 @@ async fn measure(
     local: &str,
     probes: &[String],
 ) -> anyhow::Result<ColdReadReport> {
-    let topic = format!("persistent://{NAMESPACE}/{local}");
+    let topic = topic_name(local);
     let tpath = topic_path(local);
     // Its own namespace, with no deletion lag.
     let ns_url = format!(
@@ -232,8 +232,7 @@ async fn measure(
         .div_ceil(payload_len as u64)
         .max(1);
     for p in probes {
-        let probe = format!("persistent://{NAMESPACE}/{p}");
-        write(&client, &probe, probe_messages, payload_len).await?;
+        write(&client, &topic_name(p), probe_messages, payload_len).await?;
     }
     let data_bytes = messages * payload_len as u64;
 
@@ -273,17 +272,12 @@ async fn measure(
     tracing::info!("warm read ends");
     let mut first_message_probes_ms = Vec::with_capacity(probes.len());
     for p in probes {
-        let probe = format!("persistent://{NAMESPACE}/{p}");
-        let (_, first) = read_all(&client, &probe, "probe", 1, args.timeout).await?;
+        let (_, first) = read_all(&client, &topic_name(p), "probe", 1, args.timeout).await?;
         first_message_probes_ms.push(first);
     }
     let first_message_ms = match first_message_probes_ms.len() {
         0 => cold_first,
-        _ => {
-            let mut sorted = first_message_probes_ms.clone();
-            sorted.sort_by(f64::total_cmp);
-            sorted[sorted.len() / 2]
-        }
+        _ => median(&first_message_probes_ms),
     };
     client.close().await;
 
@@ -357,8 +351,7 @@ async fn measure(
             .await?;
         ranged.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    ranged.sort_by(f64::total_cmp);
-    let raw_ranged_get_ms = ranged[ranged.len() / 2];
+    let raw_ranged_get_ms = median(&ranged);
 
     let cold = mb(data_bytes, cold_secs);
     let warm = mb(data_bytes, warm_secs);
@@ -406,6 +399,10 @@ async fn settle_disks() {
         secs = started.elapsed().as_secs_f64(),
         "dirty pages written back"
     );
+}
+
+fn topic_name(local: &str) -> String {
+    format!("persistent://{NAMESPACE}/{local}")
 }
 
 fn topic_path(local: &str) -> String {
@@ -504,9 +501,15 @@ where
     for _ in 0..3 {
         runs.push(pass().await?);
     }
-    let mut sorted = runs.clone();
+    Ok((median(&runs), runs))
+}
+
+/// The middle value (the upper of the two middle ones for an even count);
+/// 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    Ok((sorted[1], runs))
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Reads `messages` from earliest with a new subscription; returns the
