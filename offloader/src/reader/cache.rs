@@ -54,6 +54,26 @@ impl BlockKey {
             run: true,
         }
     }
+
+    /// Blocks in a run of this key's ledger.
+    fn run_len(&self) -> usize {
+        self.per_run.max(1) as usize
+    }
+
+    /// This block's place in its run.
+    fn slot(&self) -> usize {
+        (self.block % u64::from(self.per_run.max(1))) as usize
+    }
+
+    /// The key of block `slot` of this run (`self` a run key).
+    fn member(&self, slot: usize) -> BlockKey {
+        BlockKey {
+            object: self.object.clone(),
+            per_run: self.per_run,
+            block: self.block * u64::from(self.per_run.max(1)) + slot as u64,
+            run: false,
+        }
+    }
 }
 
 /// Longest object key accepted when decoding a key from the disk cache.
@@ -283,7 +303,7 @@ fn group_runs(mut blocks: Vec<(BlockKey, Bytes)>, disk: &DiskRuns) -> Vec<(Block
             continue;
         }
         let bytes: u64 = group.iter().map(|(_, b)| b.len() as u64).sum();
-        if n == first.per_run.max(1) as usize && bytes <= disk.max_run_bytes {
+        if n == first.run_len() && bytes <= disk.max_run_bytes {
             out.push((run, Run(group.iter().map(|(_, b)| b.clone()).collect())));
             continue;
         }
@@ -373,8 +393,7 @@ impl EventListener for EvictToDisk {
             }
             return;
         }
-        let per_run = key.per_run.max(1) as usize;
-        let slot = (key.block % per_run as u64) as usize;
+        let (per_run, slot) = (key.run_len(), key.slot());
         let seq = st.next;
         if !st.runs.contains_key(&run) {
             st.next += 1;
@@ -392,7 +411,7 @@ impl EventListener for EvictToDisk {
         }
         let mut spill = Vec::new();
         while st.bytes > self.limit {
-            let Some((_, oldest)) = st.order.first_key_value().map(|(s, k)| (*s, k.clone())) else {
+            let Some(oldest) = st.order.first_key_value().map(|(_, k)| k.clone()) else {
                 break;
             };
             let p = st.remove(&oldest);
@@ -416,23 +435,18 @@ impl EvictToDisk {
         key: &BlockKey,
         value: &Bytes,
     ) -> Option<(Vec<Bytes>, Vec<BlockKey>)> {
-        let per_run = u64::from(key.per_run.max(1));
-        let first = key.block / per_run * per_run;
-        let parked = st.runs.get(&key.its_run());
-        let mut blocks = Vec::with_capacity(per_run as usize);
-        let mut in_memory = Vec::with_capacity(per_run as usize);
+        let run = key.its_run();
+        let parked = st.runs.get(&run);
+        let mut blocks = Vec::with_capacity(key.run_len());
+        let mut in_memory = Vec::with_capacity(key.run_len());
         let mut bytes = 0u64;
-        for b in first..first + per_run {
-            let slot = (b - first) as usize;
-            let block = if b == key.block {
+        for slot in 0..key.run_len() {
+            let block = if slot == key.slot() {
                 value.clone()
             } else if let Some(block) = parked.and_then(|p| p.blocks[slot].clone()) {
                 block
             } else {
-                let k = BlockKey {
-                    block: b,
-                    ..key.clone()
-                };
+                let k = run.member(slot);
                 let block = memory.get(&k)?.value().clone();
                 in_memory.push(k);
                 block
@@ -454,8 +468,7 @@ impl EvictToDisk {
 
     fn parked(&self, key: &BlockKey) -> Option<Bytes> {
         let st = self.state.lock();
-        let p = st.runs.get(&key.its_run())?;
-        p.blocks[(key.block % u64::from(key.per_run.max(1))) as usize].clone()
+        st.runs.get(&key.its_run())?.blocks[key.slot()].clone()
     }
 
     /// Starts closing: from now on memory's evictions are collected, not
@@ -489,16 +502,10 @@ impl Parked {
 
 /// The parked blocks of a run, each under its own key.
 fn singles(run: &BlockKey, p: Partial) -> impl Iterator<Item = (BlockKey, Bytes)> + '_ {
-    let first = run.block * u64::from(run.per_run.max(1));
-    p.blocks.into_iter().enumerate().filter_map(move |(i, b)| {
-        let key = BlockKey {
-            object: run.object.clone(),
-            per_run: run.per_run,
-            block: first + i as u64,
-            run: false,
-        };
-        Some((key, b?))
-    })
+    p.blocks
+        .into_iter()
+        .enumerate()
+        .filter_map(move |(slot, b)| Some((run.member(slot), b?)))
 }
 
 /// Runs on disk (see [`BlockCache`]).
@@ -910,6 +917,12 @@ mod tests {
         assert_eq!(
             BlockKey::block(&o, 16, 53).its_run(),
             BlockKey::run(&o, 16, 3)
+        );
+        assert_eq!(BlockKey::block(&o, 16, 53).slot(), 5);
+        assert_eq!(BlockKey::block(&o, 16, 53).run_len(), 16);
+        assert_eq!(
+            BlockKey::run(&o, 16, 3).member(5),
+            BlockKey::block(&o, 16, 53)
         );
     }
 
