@@ -1783,6 +1783,12 @@ mod tests {
                 offset: 200
             }
         );
+        // Counted out right after its waiters are told (so that "nothing in
+        // flight" always means "all completed"): wait for it, boundedly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while in_flight.load(Ordering::Acquire) != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(in_flight.load(Ordering::Acquire), 0);
         assert!(syncs_rx.try_recv().is_err(), "nothing for the syncer");
         // The file's fsync failed earlier: the syncer fails the batch.
