@@ -43,6 +43,12 @@ pub struct ColdArgs {
     #[arg(long, env = "STRATA_OBJECT_STORE_TIMEOUT", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub object_store_timeout: Duration,
+    /// Sign S3 request bodies with their SHA-256 instead of sending
+    /// UNSIGNED-PAYLOAD (for stores that require it). Off by default: every
+    /// offloaded object is read back and its blocks' CRC32C checked anyway,
+    /// and the hash costs a pass over each byte here and in the store.
+    #[arg(long, env = "STRATA_OBJECT_STORE_SIGN_PAYLOAD")]
+    pub object_store_sign_payload: bool,
     /// Memory of the cold block cache, in MiB (default: 1/16 of the memory
     /// this process may use, RAM or its cgroup's limit, from 64 MiB to 4 GiB).
     #[arg(long, env = "STRATA_COLD_CACHE_MEMORY_MB")]
@@ -151,6 +157,7 @@ fn bytes_in(dir: &Path) -> u64 {
 pub async fn open_stores(url: &str, args: &ColdArgs) -> anyhow::Result<Arc<StoreRegistry>> {
     let options = StoreOptions {
         request_timeout: args.object_store_timeout,
+        sign_payload: args.object_store_sign_payload,
     };
     let store = ColdStore::open_with(url, options)
         .await

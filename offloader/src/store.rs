@@ -39,12 +39,21 @@ pub struct StoreOptions {
     /// Limit on one HTTP request, body included: a multipart part of 8 MiB
     /// needs about 0.3 MiB/s to fit in the default. Raise it for slow links.
     pub request_timeout: Duration,
+    /// Sign S3 request bodies (SigV4 `x-amz-content-sha256` with the body's
+    /// SHA-256) instead of sending `UNSIGNED-PAYLOAD`. Off by default: the
+    /// hash costs a pass over every uploaded byte here and another in the
+    /// store, and protects nothing the offloader does not check anyway: every
+    /// object is read back and each block's CRC32C compared before a ledger
+    /// counts as offloaded (TLS guards the bytes in flight on `https://`).
+    /// On for stores that refuse unsigned payloads.
+    pub sign_payload: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             request_timeout: Duration::from_secs(30),
+            sign_payload: false,
         }
     }
 }
@@ -76,6 +85,7 @@ struct ClientProfile {
     /// Whole request, body included.
     request_timeout: Duration,
     retry: RetryConfig,
+    sign_payload: bool,
 }
 
 impl ClientProfile {
@@ -96,12 +106,14 @@ impl ClientProfile {
                 // Room for a retry after a request that timed out.
                 retry_timeout: Duration::from_secs(60).max(options.request_timeout * 3),
             },
+            sign_payload: options.sign_payload,
         }
     }
 
     /// The probe: a store that does not answer promptly is reported, not
-    /// waited for.
-    fn probe() -> ClientProfile {
+    /// waited for. It signs as normal traffic does, so it finds a store that
+    /// refuses the configured kind of payload.
+    fn probe(options: &StoreOptions) -> ClientProfile {
         ClientProfile {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(20),
@@ -114,6 +126,7 @@ impl ClientProfile {
                 max_retries: 1,
                 retry_timeout: Duration::from_secs(10),
             },
+            sign_payload: options.sign_payload,
         }
     }
 
@@ -177,7 +190,7 @@ impl ColdStore {
                         .await,
                 );
                 let store = build_s3(&s3, &credentials, &ClientProfile::production(&options))?;
-                let probe_store = build_s3(&s3, &credentials, &ClientProfile::probe())?;
+                let probe_store = build_s3(&s3, &credentials, &ClientProfile::probe(&options))?;
                 Ok(ColdStore {
                     store,
                     probe_store,
@@ -272,7 +285,8 @@ fn build_s3(
         .with_credentials(credentials.clone())
         .with_virtual_hosted_style_request(s3.virtual_hosted)
         .with_client_options(profile.client_options(allow_http))
-        .with_retry(profile.retry.clone());
+        .with_retry(profile.retry.clone())
+        .with_unsigned_payload(!profile.sign_payload);
     if let Some(endpoint) = &s3.endpoint {
         builder = builder.with_endpoint(endpoint);
     }

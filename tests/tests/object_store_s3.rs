@@ -314,6 +314,7 @@ async fn a_part_the_store_stalls_on_is_sent_again() {
         &url,
         StoreOptions {
             request_timeout: timeout,
+            ..StoreOptions::default()
         },
     )
     .await
@@ -361,4 +362,54 @@ async fn a_part_the_store_stalls_on_is_sent_again() {
         .await
         .unwrap();
     assert_eq!(stored.size, objects.data_size);
+}
+
+/// Request bodies go out as `UNSIGNED-PAYLOAD` by default (the offloader
+/// checks every block it wrote by reading it back) and signed with their
+/// SHA-256 when asked for; Garage takes both, probe and multipart included.
+/// A proxy drops the first request that carries the unsigned marker (the
+/// client sends it again), which is how the test sees what went on the wire.
+#[tokio::test]
+async fn payloads_are_unsigned_unless_signing_is_asked_for() {
+    use strata_offloader::store::StoreOptions;
+    use strata_tests::stall_proxy::StallProxy;
+
+    let g = garage().await;
+    let upstream = g.endpoint().trim_start_matches("http://").parse().unwrap();
+    for sign_payload in [false, true] {
+        let proxy = StallProxy::start(
+            upstream,
+            &["PUT /", "UNSIGNED-PAYLOAD"],
+            1,
+            std::time::Duration::from_millis(10),
+        )
+        .await
+        .expect("proxy");
+        let url = format!(
+            "s3://{}/signing-{sign_payload}?endpoint=http://{}&region={}",
+            g.bucket(),
+            proxy.address(),
+            g.region()
+        );
+        let options = StoreOptions {
+            sign_payload,
+            ..StoreOptions::default()
+        };
+        let cs = ColdStore::open_with(&url, options).await.expect("open");
+        cs.probe().await.expect("probe");
+        let data = bytes(6 << 20, 9);
+        let path = cs.path("obj/data");
+        cs.store()
+            .put(&path, data.clone().into())
+            .await
+            .expect("put");
+        let got = cs.store().get(&path).await.unwrap().bytes().await.unwrap();
+        assert!(got == data, "sign_payload={sign_payload}: object differs");
+        let unsigned_seen = proxy.stalled();
+        if sign_payload {
+            assert_eq!(unsigned_seen, 0, "a signed store sent an unsigned PUT");
+        } else {
+            assert_eq!(unsigned_seen, 1, "the default store's PUTs were signed");
+        }
+    }
 }
