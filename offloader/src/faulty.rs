@@ -62,6 +62,12 @@ pub enum FaultKind {
     Truncate(usize),
     /// GET only: one byte in the middle of the body is inverted.
     FlipByte,
+    /// GET only: the body breaks off with an error after this many bytes
+    /// (a connection lost mid-body).
+    BreakAfter(usize),
+    /// GET only: the body pauses this long after this many bytes, then
+    /// comes whole (a store that sends the start of a body, then stalls).
+    StallAfter(usize, Duration),
 }
 
 /// One queued fault.
@@ -323,9 +329,32 @@ impl ObjectStore for FaultyStore {
             res.attributes.clone(),
             res.extensions.clone(),
         );
-        let body = damage(res.bytes().await?, fault);
+        let mut body = damage(res.bytes().await?, fault.clone());
+        let payload = match fault {
+            Some(FaultKind::BreakAfter(n)) => {
+                let head = body.split_to(n.min(body.len()));
+                stream::iter([
+                    Ok(head),
+                    Err(object_store::Error::Generic {
+                        store: "FaultyStore",
+                        source: "connection lost mid-body (injected)".into(),
+                    }),
+                ])
+                .boxed()
+            }
+            Some(FaultKind::StallAfter(n, pause)) => {
+                let head = body.split_to(n.min(body.len()));
+                stream::iter([Ok(head)])
+                    .chain(stream::once(async move {
+                        tokio::time::sleep(pause).await;
+                        Ok(body)
+                    }))
+                    .boxed()
+            }
+            _ => stream::once(async move { Ok(body) }).boxed(),
+        };
         Ok(GetResult {
-            payload: GetResultPayload::Stream(stream::once(async move { Ok(body) }).boxed()),
+            payload: GetResultPayload::Stream(payload),
             meta,
             range,
             attributes,

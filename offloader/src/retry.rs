@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -144,33 +145,16 @@ pub(crate) async fn get_range(
     io: &IoSink,
     limiter: Option<&Semaphore>,
 ) -> Result<Bytes> {
-    let body = get_blocks(store, path, range, &[], policy, io, limiter).await?;
-    Ok(body.whole.unwrap_or_default())
-}
-
-/// [`get_range`] for a range that `lens` cuts into consecutive blocks: each
-/// block comes back in an allocation of its own, with its CRC32C, both made
-/// in the one copy of the body out of the response (each byte read once,
-/// hot). Separate allocations let every block be cached and freed on its
-/// own: slices of one body would keep all of it in memory for as long as
-/// any one of its blocks is cached, many times what the cache accounts for.
-/// With no `lens`, the body comes back whole.
-pub(crate) async fn get_blocks(
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    range: Range<u64>,
-    lens: &[u32],
-    policy: &RetryPolicy,
-    io: &IoSink,
-    limiter: Option<&Semaphore>,
-) -> Result<Body> {
     let key = path.as_ref();
-    let want = range.end - range.start;
-    let got = with_retry(policy, io, "get", key, limiter, || {
-        fetch_body(store, path, range.clone(), lens)
+    let got = with_retry(policy, io, "get", key, limiter, || async {
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            ..GetOptions::default()
+        };
+        store.get_opts(path, opts).await?.bytes().await
     })
     .await;
-    let body = match got {
+    let bytes = match got {
         Ok(b) => b,
         Err(e) => {
             return Err(past_the_end(store, path, &range, policy, io)
@@ -178,55 +162,104 @@ pub(crate) async fn get_blocks(
                 .unwrap_or(e));
         }
     };
-    io.get(body.len);
-    if body.len != want {
-        return Err(OffloadError::corrupt(
-            key,
-            format!(
-                "GET of bytes {}..{} returned {} bytes, not {want}",
-                range.start, range.end, body.len
-            ),
-        ));
+    io.get(bytes.len() as u64);
+    check_length(key, &range, bytes.len() as u64)?;
+    Ok(bytes)
+}
+
+fn check_length(key: &str, range: &Range<u64>, got: u64) -> Result<()> {
+    let want = range.end - range.start;
+    if got == want {
+        return Ok(());
     }
-    Ok(body)
+    Err(OffloadError::corrupt(
+        key,
+        format!(
+            "GET of bytes {}..{} returned {got} bytes, not {want}",
+            range.start, range.end
+        ),
+    ))
 }
 
-/// A GET's body: whole (no blocks asked for) or cut into blocks.
-#[derive(Debug)]
-pub(crate) struct Body {
-    /// Bytes the store returned.
-    len: u64,
-    whole: Option<Bytes>,
-    /// Each block with its CRC32C.
-    pub blocks: Vec<(Bytes, u32)>,
+/// Where [`get_blocks`] hands each block: its position among the blocks
+/// asked for, its bytes and its CRC32C.
+pub(crate) type OnBlock<'a> = &'a (dyn Fn(usize, Bytes, u32) + Sync);
+
+/// The blocks a [`get_blocks`] range is cut into (their lengths, in order),
+/// and where each goes once whole.
+#[derive(Clone, Copy)]
+pub(crate) struct Blocks<'a> {
+    pub lens: &'a [u32],
+    pub on_block: OnBlock<'a>,
 }
 
-/// One attempt of [`get_blocks`].
-async fn fetch_body(
+/// [`get_range`] for a range cut into consecutive blocks (`blocks.lens`). Each
+/// block goes to `blocks.on_block` as soon as its last byte is in, so whoever waits
+/// for the first blocks of a long GET does not wait for the whole body. It
+/// comes in an allocation of its own, with its CRC32C, both made in the one
+/// copy of the body out of the response (each byte read once, hot). Separate
+/// allocations let every block be cached and freed on its own: slices of one
+/// body would keep all of it in memory for as long as any one of its blocks
+/// is cached, many times what the cache accounts for.
+///
+/// An attempt that fails part-way is retried from the first block not handed
+/// over, so no block is handed over twice. A body shorter or longer than
+/// the range is corrupt data, reported after the blocks that did come.
+pub(crate) async fn get_blocks(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     range: Range<u64>,
-    lens: &[u32],
-) -> object_store::Result<Body> {
-    let want = range.end - range.start;
+    blocks: Blocks<'_>,
+    policy: &RetryPolicy,
+    io: &IoSink,
+    limiter: Option<&Semaphore>,
+) -> Result<()> {
+    let key = path.as_ref();
+    // Blocks handed over so far (shared with a blocking file read).
+    let sent = Arc::new(AtomicUsize::new(0));
+    let got = with_retry(policy, io, "get", key, limiter, || {
+        fetch_blocks(store, path, range.clone(), blocks, &sent)
+    })
+    .await;
+    let received = match got {
+        Ok(n) => n,
+        Err(e) => {
+            return Err(past_the_end(store, path, &range, policy, io)
+                .await
+                .unwrap_or(e));
+        }
+    };
+    io.get(received);
+    check_length(key, &range, received)
+}
+
+/// One attempt of [`get_blocks`], from the first block not handed over yet;
+/// returns the bytes of the range received in all (earlier attempts' blocks
+/// included).
+async fn fetch_blocks(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    range: Range<u64>,
+    Blocks { lens, on_block }: Blocks<'_>,
+    sent: &Arc<AtomicUsize>,
+) -> object_store::Result<u64> {
+    let first = sent.load(Ordering::Acquire);
+    let before: u64 = lens[..first].iter().map(|l| u64::from(*l)).sum();
+    if first == lens.len() {
+        return Ok(before);
+    }
+    let start = range.start + before;
+    let want = range.end - start;
     let opts = GetOptions {
-        range: Some(GetRange::Bounded(range)),
+        range: Some(GetRange::Bounded(start..range.end)),
         ..GetOptions::default()
     };
     let res = store.get_opts(path, opts).await?;
-    if lens.is_empty() {
-        let bytes = res.bytes().await?;
-        return Ok(Body {
-            len: bytes.len() as u64,
-            whole: Some(bytes),
-            blocks: Vec::new(),
-        });
-    }
-    let mut split = BlockSplitter::new(lens);
+    let mut split = BlockSplitter::new(lens, first, sent.clone());
     match res.payload {
         GetResultPayload::Stream(mut body) => {
             while let Some(chunk) = body.next().await {
-                split.push(&chunk?);
+                split.push(&chunk?, on_block);
                 // A body longer than asked is not read on (the caller
                 // reports the wrong length as corrupt data).
                 if split.received > want {
@@ -234,10 +267,20 @@ async fn fetch_body(
                 }
             }
         }
-        // A local file: each block read straight into its own buffer.
+        // A local file: each block read straight into its own buffer, on a
+        // blocking thread that hands the blocks back as they are read.
         GetResultPayload::File(file, file_path) => {
             let range = res.range;
-            split = tokio::task::spawn_blocking(move || split.read_file(file, range))
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let reading = tokio::task::spawn_blocking(move || {
+                split.read_file(file, range, &|i, b, crc| {
+                    let _ = tx.send((i, b, crc));
+                })
+            });
+            while let Some((i, b, crc)) = rx.recv().await {
+                on_block(i, b, crc);
+            }
+            split = reading
                 .await
                 .map_err(|e| object_store::Error::Generic {
                     store: "strata",
@@ -249,85 +292,88 @@ async fn fetch_body(
                 })?;
         }
     }
-    Ok(split.finish())
+    Ok(before + split.received)
 }
 
 /// Cuts a byte stream into blocks of the given lengths, each copied into a
-/// buffer of its own while its CRC32C is computed.
+/// buffer of its own while its CRC32C is computed, and hands each over once
+/// whole.
 struct BlockSplitter {
     lens: Vec<u32>,
-    done: Vec<(Bytes, u32)>,
+    /// Blocks handed over, counted from the first of the whole GET.
+    sent: Arc<AtomicUsize>,
     /// The block being filled, and its CRC so far.
     current: BytesMut,
     crc: u32,
-    /// Bytes received in all (also past the last block).
+    /// Bytes received in this attempt (also past the last block).
     received: u64,
 }
 
 impl BlockSplitter {
-    fn new(lens: &[u32]) -> Self {
+    /// Cuts from block `first` of `lens` on.
+    fn new(lens: &[u32], first: usize, sent: Arc<AtomicUsize>) -> Self {
         BlockSplitter {
+            current: BytesMut::with_capacity(lens.get(first).map_or(0, |l| *l as usize)),
             lens: lens.to_vec(),
-            done: Vec::with_capacity(lens.len()),
-            current: BytesMut::with_capacity(lens.first().map_or(0, |l| *l as usize)),
+            sent,
             crc: 0,
             received: 0,
         }
     }
 
-    fn push(&mut self, mut data: &[u8]) {
+    /// The block being filled (`None` once all are whole).
+    fn next(&self) -> Option<usize> {
+        let i = self.sent.load(Ordering::Acquire);
+        (i < self.lens.len()).then_some(i)
+    }
+
+    fn push(&mut self, mut data: &[u8], on_block: OnBlock<'_>) {
         self.received += data.len() as u64;
-        while !data.is_empty() && self.done.len() < self.lens.len() {
-            let len = self.lens[self.done.len()] as usize;
+        while let Some(i) = self.next().filter(|_| !data.is_empty()) {
+            let len = self.lens[i] as usize;
             // Small steps, so the CRC reads what the copy just left in cache.
             let n = (len - self.current.len()).min(data.len()).min(32 << 10);
             self.current.extend_from_slice(&data[..n]);
             self.crc = strata_proto::crc::crc32c_append(self.crc, &data[..n]);
             data = &data[n..];
             if self.current.len() == len {
-                self.complete();
+                let next = self.lens.get(i + 1).map_or(0, |l| *l as usize);
+                let block = std::mem::replace(&mut self.current, BytesMut::with_capacity(next));
+                self.hand_over(i, block.freeze(), on_block);
             }
         }
     }
 
-    fn complete(&mut self) {
-        let next = self
-            .lens
-            .get(self.done.len() + 1)
-            .map_or(0, |l| *l as usize);
-        let block = std::mem::replace(&mut self.current, BytesMut::with_capacity(next));
-        self.done.push((block.freeze(), self.crc));
-        self.crc = 0;
+    fn hand_over(&mut self, i: usize, block: Bytes, on_block: OnBlock<'_>) {
+        let crc = std::mem::take(&mut self.crc);
+        self.sent.store(i + 1, Ordering::Release);
+        on_block(i, block, crc);
     }
 
     /// Reads `range` of `file` block by block (a blocking read).
-    fn read_file(mut self, mut file: std::fs::File, range: Range<u64>) -> std::io::Result<Self> {
+    fn read_file(
+        mut self,
+        mut file: std::fs::File,
+        range: Range<u64>,
+        on_block: OnBlock<'_>,
+    ) -> std::io::Result<Self> {
         use std::io::{Read, Seek, SeekFrom};
         file.seek(SeekFrom::Start(range.start))?;
         let mut file = file.take(range.end - range.start);
-        while self.done.len() < self.lens.len() {
-            let len = self.lens[self.done.len()] as usize;
+        while let Some(i) = self.next() {
+            let len = self.lens[i] as usize;
             let mut buf = Vec::with_capacity(len);
             let n = (&mut file).take(len as u64).read_to_end(&mut buf)?;
             self.received += n as u64;
             if n < len {
                 return Ok(self);
             }
-            let crc = strata_proto::crc::crc32c(&buf);
-            self.done.push((Bytes::from(buf), crc));
+            self.crc = strata_proto::crc::crc32c(&buf);
+            self.hand_over(i, Bytes::from(buf), on_block);
         }
         // Anything past the blocks only counts (as a wrong length).
         self.received += std::io::copy(&mut file, &mut std::io::sink())?;
         Ok(self)
-    }
-
-    /// The whole blocks received (a short body leaves the last ones out).
-    fn finish(self) -> Body {
-        Body {
-            len: self.received,
-            whole: None,
-            blocks: self.done,
-        }
     }
 }
 
@@ -426,33 +472,63 @@ mod tests {
         }
     }
 
+    /// Collects what a GET hands over, checking that blocks come in order.
+    #[derive(Default)]
+    struct Collect(parking_lot::Mutex<Vec<(Bytes, u32)>>);
+
+    impl Collect {
+        fn on_block(&self) -> impl Fn(usize, Bytes, u32) + Sync + '_ {
+            |i, b, crc| {
+                let mut got = self.0.lock();
+                assert_eq!(i, got.len(), "blocks out of order");
+                got.push((b, crc));
+            }
+        }
+
+        fn take(&self) -> Vec<(Bytes, u32)> {
+            std::mem::take(&mut *self.0.lock())
+        }
+    }
+
     #[test]
     fn bodies_are_cut_into_separate_blocks_whatever_the_chunking() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let lens = [1000u32, 1, 4999, 3000, 1000];
         let want = expected(&data, &lens);
+        let got = Collect::default();
         for chunk in [1, 7, 999, 1000, 1001, 4096, 10_000] {
-            let mut split = BlockSplitter::new(&lens);
+            let mut split = BlockSplitter::new(&lens, 0, Arc::default());
             for piece in data.chunks(chunk) {
-                split.push(piece);
+                split.push(piece, &got.on_block());
             }
-            let body = split.finish();
-            assert_eq!(body.len, 10_000);
-            assert_eq!(body.blocks, want, "chunks of {chunk}");
-            assert_separate(&body.blocks);
+            assert_eq!(split.received, 10_000);
+            let blocks = got.take();
+            assert_eq!(blocks, want, "chunks of {chunk}");
+            assert_separate(&blocks);
         }
-        // A short body: only the whole blocks come back, and its length
-        // tells the caller it is short.
-        let mut split = BlockSplitter::new(&lens);
-        split.push(&data[..6500]);
-        let body = split.finish();
-        assert_eq!((body.len, &body.blocks[..]), (6500, &want[..3]));
+        // A short body: only the whole blocks are handed over, each as soon
+        // as it is whole, and the length tells the caller it is short.
+        let mut split = BlockSplitter::new(&lens, 0, Arc::default());
+        split.push(&data[..1000], &got.on_block());
+        assert_eq!(got.0.lock().len(), 1, "a whole block waits for no more");
+        split.push(&data[1000..6500], &got.on_block());
+        assert_eq!((split.received, &got.take()[..]), (6500, &want[..3]));
         // A long one: the blocks, and a length that gives it away.
-        let mut split = BlockSplitter::new(&lens);
-        split.push(&data);
-        split.push(&data[..10]);
-        let body = split.finish();
-        assert_eq!((body.len, body.blocks), (10_010, want));
+        let mut split = BlockSplitter::new(&lens, 0, Arc::default());
+        split.push(&data, &got.on_block());
+        split.push(&data[..10], &got.on_block());
+        assert_eq!((split.received, got.take()), (10_010, want.clone()));
+        // Resumed after two blocks (a retried GET starts at the third).
+        let mut split = BlockSplitter::new(&lens, 2, Arc::new(AtomicUsize::new(2)));
+        let seen = parking_lot::Mutex::new(Vec::new());
+        split.push(&data[1001..], &|i, b, crc| seen.lock().push((i, b, crc)));
+        let seen = seen.into_inner();
+        assert_eq!(seen.iter().map(|(i, ..)| *i).collect::<Vec<_>>(), [2, 3, 4]);
+        assert!(
+            seen.iter()
+                .map(|(_, b, c)| (b.clone(), *c))
+                .eq(want[2..].iter().cloned())
+        );
     }
 
     #[tokio::test]
@@ -469,26 +545,34 @@ mod tests {
         for store in stores {
             store.put(&path, data.clone().into()).await.unwrap();
             let lens = [100_000, 1, 99_999];
-            let got = get_blocks(
+            let got = Collect::default();
+            get_blocks(
                 &store,
                 &path,
                 1000..201_000,
-                &lens,
+                Blocks {
+                    lens: &lens,
+                    on_block: &got.on_block(),
+                },
                 &policy,
                 &IoSink::default(),
                 None,
             )
             .await
-            .unwrap()
-            .blocks;
-            assert_eq!(got, expected(&data[1000..201_000], &lens), "{store}");
-            assert_separate(&got);
-            // A range past the end of the object is corrupt data.
+            .unwrap();
+            let blocks = got.take();
+            assert_eq!(blocks, expected(&data[1000..201_000], &lens), "{store}");
+            assert_separate(&blocks);
+            // A range past the end of the object is corrupt data; the
+            // blocks before the end still come.
             let e = get_blocks(
                 &store,
                 &path,
                 250_000..350_000,
-                &[100_000],
+                Blocks {
+                    lens: &[50_000, 50_000],
+                    on_block: &got.on_block(),
+                },
                 &policy,
                 &IoSink::default(),
                 None,
@@ -496,7 +580,47 @@ mod tests {
             .await
             .unwrap_err();
             assert!(e.is_corrupt(), "{store}: {e}");
+            assert_eq!(
+                got.take(),
+                expected(&data[250_000..300_000], &[50_000]),
+                "{store}"
+            );
         }
+    }
+
+    /// A GET that breaks off after some blocks is taken up again at the first
+    /// block not handed over: nothing comes twice, nothing is missing.
+    #[tokio::test]
+    async fn a_get_that_breaks_off_resumes_at_the_first_missing_block() {
+        use crate::faulty::{Fault, FaultKind, FaultyStore, Op};
+
+        let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let path = Path::from("a/data");
+        let data = Bytes::from((0..40_000u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+        inner.put(&path, data.clone().into()).await.unwrap();
+        let faulty = FaultyStore::new(inner);
+        // The first GET's body stops after 25,000 bytes with an error.
+        faulty.inject(Fault::new(Op::Get, FaultKind::BreakAfter(25_000)));
+        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let lens = [10_000u32; 4];
+        let got = Collect::default();
+        get_blocks(
+            &store,
+            &path,
+            0..40_000,
+            Blocks {
+                lens: &lens,
+                on_block: &got.on_block(),
+            },
+            &fast(),
+            &IoSink::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        // In order and once each (`Collect` checks), all of them, in two GETs.
+        assert_eq!(got.take(), expected(&data, &lens));
+        assert_eq!(faulty.requests(Op::Get), 2);
     }
 
     fn generic() -> object_store::Error {

@@ -522,7 +522,9 @@ async fn transient_failures_and_hangs_are_retried() {
         Op::Get,
         FaultKind::Hang(Duration::from_secs(3600)),
     ));
-    let got = ledger.read(0, 299, usize::MAX).await.unwrap();
+    // Read to the end: a first read returns with the blocks that came
+    // first, maybe before the GET that hung was sent again.
+    let got = read_on(&ledger, 0, 299).await;
     expect(&s.sent, 0, &got);
     assert_eq!(io.snapshot().retries, 5);
 
@@ -864,4 +866,39 @@ async fn entries_larger_than_a_disk_cache_block_are_still_served() {
         TieredReader::new(too_small).await,
         Err(OffloadError::Config(_))
     ));
+}
+
+/// Blocks reach their readers as they arrive, not when their GET ends: a
+/// first read, which takes the blocks that are there once its first one is,
+/// returns while the store holds back the rest of that GET's body.
+#[tokio::test]
+async fn blocks_reach_readers_before_their_get_ends() {
+    let s = setup(41, &vec![1000; 400], 4096).await;
+    let reader = reader_with(ReaderConfig {
+        range_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(600),
+        ..config()
+    })
+    .await;
+    let (ledger, _, _) = open(&reader, &s).await;
+    s.faulty.reset_counters();
+    // The data GET sends 16 KiB of its ~400 KB, then nothing for an hour.
+    s.faulty.inject(
+        Fault::new(
+            Op::Get,
+            FaultKind::StallAfter(16 << 10, Duration::from_secs(3600)),
+        )
+        .on_path("data"),
+    );
+    let got = tokio::time::timeout(Duration::from_secs(30), ledger.read(0, 399, usize::MAX))
+        .await
+        .expect("the read waited for the whole GET")
+        .unwrap();
+    expect(&s.sent, 0, &got);
+    assert!(got.len() < 400, "all {} entries came", got.len());
+    assert_eq!(
+        s.faulty.requests(Op::Get),
+        1,
+        "one GET for the whole ledger"
+    );
 }

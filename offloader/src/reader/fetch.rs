@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use foyer::Load;
@@ -18,13 +19,14 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
 use object_store::ObjectStore;
 use object_store::path::Path;
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::TieredReader;
 use super::cache::{BlockKey, Counters, DiskRuns, Run, clone_error};
 use crate::error::{OffloadError, Result};
 use crate::format::{LedgerIndex, check_block, check_block_crc};
-use crate::retry::{get_blocks, get_range};
+use crate::retry::{Blocks, get_blocks, get_range};
 use crate::stats::IoSink;
 
 type Shared1 = std::result::Result<Bytes, Arc<OffloadError>>;
@@ -269,17 +271,15 @@ impl TieredReader {
             }
         }
         let groups = self.coalesce(&ledger, &blocks);
-        let fetched = join_all(
+        // Blocks are handed to their waiters as each arrives, not when its
+        // GET ends.
+        let claim = Mutex::new(claim);
+        join_all(
             groups
                 .into_iter()
-                .map(|g| self.fetch_group(&ledger, g, purpose)),
+                .map(|g| self.fetch_group(&ledger, g, purpose, &claim)),
         )
         .await;
-        for results in fetched {
-            for (b, res) in results {
-                claim.resolve(b, res);
-            }
-        }
     }
 
     /// A block the disk cache holds on its own (see [`BlockCache`]),
@@ -360,61 +360,72 @@ impl TieredReader {
         groups
     }
 
-    /// One ranged GET for a run of blocks; blocks that fail their checks
-    /// (or a short body) are fetched once more on their own.
+    /// One ranged GET for a run of blocks, each resolved in `claim` as it
+    /// arrives; blocks that fail their checks (or a short body) are fetched
+    /// once more on their own.
     async fn fetch_group(
         &self,
         ledger: &LedgerShared,
         blocks: Range<usize>,
         purpose: Purpose,
-    ) -> Vec<(usize, Shared1)> {
+        claim: &Mutex<Claim>,
+    ) {
         let rows = &ledger.index.rows[blocks.clone()];
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-            return Vec::new();
+            return;
         };
         let _ahead = match purpose {
             Purpose::ReadAhead => self.ahead_limiter.acquire().await.ok(),
             Purpose::Read => None,
         };
         let lens: Vec<u32> = rows.iter().map(|r| r.len).collect();
+        // Blocks handed over (good or not), and those to fetch again.
+        let arrived = AtomicUsize::new(0);
+        let arrived_bytes = AtomicUsize::new(0);
+        let again = Mutex::new(Vec::new());
         let fetched = get_blocks(
             &ledger.store,
             &ledger.data_path,
             first.offset..last.range().end,
-            &lens,
+            Blocks {
+                lens: &lens,
+                on_block: &|i, block, crc| {
+                    arrived.store(i + 1, Ordering::Relaxed);
+                    arrived_bytes.fetch_add(block.len(), Ordering::Relaxed);
+                    let b = blocks.start + i;
+                    match check_block_crc(&ledger.data_key, &rows[i], &block, crc) {
+                        Ok(()) => claim.lock().resolve(b, Ok(block)),
+                        Err(_) => again.lock().push(b),
+                    }
+                },
+            },
             &self.retry,
             &ledger.io,
             Some(&self.limiter),
         )
         .await;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut again = Vec::new();
+        let bytes = arrived_bytes.into_inner();
+        if fetched.is_ok() || bytes > 0 {
+            self.count_get(bytes);
+        }
+        let mut again = again.into_inner();
+        let rest = blocks.start + arrived.into_inner()..blocks.end;
         match fetched {
-            Ok(fetched) => {
-                let got = fetched.blocks;
-                self.count_get(got.iter().map(|(b, _)| b.len()).sum());
-                let whole = blocks.start + got.len();
-                for ((i, row), (block, crc)) in rows.iter().enumerate().zip(got) {
-                    match check_block_crc(&ledger.data_key, row, &block, crc) {
-                        Ok(()) => out.push((blocks.start + i, Ok(block))),
-                        Err(_) => again.push(blocks.start + i),
-                    }
-                }
-                // `get_blocks` checks the body's length, so every block is
-                // there; were one ever missing, it is fetched on its own
-                // rather than left without an answer.
-                again.extend(whole..blocks.end);
-            }
-            Err(e) if e.is_corrupt() => again.extend(blocks.clone()),
+            Ok(()) => {}
+            // A short or damaged body: what did not come is fetched on its own.
+            Err(e) if e.is_corrupt() => again.extend(rest),
             Err(e) => {
                 let e = Arc::new(e);
-                return blocks.map(|b| (b, Err(e.clone()))).collect();
+                let mut claim = claim.lock();
+                for b in rest {
+                    claim.resolve(b, Err(e.clone()));
+                }
             }
         }
         for b in again {
-            out.push((b, self.refetch(ledger, b).await.map_err(Arc::new)));
+            let res = self.refetch(ledger, b).await.map_err(Arc::new);
+            claim.lock().resolve(b, res);
         }
-        out
     }
 
     /// The second and last try of a block that came back damaged.
