@@ -68,8 +68,13 @@ pub struct ColdArgs {
     /// process, in MiB (memory held by read-ahead).
     #[arg(long, env = "STRATA_COLD_READ_AHEAD_TOTAL_MB", default_value_t = 256)]
     pub cold_read_ahead_total_mb: u64,
-    /// Bytes of one ranged GET of the tiered reader, in MiB.
-    #[arg(long, env = "STRATA_COLD_RANGE_MB", default_value_t = 4)]
+    /// Most bytes of one ranged GET of the tiered reader, in MiB (a read
+    /// fetches only the blocks it needs; read-ahead fetches this much at a
+    /// time). Blocks reach readers as they stream in, so a long GET delays
+    /// no one, and it costs the store less: a GET that starts or ends inside
+    /// one of the store's own chunks (1 MiB in Garage and MinIO, each read
+    /// and hashed whole) reads that chunk twice.
+    #[arg(long, env = "STRATA_COLD_RANGE_MB", default_value_t = 16)]
     pub cold_range_mb: u64,
 }
 

@@ -60,7 +60,10 @@ pub struct ColdReadArgs {
     /// Parallel GETs of the raw baseline (the tiered reader's default limit).
     #[arg(long, default_value_t = 16)]
     pub raw_concurrency: usize,
-    /// Bytes per ranged GET of the raw baseline (the reader's default).
+    /// Bytes per ranged GET of the raw baseline. The default 4 MiB ranges
+    /// start at multiples of 4 MiB, so each covers whole chunks of stores
+    /// that keep objects in 1 MiB chunks (Garage, MinIO): the cheapest GETs
+    /// a client can ask of them.
     #[arg(long, default_value_t = 4 << 20)]
     pub raw_range_bytes: u64,
     /// Also measure the thinnest possible relay of the same objects (GET,

@@ -91,7 +91,7 @@ impl Default for ReaderConfig {
             disk_cache_dir: None,
             disk_cache_bytes: 1 << 30,
             max_concurrent_requests: 16,
-            range_bytes: 4 << 20,
+            range_bytes: 16 << 20,
             read_ahead_bytes: 16 << 20,
             read_ahead_budget_bytes: 256 << 20,
             read_ahead_idle: Duration::from_secs(10),
