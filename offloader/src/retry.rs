@@ -215,8 +215,8 @@ pub(crate) async fn get_blocks(
     limiter: Option<&Semaphore>,
 ) -> Result<()> {
     let key = path.as_ref();
-    // Blocks handed over so far (shared with a blocking file read).
-    let sent = Arc::new(AtomicUsize::new(0));
+    // Blocks handed over so far, over all attempts.
+    let sent = AtomicUsize::new(0);
     let got = with_retry(policy, io, "get", key, limiter, || {
         fetch_blocks(store, path, range.clone(), blocks, &sent)
     })
@@ -241,7 +241,7 @@ async fn fetch_blocks(
     path: &Path,
     range: Range<u64>,
     Blocks { lens, on_block }: Blocks<'_>,
-    sent: &Arc<AtomicUsize>,
+    sent: &AtomicUsize,
 ) -> object_store::Result<u64> {
     let first = sent.load(Ordering::Acquire);
     let before: u64 = lens[..first].iter().map(|l| u64::from(*l)).sum();
@@ -255,11 +255,17 @@ async fn fetch_blocks(
         ..GetOptions::default()
     };
     let res = store.get_opts(path, opts).await?;
-    let mut split = BlockSplitter::new(lens, first, sent.clone());
+    let mut split = BlockSplitter::new(lens, first);
+    // Counted here, as each block is handed over: a timed-out attempt's
+    // blocking file read may still be cutting blocks, which go nowhere.
+    let hand_over = |i: usize, block: Bytes, crc: u32| {
+        sent.store(i + 1, Ordering::Release);
+        on_block(i, block, crc);
+    };
     match res.payload {
         GetResultPayload::Stream(mut body) => {
             while let Some(chunk) = body.next().await {
-                split.push(&chunk?, on_block);
+                split.push(&chunk?, &hand_over);
                 // A body longer than asked is not read on (the caller
                 // reports the wrong length as corrupt data).
                 if split.received > want {
@@ -278,7 +284,7 @@ async fn fetch_blocks(
                 })
             });
             while let Some((i, b, crc)) = rx.recv().await {
-                on_block(i, b, crc);
+                hand_over(i, b, crc);
             }
             split = reading
                 .await
@@ -300,8 +306,8 @@ async fn fetch_blocks(
 /// whole.
 struct BlockSplitter {
     lens: Vec<u32>,
-    /// Blocks handed over, counted from the first of the whole GET.
-    sent: Arc<AtomicUsize>,
+    /// The block being filled (`lens.len()` once all are whole).
+    next: usize,
     /// The block being filled, and its CRC so far.
     current: BytesMut,
     crc: u32,
@@ -311,11 +317,11 @@ struct BlockSplitter {
 
 impl BlockSplitter {
     /// Cuts from block `first` of `lens` on.
-    fn new(lens: &[u32], first: usize, sent: Arc<AtomicUsize>) -> Self {
+    fn new(lens: &[u32], first: usize) -> Self {
         BlockSplitter {
             current: BytesMut::with_capacity(lens.get(first).map_or(0, |l| *l as usize)),
             lens: lens.to_vec(),
-            sent,
+            next: first,
             crc: 0,
             received: 0,
         }
@@ -323,8 +329,7 @@ impl BlockSplitter {
 
     /// The block being filled (`None` once all are whole).
     fn next(&self) -> Option<usize> {
-        let i = self.sent.load(Ordering::Acquire);
-        (i < self.lens.len()).then_some(i)
+        (self.next < self.lens.len()).then_some(self.next)
     }
 
     fn push(&mut self, mut data: &[u8], on_block: OnBlock<'_>) {
@@ -346,7 +351,7 @@ impl BlockSplitter {
 
     fn hand_over(&mut self, i: usize, block: Bytes, on_block: OnBlock<'_>) {
         let crc = std::mem::take(&mut self.crc);
-        self.sent.store(i + 1, Ordering::Release);
+        self.next = i + 1;
         on_block(i, block, crc);
     }
 
@@ -497,7 +502,7 @@ mod tests {
         let want = expected(&data, &lens);
         let got = Collect::default();
         for chunk in [1, 7, 999, 1000, 1001, 4096, 10_000] {
-            let mut split = BlockSplitter::new(&lens, 0, Arc::default());
+            let mut split = BlockSplitter::new(&lens, 0);
             for piece in data.chunks(chunk) {
                 split.push(piece, &got.on_block());
             }
@@ -508,18 +513,18 @@ mod tests {
         }
         // A short body: only the whole blocks are handed over, each as soon
         // as it is whole, and the length tells the caller it is short.
-        let mut split = BlockSplitter::new(&lens, 0, Arc::default());
+        let mut split = BlockSplitter::new(&lens, 0);
         split.push(&data[..1000], &got.on_block());
         assert_eq!(got.0.lock().len(), 1, "a whole block waits for no more");
         split.push(&data[1000..6500], &got.on_block());
         assert_eq!((split.received, &got.take()[..]), (6500, &want[..3]));
         // A long one: the blocks, and a length that gives it away.
-        let mut split = BlockSplitter::new(&lens, 0, Arc::default());
+        let mut split = BlockSplitter::new(&lens, 0);
         split.push(&data, &got.on_block());
         split.push(&data[..10], &got.on_block());
         assert_eq!((split.received, got.take()), (10_010, want.clone()));
         // Resumed after two blocks (a retried GET starts at the third).
-        let mut split = BlockSplitter::new(&lens, 2, Arc::new(AtomicUsize::new(2)));
+        let mut split = BlockSplitter::new(&lens, 2);
         let seen = parking_lot::Mutex::new(Vec::new());
         split.push(&data[1001..], &|i, b, crc| seen.lock().push((i, b, crc)));
         let seen = seen.into_inner();
