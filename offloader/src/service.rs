@@ -50,6 +50,9 @@ use crate::upload::{self, UploadOptions};
 
 /// Payload bytes read from bookies per request while uploading.
 const READ_CHUNK_BYTES: u64 = 8 << 20;
+/// Ledgers of one topic in an offload at once: one uploading, the one
+/// before it being read back and verified.
+const PIPELINED_LEDGERS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct OffloaderConfig {
@@ -330,35 +333,91 @@ impl Offloader {
         }
         let mut outcome = Ok(());
         let mut lag_due = lag_due;
-        for id in &wanted {
-            let Some(l) = ledgers.get(id) else { continue };
-            let done_before = status.as_ref().map_or(0, |s| s.bytes_done);
-            let progress_status = status.clone();
+        // Each ledger with the bytes of the ones before it (for progress).
+        let mut queue: VecDeque<(&LedgerInfo, u64)> = VecDeque::new();
+        let mut before = 0;
+        for l in wanted.iter().filter_map(|id| ledgers.get(id).copied()) {
+            queue.push_back((l, before));
+            before += l.size_bytes;
+        }
+        // One progress report for the whole pass, rate-limited and never
+        // going back (two ledgers may report at once).
+        let reported = Arc::new(Mutex::new((std::time::Instant::now(), 0u64)));
+        // The status as of the last ledger done, for progress reports.
+        let current = Arc::new(Mutex::new(status.clone()));
+        let progress_for = |done_before: u64| {
+            let current = current.clone();
+            let reported = reported.clone();
             let me = self.clone();
-            let ml_owned = ml.to_string();
-            let last_report = Arc::new(Mutex::new(std::time::Instant::now()));
-            let progress = move |bytes: u64| {
-                // Rate-limited progress for `offload-status`.
-                let Some(mut s) = progress_status.clone() else {
+            let ml = ml.to_string();
+            move |bytes: u64| {
+                let Some(mut s) = current.lock().clone() else {
                     return;
                 };
-                let mut last = last_report.lock();
-                if last.elapsed() < Duration::from_millis(500) {
-                    return;
+                let done = done_before + bytes;
+                {
+                    let mut r = reported.lock();
+                    if done <= r.1 || r.0.elapsed() < Duration::from_millis(500) {
+                        return;
+                    }
+                    *r = (std::time::Instant::now(), done);
                 }
-                *last = std::time::Instant::now();
-                s.bytes_done = done_before + bytes;
+                s.bytes_done = done;
                 s.updated_ms = now_ms();
                 let me = me.clone();
-                let ml = ml_owned.clone();
+                let ml = ml.clone();
                 tokio::spawn(async move { me.put_status(&ml, &s).await });
+            }
+        };
+        // Ledgers run in order, the next one starting as soon as the one
+        // before has uploaded: its verification (reading everything back)
+        // overlaps the next upload, and no two uploads run at once.
+        let mut running = futures::stream::FuturesOrdered::new();
+        let mut uploading: Option<tokio::sync::oneshot::Receiver<()>> = None;
+        loop {
+            // The upload ended (or its ledger's run did) unnoticed, as the
+            // ledger finished in the same turn.
+            if let Some(rx) = &mut uploading
+                && !matches!(
+                    rx.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                )
+            {
+                uploading = None;
+            }
+            if outcome.is_ok()
+                && uploading.is_none()
+                && running.len() < PIPELINED_LEDGERS
+                && let Some((l, done_before)) = queue.pop_front()
+            {
+                let (uploaded, rx) = tokio::sync::oneshot::channel();
+                uploading = Some(rx);
+                let progress = progress_for(done_before);
+                running.push_back(async move {
+                    let res = self
+                        .offload_ledger(ml, l, policy, &progress, uploaded)
+                        .await;
+                    (l, done_before, res)
+                });
+            }
+            let finished = tokio::select! {
+                f = running.next() => f,
+                // Fires when that upload ends, or the ledger's run does.
+                _ = async { uploading.as_mut().expect("guarded").await },
+                    if uploading.is_some() => {
+                    uploading = None;
+                    continue;
+                }
             };
-            match self.offload_ledger(ml, l, policy, &progress).await {
+            let Some((l, done_before, res)) = finished else {
+                break;
+            };
+            match res {
                 Ok(()) => {
                     // The bookies' copy goes now (no lag) or when its lag
                     // has passed, rather than at the next full scan.
                     match policy.deletion_lag {
-                        Some(lag) if lag.is_zero() => lag_due.push(*id),
+                        Some(lag) if lag.is_zero() => lag_due.push(l.ledger_id),
                         Some(lag) if lag < self.inner.cfg.scan_interval => {
                             let me = self.clone();
                             let ml = ml.to_string();
@@ -371,14 +430,16 @@ impl Offloader {
                     }
                     if let Some(s) = &mut status {
                         s.ledgers_done += 1;
-                        s.bytes_done = done_before + l.size_bytes;
+                        s.bytes_done = s.bytes_done.max(done_before + l.size_bytes);
                         s.updated_ms = now_ms();
+                        *current.lock() = Some(s.clone());
                         self.put_status(ml, s).await;
                     }
                 }
+                // No further ledger starts; those running finish.
+                Err(e) if outcome.is_ok() => outcome = Err(e),
                 Err(e) => {
-                    outcome = Err(e);
-                    break;
+                    warn!(managed_ledger = ml, ledger_id = l.ledger_id, error = %e, "offload failed")
                 }
             }
         }
@@ -416,6 +477,7 @@ impl Offloader {
         l: &LedgerInfo,
         policy: &Effective,
         progress: &(dyn Fn(u64) + Send + Sync),
+        uploaded: tokio::sync::oneshot::Sender<()>,
     ) -> Result<()> {
         let meta = self.inner.meta.as_ref();
         let key = keys::record(ml, l.ledger_id);
@@ -513,11 +575,12 @@ impl Offloader {
                 progress,
             )
             .await?;
-            let uploaded = started.elapsed();
+            let _ = uploaded.send(());
+            let upload_time = started.elapsed();
             // With the configured timeouts and retries: a hung store must
             // fail the pass in bounded time, like the upload's requests.
             upload::verify_with(store.store(), &objects, &io, &self.inner.cfg.upload.retry).await?;
-            Ok::<_, OffloadError>((objects, uploaded, started.elapsed() - uploaded))
+            Ok::<_, OffloadError>((objects, upload_time, started.elapsed() - upload_time))
         }
         .await;
         let (objects, upload_time, verify_time) = match result {

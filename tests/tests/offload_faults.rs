@@ -617,6 +617,46 @@ async fn verification_reading_corrupt_bytes_blocks_the_offload() {
     verification_fault_blocks_offload("verify-flip", flip, true).await;
 }
 
+/// A ledger's verification overlaps the next ledger's upload: while every
+/// GET of the first ledger's objects hangs (its verification cannot end),
+/// the second ledger is uploaded, verified, marked offloaded and its
+/// bookies' copy deleted; the first is none of these until the fault
+/// clears. Offloading one ledger after the other would leave the second
+/// waiting behind the first for as long as the store hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_ledger_uploads_while_one_is_verified() {
+    let topic = "pipeline";
+    let mut rng = StdRng::seed_from_u64(seed(topic, 503));
+    let mut env = Env::start(topic, 60).await;
+    bounded(topic, LIMIT, async {
+        env.write(&mut rng, 130, 2 << 10, 20 << 10).await;
+        let ids = env.wait_closed(2).await;
+        let monitor = env.monitor_hot_copies(ids.clone());
+        let hang = Fault::new(Op::Get, FaultKind::Hang(Duration::from_secs(3600)))
+            .always()
+            .on_path(format!("/{}-", ids[0]));
+        env.faulty.inject(hang);
+        env.set_policy(0).await;
+
+        env.wait_offloaded(&ids[1..], true).await;
+        let records = env.records().await;
+        assert!(
+            !records.get(&ids[0]).is_some_and(OffloadRecord::is_complete),
+            "ledger {} was marked offloaded, unverified: {records:#?}",
+            ids[0]
+        );
+        env.assert_hot_copy(ids[0]).await;
+
+        env.faulty.clear_faults();
+        env.wait_offloaded(&ids, true).await;
+        stop_monitor(monitor).await;
+        env.assert_no_orphans(true).await;
+        assert_eq!(env.read_back(&ids).await.expect("cold reads"), 120);
+        env.report();
+    })
+    .await;
+}
+
 /// Damaged objects in the store after a complete offload (a flipped byte in
 /// one ledger's data, another's data cut short): while the bookies have a
 /// copy, reads through the managed ledger return the right bytes from it;
