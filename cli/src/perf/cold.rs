@@ -294,6 +294,7 @@ async fn measure(
     tracing::info!("warm read ends");
     let mut first_message_probes_ms = Vec::with_capacity(probes.len());
     for p in probes {
+        wait_cold_reads_idle(args).await;
         let (_, first) = read_all(&client, &topic_name(p), "probe", 1, args.timeout).await?;
         first_message_probes_ms.push(first);
     }
@@ -511,6 +512,31 @@ async fn wait_cold_only(args: &ColdReadArgs, tpath: &str) -> anyhow::Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits (at most 5 s) until the broker's tiered reader has no GET in
+/// flight. A probe's consumer goes after one message, but the broker's
+/// dispatcher has asked for more by then, and that read's GETs, and the
+/// read-ahead behind them, run on: the next probe would share the store
+/// with them, while the ranged GET it is compared with ran alone.
+async fn wait_cold_reads_idle(args: &ColdReadArgs) {
+    const NAME: &str = "strata_cold_reader_in_flight_requests";
+    let started = Instant::now();
+    // Two idle looks in a row: a read may be between two GETs.
+    let mut idle = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        match super::admin::metric(&args.admin_url, NAME).await {
+            Ok(n) if n > 0.0 => idle = 0,
+            Ok(_) if idle == 1 => return,
+            Ok(_) => idle += 1,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot tell whether cold reads are idle");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!("cold GETs still running after 5 s; probing anyway");
 }
 
 /// Runs `pass` three times; returns the median and every pass.
