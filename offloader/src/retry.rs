@@ -154,14 +154,7 @@ pub(crate) async fn get_range(
         store.get_opts(path, opts).await?.bytes().await
     })
     .await;
-    let bytes = match got {
-        Ok(b) => b,
-        Err(e) => {
-            return Err(past_the_end(store, path, &range, policy, io)
-                .await
-                .unwrap_or(e));
-        }
-    };
+    let bytes = or_past_the_end(got, store, path, &range, policy, io).await?;
     io.get(bytes.len() as u64);
     check_length(key, &range, bytes.len() as u64)?;
     Ok(bytes)
@@ -221,14 +214,7 @@ pub(crate) async fn get_blocks(
         fetch_blocks(store, path, range.clone(), blocks, &sent)
     })
     .await;
-    let received = match got {
-        Ok(n) => n,
-        Err(e) => {
-            return Err(past_the_end(store, path, &range, policy, io)
-                .await
-                .unwrap_or(e));
-        }
-    };
+    let received = or_past_the_end(got, store, path, &range, policy, io).await?;
     io.get(received);
     check_length(key, &range, received)
 }
@@ -379,6 +365,24 @@ impl BlockSplitter {
         // Anything past the blocks only counts (as a wrong length).
         self.received += std::io::copy(&mut file, &mut std::io::sink())?;
         Ok(self)
+    }
+}
+
+/// A ranged GET's outcome, its error replaced by [`past_the_end`]'s when
+/// the range lies past the object's end.
+async fn or_past_the_end<T>(
+    got: Result<T>,
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    range: &Range<u64>,
+    policy: &RetryPolicy,
+    io: &IoSink,
+) -> Result<T> {
+    match got {
+        Ok(v) => Ok(v),
+        Err(e) => Err(past_the_end(store, path, range, policy, io)
+            .await
+            .unwrap_or(e)),
     }
 }
 

@@ -407,6 +407,22 @@ impl Env {
         }
     }
 
+    /// Clears the faults; then every ledger of `ids` is offloaded and its
+    /// bookies' copy deleted (never before: `monitor` watched), no object
+    /// is orphaned, and the 120 entries read back from the cold tier.
+    async fn offloads_once_faults_clear(
+        &self,
+        ids: &[u64],
+        monitor: (Arc<AtomicBool>, tokio::task::JoinHandle<()>),
+    ) {
+        self.faulty.clear_faults();
+        self.wait_offloaded(ids, true).await;
+        stop_monitor(monitor).await;
+        self.assert_no_orphans(true).await;
+        assert_eq!(self.read_back(ids).await.expect("cold reads"), 120);
+        self.report();
+    }
+
     /// Watches, until the returned flag is set, that no ledger of `ids`
     /// leaves the bookies before its record is complete.
     fn monitor_hot_copies(&self, ids: Vec<u64>) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
@@ -593,12 +609,7 @@ async fn verification_fault_blocks_offload(topic: &str, fault: Fault, corrupt: b
             );
         }
 
-        env.faulty.clear_faults();
-        env.wait_offloaded(&ids, true).await;
-        stop_monitor(monitor).await;
-        env.assert_no_orphans(true).await;
-        assert_eq!(env.read_back(&ids).await.expect("cold reads"), 120);
-        env.report();
+        env.offloads_once_faults_clear(&ids, monitor).await;
     })
     .await;
 }
@@ -647,12 +658,7 @@ async fn the_next_ledger_uploads_while_one_is_verified() {
         );
         env.assert_hot_copy(ids[0]).await;
 
-        env.faulty.clear_faults();
-        env.wait_offloaded(&ids, true).await;
-        stop_monitor(monitor).await;
-        env.assert_no_orphans(true).await;
-        assert_eq!(env.read_back(&ids).await.expect("cold reads"), 120);
-        env.report();
+        env.offloads_once_faults_clear(&ids, monitor).await;
     })
     .await;
 }
@@ -832,12 +838,7 @@ async fn failed_upload_keeps_the_hot_copy() {
         let left = env.objects().await;
         assert!(left.is_empty(), "a failed upload left {left:?}");
 
-        env.faulty.clear_faults();
-        env.wait_offloaded(&ids, true).await;
-        stop_monitor(monitor).await;
-        env.assert_no_orphans(true).await;
-        assert_eq!(env.read_back(&ids).await.expect("cold reads"), 120);
-        env.report();
+        env.offloads_once_faults_clear(&ids, monitor).await;
     })
     .await;
 }
