@@ -330,15 +330,11 @@ impl BlockSplitter {
             if self.current.len() == len {
                 let next = self.lens.get(i + 1).map_or(0, |l| *l as usize);
                 let block = std::mem::replace(&mut self.current, BytesMut::with_capacity(next));
-                self.hand_over(i, block.freeze(), on_block);
+                let crc = std::mem::take(&mut self.crc);
+                self.next = i + 1;
+                on_block(i, block.freeze(), crc);
             }
         }
-    }
-
-    fn hand_over(&mut self, i: usize, block: Bytes, on_block: OnBlock<'_>) {
-        let crc = std::mem::take(&mut self.crc);
-        self.next = i + 1;
-        on_block(i, block, crc);
     }
 
     /// Reads `range` of `file` block by block (a blocking read).
@@ -359,8 +355,9 @@ impl BlockSplitter {
             if n < len {
                 return Ok(self);
             }
-            self.crc = strata_proto::crc::crc32c(&buf);
-            self.hand_over(i, Bytes::from(buf), on_block);
+            let crc = strata_proto::crc::crc32c(&buf);
+            self.next = i + 1;
+            on_block(i, Bytes::from(buf), crc);
         }
         // Anything past the blocks only counts (as a wrong length).
         self.received += std::io::copy(&mut file, &mut std::io::sink())?;

@@ -50,9 +50,6 @@ use crate::upload::{self, UploadOptions};
 
 /// Payload bytes read from bookies per request while uploading.
 const READ_CHUNK_BYTES: u64 = 8 << 20;
-/// Ledgers of one topic in an offload at once: one uploading, the one
-/// before it being read back and verified.
-const PIPELINED_LEDGERS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct OffloaderConfig {
@@ -333,35 +330,31 @@ impl Offloader {
         }
         let mut outcome = Ok(());
         let mut lag_due = lag_due;
-        // Each ledger with the bytes of the ones before it (for progress).
-        let mut queue: VecDeque<(&LedgerInfo, u64)> = VecDeque::new();
-        let mut before = 0;
-        for l in wanted.iter().filter_map(|id| ledgers.get(id).copied()) {
-            queue.push_back((l, before));
-            before += l.size_bytes;
-        }
-        // One progress report for the whole pass, rate-limited and never
-        // going back (two ledgers may report at once).
-        let reported = Arc::new(Mutex::new((std::time::Instant::now(), 0u64)));
-        // The status as of the last ledger done, for progress reports.
-        let current = Arc::new(Mutex::new(status.clone()));
+        // One progress report for the whole pass: the status as of the
+        // last ledger done, when the last report went and what it said
+        // (rate-limited, and never going back: two ledgers may report).
+        let progress_state = Arc::new(Mutex::new((
+            status.clone(),
+            std::time::Instant::now(),
+            0u64,
+        )));
         let progress_for = |done_before: u64| {
-            let current = current.clone();
-            let reported = reported.clone();
+            let state = progress_state.clone();
             let me = self.clone();
             let ml = ml.to_string();
             move |bytes: u64| {
-                let Some(mut s) = current.lock().clone() else {
-                    return;
-                };
                 let done = done_before + bytes;
-                {
-                    let mut r = reported.lock();
-                    if done <= r.1 || r.0.elapsed() < Duration::from_millis(500) {
+                let mut s = {
+                    let mut st = state.lock();
+                    let (Some(s), at, last) = &mut *st else {
+                        return;
+                    };
+                    if done <= *last || at.elapsed() < Duration::from_millis(500) {
                         return;
                     }
-                    *r = (std::time::Instant::now(), done);
-                }
+                    (*at, *last) = (std::time::Instant::now(), done);
+                    s.clone()
+                };
                 s.bytes_done = done;
                 s.updated_ms = now_ms();
                 let me = me.clone();
@@ -369,48 +362,37 @@ impl Offloader {
                 tokio::spawn(async move { me.put_status(&ml, &s).await });
             }
         };
-        // Ledgers run in order, the next one starting as soon as the one
-        // before has uploaded: its verification (reading everything back)
-        // overlaps the next upload, and no two uploads run at once.
-        let mut running = futures::stream::FuturesOrdered::new();
-        let mut uploading: Option<tokio::sync::oneshot::Receiver<()>> = None;
-        loop {
-            // The upload ended (or its ledger's run did) unnoticed, as the
-            // ledger finished in the same turn.
-            if let Some(rx) = &mut uploading
-                && !matches!(
-                    rx.try_recv(),
-                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
-                )
-            {
-                uploading = None;
-            }
-            if outcome.is_ok()
-                && uploading.is_none()
-                && running.len() < PIPELINED_LEDGERS
-                && let Some((l, done_before)) = queue.pop_front()
-            {
-                let (uploaded, rx) = tokio::sync::oneshot::channel();
-                uploading = Some(rx);
+        // Ledgers go in order, one uploading at a time: each takes the
+        // upload slot before it starts and gives it back once uploaded, so
+        // the next one uploads while it is read back and verified. A failure
+        // closes the slot: no further ledger starts, those running finish.
+        let upload_slot = tokio::sync::Semaphore::new(1);
+        let mut before = 0;
+        let mut running: futures::stream::FuturesOrdered<_> = wanted
+            .iter()
+            .filter_map(|id| ledgers.get(id).copied())
+            .map(|l| {
+                let done_before = before;
+                before += l.size_bytes;
                 let progress = progress_for(done_before);
-                running.push_back(async move {
+                let slot = &upload_slot;
+                async move {
+                    let permit = Mutex::new(Some(slot.acquire().await.ok()?));
+                    let uploaded = || drop(permit.lock().take());
                     let res = self
-                        .offload_ledger(ml, l, policy, &progress, uploaded)
+                        .offload_ledger(ml, l, policy, &progress, &uploaded)
                         .await;
-                    (l, done_before, res)
-                });
-            }
-            let finished = tokio::select! {
-                f = running.next() => f,
-                // Fires when that upload ends, or the ledger's run does.
-                _ = async { uploading.as_mut().expect("guarded").await },
-                    if uploading.is_some() => {
-                    uploading = None;
-                    continue;
+                    if res.is_err() {
+                        // Before a slot this ledger still holds goes to the next.
+                        slot.close();
+                    }
+                    Some((l, done_before, res))
                 }
-            };
+            })
+            .collect();
+        while let Some(finished) = running.next().await {
             let Some((l, done_before, res)) = finished else {
-                break;
+                continue;
             };
             match res {
                 Ok(()) => {
@@ -432,11 +414,10 @@ impl Offloader {
                         s.ledgers_done += 1;
                         s.bytes_done = s.bytes_done.max(done_before + l.size_bytes);
                         s.updated_ms = now_ms();
-                        *current.lock() = Some(s.clone());
+                        progress_state.lock().0 = Some(s.clone());
                         self.put_status(ml, s).await;
                     }
                 }
-                // No further ledger starts; those running finish.
                 Err(e) if outcome.is_ok() => outcome = Err(e),
                 Err(e) => {
                     warn!(managed_ledger = ml, ledger_id = l.ledger_id, error = %e, "offload failed")
@@ -471,13 +452,15 @@ impl Offloader {
     }
 
     /// Uploads, verifies and records one ledger; see the module docs.
+    /// `uploaded` is called once its objects are written, before they are
+    /// read back.
     async fn offload_ledger(
         &self,
         ml: &str,
         l: &LedgerInfo,
         policy: &Effective,
         progress: &(dyn Fn(u64) + Send + Sync),
-        uploaded: tokio::sync::oneshot::Sender<()>,
+        uploaded: &(dyn Fn() + Send + Sync),
     ) -> Result<()> {
         let meta = self.inner.meta.as_ref();
         let key = keys::record(ml, l.ledger_id);
@@ -575,7 +558,7 @@ impl Offloader {
                 progress,
             )
             .await?;
-            let _ = uploaded.send(());
+            uploaded();
             let upload_time = started.elapsed();
             // With the configured timeouts and retries: a hung store must
             // fail the pass in bounded time, like the upload's requests.

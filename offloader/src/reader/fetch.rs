@@ -381,7 +381,6 @@ impl TieredReader {
         let lens: Vec<u32> = rows.iter().map(|r| r.len).collect();
         // Blocks handed over (good or not), and those to fetch again.
         let arrived = AtomicUsize::new(0);
-        let arrived_bytes = AtomicUsize::new(0);
         let again = Mutex::new(Vec::new());
         let fetched = get_blocks(
             &ledger.store,
@@ -391,7 +390,6 @@ impl TieredReader {
                 lens: &lens,
                 on_block: &|i, block, crc| {
                     arrived.store(i + 1, Ordering::Relaxed);
-                    arrived_bytes.fetch_add(block.len(), Ordering::Relaxed);
                     let b = blocks.start + i;
                     match check_block_crc(&ledger.data_key, &rows[i], &block, crc) {
                         Ok(()) => claim.lock().resolve(b, Ok(block)),
@@ -404,12 +402,12 @@ impl TieredReader {
             Some(&self.limiter),
         )
         .await;
-        let bytes = arrived_bytes.into_inner();
-        if fetched.is_ok() || bytes > 0 {
-            self.count_get(bytes);
+        let arrived = arrived.into_inner();
+        if fetched.is_ok() || arrived > 0 {
+            self.count_get(lens[..arrived].iter().map(|l| *l as usize).sum());
         }
         let mut again = again.into_inner();
-        let rest = blocks.start + arrived.into_inner()..blocks.end;
+        let rest = blocks.start + arrived..blocks.end;
         match fetched {
             Ok(()) => {}
             // A short or damaged body: what did not come is fetched on its own.
