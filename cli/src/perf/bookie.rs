@@ -567,7 +567,7 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         let plan = FloorPlan {
             entry_size: args.entry_size,
             rate: timed.rate,
-            duration: Duration::from_secs_f64(timed.elapsed),
+            duration: timed.sending,
             tick: Duration::from_micros(args.pace_tick_us.max(1)),
             realtime: timed.realtime,
         };
@@ -662,6 +662,9 @@ struct PhaseOutcome {
     realtime: bool,
     entries: u64,
     elapsed: f64,
+    /// How long entries were sent for (`elapsed` less the wait for the last
+    /// acknowledgements).
+    sending: Duration,
     cpu_secs: f64,
     machine_cpu: Option<MachineCpu>,
     ledgers: u64,
@@ -814,6 +817,8 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
             retention.rolled(full);
         }
     }
+    // The floor paces over this stretch, not over the drain that follows.
+    let sending = started.elapsed();
     drop(sender_realtime);
     drop(tx);
     let midway = refused.borrow().clone();
@@ -847,6 +852,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
         realtime,
         entries: n,
         elapsed,
+        sending,
         cpu_secs,
         machine_cpu,
         ledgers,
