@@ -13,9 +13,18 @@
 //! **index** is
 //! ```text
 //! magic "STRTAIDX" | version u32 | header_len u32 | header JSON (LedgerHeader)
-//! | block_count u64 | block_count × row | trailer u32
+//! | block_count u64 | block_count × row | head_len u32 | head | trailer u32
 //! row = offset u64 | len u32 | first_entry u64 | entries u32 | crc32c u32  (28 bytes)
 //! ```
+//! `head` (version 2; version 1 indexes end after the rows and are still
+//! read) is a copy of the data object's first block, or nothing
+//! (`head_len` 0, when that block is larger than the uploader's limit). It
+//! must match the first row like any block read from `data`. With it, the
+//! one GET that opens a ledger also serves its first entries: a reader
+//! starting a cold ledger from its beginning (a new subscription, or a scan
+//! crossing into the next ledger) waits for one small GET instead of the
+//! slower of two, one of them inside a large object (a store such as Garage
+//! reads and hashes the whole 1 MiB chunk behind a 64 KiB range).
 //! The trailer is the CRC32C of every byte before it, stored **big endian**:
 //! appended little endian, the CRC32C of the whole object would be the same
 //! constant (the CRC residue) for every index, and the whole-object CRC kept
@@ -34,8 +43,11 @@ use crate::error::{OffloadError, Result};
 
 /// First bytes of every index object.
 pub const INDEX_MAGIC: &[u8; 8] = b"STRTAIDX";
-/// The only index version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The index version this code writes; it reads this and version 1.
+pub const FORMAT_VERSION: u32 = 2;
+/// Default limit on the first block's size for a copy of it to go into the
+/// index (a first block of one huge entry is not copied).
+pub const DEFAULT_HEAD_MAX: usize = 256 * 1024;
 /// Bytes before each entry's payload in a block: entry id u64 + length u32.
 pub const ENTRY_OVERHEAD: usize = 12;
 /// Bytes of one index row.
@@ -45,7 +57,8 @@ pub const DEFAULT_BLOCK_TARGET: usize = 64 * 1024;
 /// Largest header JSON accepted, so a corrupt length cannot make us allocate
 /// gigabytes before the trailer CRC is even checked.
 const MAX_HEADER_LEN: usize = 1 << 20;
-/// magic + version + header_len + block_count + trailer.
+/// magic + version + header_len + block_count + trailer (+ head_len in
+/// version 2).
 const INDEX_FIXED_LEN: usize = 8 + 4 + 4 + 8 + 4;
 
 /// What the index says about the ledger; everything needed to serve it
@@ -98,6 +111,9 @@ pub struct LedgerIndex {
     pub rows: Vec<BlockRow>,
     /// Size the data object must have: the end of the last block.
     pub data_size: u64,
+    /// The index's copy of the first block (checked against its row), for
+    /// the block cache: a reader takes it out before keeping the index.
+    pub head: Option<Bytes>,
 }
 
 impl LedgerIndex {
@@ -118,11 +134,14 @@ impl LedgerIndex {
 }
 
 /// Encodes an index object. `rows` must tile the data as described in the
-/// module docs; the uploader builds them that way.
-pub fn encode_index(header: &LedgerHeader, rows: &[BlockRow]) -> Result<Bytes> {
+/// module docs; the uploader builds them that way. `head` is empty or the
+/// first block's bytes.
+pub fn encode_index(header: &LedgerHeader, rows: &[BlockRow], head: &[u8]) -> Result<Bytes> {
     let json = serde_json::to_vec(header)
         .map_err(|e| OffloadError::Other(format!("encoding ledger header: {e}")))?;
-    let mut out = BytesMut::with_capacity(INDEX_FIXED_LEN + json.len() + rows.len() * ROW_LEN);
+    let mut out = BytesMut::with_capacity(
+        INDEX_FIXED_LEN + 4 + json.len() + rows.len() * ROW_LEN + head.len(),
+    );
     out.put_slice(INDEX_MAGIC);
     out.put_u32_le(FORMAT_VERSION);
     out.put_u32_le(json.len() as u32);
@@ -135,6 +154,10 @@ pub fn encode_index(header: &LedgerHeader, rows: &[BlockRow]) -> Result<Bytes> {
         out.put_u32_le(r.entries);
         out.put_u32_le(r.crc32c);
     }
+    let head_len = u32::try_from(head.len())
+        .map_err(|_| OffloadError::Other(format!("a head of {} bytes", head.len())))?;
+    out.put_u32_le(head_len);
+    out.put_slice(head);
     let crc = strata_proto::crc::crc32c(&out);
     out.put_u32(crc);
     Ok(out.freeze())
@@ -152,7 +175,7 @@ pub fn decode_index(key: &str, bytes: &[u8]) -> Result<LedgerIndex> {
     let (body, trailer) = bytes.split_at(bytes.len() - 4);
     let mut buf = &body[8..];
     let version = buf.get_u32_le();
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(bad(format!("unknown index format version {version}")));
     }
     let stored = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
@@ -172,15 +195,28 @@ pub fn decode_index(key: &str, bytes: &[u8]) -> Result<LedgerIndex> {
         .map_err(|e| bad(format!("index header is not valid JSON: {e}")))?;
     buf.advance(header_len);
     let count = buf.get_u64_le();
-    let expected = usize::try_from(count)
+    let rows_len = usize::try_from(count)
         .ok()
         .and_then(|c| c.checked_mul(ROW_LEN));
-    if expected != Some(buf.len()) {
+    // Where the head's length sits (version 2), counted from the body's end.
+    let (fits, head_len) = match rows_len {
+        None => (false, 0),
+        Some(n) if version == 1 => (n == buf.len(), 0),
+        Some(n) => match buf.len().checked_sub(n).filter(|rest| *rest >= 4) {
+            Some(rest) => {
+                let head_len = (&buf[n..n + 4]).get_u32_le() as usize;
+                (rest - 4 == head_len, head_len)
+            }
+            None => (false, 0),
+        },
+    };
+    if !fits {
         return Err(bad(format!(
-            "index claims {count} blocks but has {} bytes of rows",
+            "index claims {count} blocks but has {} bytes of rows and head",
             buf.len()
         )));
     }
+    let head_at = body.len() - head_len;
     let mut rows = Vec::with_capacity(count as usize);
     let (mut offset, mut entry) = (0u64, 0u64);
     for i in 0..count {
@@ -226,10 +262,21 @@ pub fn decode_index(key: &str, bytes: &[u8]) -> Result<LedgerIndex> {
             header.payload_bytes
         )));
     }
+    let head = match rows.first() {
+        Some(first) if head_len > 0 => {
+            let head = Bytes::copy_from_slice(&body[head_at..]);
+            check_block(key, first, &head)
+                .map_err(|e| bad(format!("the index's copy of the first block: {e}")))?;
+            Some(head)
+        }
+        None if head_len > 0 => return Err(bad("a head without blocks".into())),
+        _ => None,
+    };
     Ok(LedgerIndex {
         header,
         rows,
         data_size: offset,
+        head,
     })
 }
 
@@ -483,7 +530,7 @@ mod tests {
     fn index_round_trip_and_lookup() {
         let (data, rows, payload) = build(&vec![1000; 300], DEFAULT_BLOCK_TARGET);
         let h = header(300, payload);
-        let idx = encode_index(&h, &rows).unwrap();
+        let idx = encode_index(&h, &rows, &[]).unwrap();
         let decoded = decode_index("k", &idx).unwrap();
         assert_eq!(decoded.header, h);
         assert_eq!(decoded.rows, rows);
@@ -497,18 +544,60 @@ mod tests {
     }
 
     #[test]
+    fn the_index_carries_a_checked_copy_of_the_first_block() {
+        let (data, rows, payload) = build(&vec![1000; 300], DEFAULT_BLOCK_TARGET);
+        let h = header(300, payload);
+        let first = data.slice(..rows[0].len as usize);
+        let idx = encode_index(&h, &rows, &first).unwrap();
+        let decoded = decode_index("k", &idx).unwrap();
+        assert_eq!(decoded.head.as_ref(), Some(&first));
+        assert_eq!(decoded.rows, rows);
+        // A head that is not the first block (here the second) is refused,
+        // checksum sealed or not.
+        let second = data.slice(rows[1].offset as usize..rows[1].range().end as usize);
+        let wrong = encode_index(&h, &rows, &second).unwrap();
+        let why = reason(decode_index("k", &wrong));
+        assert!(why.contains("copy of the first block"), "{why}");
+        // A head length that disagrees with the object's size.
+        let mut long = idx.to_vec();
+        let at = long.len() - 4 - first.len() - 4;
+        long[at..at + 4].copy_from_slice(&(first.len() as u32 + 1).to_le_bytes());
+        let why = reason(decode_index("k", &reseal(long)));
+        assert!(why.contains("rows and head"), "{why}");
+    }
+
+    /// Indexes written before the head existed still decode.
+    #[test]
+    fn version_1_indexes_are_still_read() {
+        let (data, rows, payload) = build(&vec![1000; 300], DEFAULT_BLOCK_TARGET);
+        let h = header(300, payload);
+        let v2 = encode_index(&h, &rows, &[]).unwrap().to_vec();
+        // Version 1 is version 2 without the head's length.
+        let mut v1 = v2[..v2.len() - 8].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let v1 = reseal([v1, vec![0; 4]].concat());
+        let decoded = decode_index("k", &v1).unwrap();
+        assert_eq!(decoded.rows, rows);
+        assert_eq!(decoded.data_size, data.len() as u64);
+        assert_eq!(decoded.head, None);
+        // And a version-1 index with bytes after its rows is refused.
+        let longer = reseal([v1.clone(), vec![0; 4]].concat());
+        assert!(reason(decode_index("k", &longer)).contains("rows"));
+    }
+
+    #[test]
     fn whole_index_crc_identifies_the_index() {
         let (_, rows, payload) = build(&[100; 10], 512);
-        let a = encode_index(&header(10, payload), &rows).unwrap();
+        let a = encode_index(&header(10, payload), &rows, &[]).unwrap();
         let mut h = header(10, payload);
         h.ledger_id = 8;
-        let b = encode_index(&h, &rows).unwrap();
+        let b = encode_index(&h, &rows, &[]).unwrap();
         assert_ne!(strata_proto::crc::crc32c(&a), strata_proto::crc::crc32c(&b));
     }
 
     #[test]
     fn empty_ledger_index() {
-        let idx = encode_index(&header(0, 0), &[]).unwrap();
+        let idx = encode_index(&header(0, 0), &[], &[]).unwrap();
         let d = decode_index("k", &idx).unwrap();
         assert_eq!(d.data_size, 0);
         assert_eq!(d.block_of(0), None);
@@ -533,7 +622,7 @@ mod tests {
     fn decode_rejects_each_kind_of_damage() {
         let (_, rows, payload) = build(&[100; 50], 512);
         let h = header(50, payload);
-        let good = encode_index(&h, &rows).unwrap().to_vec();
+        let good = encode_index(&h, &rows, &[]).unwrap().to_vec();
 
         let mut m = good.clone();
         m[0] ^= 1;
@@ -551,17 +640,17 @@ mod tests {
         // A gap between blocks.
         let mut gap = rows.clone();
         gap[3].offset += 1;
-        let g = encode_index(&h, &gap).unwrap();
+        let g = encode_index(&h, &gap, &[]).unwrap();
         assert!(reason(decode_index("k", &g)).contains("starts at"));
 
         // Entry ids not contiguous.
         let mut ids = rows.clone();
         ids[2].first_entry += 1;
-        let i = encode_index(&h, &ids).unwrap();
+        let i = encode_index(&h, &ids, &[]).unwrap();
         assert!(reason(decode_index("k", &i)).contains("entry"));
 
         // Wrong total.
-        let t = encode_index(&header(51, payload), &rows).unwrap();
+        let t = encode_index(&header(51, payload), &rows, &[]).unwrap();
         assert!(reason(decode_index("k", &t)).contains("header says"));
 
         // Truncated rows.
@@ -623,7 +712,10 @@ mod tests {
     fn fuzz_decoders_with_random_bytes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
         let (data, rows, payload) = build(&[100; 40], 600);
-        let good = encode_index(&header(40, payload), &rows).unwrap().to_vec();
+        let first = data.slice(..rows[0].len as usize);
+        let good = encode_index(&header(40, payload), &rows, &first)
+            .unwrap()
+            .to_vec();
         for _ in 0..3000 {
             let n = rng.random_range(0..200);
             let junk: Vec<u8> = (0..n).map(|_| rng.random()).collect();

@@ -145,7 +145,7 @@ impl MetricsSource for ColdMetrics {
 
 /// The tiered reader's block cache and requests.
 fn render_reader(out: &mut Exposition, s: &crate::ReaderStats) {
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "strata_cold_cache_memory_hits_total",
             "Cold blocks reads found in the memory cache.",
@@ -175,6 +175,11 @@ fn render_reader(out: &mut Exposition, s: &crate::ReaderStats) {
             "strata_cold_read_ahead_blocks_total",
             "Cold blocks fetched ahead of sequential readers.",
             s.read_ahead_blocks,
+        ),
+        (
+            "strata_cold_index_head_blocks_total",
+            "First blocks of cold ledgers that came with the ledger's index.",
+            s.index_head_blocks,
         ),
         (
             "strata_cold_read_ahead_hits_total",

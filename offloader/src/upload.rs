@@ -18,7 +18,8 @@ use tokio::task::JoinSet;
 
 use crate::error::{OffloadError, Result};
 use crate::format::{
-    BlockRow, BlockWriter, DEFAULT_BLOCK_TARGET, LedgerHeader, check_block_crc, encode_index,
+    BlockRow, BlockWriter, DEFAULT_BLOCK_TARGET, DEFAULT_HEAD_MAX, LedgerHeader, check_block_crc,
+    encode_index,
 };
 use crate::retry::{
     Blocks, RetryPolicy, get_blocks, get_range, part_retry, timeout_error, with_retry,
@@ -52,6 +53,11 @@ pub struct OffloadedObjects {
     pub blocks: u64,
     pub entries: u64,
     pub payload_bytes: u64,
+    /// Bytes of the first block's copy in the index (0: none, as in indexes
+    /// of format version 1). A reader that knows the index brings the first
+    /// block does not also GET the data object's start when it opens it.
+    #[serde(default)]
+    pub head_bytes: u64,
 }
 
 impl OffloadedObjects {
@@ -81,6 +87,9 @@ pub struct UploadOptions {
     pub max_parallel_parts: usize,
     /// Data objects up to this size are written with one PUT.
     pub single_put_max: usize,
+    /// A first block up to this size is copied into the index (see
+    /// [`crate::format`]); 0: never.
+    pub head_max: usize,
     /// Retries and timeout of single requests. Multipart parts are retried by
     /// HTTP stores themselves (with this policy), within
     /// [`RetryPolicy::retried_deadline`]; a part that still fails fails the
@@ -95,6 +104,7 @@ impl Default for UploadOptions {
             part_size: 8 << 20,
             max_parallel_parts: 4,
             single_put_max: 8 << 20,
+            head_max: DEFAULT_HEAD_MAX,
             retry: RetryPolicy::default(),
         }
     }
@@ -131,9 +141,23 @@ struct DataWriter<'a> {
     payload_cut: u64,
     reported: u64,
     multipart: Option<Multipart>,
+    /// A copy of the first block, for the index, once it was cut.
+    head: Bytes,
 }
 
 impl DataWriter<'_> {
+    /// Keeps a copy of the first block when `start` (the data object's
+    /// first bytes, whole blocks) holds it and it is small enough.
+    fn keep_head(&mut self, start: &[u8]) {
+        let Some(first) = self.blocks.rows().first() else {
+            return;
+        };
+        let len = first.len as usize;
+        if self.cut == 0 && len <= self.opts.head_max && len <= start.len() {
+            self.head = Bytes::copy_from_slice(&start[..len]);
+        }
+    }
+
     fn report(&mut self, done: u64) {
         if done > self.reported {
             self.reported = done;
@@ -197,6 +221,7 @@ impl DataWriter<'_> {
                 self.join_one().await?;
             }
             let part = self.buf.split_to(n).freeze();
+            self.keep_head(&part);
             self.blocks.consumed(n);
             self.cut += n as u64;
             let rows = self.blocks.rows();
@@ -248,6 +273,7 @@ impl DataWriter<'_> {
             self.io.put(0);
         } else {
             let body = std::mem::take(&mut self.buf).freeze();
+            self.keep_head(&body);
             let len = body.len() as u64;
             let payload = object_store::PutPayload::from_bytes(body);
             with_retry(&self.opts.retry, self.io, "put", &key, None, || {
@@ -307,6 +333,7 @@ where
         payload_cut: 0,
         reported: 0,
         multipart: None,
+        head: Bytes::new(),
     };
     let counted = match stream_data(&mut w, header, entries).await {
         Ok(n) => n,
@@ -321,7 +348,8 @@ where
     let mut written = header.clone();
     written.entries = counted;
     written.payload_bytes = payload_bytes;
-    let index = encode_index(&written, &rows)?;
+    let head_bytes = w.head.len() as u64;
+    let index = encode_index(&written, &rows, &w.head)?;
     let index_crc32c = strata_proto::crc::crc32c(&index);
     let index_size = index.len() as u64;
     let payload = object_store::PutPayload::from_bytes(index);
@@ -339,6 +367,7 @@ where
         blocks: rows.len() as u64,
         entries: counted,
         payload_bytes,
+        head_bytes,
     })
 }
 

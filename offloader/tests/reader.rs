@@ -12,7 +12,7 @@ use object_store::ObjectStore;
 use rand::{Rng, SeedableRng};
 use strata_offloader::faulty::{Fault, FaultKind, FaultyStore, Op};
 use strata_offloader::{
-    ColdLedger, IoSink, OffloadError, OffloadedObjects, ReaderConfig, TieredReader,
+    ColdLedger, IoSink, OffloadError, OffloadedObjects, ReaderConfig, TieredReader, UploadOptions,
 };
 
 fn config() -> ReaderConfig {
@@ -38,12 +38,22 @@ struct Setup {
     objects: OffloadedObjects,
 }
 
-/// A ledger of `sizes` entries in blocks of about `block` bytes.
+/// A ledger of `sizes` entries in blocks of about `block` bytes, with no
+/// copy of its first block in the index, so every block a read needs comes
+/// from a GET of the data object (`setup_with_head` for the default).
 async fn setup(seed: u64, sizes: &[usize], block: usize) -> Setup {
+    let o = UploadOptions {
+        head_max: 0,
+        ..opts(block)
+    };
+    setup_with(seed, sizes, &o).await
+}
+
+async fn setup_with(seed: u64, sizes: &[usize], o: &UploadOptions) -> Setup {
     let faulty = FaultyStore::new(memory());
     let store: Arc<dyn ObjectStore> = faulty.clone();
     let sent = entries(sizes);
-    let (_, objects) = upload(&store, seed, &sent, &opts(block)).await;
+    let (_, objects) = upload(&store, seed, &sent, o).await;
     faulty.reset_counters();
     Setup {
         faulty,
@@ -264,6 +274,8 @@ async fn an_entry_keeps_only_its_block_in_memory() {
     }
 }
 
+/// An index without a copy of the first block (version 1, or a first block
+/// over the uploader's limit): the data's start is fetched next to it.
 #[tokio::test]
 async fn open_fetches_the_first_range_with_the_index() {
     let s = setup(24, &random_sizes(24, 400, 1000), 4096).await;
@@ -289,6 +301,50 @@ async fn open_fetches_the_first_range_with_the_index() {
         2,
         "the first read needed no GET"
     );
+}
+
+/// An index with a copy of the first block opens a ledger with one GET
+/// (no speculative GET of the data next to it) and serves the first block
+/// from it; the rest comes from the data object as usual.
+#[tokio::test]
+async fn the_first_block_comes_with_the_index() {
+    let s = setup_with(26, &random_sizes(26, 400, 1000), &opts(4096)).await;
+    assert!(s.objects.head_bytes > 0);
+    let reader = reader_with(ReaderConfig {
+        first_range_bytes: 32 << 10,
+        ..config()
+    })
+    .await;
+    s.faulty.set_latency(Duration::from_millis(100));
+    let (ledger, _, _) = open(&reader, &s).await;
+    assert_eq!(s.faulty.requests(Op::Get), 1, "the index only");
+    let st = reader.stats();
+    assert_eq!(
+        (st.index_head_blocks, st.speculative_blocks),
+        (1, 0),
+        "{st:?}"
+    );
+    let first = ledger.index().rows[0];
+    let got = ledger
+        .read(0, first.last_entry(), usize::MAX)
+        .await
+        .unwrap();
+    expect(&s.sent, 0, &got);
+    assert_eq!(got.len(), first.entries as usize);
+    assert_eq!(
+        s.faulty.requests(Op::Get),
+        1,
+        "the first block needed no GET"
+    );
+    let rest = read_on(&ledger, first.last_entry() + 1, 399).await;
+    expect(&s.sent, first.last_entry() + 1, &rest);
+    assert!(s.faulty.requests(Op::Get) > 1);
+    // A second reader of the process finds the index and the block cached.
+    let (again, _, _) = open(&reader, &s).await;
+    let gets = s.faulty.requests(Op::Get);
+    expect(&s.sent, 0, &again.read(0, 0, usize::MAX).await.unwrap());
+    assert_eq!(s.faulty.requests(Op::Get), gets);
+    assert_eq!(reader.stats().index_head_blocks, 1);
 }
 
 #[tokio::test]

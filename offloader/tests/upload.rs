@@ -53,6 +53,12 @@ async fn assert_round_trip(
     }
     assert_eq!(got.len(), sent.len());
     assert!(got == sent, "entries differ after the round trip");
+    // The index's copy of the first block, when it has one, is that block.
+    let head = index.head.as_ref().map_or(0, |h| h.len());
+    assert_eq!(objects.head_bytes, head as u64);
+    if let Some(h) = &index.head {
+        assert_eq!(h, &data.slice(..index.rows[0].len as usize));
+    }
     assert_eq!(objects.entries, sent.len() as u64);
     assert_eq!(objects.blocks, index.rows.len() as u64);
 }
@@ -65,6 +71,7 @@ async fn one_entry_round_trips_on_memory_and_local_dir() {
         let (_, objects) = upload(&store, 1, &sent, &opts(64 << 10)).await;
         assert_eq!(objects.blocks, 1);
         assert_eq!(objects.payload_bytes, 123);
+        assert_eq!(objects.head_bytes, 123 + 12, "the index copies the block");
         assert_round_trip(&store, &objects, &sent).await;
     }
 }
@@ -76,6 +83,15 @@ async fn entries_bigger_than_a_block_get_a_block_each() {
     let (_, objects) = upload(&store, 2, &sent, &opts(1024)).await;
     // 5000 | 100 then 7000 would exceed → 100 alone | 7000 | 3000.
     assert_eq!(objects.blocks, 4);
+    assert_eq!(objects.head_bytes, 5000 + 12);
+    assert_round_trip(&store, &objects, &sent).await;
+    // A first block above the limit is not copied into the index.
+    let small_head = UploadOptions {
+        head_max: 5000,
+        ..opts(1024)
+    };
+    let (_, objects) = upload(&store, 3, &sent, &small_head).await;
+    assert_eq!(objects.head_bytes, 0);
     assert_round_trip(&store, &objects, &sent).await;
 }
 
@@ -111,6 +127,7 @@ async fn large_ledger_goes_multipart_with_bounded_parts_and_progress() {
         single_put_max: 256 << 10,
         max_parallel_parts: 2,
         retry: fast_retry(),
+        ..UploadOptions::default()
     };
     let last = AtomicU64::new(0);
     let calls = AtomicU64::new(0);
@@ -132,6 +149,10 @@ async fn large_ledger_goes_multipart_with_bounded_parts_and_progress() {
     )
     .await
     .unwrap();
+    assert!(
+        objects.head_bytes > 0,
+        "the first part's first block is copied"
+    );
     let parts = objects.data_size.div_ceil(256 << 10);
     // create + one request per part + complete.
     assert_eq!(faulty.requests(Op::Multipart), parts + 2);
@@ -314,6 +335,13 @@ async fn verify_catches_damaged_objects_and_wrong_records() {
                 ..objects.clone()
             },
         ),
+        (
+            "head",
+            OffloadedObjects {
+                head_bytes: 0,
+                ..objects.clone()
+            },
+        ),
     ] {
         let reason = check(o).await;
         assert!(!reason.is_empty(), "{what}");
@@ -404,6 +432,7 @@ async fn a_failed_multipart_upload_is_aborted() {
                 request_timeout: Duration::from_millis(300),
                 ..fast_retry()
             },
+            ..UploadOptions::default()
         };
         let base = base(10);
         let res = upload_ledger(

@@ -684,6 +684,7 @@ pub(crate) struct Counters {
     pub index_hits: AtomicU64,
     pub index_misses: AtomicU64,
     pub speculative_blocks: AtomicU64,
+    pub index_head_blocks: AtomicU64,
 }
 
 impl Counters {

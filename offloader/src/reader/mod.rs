@@ -11,10 +11,11 @@
 //!   get a share;
 //! - a block has at most one fetch in flight (see [`fetch`]).
 //!
-//! Latency of the first read: when a ledger's index is not cached, `open`
-//! fetches the index and a speculative first range of `data` (offset 0)
-//! concurrently, so a read from the start of a ledger costs about one GET,
-//! not two in a row.
+//! Latency of the first read: an index (format version 2) carries a copy of
+//! the ledger's first block, which `open` puts in the block cache, so a read
+//! from the start of a ledger costs the index's GET only. For an index
+//! without it, `open` fetches the index and a speculative first range of
+//! `data` (offset 0) concurrently: about one GET, not two in a row.
 
 mod cache;
 mod fetch;
@@ -120,6 +121,8 @@ pub struct ReaderStats {
     /// Blocks reads took from what read-ahead held for them.
     pub read_ahead_hits: u64,
     pub speculative_blocks: u64,
+    /// First blocks that came with their ledger's index.
+    pub index_head_blocks: u64,
     pub index_hits: u64,
     pub index_misses: u64,
     /// GETs running now.
@@ -211,7 +214,12 @@ impl TieredReader {
                 let per_run = cache::run_blocks(objects.data_size, objects.blocks as usize);
                 let first = BlockKey::block(&data_key, per_run, 0);
                 let first_run = BlockKey::run(&data_key, per_run, 0);
-                let spec_len = self.config.first_range_bytes.min(objects.data_size);
+                // The index brings the first block itself.
+                let spec_len = if objects.head_bytes > 0 {
+                    0
+                } else {
+                    self.config.first_range_bytes.min(objects.data_size)
+                };
                 let speculate = spec_len > 0
                     && !self.cache.memory.contains(&first)
                     && !self
@@ -219,6 +227,7 @@ impl TieredReader {
                         .disk
                         .as_ref()
                         .is_some_and(|d| d.cache.contains(&first_run));
+                let started = std::time::Instant::now();
                 let spec = async {
                     if !speculate {
                         return None;
@@ -232,11 +241,28 @@ impl TieredReader {
                         Some(&self.limiter),
                     )
                     .await;
-                    Some(r)
+                    Some((r, started.elapsed()))
                 };
-                let (index, spec) =
-                    tokio::join!(self.fetch_index(&store, &index_path, objects, &io), spec);
-                let index = index?;
+                let index = async {
+                    let index = self.fetch_index(&store, &index_path, objects, &io).await;
+                    (index, started.elapsed())
+                };
+                let ((index, index_took), spec) = tokio::join!(index, spec);
+                tracing::debug!(
+                    key = %index_path,
+                    index = ?index_took,
+                    first_range = ?spec.as_ref().map(|(_, took)| *took),
+                    "fetched a cold ledger's index and first range"
+                );
+                let spec = spec.map(|(r, _)| r);
+                let (index, head) = index?;
+                if let Some(head) = head {
+                    let key = BlockKey::block(&data_key, per_run, 0);
+                    if !self.cache.memory.contains(&key) {
+                        self.cache.memory.insert(key, head);
+                        Counters::add(&self.counters.index_head_blocks, 1);
+                    }
+                }
                 if let Some(Ok(bytes)) = spec {
                     self.count_get(bytes.len());
                     self.absorb_speculative(&data_key, &index, bytes);
@@ -255,14 +281,15 @@ impl TieredReader {
         ))
     }
 
-    /// GETs the index (twice if the first copy is damaged) and checks it.
+    /// GETs the index (twice if the first copy is damaged) and checks it;
+    /// returns it without its copy of the first block, and that block.
     async fn fetch_index(
         &self,
         store: &Arc<dyn ObjectStore>,
         path: &Path,
         objects: &OffloadedObjects,
         io: &IoSink,
-    ) -> Result<Arc<LedgerIndex>> {
+    ) -> Result<(Arc<LedgerIndex>, Option<Bytes>)> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -278,7 +305,10 @@ impl TieredReader {
             .inspect(|b| self.count_get(b.len()))
             .and_then(|bytes| check_index(objects, &bytes));
             match got {
-                Ok(index) => return Ok(Arc::new(index)),
+                Ok(mut index) => {
+                    let head = index.head.take();
+                    return Ok((Arc::new(index), head));
+                }
                 Err(e) if e.is_corrupt() => {
                     if tries >= 2 {
                         io.corrupt_block();
@@ -356,6 +386,7 @@ impl TieredReader {
             read_ahead_blocks: Counters::get(&c.read_ahead_blocks),
             read_ahead_hits: Counters::get(&c.read_ahead_hits),
             speculative_blocks: Counters::get(&c.speculative_blocks),
+            index_head_blocks: Counters::get(&c.index_head_blocks),
             index_hits: Counters::get(&c.index_hits),
             index_misses: Counters::get(&c.index_misses),
             in_flight_requests: (self.config.max_concurrent_requests
@@ -405,18 +436,20 @@ pub(crate) fn check_index(objects: &OffloadedObjects, bytes: &Bytes) -> Result<L
         index.header.entries,
         index.header.payload_bytes,
         index.data_size,
+        index.head.as_ref().map_or(0, |h| h.len() as u64),
     );
     let want = (
         objects.blocks,
         objects.entries,
         objects.payload_bytes,
         objects.data_size,
+        objects.head_bytes,
     );
     if found != want {
         return Err(OffloadError::corrupt(
             key,
             format!(
-                "index holds (blocks, entries, payload, data size) {found:?}, the record says {want:?}"
+                "index holds (blocks, entries, payload, data size, head) {found:?}, the record says {want:?}"
             ),
         ));
     }
