@@ -482,7 +482,7 @@ impl EntryLogs {
             ));
         }
         self.readers.write().remove(&log_id);
-        remove_file(&self.dir.join(name(log_id)))
+        self.recycler.delete(&self.dir.join(name(log_id)))
     }
 
     /// Size on disk of a log file.
@@ -492,16 +492,6 @@ impl EntryLogs {
             None => self.dir.join(name(log_id)),
         };
         fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-/// Removes a file; returns its size (0 if it was already gone).
-fn remove_file(path: &Path) -> Result<u64> {
-    let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    match fs::remove_file(path) {
-        Ok(()) => Ok(size),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(BookieError::io("remove log file", e)),
     }
 }
 

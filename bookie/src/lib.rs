@@ -15,6 +15,7 @@ pub mod fileio;
 pub mod index;
 pub mod journal;
 pub mod metrics;
+pub mod remover;
 pub mod service;
 pub mod storage;
 #[cfg(feature = "testing")]

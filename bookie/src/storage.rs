@@ -38,6 +38,7 @@ use crate::journal::{
     Recycler,
 };
 use crate::metrics::Metrics;
+use crate::remover::Remover;
 use strata_common::dirlock::DirLock;
 use strata_common::stages::{self, Stage};
 
@@ -183,13 +184,25 @@ impl LedgerStorage {
             locks.push(DirLock::acquire(&config.ledger_dir(), "ledger")?);
         }
         let index = Index::open(&config.ledger_dir().join("index"))?;
+        let remover = Arc::new(
+            Remover::with_defaults().map_err(|e| BookieError::io("start the remover", e))?,
+        );
+        for dir in [config.journal_dir(), config.ledger_dir().join("logs")] {
+            let left = remover
+                .sweep(&dir)
+                .map_err(|e| BookieError::io("list files left to delete", e))?;
+            if left > 0 {
+                info!(dir = %dir.display(), left, "deleting files a previous run left half-deleted");
+            }
+        }
         let recycler = Arc::new(
             Recycler::new(
                 &config.journal_dir(),
                 config.journal_reuse_files,
                 metrics.clone(),
             )
-            .with_grace(config.journal_reuse_grace),
+            .with_grace(config.journal_reuse_grace)
+            .with_remover(remover),
         );
         let logs = EntryLogs::open(
             &config.ledger_dir().join("logs"),
@@ -1143,6 +1156,7 @@ impl LedgerStorage {
     pub fn shutdown(&self) -> Result<()> {
         let r = self.flush();
         self.journal.shutdown();
+        self.recycler.stop();
         r
     }
 }

@@ -39,6 +39,7 @@ use tracing::{info, warn};
 
 use crate::error::{BookieError, Result};
 use crate::metrics::Metrics;
+use crate::remover::Remover;
 
 /// How long a released file stays unused before it may be reused.
 pub const REUSE_GRACE: Duration = Duration::from_secs(2);
@@ -53,6 +54,8 @@ pub struct Recycler {
     grace: Duration,
     pool: Mutex<VecDeque<Pooled>>,
     metrics: Arc<Metrics>,
+    /// Deletes large files in the background, in steps (none: at once).
+    remover: Option<Arc<Remover>>,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,36 @@ impl Recycler {
             grace: REUSE_GRACE,
             pool: Mutex::new(VecDeque::new()),
             metrics,
+            remover: None,
+        }
+    }
+
+    /// Deletes files through `remover` (see [`crate::remover`]).
+    pub fn with_remover(mut self, remover: Arc<Remover>) -> Recycler {
+        self.remover = Some(remover);
+        self
+    }
+
+    /// Deletes a journal file or an entry log the bookie is done with,
+    /// without stalling the disk's writers when there is a remover; returns
+    /// its size (0 if it was already gone).
+    pub fn delete(&self, path: &Path) -> Result<u64> {
+        match &self.remover {
+            Some(r) => r
+                .remove(path)
+                .map_err(|e| BookieError::io("delete a file", e)),
+            None => {
+                let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                remove(path)?;
+                Ok(size)
+            }
+        }
+    }
+
+    /// Finishes the deletions under way without pauses.
+    pub fn stop(&self) {
+        if let Some(r) = &self.remover {
+            r.stop();
         }
     }
 
@@ -114,7 +147,7 @@ impl Recycler {
                     released: ready,
                 });
             } else {
-                remove(&path)?;
+                self.delete(&path)?;
             }
         }
         self.metrics.journal_pooled_files.set(pool.len() as i64);
@@ -133,7 +166,7 @@ impl Recycler {
         let mut pool = self.pool.lock();
         if pool.len() >= self.max_files {
             drop(pool);
-            remove(&path)?;
+            self.delete(&path)?;
             return Ok(bytes);
         }
         let pooled = self.dir.join(format!("{seq:020}{POOL_SUFFIX}"));
@@ -169,14 +202,14 @@ impl Recycler {
             }
             Err(e) => {
                 warn!(error = %e, path = %p.path.display(), "cannot reuse a pooled journal file; deleting it");
-                let _ = fs::remove_file(&p.path);
+                let _ = self.delete(&p.path);
                 None
             }
         }
     }
 
-    /// Deletes every pooled file, to give the disk space back. Returns the
-    /// bytes freed.
+    /// Deletes every pooled file, to give the disk space back (at once, as
+    /// it is wanted now). Returns the bytes freed.
     pub fn drain(&self) -> u64 {
         let pooled: Vec<Pooled> = self.pool.lock().drain(..).collect();
         self.metrics.journal_pooled_files.set(0);
