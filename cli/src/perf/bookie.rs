@@ -567,7 +567,8 @@ pub async fn bookie_perf(args: &BookiePerfArgs) -> anyhow::Result<BookieReport> 
         let plan = FloorPlan {
             entry_size: args.entry_size,
             rate: timed.rate,
-            duration: timed.sending,
+            // The same schedule: the same entries, due at the same times.
+            duration: timed.scheduled,
             tick: Duration::from_micros(args.pace_tick_us.max(1)),
             realtime: timed.realtime,
         };
@@ -662,9 +663,9 @@ struct PhaseOutcome {
     realtime: bool,
     entries: u64,
     elapsed: f64,
-    /// How long entries were sent for (`elapsed` less the wait for the last
-    /// acknowledgements).
-    sending: Duration,
+    /// The stretch entries were due in (`elapsed` also holds a late
+    /// sender's catching up and the wait for the last acknowledgements).
+    scheduled: Duration,
     cpu_secs: f64,
     machine_cpu: Option<MachineCpu>,
     ledgers: u64,
@@ -817,8 +818,6 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
             retention.rolled(full);
         }
     }
-    // The floor paces over this stretch, not over the drain that follows.
-    let sending = started.elapsed();
     drop(sender_realtime);
     drop(tx);
     let midway = refused.borrow().clone();
@@ -852,7 +851,7 @@ async fn run_phase(args: &BookiePerfArgs, phase: Phase) -> anyhow::Result<PhaseO
         realtime,
         entries: n,
         elapsed,
-        sending,
+        scheduled: phase.duration,
         cpu_secs,
         machine_cpu,
         ledgers,

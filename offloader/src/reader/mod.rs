@@ -256,12 +256,11 @@ impl TieredReader {
                 );
                 let spec = spec.map(|(r, _)| r);
                 let (index, head) = index?;
-                if let Some(head) = head {
-                    let key = BlockKey::block(&data_key, per_run, 0);
-                    if !self.cache.memory.contains(&key) {
-                        self.cache.memory.insert(key, head);
-                        Counters::add(&self.counters.index_head_blocks, 1);
-                    }
+                if let Some(head) = head
+                    && !self.cache.memory.contains(&first)
+                {
+                    self.cache.memory.insert(first, head);
+                    Counters::add(&self.counters.index_head_blocks, 1);
                 }
                 if let Some(Ok(bytes)) = spec {
                     self.count_get(bytes.len());
