@@ -423,3 +423,19 @@ impl Registrar {
         }
     }
 }
+
+/// Helpers for this crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::path::Path;
+
+    /// The names in `dir`, sorted.
+    pub fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -234,21 +234,13 @@ fn nap(pause: Duration, hurry: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::names;
 
     fn file(dir: &Path, name: &str, len: u64) -> PathBuf {
         let p = dir.join(name);
         let f = fs::File::create(&p).unwrap();
         f.set_len(len).unwrap();
         p
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]

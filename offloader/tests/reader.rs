@@ -274,18 +274,26 @@ async fn an_entry_keeps_only_its_block_in_memory() {
     }
 }
 
-/// An index without a copy of the first block (version 1, or a first block
-/// over the uploader's limit): the data's start is fetched next to it.
-#[tokio::test]
-async fn open_fetches_the_first_range_with_the_index() {
-    let s = setup(24, &random_sizes(24, 400, 1000), 4096).await;
+/// Opens `s`'s ledger with a reader that fetches 32 KiB of the data's start
+/// next to an index without the first block, on a store that answers every
+/// request after 100 ms (so concurrent GETs show).
+async fn open_slowly_with_a_first_range(s: &Setup) -> (Arc<TieredReader>, Arc<ColdLedger>) {
     let reader = reader_with(ReaderConfig {
         first_range_bytes: 32 << 10,
         ..config()
     })
     .await;
     s.faulty.set_latency(Duration::from_millis(100));
-    let (ledger, _, _) = open(&reader, &s).await;
+    let (ledger, _, _) = open(&reader, s).await;
+    (reader, ledger)
+}
+
+/// An index without a copy of the first block (version 1, or a first block
+/// over the uploader's limit): the data's start is fetched next to it.
+#[tokio::test]
+async fn open_fetches_the_first_range_with_the_index() {
+    let s = setup(24, &random_sizes(24, 400, 1000), 4096).await;
+    let (reader, ledger) = open_slowly_with_a_first_range(&s).await;
     assert_eq!(s.faulty.requests(Op::Get), 2, "index + first range");
     assert_eq!(
         s.faulty.max_concurrent_gets(),
@@ -310,13 +318,7 @@ async fn open_fetches_the_first_range_with_the_index() {
 async fn the_first_block_comes_with_the_index() {
     let s = setup_with(26, &random_sizes(26, 400, 1000), &opts(4096)).await;
     assert!(s.objects.head_bytes > 0);
-    let reader = reader_with(ReaderConfig {
-        first_range_bytes: 32 << 10,
-        ..config()
-    })
-    .await;
-    s.faulty.set_latency(Duration::from_millis(100));
-    let (ledger, _, _) = open(&reader, &s).await;
+    let (reader, ledger) = open_slowly_with_a_first_range(&s).await;
     assert_eq!(s.faulty.requests(Op::Get), 1, "the index only");
     let st = reader.stats();
     assert_eq!(

@@ -245,18 +245,10 @@ fn remove(path: &Path) -> Result<()> {
 mod tests {
     use super::super::file_name;
     use super::*;
+    use crate::test_util::names;
 
     fn journal_file(dir: &Path, seq: u64, len: usize) {
         fs::write(dir.join(file_name(seq)), vec![seq as u8; len]).unwrap();
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]
