@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn small_files_go_at_once_large_ones_shrink_in_steps_then_go() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Remover::new(1 << 20, Duration::from_millis(40)).unwrap();
+        let r = Remover::new(1 << 20, Duration::from_millis(100)).unwrap();
         let small = file(dir.path(), "a.log", 1 << 20);
         assert_eq!(r.remove(&small).unwrap(), 1 << 20);
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
@@ -257,7 +257,7 @@ mod tests {
         // Gone under its name at once, waiting under the doomed one.
         assert!(!big.exists());
         let doomed = dir.path().join("b.log.deleting");
-        // It shrinks a step at a time (40 ms apart) before it goes.
+        // It shrinks a step at a time (100 ms apart, so a busy machine still sees one) before it goes.
         let mut sizes = Vec::new();
         while let Ok(m) = fs::metadata(&doomed) {
             sizes.push(m.len());
