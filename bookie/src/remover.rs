@@ -188,7 +188,8 @@ fn doomed_name(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn unlink(path: &Path) -> std::io::Result<()> {
+/// Unlinks `path` at once (a missing file is not an error).
+pub fn unlink(path: &Path) -> std::io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -96,8 +96,7 @@ impl Recycler {
                 .map_err(|e| BookieError::io("delete a file", e)),
             None => {
                 let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                remove(path)?;
-                Ok(size)
+                remove(path).map(|()| size)
             }
         }
     }
@@ -234,11 +233,7 @@ impl Recycler {
 }
 
 fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(BookieError::io("remove journal file", e)),
-    }
+    crate::remover::unlink(path).map_err(|e| BookieError::io("remove journal file", e))
 }
 
 #[cfg(test)]

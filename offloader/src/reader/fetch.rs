@@ -403,7 +403,7 @@ impl TieredReader {
         )
         .await;
         let arrived = arrived.into_inner();
-        if fetched.is_ok() || arrived > 0 {
+        if arrived > 0 {
             self.count_get(lens[..arrived].iter().map(|l| *l as usize).sum());
         }
         let mut again = again.into_inner();
