@@ -124,6 +124,8 @@ struct State {
     gets_in_flight: AtomicU64,
     max_gets_in_flight: AtomicU64,
     aborts: AtomicU64,
+    /// Byte ranges the store answered GETs with, by object path.
+    ranges: Mutex<Vec<(String, Range<u64>)>>,
 }
 
 impl State {
@@ -247,8 +249,16 @@ impl FaultyStore {
         self.state.aborts.load(Ordering::Relaxed)
     }
 
-    /// Zeroes request counters and the concurrency high-water mark.
+    /// The byte ranges of the GETs answered so far, by object path, in the
+    /// order they were answered.
+    pub fn get_ranges_seen(&self) -> Vec<(String, Range<u64>)> {
+        self.state.ranges.lock().clone()
+    }
+
+    /// Zeroes request counters and the concurrency high-water mark, and
+    /// forgets the ranges seen.
     pub fn reset_counters(&self) {
+        self.state.ranges.lock().clear();
         for r in &self.state.requests {
             r.store(0, Ordering::Relaxed);
         }
@@ -323,6 +333,10 @@ impl ObjectStore for FaultyStore {
         if op == Op::Head {
             return Ok(res);
         }
+        self.state
+            .ranges
+            .lock()
+            .push((location.to_string(), res.range.clone()));
         let (meta, range, attributes, extensions) = (
             res.meta.clone(),
             res.range.clone(),

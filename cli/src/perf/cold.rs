@@ -286,6 +286,7 @@ async fn measure(
     let clock = MachineClock::start();
     let (cold_secs, cold_first) = read_all(&client, &topic, "cold", messages, args.timeout).await?;
     machine_cpu.cold = clock.stop();
+    tracing::info!("cold read ends");
     settle_disks().await;
     tracing::info!("warm read starts");
     let clock = MachineClock::start();

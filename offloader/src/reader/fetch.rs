@@ -382,6 +382,7 @@ impl TieredReader {
         // Blocks handed over (good or not), and those to fetch again.
         let arrived = AtomicUsize::new(0);
         let again = Mutex::new(Vec::new());
+        let started = std::time::Instant::now();
         let fetched = get_blocks(
             &ledger.store,
             &ledger.data_path,
@@ -403,6 +404,15 @@ impl TieredReader {
         )
         .await;
         let arrived = arrived.into_inner();
+        tracing::debug!(
+            key = %ledger.data_key,
+            blocks = ?blocks,
+            bytes = last.range().end - first.offset,
+            ?purpose,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            ok = fetched.is_ok(),
+            "ranged GET of blocks"
+        );
         if arrived > 0 {
             self.count_get(lens[..arrived].iter().map(|l| *l as usize).sum());
         }

@@ -310,41 +310,57 @@ impl ColdLedger {
             return;
         }
         let ahead: u64 = rows[from..start].iter().map(|r| u64::from(r.len)).sum();
-        if ahead + step > window {
-            return;
-        }
+        // Whole steps only, each its own GET: a request of a step and a
+        // bit would be coalesced into a full GET and a GET of a block or
+        // two, and a store that reads its objects in chunks (1 MiB in
+        // Garage and MinIO, read and hashed whole) would read one or two
+        // chunks for that bit, and the chunks at both ends of every GET
+        // twice.
+        let mut room = window.saturating_sub(ahead);
         let mut end = start;
-        let mut bytes = ahead;
-        let mut permits = Vec::new();
         let mut reclaimed = false;
-        while end < rows.len() && bytes < window {
-            let len = rows[end].len;
-            let budget = &self.reader.ahead_budget;
-            let permit = match budget.clone().try_acquire_many_owned(len) {
-                Ok(p) => p,
-                // Out of budget: take back what idle readers hold, once.
-                Err(_) if !reclaimed => {
-                    reclaimed = true;
-                    if self.reader.release_idle_read_ahead(self) == 0 {
+        let mut out_of_budget = false;
+        while room >= step && end < rows.len() && !out_of_budget {
+            let first = end;
+            let mut bytes = 0u64;
+            let mut permits = Vec::new();
+            while end < rows.len() {
+                let len = rows[end].len;
+                if end > first && bytes + u64::from(len) > step {
+                    break;
+                }
+                let budget = &self.reader.ahead_budget;
+                let permit = match budget.clone().try_acquire_many_owned(len) {
+                    Ok(p) => p,
+                    // Out of budget: take back what idle readers hold, once.
+                    Err(_) if !reclaimed => {
+                        reclaimed = true;
+                        if self.reader.release_idle_read_ahead(self) > 0 {
+                            continue;
+                        }
+                        out_of_budget = true;
                         break;
                     }
-                    continue;
-                }
-                Err(_) => break,
-            };
-            permits.push(permit);
-            bytes += u64::from(len);
-            end += 1;
+                    Err(_) => {
+                        out_of_budget = true;
+                        break;
+                    }
+                };
+                permits.push(permit);
+                bytes += u64::from(len);
+                end += 1;
+            }
+            if end == first {
+                break;
+            }
+            room = room.saturating_sub(bytes);
+            let pending = self
+                .reader
+                .request_blocks(&self.shared, first..end, Purpose::ReadAhead);
+            for ((b, p), permit) in (first..end).zip(pending).zip(permits) {
+                st.held.insert(b, (p, permit));
+            }
         }
-        if end == start {
-            return;
-        }
-        st.ahead_until = end;
-        let pending = self
-            .reader
-            .request_blocks(&self.shared, start..end, Purpose::ReadAhead);
-        for ((b, p), permit) in (start..end).zip(pending).zip(permits) {
-            st.held.insert(b, (p, permit));
-        }
+        st.ahead_until = end.max(st.ahead_until);
     }
 }
