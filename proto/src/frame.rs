@@ -89,6 +89,16 @@ impl std::ops::Deref for Payload {
     }
 }
 
+/// Room beyond the rest of a frame of `frame` bytes when its buffer must
+/// grow for it: enough for several more like it. The partial frame is
+/// copied into the new buffer; with room for just the one frame (as
+/// `reserve` would give, once frames split off keep the old buffer
+/// shared) every large frame would be copied in part, since each read
+/// ends inside the next one. Here a copy comes once per several frames.
+fn read_room(frame: usize) -> usize {
+    frame.saturating_mul(8).clamp(64 << 10, 1 << 20)
+}
+
 /// Decodes one frame from the front of `buf`, or returns `None` if more bytes are needed.
 pub fn decode(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame>, CodecError> {
     Ok(decode_in_place(buf, max_frame)?.map(|f| Frame {
@@ -118,7 +128,10 @@ pub fn decode_in_place(
         )));
     }
     if buf.len() < 4 + total {
-        buf.reserve(4 + total - buf.len());
+        let need = 4 + total - buf.len();
+        if buf.capacity() - buf.len() < need {
+            buf.reserve(need + read_room(4 + total));
+        }
         return Ok(None);
     }
     let frame = buf.split_to(4 + total);
@@ -411,6 +424,47 @@ mod tests {
             }
             assert!(buf.is_empty());
         }
+    }
+
+    /// A connection reading 128 KiB frames as a socket delivers them (each
+    /// read fills the buffer's free space) while the decoded frames stay
+    /// alive (a consumer's queue holds them): the frame a read ends in is
+    /// copied into a new buffer now and then, not every time.
+    #[test]
+    fn large_frames_are_seldom_copied_between_buffers() {
+        let body = vec![5u8; 128 << 10];
+        let mut one = encode_command_with_body(&ping(), body.len()).to_vec();
+        one.extend_from_slice(&body);
+        let stream = one.repeat(64);
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        let (mut at, mut copied, mut kept) = (0, 0, Vec::new());
+        loop {
+            let (ptr, len) = (buf.as_ptr(), buf.len());
+            match decode(&mut buf, usize::MAX).unwrap() {
+                Some(f) => kept.push(f),
+                None if at == stream.len() => break,
+                None => {
+                    if len > 0 && buf.as_ptr() != ptr {
+                        copied += len;
+                    }
+                    if buf.capacity() == buf.len() {
+                        buf.reserve(64); // as `read_buf` does
+                    }
+                    let n = (buf.capacity() - buf.len()).min(stream.len() - at);
+                    buf.extend_from_slice(&stream[at..at + n]);
+                    at += n;
+                }
+            }
+        }
+        assert_eq!(kept.len(), 64);
+        assert!(kept.iter().all(|f| f.payload.as_deref() == Some(&body[..])));
+        // About one frame in nine here (each new buffer ends just short of a
+        // frame); half of all bytes with room for just the one frame.
+        assert!(
+            copied < stream.len() / 6,
+            "{copied} of {} bytes copied",
+            stream.len()
+        );
     }
 
     #[test]
