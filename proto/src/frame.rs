@@ -89,28 +89,54 @@ impl std::ops::Deref for Payload {
     }
 }
 
-/// Room beyond the rest of a frame of `frame` bytes when its buffer must
-/// grow for it: enough for several more like it. The partial frame is
-/// copied into the new buffer; with room for just the one frame (as
-/// `reserve` would give, once frames split off keep the old buffer
-/// shared) every large frame would be copied in part, since each read
-/// ends inside the next one. Here a copy comes once per several frames.
-fn read_room(frame: usize) -> usize {
-    frame.saturating_mul(8).clamp(64 << 10, 1 << 20)
+/// How much a read buffer grows by when a frame begun in it does not fit.
+#[derive(Clone, Copy, Debug)]
+enum Room {
+    /// Just the rest of the frame: what the broker does, whose payloads
+    /// live on as entries in the buffer they were read into (in place, see
+    /// [`Payload::into_entry`]) and would each keep a larger buffer alive.
+    Exact,
+    /// The rest and room for several more frames like it (8, within 64 KiB
+    /// to 1 MiB): what a client does. The partial frame is copied into the
+    /// new buffer; with room for just that frame (as `reserve` gives once
+    /// frames split off keep the old buffer shared) each large frame would
+    /// be copied in part, as every read ends inside the next one. Here a
+    /// copy comes once per several frames.
+    Several,
 }
 
-/// Decodes one frame from the front of `buf`, or returns `None` if more bytes are needed.
+impl Room {
+    fn beyond(self, frame: usize) -> usize {
+        match self {
+            Room::Exact => 0,
+            Room::Several => frame.saturating_mul(8).clamp(64 << 10, 1 << 20),
+        }
+    }
+}
+
+/// Decodes one frame from the front of `buf`, or returns `None` if more
+/// bytes are needed (and then makes room for them, and for several more
+/// frames like it: see [`Room::Several`]).
 pub fn decode(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame>, CodecError> {
-    Ok(decode_in_place(buf, max_frame)?.map(|f| Frame {
+    Ok(decode_with(buf, max_frame, Room::Several)?.map(|f| Frame {
         command: f.command,
         payload: f.payload.map(Payload::into_bytes),
     }))
 }
 
-/// As [`decode`], with the payload left writable in place.
+/// As [`decode`], with the payload left writable in place, and room made
+/// for just the rest of a frame that is not whole yet.
 pub fn decode_in_place(
     buf: &mut BytesMut,
     max_frame: usize,
+) -> Result<Option<FrameInPlace>, CodecError> {
+    decode_with(buf, max_frame, Room::Exact)
+}
+
+fn decode_with(
+    buf: &mut BytesMut,
+    max_frame: usize,
+    room: Room,
 ) -> Result<Option<FrameInPlace>, CodecError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -130,7 +156,7 @@ pub fn decode_in_place(
     if buf.len() < 4 + total {
         let need = 4 + total - buf.len();
         if buf.capacity() - buf.len() < need {
-            buf.reserve(need + read_room(4 + total));
+            buf.reserve(need + room.beyond(4 + total));
         }
         return Ok(None);
     }
