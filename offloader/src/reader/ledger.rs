@@ -315,12 +315,16 @@ impl ColdLedger {
         // two, and a store that reads its objects in chunks (1 MiB in
         // Garage and MinIO, read and hashed whole) would read one or two
         // chunks for that bit, and the chunks at both ends of every GET
-        // twice.
+        // twice. Steps are asked for while at least half a step is free,
+        // so the window holds `window` on average (give or take half a
+        // step), as much as a top-up to the byte did: with whole steps
+        // only while a whole step is free it held less, and the cold read
+        // ran slower.
         let mut room = window.saturating_sub(ahead);
         let mut end = start;
         let mut reclaimed = false;
         let mut out_of_budget = false;
-        while room >= step && end < rows.len() && !out_of_budget {
+        while room >= step.div_ceil(2) && end < rows.len() && !out_of_budget {
             let first = end;
             let mut bytes = 0u64;
             let mut permits = Vec::new();
