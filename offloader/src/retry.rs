@@ -287,6 +287,15 @@ async fn fetch_blocks(
     Ok(before + split.received)
 }
 
+/// A buffer for a block of `len` bytes, its pages mapped in ahead of the
+/// copy ([`strata_common::sysmem::prefault`]): blocks go to the block cache,
+/// and a cache filling up takes fresh memory for every block.
+fn block_buffer(len: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(len);
+    strata_common::sysmem::prefault(&mut buf.spare_capacity_mut()[..len]);
+    buf
+}
+
 /// Cuts a byte stream into blocks of the given lengths, each copied into a
 /// buffer of its own while its CRC32C is computed, and hands each over once
 /// whole.
@@ -305,7 +314,7 @@ impl BlockSplitter {
     /// Cuts from block `first` of `lens` on.
     fn new(lens: &[u32], first: usize) -> Self {
         BlockSplitter {
-            current: BytesMut::with_capacity(lens.get(first).map_or(0, |l| *l as usize)),
+            current: block_buffer(lens.get(first).map_or(0, |l| *l as usize)),
             lens: lens.to_vec(),
             next: first,
             crc: 0,
@@ -329,7 +338,7 @@ impl BlockSplitter {
             data = &data[n..];
             if self.current.len() == len {
                 let next = self.lens.get(i + 1).map_or(0, |l| *l as usize);
-                let block = std::mem::replace(&mut self.current, BytesMut::with_capacity(next));
+                let block = std::mem::replace(&mut self.current, block_buffer(next));
                 let crc = std::mem::take(&mut self.crc);
                 self.next = i + 1;
                 on_block(i, block.freeze(), crc);
@@ -350,6 +359,7 @@ impl BlockSplitter {
         while let Some(i) = self.next() {
             let len = self.lens[i] as usize;
             let mut buf = Vec::with_capacity(len);
+            strata_common::sysmem::prefault(&mut buf.spare_capacity_mut()[..len]);
             let n = (&mut file).take(len as u64).read_to_end(&mut buf)?;
             self.received += n as u64;
             if n < len {
