@@ -65,12 +65,7 @@ impl Remover {
                     }
                     while let Ok(path) = rx.recv() {
                         delete_in_steps(&path, step, pause, &hurry);
-                        let (count, idle) = &*pending;
-                        let mut n = count.lock();
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            idle.notify_all();
-                        }
+                        finished(&pending);
                     }
                 })?
         };
@@ -143,7 +138,7 @@ impl Remover {
         if sent != Some(true) {
             // Stopped: delete it here.
             delete_in_steps(&doomed, self.step, Duration::ZERO, &self.hurry);
-            *self.pending.0.lock() -= 1;
+            finished(&self.pending);
         }
     }
 
@@ -179,6 +174,17 @@ impl Remover {
 impl Drop for Remover {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Counts one handed-over file as deleted, waking [`Remover::wait_idle`]
+/// when none is left.
+fn finished(pending: &(Mutex<usize>, Condvar)) {
+    let (count, idle) = pending;
+    let mut n = count.lock();
+    *n = n.saturating_sub(1);
+    if *n == 0 {
+        idle.notify_all();
     }
 }
 
