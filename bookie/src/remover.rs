@@ -87,10 +87,8 @@ impl Remover {
     /// way and hands it to the deleting thread. Returns its size (0 if it
     /// did not exist).
     pub fn remove(&self, path: &Path) -> std::io::Result<u64> {
-        let size = match fs::metadata(path) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
+        let Some(size) = size_of(path)? else {
+            return Ok(0);
         };
         if size <= self.step {
             return unlink(path).map(|()| size);
@@ -192,6 +190,23 @@ fn doomed_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(DOOMED_SUFFIX);
     path.with_file_name(name)
+}
+
+/// Unlinks `path` at once; returns its size (0 if it did not exist).
+pub fn remove_now(path: &Path) -> std::io::Result<u64> {
+    let Some(size) = size_of(path)? else {
+        return Ok(0);
+    };
+    unlink(path).map(|()| size)
+}
+
+/// The size of `path`, `None` if it does not exist.
+fn size_of(path: &Path) -> std::io::Result<Option<u64>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Unlinks `path` at once (a missing file is not an error).

@@ -91,14 +91,10 @@ impl Recycler {
     /// its size (0 if it was already gone).
     pub fn delete(&self, path: &Path) -> Result<u64> {
         match &self.remover {
-            Some(r) => r
-                .remove(path)
-                .map_err(|e| BookieError::io("delete a file", e)),
-            None => {
-                let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                remove(path).map(|()| size)
-            }
+            Some(r) => r.remove(path),
+            None => crate::remover::remove_now(path),
         }
+        .map_err(|e| BookieError::io("delete a file", e))
     }
 
     /// Finishes the deletions under way without pauses.
